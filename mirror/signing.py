@@ -1,0 +1,144 @@
+"""ECDSA P-256 over SHA-256, in the form `cosign sign-blob --key` writes.
+
+One algorithm pair, always: it is FIPS-approved, so FIPS mode changes which keys we accept,
+never how we sign. We sign a digest that the caller already computed, so a 200 GB bundle is
+hashed once, while it is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from mirror.errors import IntegrityError, VerificationError
+from mirror.keys import fingerprint
+
+CHUNK = 1024 * 1024
+_ALGORITHM = ec.ECDSA(Prehashed(hashes.SHA256()))
+_MAX_SIG_FILE = 4096  # a base64 DER P-256 signature is under 100 bytes
+
+
+def sign_digest(key: ec.EllipticCurvePrivateKey, digest: bytes) -> bytes:
+    """Base64 (ASCII, no newline) of the DER signature over an already computed SHA-256."""
+    _check_digest(digest)
+    return base64.b64encode(key.sign(digest, _ALGORITHM))
+
+
+def sign_bytes(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """Exactly what `cosign sign-blob --key` prints for DATA."""
+    return sign_digest(key, hashlib.sha256(data).digest())
+
+
+def verify_digest(
+    pub: ec.EllipticCurvePublicKey, digest: bytes, signature_b64: bytes, what: str
+) -> None:
+    """Return if SIGNATURE_B64 signs DIGEST; raise naming WHAT and the key otherwise."""
+    _check_digest(digest)
+    failure = VerificationError(
+        f"{what}: signature does not verify with key {fingerprint(pub)[:16]}"
+    )
+    try:
+        der = base64.b64decode(signature_b64.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise failure from None
+    if not der:
+        raise failure
+    try:
+        pub.verify(der, digest, _ALGORITHM)
+    except (InvalidSignature, ValueError):
+        raise failure from None
+
+
+def verify_bytes(
+    pub: ec.EllipticCurvePublicKey, data: bytes, signature_b64: bytes, what: str
+) -> None:
+    verify_digest(pub, hashlib.sha256(data).digest(), signature_b64, what)
+
+
+def sha256_file(path: Path) -> bytes:
+    """The raw SHA-256 of a file of any size, in bounded memory."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.digest()
+
+
+def write_detached(path: Path, digest: bytes, key: ec.EllipticCurvePrivateKey | None) -> list[Path]:
+    """PATH.sha256 (sha256sum format) and, with a key, PATH.sig (cosign's form)."""
+    _check_digest(digest)
+    sums = _sidecar(path, ".sha256")
+    _write_atomic(sums, f"{digest.hex()}  {path.name}\n".encode())
+    written = [sums]
+    if key is not None:
+        sig = _sidecar(path, ".sig")
+        _write_atomic(sig, sign_digest(key, digest))
+        written.append(sig)
+    return written
+
+
+def verify_detached(
+    path: Path, pub: ec.EllipticCurvePublicKey, *, digest: bytes | None = None
+) -> str | None:
+    """Check PATH.sig (and PATH.sha256 when present); None when there is no PATH.sig.
+
+    Pass DIGEST when the caller already hashed PATH, to avoid a second pass over it.
+    """
+    sig_path = _sidecar(path, ".sig")
+    try:
+        with sig_path.open("rb") as f:
+            signature = f.read(_MAX_SIG_FILE + 1)
+    except FileNotFoundError:
+        return None
+    if len(signature) > _MAX_SIG_FILE:
+        raise VerificationError(f"{sig_path}: too large to be a signature")
+    if digest is None:
+        digest = sha256_file(path)
+    verify_digest(pub, digest, signature, str(sig_path))
+    _check_sums_file(path, digest)
+    return digest.hex()
+
+
+def _check_sums_file(path: Path, digest: bytes) -> None:
+    """A PATH.sha256 that disagrees with a good signature means someone edited one of them."""
+    sums = _sidecar(path, ".sha256")
+    try:
+        text = sums.read_bytes()[:_MAX_SIG_FILE].decode("ascii", "replace")
+    except FileNotFoundError:
+        return
+    recorded = text.split(maxsplit=1)[0].lower() if text.strip() else ""
+    if recorded != digest.hex():
+        raise IntegrityError(f"{sums}: recorded digest does not match {path.name}")
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _check_digest(digest: bytes) -> None:
+    if len(digest) != hashlib.sha256().digest_size:
+        raise ValueError(f"expected a 32-byte SHA-256 digest, got {len(digest)} bytes")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename: readers see old or new, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
