@@ -47,7 +47,8 @@ def verify_digest(
         f"{what}: signature does not verify with key {fingerprint(pub)[:16]}"
     )
     try:
-        der = base64.b64decode(signature_b64.strip(), validate=True)
+        # Line breaks anywhere: `base64` wraps at 76 columns; Go's decoder ignores them too.
+        der = base64.b64decode(b"".join(signature_b64.split()), validate=True)
     except (binascii.Error, ValueError):
         raise failure from None
     if not der:
