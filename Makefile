@@ -1,0 +1,36 @@
+# Two set-up commands: `make test` and `make demo`. Both work on a fresh Debian host as root.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEBS    := docker-registry skopeo
+
+.PHONY: test lint demo bench debs venv clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's CNCF Distribution and skopeo: the real parts the tests talk to.
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: debs $(STAMP)
+	$(BIN)/pytest -q -rs
+
+lint: $(STAMP)
+	$(BIN)/ruff check mirror tests bench
+	$(BIN)/ruff format --check mirror tests bench
+	$(BIN)/mypy mirror
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info

@@ -1,0 +1,5 @@
+"""`python -m mirror` behaves exactly like the `mirror` console script."""
+
+from mirror.cli import run
+
+run()
