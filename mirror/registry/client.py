@@ -1,0 +1,269 @@
+"""OCI Distribution operations: list, fetch and push manifests and blobs, byte for byte."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import requests
+
+from mirror.errors import IntegrityError, NotFoundError, RegistryError, redact
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
+from mirror.registry.auth import Credentials
+from mirror.registry.http import Endpoint, Http
+from mirror.streams import LimitedReader, VerifyingReader
+
+MONOLITHIC_MAX = 32 * 1024 * 1024  # above this, blobs go up in PATCH chunks
+CHUNK = 64 * 1024 * 1024
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+
+
+class RegistryClient:
+    """Thread-safe client for one registry; each thread uses its own HTTP session."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        credentials: Credentials | None = None,
+        ca_file: str | None = None,
+        timeout: float = 120.0,
+        chunk_size: int = CHUNK,
+        monolithic_max: int = MONOLITHIC_MAX,
+    ) -> None:
+        self.endpoint = Endpoint.parse(url, ca_file=ca_file)
+        self.http = Http(self.endpoint, credentials, timeout=(10.0, timeout))
+        self.chunk_size = chunk_size
+        self.monolithic_max = monolithic_max
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.host
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ---- discovery -------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Fail early, in one line, when the URL is not a registry at all."""
+        resp = self.http.request("GET", "/v2/", ok=(200,), what="not an OCI registry (/v2/)")
+        if "Docker-Distribution-API-Version" not in resp.headers and resp.text.strip() not in (
+            "{}",
+            "",
+        ):
+            raise RegistryError(f"{self.host}: /v2/ does not look like an OCI registry")
+
+    def catalog(self, page: int = 1000) -> list[str]:
+        return self._paged(f"/v2/_catalog?n={page}", "repositories", None, "catalog")
+
+    def list_tags(self, repo: str, page: int = 1000) -> list[str]:
+        return self._paged(
+            f"/v2/{repo}/tags/list?n={page}", "tags", _pull(repo), f"repository {repo}"
+        )
+
+    def _paged(self, path: str, key: str, scope: str | None, what: str) -> list[str]:
+        out: list[str] = []
+        next_path: str | None = path
+        for _ in range(100_000):  # bounded: a registry that links in a circle stops here
+            if next_path is None:
+                break
+            resp = self.http.request("GET", next_path, scope=scope, what=f"{what} not found")
+            try:
+                out.extend(resp.json().get(key) or [])
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.host}: {what}: listing is not JSON") from None
+            match = _NEXT.search(resp.headers.get("Link", ""))
+            next_path = match.group(1) if match else None
+        return out
+
+    # ---- manifests -------------------------------------------------------------------
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[Descriptor, bytes]:
+        """The exact bytes, so digests survive; checked against the ref when it is a digest."""
+        resp = self.http.request(
+            "GET",
+            f"/v2/{repo}/manifests/{ref}",
+            scope=_pull(repo),
+            headers={"Accept": mt.ACCEPT},
+            stream=True,
+            what=f"manifest {repo}:{ref} not found",
+        )
+        with resp:
+            data = _read_capped(resp, MAX_MANIFEST, f"{self.host}/{repo}:{ref}")
+        media = media_type_of(data, resp.headers.get("Content-Type"))
+        if media not in mt.ALL_MANIFESTS:
+            raise RegistryError(
+                f"{self.host}/{repo}:{ref}: unsupported manifest media type {media!r}"
+            )
+        desc = Descriptor(media, digest_of(data), len(data))
+        expected = ref if ref.startswith("sha256:") else resp.headers.get("Docker-Content-Digest")
+        if expected and expected.startswith("sha256:") and expected != desc.digest:
+            raise IntegrityError(
+                f"{self.host}/{repo}@{expected}: manifest bytes hash to {desc.digest}"
+            )
+        return desc, data
+
+    def resolve(self, repo: str, ref: str) -> Descriptor | None:
+        """HEAD a manifest; None when absent. Used to detect tag conflicts before pushing."""
+        try:
+            resp = self.http.request(
+                "HEAD",
+                f"/v2/{repo}/manifests/{ref}",
+                scope=_pull(repo),
+                headers={"Accept": mt.ACCEPT},
+                what="manifest",
+            )
+        except NotFoundError:
+            return None
+        digest = resp.headers.get("Docker-Content-Digest")
+        if not digest:
+            desc, _ = self.get_manifest(repo, ref)
+            return desc
+        size = int(resp.headers.get("Content-Length") or 0)
+        media = (resp.headers.get("Content-Type") or "").split(";")[0]
+        return Descriptor(media or mt.OCI_MANIFEST, digest, size)
+
+    def manifest_exists(self, repo: str, desc: Descriptor) -> bool:
+        return self.resolve(repo, desc.digest) is not None
+
+    def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> None:
+        self.http.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{ref}",
+            scope=_push(repo),
+            headers={"Content-Type": media_type},
+            data=data,
+            ok=(200, 201, 202),
+            what=f"repository {repo}",
+        )
+
+    # ---- blobs -----------------------------------------------------------------------
+
+    def blob_exists(self, repo: str, desc: Descriptor) -> bool:
+        try:
+            resp = self.http.request(
+                "HEAD", f"/v2/{repo}/blobs/{desc.digest}", scope=_pull(repo), what="blob"
+            )
+        except NotFoundError:
+            return False
+        size = resp.headers.get("Content-Length")
+        return size is None or int(size) == desc.size
+
+    @contextmanager
+    def open_blob(self, repo: str, desc: Descriptor) -> Iterator[IO[bytes]]:
+        """Stream a blob, checking size and digest as it flows; never held whole."""
+        resp = self.http.request(
+            "GET",
+            f"/v2/{repo}/blobs/{desc.digest}",
+            scope=_pull(repo),
+            stream=True,
+            allow_redirects=True,  # registries hand blobs off to object storage
+            what=f"blob {desc.digest} not found in {repo}",
+        )
+        with resp:
+            reader = VerifyingReader(resp.raw, desc, f"{self.host}/{repo}@{desc.digest}")
+            yield reader  # type: ignore[misc]
+
+    def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
+        """Cross-repository mount: 201 means done, 202 means the registry declined."""
+        resp = self.http.request(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/?mount={desc.digest}&from={from_repo}",
+            scope=f"repository:{repo}:pull,push repository:{from_repo}:pull",
+            ok=(201, 202),
+            what=f"repository {repo}",
+        )
+        if resp.status_code == 201:
+            return True
+        self._cancel(resp)
+        return False
+
+    def push_blob(self, repo: str, desc: Descriptor, stream: IO[bytes]) -> None:
+        """Upload unless present: one PUT for small blobs, PATCH chunks for large ones."""
+        if self.blob_exists(repo, desc):
+            return
+        resp = self.http.request(
+            "POST", f"/v2/{repo}/blobs/uploads/", scope=_push(repo), ok=(202,), what=repo
+        )
+        location = self._location(resp)
+        if desc.size > self.monolithic_max:
+            location = self._patch_chunks(repo, location, desc, stream)
+            body: Any = b""
+        else:
+            body = LimitedReader(stream, desc.size)
+        self.http.request(
+            "PUT",
+            _with_digest(location, desc.digest),
+            scope=_push(repo),
+            headers={"Content-Type": "application/octet-stream"},
+            data=body,
+            ok=(201, 204),
+            what=f"upload session for {desc.digest}",
+        )
+
+    def _patch_chunks(self, repo: str, location: str, desc: Descriptor, stream: IO[bytes]) -> str:
+        start = 0
+        while start < desc.size:
+            length = min(self.chunk_size, desc.size - start)
+            resp = self.http.request(
+                "PATCH",
+                location,
+                scope=_push(repo),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{start}-{start + length - 1}",
+                    "Content-Length": str(length),
+                },
+                data=LimitedReader(stream, length),
+                ok=(202, 204),
+                what=f"upload session for {desc.digest}",
+            )
+            location = self._location(resp)
+            start += length
+        return location
+
+    def _location(self, resp: requests.Response) -> str:
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"{self.host}: upload answered without a Location")
+        url = self.http.url(loc) if loc.startswith("/") else loc
+        if "://" in url and _host(url) != self.host:
+            raise RegistryError(f"{self.host}: upload redirected to another host {redact(url)}")
+        return url
+
+    def _cancel(self, resp: requests.Response) -> None:
+        loc = resp.headers.get("Location")
+        if loc:
+            # An abandoned session expires on its own; cancelling is a courtesy.
+            with contextlib.suppress(RegistryError):
+                self.http.request("DELETE", loc, ok=(202, 204, 404))
+
+
+def _pull(repo: str) -> str:
+    return f"repository:{repo}:pull"
+
+
+def _push(repo: str) -> str:
+    return f"repository:{repo}:pull,push"
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+
+def _read_capped(resp: requests.Response, cap: int, where: str) -> bytes:
+    data = resp.raw.read(cap + 1, decode_content=True)
+    if len(data) > cap:
+        raise IntegrityError(f"{where}: manifest larger than {cap} bytes")
+    return bytes(data)

@@ -1,0 +1,253 @@
+"""One HTTP conversation with one registry: auth, retries, timeouts, errors.
+
+Each thread gets its own `requests.Session`; tokens are shared through `TokenCache`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from mirror.errors import AuthError, NotFoundError, RegistryError, redact
+from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a registry lives: scheme, host[:port], and whether TLS is verified."""
+
+    scheme: str
+    host: str
+    verify: bool | str = True
+
+    @classmethod
+    def parse(cls, url: str, *, ca_file: str | None = None) -> Endpoint:
+        """`http://` is plain HTTP asked for on purpose; no scheme means https."""
+        text = url if "://" in url else f"https://{url}"
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            from mirror.errors import UsageError
+
+            raise UsageError(f"not a registry URL: {redact(url)}")
+        host = parts.netloc.rsplit("@", 1)[-1]
+        return cls(parts.scheme, host, ca_file or True)
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+
+class Http:
+    """Requests against one registry with bearer/basic auth and bounded retries."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        credentials: Credentials | None,
+        *,
+        timeout: tuple[float, float] = TIMEOUT,
+        attempts: int = 5,
+    ) -> None:
+        self.endpoint = endpoint
+        self._credentials = credentials
+        self._timeout = timeout
+        self._attempts = attempts
+        self._tokens = TokenCache()
+        self._local = threading.local()
+        self._basic = threading.Event()
+
+    def session(self) -> requests.Session:
+        s: requests.Session | None = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            s.verify = self.endpoint.verify
+            s.headers["User-Agent"] = "mirror"
+            self._local.session = s
+        return s
+
+    def close(self) -> None:
+        s = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()
+
+    def url(self, path: str) -> str:
+        return urljoin(self.endpoint.base + "/", path.lstrip("/")) if "://" not in path else path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        stream: bool = False,
+        allow_redirects: bool = False,
+        ok: tuple[int, ...] = (200,),
+        what: str = "",
+    ) -> requests.Response:
+        """Send, answering auth challenges; retry transient failures when the body allows."""
+        url = self.url(path)
+        replayable = data is None or isinstance(data, bytes)
+        for attempt in range(1, self._attempts + 1):
+            resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
+            if resp.status_code in RETRY_STATUS and replayable and attempt < self._attempts:
+                resp.close()
+                self._backoff(attempt, resp.headers.get("Retry-After"))
+                continue
+            if resp.status_code in ok:
+                return resp
+            raise self._error(method, url, resp, what)
+        raise RegistryError(
+            f"{self.endpoint.host}: {method} {redact(url)}: gave up"
+        )  # pragma: no cover
+
+    def _send_authed(
+        self,
+        method: str,
+        url: str,
+        scope: str | None,
+        headers: Mapping[str, str] | None,
+        data: Any,
+        stream: bool,
+        allow_redirects: bool,
+    ) -> requests.Response:
+        hdrs = dict(headers or {})
+        auth = self._auth_header(scope)
+        if auth:
+            hdrs["Authorization"] = auth
+        resp = self._send(method, url, hdrs, data, stream, allow_redirects)
+        for _ in range(2):
+            if resp.status_code != 401 or "WWW-Authenticate" not in resp.headers:
+                return resp
+            challenge = parse_challenge(resp.headers["WWW-Authenticate"])
+            new_auth = self._answer(challenge, scope)
+            if new_auth is None or new_auth == hdrs.get("Authorization"):
+                return resp
+            if data is not None and not isinstance(data, bytes):
+                return resp  # a stream can't be replayed; callers authenticate first (HEAD/POST)
+            resp.close()
+            hdrs["Authorization"] = new_auth
+            resp = self._send(method, url, hdrs, data, stream, allow_redirects)
+        return resp
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        data: Any,
+        stream: bool,
+        allow_redirects: bool,
+    ) -> requests.Response:
+        try:
+            return self.session().request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                stream=stream,
+                timeout=self._timeout,
+                allow_redirects=allow_redirects,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise RegistryError(
+                f"{self.endpoint.host}: TLS verification failed ({_short(exc)}); "
+                "pass --ca-file with the registry's CA"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
+
+    def _auth_header(self, scope: str | None) -> str | None:
+        if self._basic.is_set() and self._credentials:
+            return self._credentials.basic_header()
+        token = self._tokens.get(scope or "")
+        return f"Bearer {token}" if token else None
+
+    def _answer(self, challenge: Challenge, scope: str | None) -> str | None:
+        if challenge.scheme == "basic":
+            if not self._credentials:
+                return None
+            self._basic.set()
+            return self._credentials.basic_header()
+        if challenge.scheme != "bearer" or "realm" not in challenge.params:
+            return None
+        # The challenge's scope is what the registry wants now; on insufficient_scope it
+        # names the new one. Never re-send a token minted for another scope.
+        wanted = challenge.params.get("scope") or scope or ""
+        token = self._fetch_token(challenge, wanted)
+        self._tokens.put(scope or "", token[0], token[1])
+        if wanted != (scope or ""):
+            self._tokens.put(wanted, token[0], token[1])
+        return f"Bearer {token[0]}"
+
+    def _fetch_token(self, challenge: Challenge, scope: str) -> tuple[str, float]:
+        realm = challenge.params["realm"]
+        params = {"service": challenge.params.get("service", "")}
+        if scope:
+            params["scope"] = scope
+        auth = (
+            (self._credentials.username, self._credentials.password) if self._credentials else None
+        )
+        try:
+            resp = self.session().get(realm, params=params, auth=auth, timeout=self._timeout)
+        except requests.exceptions.RequestException as exc:
+            raise AuthError(f"token service {redact(realm)} unreachable: {_short(exc)}") from None
+        if resp.status_code != 200:
+            raise AuthError(
+                f"{self.endpoint.host}: token service refused {scope or 'access'} "
+                f"({resp.status_code}); check credentials"
+            )
+        try:
+            body = resp.json()
+            token = body.get("token") or body.get("access_token")
+            expires = float(body.get("expires_in") or 60)
+        except (ValueError, AttributeError):
+            token, expires = None, 0.0
+        if not token:
+            raise AuthError(f"{self.endpoint.host}: token service sent no token")
+        return str(token), expires
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> None:
+        delay = min(0.25 * 2**attempt, 8.0)
+        if retry_after and retry_after.isdigit():
+            delay = min(float(retry_after), 30.0)
+        time.sleep(delay * (0.75 + random.random() / 2))
+
+    def _error(self, method: str, url: str, resp: requests.Response, what: str) -> RegistryError:
+        code = resp.status_code
+        where = f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}"
+        detail = _registry_message(resp)
+        resp.close()
+        if code in (401, 403):
+            hint = "" if self._credentials else "; no credentials configured for this registry"
+            return AuthError(f"{where}: {code} {detail or 'unauthorized'}{hint}")
+        if code == 404:
+            return NotFoundError(f"{where}: {what or 'not found'}")
+        return RegistryError(f"{where}: {code} {detail}".rstrip())
+
+
+def _registry_message(resp: requests.Response) -> str:
+    try:
+        errors = resp.json().get("errors") or []
+        return "; ".join(str(e.get("message") or e.get("code")) for e in errors)[:200]
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _short(exc: Exception) -> str:
+    text = redact(str(exc))
+    for marker in ("Failed to establish a new connection: ", "Caused by "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip("()'\" ")[:160]

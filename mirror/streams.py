@@ -1,0 +1,125 @@
+"""Readers that make "the writer verifies" cheap: bytes are checked while they flow."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Protocol
+
+from mirror.errors import IntegrityError
+from mirror.oci.descriptor import Descriptor
+
+COPY_CHUNK = 1024 * 1024
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class VerifyingReader:
+    """Pass bytes through while hashing; fail on overrun, short read, or wrong digest."""
+
+    def __init__(self, raw: Readable, desc: Descriptor, where: str) -> None:
+        self._raw = raw
+        self._desc = desc
+        self._where = where
+        self._hash = hashlib.sha256()
+        self._seen = 0
+        self._done = False
+
+    def __len__(self) -> int:
+        return self._desc.size - self._seen
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._done:
+            return b""
+        want = self._desc.size - self._seen
+        if n is None or n < 0 or n > want:
+            n = want
+        # Ask for one byte more than we expect at the end so an overlong source is caught.
+        chunk = self._raw.read(n if n else 1)
+        if not chunk:
+            self._finish()
+            return b""
+        self._seen += len(chunk)
+        if self._seen > self._desc.size:
+            raise IntegrityError(f"{self._where}: more than the declared {self._desc.size} bytes")
+        self._hash.update(chunk)
+        if self._seen == self._desc.size:
+            self._finish()
+        return chunk
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._seen != self._desc.size:
+            raise IntegrityError(
+                f"{self._where}: got {self._seen} of {self._desc.size} bytes (truncated)"
+            )
+        if "sha256:" + self._hash.hexdigest() != self._desc.digest:
+            raise IntegrityError(
+                f"{self._where}: content does not match digest {self._desc.digest}"
+            )
+        extra = self._raw.read(1)
+        if extra:
+            raise IntegrityError(f"{self._where}: more than the declared {self._desc.size} bytes")
+
+
+class LimitedReader:
+    """Exactly `size` bytes of a stream, with a length so HTTP sends Content-Length."""
+
+    def __init__(self, raw: Readable, size: int) -> None:
+        self._raw = raw
+        self._left = size
+
+    def __len__(self) -> int:
+        return self._left
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._left <= 0:
+            return b""
+        if n is None or n < 0 or n > self._left:
+            n = self._left
+        chunk = self._raw.read(min(n, COPY_CHUNK * 4))
+        self._left -= len(chunk)
+        return chunk
+
+
+def drain(reader: Readable, sink: IO[bytes] | None = None, on_bytes: object = None) -> int:
+    """Read to the end (into `sink` if given); returns the byte count."""
+    total = 0
+    while True:
+        chunk = reader.read(COPY_CHUNK)
+        if not chunk:
+            return total
+        total += len(chunk)
+        if sink is not None:
+            sink.write(chunk)
+        if callable(on_bytes):
+            on_bytes(len(chunk))
+
+
+@contextmanager
+def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
+    """Write to a temp name beside `path`, fsync, rename; remove the temp on any failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def free_bytes(path: Path) -> int:
+    probe = path if path.exists() else path.parent
+    return shutil.disk_usage(probe).free
