@@ -1,0 +1,46 @@
+"""The export's content-addressed cache: the bundle's staging store, kept between runs.
+
+A blob enters only after its digest and size were checked while it streamed in, under a
+temporary name renamed into place; so an interrupted export, run again, fetches only what
+is missing. The bundle writer hashes every blob again as it packs it, which catches a cache
+corrupted on disk, and then the entry is dropped so the next run fetches it afresh.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO
+
+from mirror.oci.descriptor import Descriptor
+from mirror.streams import VerifyingReader, atomic_file, drain
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mirror"
+
+
+class BlobCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        algo, _, hexpart = digest.partition(":")
+        return self.root / "blobs" / algo / hexpart
+
+    def has(self, desc: Descriptor) -> bool:
+        try:
+            return self.path(desc.digest).stat().st_size == desc.size
+        except OSError:
+            return False
+
+    def put(self, desc: Descriptor, stream: IO[bytes]) -> None:
+        with atomic_file(self.path(desc.digest)) as out:
+            drain(VerifyingReader(stream, desc, f"cache {desc.digest}"), out)
+
+    def open(self, desc: Descriptor) -> IO[bytes]:
+        return self.path(desc.digest).open("rb")
+
+    def drop(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)

@@ -1,0 +1,319 @@
+"""The copy engine: content-addressed graphs copied between stores, after oras-go's `Copy`.
+
+Export (registry -> bundle) and import (bundle -> registry) are this one walk:
+1. resolve each root's graph from the source (manifests are small and fetched whole);
+2. copy every blob the destination lacks, in parallel, each digest once per destination,
+   mounting from a sibling repository where the destination can;
+3. push manifests children first, roots last, then tag.
+Children before parents means an existing parent implies a complete subtree, and no tag
+ever points at missing content.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+from mirror.errors import AuthError, ConflictError, IntegrityError, RegistryError
+from mirror.oci.descriptor import Descriptor, successors
+from mirror.sources.interface import Source
+from mirror.targets.interface import Mounter, TagResolver, Target
+
+
+class Observer(Protocol):
+    """Progress, reported by the engine; the CLI draws it (the core never prints)."""
+
+    def planned(self, blobs: int, nbytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def blob_done(self, desc: Descriptor, how: str) -> None: ...
+
+
+class NullObserver:
+    def planned(self, blobs: int, nbytes: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def blob_done(self, desc: Descriptor, how: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    """Copy the graph under `root` from `src` to `dst`, then name it `tag` there."""
+
+    src: Source
+    dst: Target
+    root: Descriptor
+    tag: str | None
+    label: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    task: CopyTask
+    manifests: list[tuple[Descriptor, bytes]]  # post-order: children first, root last
+    blobs: list[Descriptor]
+
+    @property
+    def size(self) -> int:
+        return sum(d.size for d, _ in self.manifests) + sum(b.size for b in self.blobs)
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    jobs: int = 8
+    dry_run: bool = False
+    overwrite: bool = False  # replace a tag that points elsewhere (`--force`)
+    attempts: int = 3  # whole-blob retries after a transient registry failure
+
+
+@dataclass
+class CopyReport:
+    graphs: list[Graph] = field(default_factory=list)
+    blobs: int = 0
+    bytes: int = 0
+    copied_blobs: int = 0
+    copied_bytes: int = 0
+    mounted_blobs: int = 0
+    present_blobs: int = 0
+    present_bytes: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+def resolve_graph(task: CopyTask) -> Graph:
+    """Walk the source from the root; every manifest is verified against its descriptor."""
+    manifests: list[tuple[Descriptor, bytes]] = []
+    blobs: dict[str, Descriptor] = {}
+    seen: set[str] = set()
+
+    def visit(desc: Descriptor, depth: int) -> None:
+        if desc.digest in seen:
+            return
+        if depth > 8:
+            raise IntegrityError(f"{task.label}: manifests nested too deep")
+        seen.add(desc.digest)
+        data = task.src.fetch_manifest(desc)
+        for child in successors(desc, data):
+            if child.is_manifest:
+                visit(child, depth + 1)
+            else:
+                blobs.setdefault(child.digest, child)
+        manifests.append((desc, data))
+
+    visit(task.root, 0)
+    return Graph(task, manifests, list(blobs.values()))
+
+
+def copy_graphs(
+    tasks: Sequence[CopyTask],
+    *,
+    options: CopyOptions | None = None,
+    observer: Observer | None = None,
+    graphs: Sequence[Graph] | None = None,
+) -> CopyReport:
+    """Copy every task's graph. Raises on the first failure; tags only complete graphs."""
+    opts = options or CopyOptions()
+    obs = observer or NullObserver()
+    report = CopyReport(graphs=list(graphs) if graphs is not None else _resolve_all(tasks, opts))
+    report.conflicts = _conflicts(report.graphs)
+    if report.conflicts and not opts.overwrite and not opts.dry_run:
+        raise ConflictError(
+            f"{len(report.conflicts)} tag(s) on the target point at other content "
+            f"({report.conflicts[0]}); nothing was changed; --force replaces them"
+        )
+    work = _blob_work(report.graphs)
+    report.blobs = len(work)
+    report.bytes = sum(group[0].desc.size for group in work.values())
+    _parallel(opts.jobs, [_checker(w) for w in work.values()])
+    for group in work.values():
+        for item in group:
+            if item.present:
+                report.present_blobs += 1
+                report.present_bytes += item.desc.size
+    missing = [g for g in work.values() if any(not i.present for i in g)]
+    obs.planned(len(missing), sum(g[0].desc.size for g in missing))
+    if opts.dry_run:
+        return report
+    _parallel(opts.jobs, [_copier(g, opts, obs, report) for g in missing])
+    _parallel(opts.jobs, [_manifest_pusher(g) for g in report.graphs])
+    for dst in _unique(t.dst for t in tasks):
+        dst.commit()
+    return report
+
+
+def _resolve_all(tasks: Sequence[CopyTask], opts: CopyOptions) -> list[Graph]:
+    out: list[Graph | None] = [None] * len(tasks)
+
+    def job(i: int) -> Callable[[], None]:
+        def run() -> None:
+            out[i] = resolve_graph(tasks[i])
+
+        return run
+
+    _parallel(opts.jobs, [job(i) for i in range(len(tasks))])
+    return [g for g in out if g is not None]
+
+
+def _conflicts(graphs: Iterable[Graph]) -> list[str]:
+    found = []
+    for g in graphs:
+        t = g.task
+        if t.tag and isinstance(t.dst, TagResolver):
+            current = t.dst.resolve(t.tag)
+            if current is not None and current.digest != t.root.digest:
+                found.append(
+                    f"{t.dst.where}:{t.tag} is {current.digest[:19]}, "
+                    f"the source has {t.root.digest[:19]}"
+                )
+    return found
+
+
+@dataclass
+class _Item:
+    desc: Descriptor
+    src: Source
+    dst: Target
+    present: bool = False
+
+
+def _blob_work(graphs: Iterable[Graph]) -> dict[str, list[_Item]]:
+    """Unique (destination, digest) pairs, grouped by digest so one upload feeds mounts."""
+    work: dict[str, list[_Item]] = {}
+    for g in graphs:
+        for b in g.blobs:
+            group = work.setdefault(b.digest, [])
+            if not any(i.dst is g.task.dst for i in group):
+                group.append(_Item(b, g.task.src, g.task.dst))
+    return work
+
+
+def _checker(group: list[_Item]) -> Callable[[], None]:
+    def run() -> None:
+        for item in group:
+            item.present = item.dst.exists(item.desc)
+
+    return run
+
+
+def _copier(
+    group: list[_Item], opts: CopyOptions, obs: Observer, report: CopyReport
+) -> Callable[[], None]:
+    def run() -> None:
+        donors = [i.dst for i in group if i.present]
+        for item in group:
+            if item.present:
+                continue
+            how = _transfer(item, donors, opts, obs)
+            donors.append(item.dst)
+            obs.blob_done(item.desc, how)
+            with report.lock:
+                if how == "mounted":
+                    report.mounted_blobs += 1
+                else:
+                    report.copied_blobs += 1
+                    report.copied_bytes += item.desc.size
+
+    return run
+
+
+def _transfer(item: _Item, donors: list[Target], opts: CopyOptions, obs: Observer) -> str:
+    if isinstance(item.dst, Mounter):
+        for donor in donors:
+            if item.dst.mount(item.desc, donor):
+                obs.advance(item.desc.size)
+                return "mounted"
+    for attempt in range(1, opts.attempts + 1):
+        sent = _Counter(obs)
+        try:
+            with item.src.fetch(item.desc) as stream:
+                item.dst.push(item.desc, sent.wrap(stream))
+            return "copied"
+        except (AuthError, IntegrityError):
+            raise
+        except RegistryError:
+            sent.rewind()
+            if attempt == opts.attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Counter:
+    """Counts bytes for progress, and takes them back if an attempt is retried."""
+
+    def __init__(self, obs: Observer) -> None:
+        self.obs = obs
+        self.count = 0
+
+    def wrap(self, stream: IO[bytes]) -> IO[bytes]:
+        counter = self
+
+        class Counted(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def read(self, n: int = -1, /) -> bytes:
+                chunk = stream.read(n)
+                counter.count += len(chunk)
+                counter.obs.advance(len(chunk))
+                return chunk
+
+            def __len__(self) -> int:
+                return len(stream)  # type: ignore[arg-type]
+
+        return Counted()  # type: ignore[return-value]
+
+    def rewind(self) -> None:
+        self.obs.advance(-self.count)
+        self.count = 0
+
+
+def _manifest_pusher(graph: Graph) -> Callable[[], None]:
+    def run() -> None:
+        task = graph.task
+        for desc, data in graph.manifests:
+            if not task.dst.exists(desc):
+                task.dst.push(desc, io.BytesIO(data))
+        if task.tag is not None:
+            task.dst.tag(task.root, task.tag, task.annotations)
+
+    return run
+
+
+def _parallel(jobs: int, calls: Sequence[Callable[[], None]]) -> None:
+    """Run calls on a bounded pool; the first failure cancels the rest and is raised."""
+    if not calls:
+        return
+    if jobs <= 1 or len(calls) == 1:
+        for call in calls:
+            call()
+        return
+    pool = ThreadPoolExecutor(max_workers=min(jobs, len(calls)), thread_name_prefix="copy")
+    futures: list[Future[None]] = []
+    try:
+        futures = [pool.submit(c) for c in calls]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+    finally:
+        for f in futures:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _unique(items: Iterable[Target]) -> list[Target]:
+    out: list[Target] = []
+    for item in items:
+        if not any(item is o for o in out):
+            out.append(item)
+    return out

@@ -1,0 +1,1 @@
+"""Stores content is read from: a registry, a bundle, a Helm repository, pack folders."""

@@ -1,0 +1,1 @@
+"""Stores content is written to: a registry, a bundle, a static Helm folder."""

@@ -1,0 +1,51 @@
+"""The bundle's OCI layout as a target: blobs staged in the cache, index.json at commit.
+
+Nothing is final until the export writes the archive; `index()` is what `commit` would
+write, and the export signs it together with the blobs it names.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from typing import IO, Any
+
+from mirror.cache import BlobCache
+from mirror.errors import UsageError
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import Descriptor
+
+
+class BundleTarget:
+    def __init__(self, cache: BlobCache) -> None:
+        self.cache = cache
+        self.where = "bundle"
+        self._refs: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def exists(self, desc: Descriptor) -> bool:
+        return self.cache.has(desc)
+
+    def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
+        self.cache.put(desc, stream)
+
+    def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
+        entry = desc.to_json()
+        entry["annotations"] = {**dict(annotations), mt.ANN_REF_NAME: ref}
+        with self._lock:
+            old = self._refs.get(ref)
+            if old is not None and old["digest"] != desc.digest:
+                raise UsageError(f"two artifacts claim the bundle reference {ref!r}")
+            self._refs[ref] = entry
+
+    def commit(self) -> None:
+        """Blobs are already durable in the cache; the archive is written by the export."""
+
+    def index(self) -> bytes:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [self._refs[k] for k in sorted(self._refs)],
+        }
+        return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
