@@ -1,0 +1,422 @@
+"""Bundle specs: what to take across the air gap, resolved against the default registries.
+
+A spec names registries; an entry that names a default registry inherits its fields and may
+override some. Every error is one line, `FILE: /json/pointer: reason`, so a user can go
+straight to the bad line of a long spec (exit 2, `SpecError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema.exceptions import ValidationError, best_match
+
+from mirror.errors import SpecError, UsageError
+from mirror.formats import schema_path
+
+REGISTRY_SCHEMA = "registry.schema.json"
+SPEC_SCHEMA = "bundle-spec.schema.json"
+_PACKAGE = Path(__file__).resolve().parent
+_DEFAULTS_FILE = _PACKAGE / "data" / "default-registries.yaml"
+_PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    semver: str | None = None
+    latest: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"include": list(self.include), "exclude": list(self.exclude)}
+        if self.semver is not None:
+            out["semver"] = self.semver
+        if self.latest is not None:
+            out["latest"] = self.latest
+        return out
+
+
+@dataclass(frozen=True)
+class ChartFilter:
+    name: str = "*"
+    semver: str | None = None
+    latest: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.semver is not None:
+            out["semver"] = self.semver
+        if self.latest is not None:
+            out["latest"] = self.latest
+        return out
+
+
+@dataclass(frozen=True)
+class AuthEnv:
+    """Names of the environment variables that hold credentials; the spec never holds them."""
+
+    username_env: str
+    password_env: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    name: str
+    kind: str
+    url: str | None = None
+    path: str | None = None
+    base_path: str = ""
+    fips: bool = False
+    provider_type: str | None = None
+    repositories: tuple[str, ...] = ()
+    tags: TagFilter = TagFilter()
+    platforms: tuple[str, ...] = ()
+    auth: AuthEnv | None = None
+    charts: tuple[ChartFilter, ...] = ()
+
+    def to_row(self, scope: str) -> dict[str, Any]:
+        """The contract's `registries list --json` row; absent values are null, not ""."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.url,
+            "basePath": self.base_path or None,
+            "fips": self.fips,
+            "scope": scope,
+            "providerType": self.provider_type,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Spec form (valid under registry.schema.json); the input of the spec digest."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.url is not None:
+            out["url"] = self.url
+        if self.path is not None:
+            out["path"] = self.path
+        out["basePath"] = self.base_path
+        out["fips"] = self.fips
+        if self.provider_type is not None:
+            out["providerType"] = self.provider_type
+        out["repositories"] = list(self.repositories)
+        out["tags"] = self.tags.to_json()
+        out["platforms"] = list(self.platforms)
+        if self.auth is not None:
+            out["auth"] = {
+                "usernameEnv": self.auth.username_env,
+                "passwordEnv": self.auth.password_env,
+            }
+        if self.charts:
+            out["charts"] = [c.to_json() for c in self.charts]
+        return out
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    name: str
+    fips: bool
+    registries: tuple[Registry, ...]
+    allow_non_fips: bool = False
+    source: str | None = field(default=None, compare=False)  # file it came from, for messages
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fips": self.fips,
+            "allowNonFips": self.allow_non_fips,
+            "registries": [r.to_json() for r in self.registries],
+        }
+
+    @property
+    def digest(self) -> str:
+        """Identity of the resolved spec: the same selection gives the same digest anywhere."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- schema validation
+
+
+def json_pointer(parts: Iterable[str | int]) -> str:
+    """RFC 6901 pointer; the document root shows as "/" so messages never start with ': '."""
+    escaped = [str(p).replace("~", "~0").replace("/", "~1") for p in parts]
+    return "/" + "/".join(escaped)
+
+
+def _reason(error: ValidationError) -> str:
+    custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    return str(custom) if custom else error.message
+
+
+def schema_problem(schema_name: str, doc: Any, prefix: Sequence[str | int] = ()) -> str | None:
+    """First problem as `/pointer: reason`, or None.
+
+    The deepest error wins: a typo in `kind` matters more than the `url` requirement it
+    switched on. Schemas may carry `x-message` beside a keyword whose own text is cryptic.
+    """
+    schema = json.loads(schema_path(schema_name).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(doc))
+    if not errors:
+        return None
+    depth = max(len(e.absolute_path) for e in errors)
+    error = best_match(e for e in errors if len(e.absolute_path) == depth)
+    assert error is not None
+    return f"{json_pointer([*prefix, *error.absolute_path])}: {_reason(error)}"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_document(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpecError(f"{path}: cannot read: {reason}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError(f"{path}: {where}{problem}") from None
+
+
+def _registry_from_json(d: Mapping[str, Any]) -> Registry:
+    tags = d.get("tags") or {}
+    auth = d.get("auth")
+    return Registry(
+        name=d["name"],
+        kind=d["kind"],
+        url=d.get("url"),
+        path=d.get("path"),
+        base_path=d.get("basePath", ""),
+        fips=bool(d.get("fips", False)),
+        provider_type=d.get("providerType"),
+        repositories=tuple(d.get("repositories", ())),
+        tags=TagFilter(
+            include=tuple(tags.get("include", ())),
+            exclude=tuple(tags.get("exclude", ())),
+            semver=tags.get("semver"),
+            latest=tags.get("latest"),
+        ),
+        platforms=tuple(d.get("platforms", ())),
+        auth=AuthEnv(auth["usernameEnv"], auth["passwordEnv"]) if auth else None,
+        charts=tuple(
+            ChartFilter(c.get("name", "*"), c.get("semver"), c.get("latest"))
+            for c in d.get("charts", ())
+        ),
+    )
+
+
+def _semantic_problem(d: Mapping[str, Any]) -> str | None:
+    """What a schema cannot say: regexes compile, semver ranges parse, no secrets in urls."""
+    url = d.get("url")
+    if url and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+        return "/url: credentials don't belong in a url; use auth.usernameEnv/passwordEnv"
+    tags = d.get("tags") or {}
+    for key in ("include", "exclude"):
+        for i, pattern in enumerate(tags.get(key, ())):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                return f"/tags/{key}/{i}: bad regular expression {pattern!r}: {exc}"
+    ranges = [("/tags/semver", tags.get("semver"))]
+    ranges += [(f"/charts/{i}/semver", c.get("semver")) for i, c in enumerate(d.get("charts", ()))]
+    for pointer, expr in ranges:
+        problem = _semver_problem(expr)
+        if problem:
+            return f"{pointer}: {problem}"
+    return None
+
+
+def _semver_problem(expr: str | None) -> str | None:
+    if expr is None:
+        return None
+    from mirror.formats.semver import Range
+
+    try:
+        Range(expr)
+    except ValueError as exc:
+        return f"bad semver range {expr!r}: {exc}"
+    return None
+
+
+def _resolve_entry(
+    entry: dict[str, Any], index: int, defaults: Mapping[str, Registry], base_dir: Path
+) -> tuple[Registry | None, str | None]:
+    """Merge over the named default, check, and return (registry, None) or (None, problem)."""
+    where = f"/registries/{index}"
+    name = entry["name"]
+    if name in defaults:
+        merged = {**defaults[name].to_json(), **entry}
+    elif "kind" not in entry:
+        known = ", ".join(defaults)
+        return None, (
+            f"{where}/name: unknown registry {name!r}; known: {known} "
+            "(or give kind and url to define a new one)"
+        )
+    else:
+        merged = dict(entry)
+    problem = schema_problem(REGISTRY_SCHEMA, merged, ("registries", index))
+    if problem is None:
+        sub = _semantic_problem(merged)
+        problem = f"{where}{sub}" if sub else None
+    if problem is None and "path" in entry:
+        folder = (base_dir / entry["path"]).resolve()
+        if not folder.is_dir():
+            problem = f"{where}/path: no such directory: {folder}"
+        merged["path"] = str(folder)
+    return (None, problem) if problem else (_registry_from_json(merged), None)
+
+
+def _defaults_by_name() -> dict[str, Registry]:
+    return {r.name: r for r in default_registries()}
+
+
+def default_registries() -> list[Registry]:
+    """The six registries of a Palette install, read from data so they change without code."""
+    doc = yaml.safe_load(_DEFAULTS_FILE.read_text(encoding="utf-8"))
+    entries = doc.get("registries") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise UsageError(f"{_DEFAULTS_FILE}: /registries: expected a list of registries")
+    out = []
+    for i, entry in enumerate(entries):
+        problem = schema_problem(REGISTRY_SCHEMA, entry, ("registries", i))
+        if problem:
+            raise UsageError(f"{_DEFAULTS_FILE}: {problem}")
+        out.append(_registry_from_json(entry))
+    return out
+
+
+def load_spec(path: Path) -> BundleSpec:
+    """Read, validate and resolve one spec file (YAML, or JSON by its .json suffix)."""
+    path = Path(path)
+    doc = _read_document(path)
+    if doc is None:
+        raise SpecError(f"{path}: the spec is empty")
+    problem = schema_problem(SPEC_SCHEMA, doc)
+    if problem:
+        raise SpecError(f"{path}: {problem}")
+    defaults = _defaults_by_name()
+    seen: dict[str, int] = {}
+    registries = []
+    for i, entry in enumerate(doc["registries"]):
+        if entry["name"] in seen:
+            first = seen[entry["name"]]
+            raise SpecError(
+                f"{path}: /registries/{i}/name: duplicate registry {entry['name']!r} "
+                f"(first at /registries/{first})"
+            )
+        seen[entry["name"]] = i
+        registry, problem = _resolve_entry(entry, i, defaults, path.resolve().parent)
+        if problem:
+            raise SpecError(f"{path}: {problem}")
+        assert registry is not None
+        registries.append(registry)
+    return BundleSpec(
+        name=doc.get("name", path.stem),
+        fips=doc.get("fips", False),
+        registries=tuple(registries),
+        allow_non_fips=doc.get("allowNonFips", False),
+        source=str(path),
+    )
+
+
+# ---------------------------------------------------------------- presets and selection
+
+
+def preset_dirs() -> list[Path]:
+    """Packaged presets first (mirror/presets, a link to bundles/), then the checkout's."""
+    return [_PACKAGE / "presets", _PACKAGE.parent / "bundles"]
+
+
+def available_presets() -> list[str]:
+    names = {p.stem for d in preset_dirs() if d.is_dir() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def load_preset(name: str) -> BundleSpec:
+    if _PRESET_NAME.match(name):
+        for folder in preset_dirs():
+            candidate = folder / f"{name}.yaml"
+            if candidate.is_file():
+                return load_spec(candidate)
+    known = ", ".join(available_presets()) or "none"
+    raise UsageError(f"unknown preset {name!r}; available: {known}")
+
+
+def _pool(specs: Sequence[BundleSpec]) -> dict[str, Registry]:
+    pool: dict[str, Registry] = {}
+    origin: dict[str, str] = {}
+    for spec in specs:
+        for registry in spec.registries:
+            here = spec.source or spec.name
+            if registry.name in pool and pool[registry.name] != registry:
+                raise SpecError(
+                    f"{here}: registry {registry.name!r} differs from the one in "
+                    f"{origin[registry.name]}; give one of them another name"
+                )
+            pool.setdefault(registry.name, registry)
+            origin.setdefault(registry.name, here)
+    return pool
+
+
+def _pick(pool: Mapping[str, Registry], names: Sequence[str], where: str) -> list[Registry]:
+    unknown = [n for n in names if n not in pool]
+    if unknown:
+        raise UsageError(
+            f"--registry {unknown[0]!r}: not in {where}; known: {', '.join(pool) or 'none'}"
+        )
+    return [pool[n] for n in dict.fromkeys(names)]
+
+
+def select(
+    specs: Sequence[BundleSpec],
+    registry_names: Sequence[str],
+    *,
+    fips: bool,
+    allow_non_fips: bool,
+) -> BundleSpec:
+    """The CLI's selection: specs and presets, narrowed by --registry, checked for FIPS.
+
+    With no spec and no --registry, all defaults (only the FIPS ones in FIPS mode). In FIPS
+    mode an explicitly chosen non-FIPS registry is refused unless allowed, as VerteX's
+    "Allow non-FIPS packs" does.
+    """
+    fips_mode = fips or any(s.fips for s in specs)
+    allow = allow_non_fips or any(s.allow_non_fips for s in specs)
+    if specs:
+        pool = _pool(specs)
+        chosen = (
+            _pick(pool, registry_names, "the given specs") if registry_names else [*pool.values()]
+        )
+    else:
+        defaults = _defaults_by_name()
+        if registry_names:
+            chosen = _pick(defaults, registry_names, "the default registries")
+        else:
+            chosen = [r for r in defaults.values() if r.fips or not fips_mode]
+    if fips_mode and not allow:
+        refused = [r.name for r in chosen if not r.fips]
+        if refused:
+            raise UsageError(
+                f"FIPS mode refuses non-FIPS registries: {', '.join(refused)}; "
+                "pass --allow-non-fips to include them"
+            )
+    name = specs[0].name if len(specs) == 1 else "bundle"
+    return BundleSpec(name, fips_mode, tuple(chosen), allow_non_fips=allow)
