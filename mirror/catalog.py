@@ -1,0 +1,221 @@
+"""The local system-scope registry catalog: what imports registered on this host.
+
+One JSON file (`schemas/registry-catalog.schema.json`), rewritten atomically so a crash
+never leaves half a catalog, and never holding a credential: entries say where content
+is, not how to log in.
+
+Identity: an entry is the same registry as another when kind, endpoint, baseContentPath and
+fips agree (endpoint and path normalised). Re-importing a bundle therefore updates in place,
+while FIPS and non-FIPS content at one place stay two registries, as VerteX needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mirror.errors import OperationError, UsageError
+from mirror.spec import default_registries, schema_problem
+
+CATALOG_SCHEMA = "registry-catalog.schema.json"
+SCOPES = ("default", "system", "all")
+_COLUMNS = (
+    ("NAME", "name"),
+    ("KIND", "kind"),
+    ("URL", "url"),
+    ("BASE PATH", "basePath"),
+    ("FIPS", "fips"),
+    ("SCOPE", "scope"),
+    ("PROVIDER", "providerType"),
+)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    kind: str  # oci | helm | pack: how Palette registers it
+    provider_type: str | None  # oci only: pack | helm | zarf | image
+    endpoint: str  # the target registry (or Helm repository URL) content landed in
+    base_content_path: str  # prefix under endpoint; "" for none
+    fips: bool
+    source_url: str | None  # where it came from (None for pack folders)
+    source_base_path: str
+    bundle_digest: str  # "sha256:..." of the bundle's manifest
+    imported_at: str  # RFC 3339, UTC
+    scope: str = "system"
+
+    @property
+    def key(self) -> tuple[str, str, str, bool]:
+        """Identity for upsert; see the module docstring."""
+        endpoint = self.endpoint.strip().rstrip("/").lower()
+        return (self.kind, endpoint, self.base_content_path.strip("/"), self.fips)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "providerType": self.provider_type,
+            "endpoint": self.endpoint,
+            "baseContentPath": self.base_content_path,
+            "scope": self.scope,
+            "fips": self.fips,
+            "source": {"url": self.source_url, "basePath": self.source_base_path},
+            "bundleDigest": self.bundle_digest,
+            "importedAt": self.imported_at,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CatalogEntry:
+        return cls(
+            name=d["name"],
+            kind=d["kind"],
+            provider_type=d.get("providerType"),
+            endpoint=d["endpoint"],
+            base_content_path=d.get("baseContentPath", ""),
+            fips=d["fips"],
+            source_url=d["source"]["url"],
+            source_base_path=d["source"]["basePath"],
+            bundle_digest=d["bundleDigest"],
+            imported_at=d["importedAt"],
+            scope=d.get("scope", "system"),
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        """Same shape as `Registry.to_row`: url is where the content now is."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.endpoint,
+            "basePath": self.base_content_path or None,
+            "fips": self.fips,
+            "scope": self.scope,
+            "providerType": self.provider_type,
+        }
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_catalog_path() -> Path:
+    """$XDG_DATA_HOME/mirror/registries.json; a relative XDG_DATA_HOME is ignored, per XDG."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "mirror" / "registries.json"
+
+
+def _validate(path: Path, doc: Any) -> list[CatalogEntry]:
+    problem = schema_problem(CATALOG_SCHEMA, doc)
+    if problem:
+        raise UsageError(f"{path}: {problem}")
+    return [CatalogEntry.from_json(e) for e in doc["registries"]]
+
+
+def load_catalog(path: Path) -> list[CatalogEntry]:
+    """Entries in file order; a missing file is an empty catalog (nothing imported yet)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"{path}: cannot read the catalog: {reason}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    return _validate(path, doc)
+
+
+@contextlib.contextmanager
+def _locked_dir(folder: Path) -> Iterator[None]:
+    """Serialise concurrent imports on one host: read-modify-write must not lose entries."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def upsert(path: Path, entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
+    """Add or update entries by identity (see module docstring); return the whole catalog."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked_dir(path.parent):
+            current = load_catalog(path)
+            merged = {e.key: e for e in current}
+            for entry in entries:
+                merged[entry.key] = entry  # dicts keep first-insertion order: updates stay put
+            result = list(merged.values())
+            doc = {"version": 1, "registries": [e.to_json() for e in result]}
+            _validate(path, doc)  # never write what we could not read back
+            text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+            _write_atomic(path, text.encode())
+    except OSError as exc:
+        raise OperationError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from None
+    return result
+
+
+def list_rows(scope: str, fips: bool, catalog_path: Path | None = None) -> list[dict[str, Any]]:
+    """Rows for `mirror registries list`: defaults, this host's catalog, or both."""
+    if scope not in SCOPES:
+        raise UsageError(f"--scope {scope!r}: expected one of {', '.join(SCOPES)}")
+    rows: list[dict[str, Any]] = []
+    if scope in ("default", "all"):
+        rows += [r.to_row("default") for r in default_registries()]
+    if scope in ("system", "all"):
+        catalog = load_catalog(catalog_path or default_catalog_path())
+        rows += [e.to_row() for e in catalog]
+    return [r for r in rows if r["fips"]] if fips else rows
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Plain columns, widest cell wide; '-' for none. Ends with a newline."""
+    table = [[title for title, _ in _COLUMNS]]
+    table += [[_cell(row.get(key)) for _, key in _COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table
+    ]
+    if not rows:
+        lines.append("(no registries)")
+    return "\n".join(lines) + "\n"
