@@ -1,0 +1,36 @@
+"""A folder served over HTTP on loopback: a static Helm repository, or a target for fault tests."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Keeps pytest output clean; failures show up in the client, not in access logs."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@contextlib.contextmanager
+def serve_directory(path: Path) -> Iterator[str]:
+    """Yield the base URL (no trailing slash) of `path` served on 127.0.0.1 at a free port."""
+    if not path.is_dir():
+        raise NotADirectoryError(str(path))
+    handler = functools.partial(_QuietHandler, directory=str(path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="lab-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
