@@ -1,0 +1,182 @@
+"""What a bundle claims to hold, read from its head only: instant on a 100 GB bundle.
+
+Nothing here verifies a signature: the signer shown is the one manifest.json claims, and every
+rendering says so. `mirror verify` is the check; `inspect` is the table of contents.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mirror.bundle.manifest import parse_manifest
+from mirror.bundle.reader import BundleReader
+
+_CLAIMED = "claimed by manifest.json, not verified (run `mirror verify --key PUB`)"
+
+
+def inspect_bundle(path: Path) -> dict[str, Any]:
+    """The contract's `inspect --json` document, plus registries, toolVersion and totals."""
+    data, signature = BundleReader(path).head()
+    m = parse_manifest(data)
+    artifacts = [
+        {
+            "registry": a.registry,
+            "kind": a.kind,
+            "repository": a.repository,
+            "tag": a.tag,
+            "ref": a.ref,
+            "digest": a.digest,
+            "mediaType": a.media_type,
+            "size": a.size,
+            "fips": a.fips,
+            "platforms": list(a.platforms),
+        }
+        for a in m.artifacts
+    ]
+    blobs = [mem for mem in m.members if mem.path.startswith("blobs/")]
+    return {
+        "name": m.name,
+        "created": m.created,
+        "fips": m.fips,
+        "signed": signature is not None,
+        "signer": m.signer,
+        "signerVerified": False,
+        "size": path.stat().st_size,
+        "toolVersion": m.tool_version,
+        "specDigest": m.spec_digest,
+        "registries": [r.to_json() for r in m.registries],
+        "artifacts": artifacts,
+        "totals": {
+            "artifacts": len(artifacts),
+            "nonFips": sum(1 for a in artifacts if not a["fips"]),
+            "byKind": dict(sorted(Counter(a["kind"] for a in artifacts).items())),
+            "blobs": len(blobs),
+            "bytes": sum(mem.size for mem in m.members),
+        },
+    }
+
+
+def human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _signer_line(doc: dict[str, Any]) -> str:
+    if not doc["signed"]:
+        return "no (unsigned bundle)"
+    return f"yes, signer {doc['signer'] or 'not named'} ({_CLAIMED})"
+
+
+def _groups(doc: dict[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """Artifacts grouped by registry (manifest order), then kind (sorted)."""
+    order = [r["name"] for r in doc["registries"]]
+    order += sorted({a["registry"] for a in doc["artifacts"]} - set(order))
+    out = []
+    for reg in order:
+        mine = [a for a in doc["artifacts"] if a["registry"] == reg]
+        for kind in sorted({a["kind"] for a in mine}):
+            rows = sorted(
+                (a for a in mine if a["kind"] == kind), key=lambda a: (a["repository"], a["tag"])
+            )
+            out.append((reg, kind, rows))
+    return out
+
+
+def _fips_mark(fips: bool) -> str:
+    return "yes" if fips else "NO (non-FIPS)"
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    lines = [
+        f"Bundle     {doc['name']}",
+        f"Created    {doc['created']}",
+        f"Tool       mirror {doc['toolVersion']}",
+        f"FIPS       {'yes' if doc['fips'] else 'no'}",
+        f"Signed     {_signer_line(doc)}",
+        f"Size       {human(doc['size'])} on disk",
+        "",
+        "Registries",
+    ]
+    for r in doc["registries"]:
+        where = r["url"] or "(local folder)"
+        base = f" basePath={r['basePath']}" if r["basePath"] else ""
+        lines.append(f"  {r['name']}  [{r['kind']}] {where}{base}  fips={_fips_mark(r['fips'])}")
+    for reg, kind, rows in _groups(doc):
+        lines += ["", f"{reg} / {kind} ({len(rows)})"]
+        width = max(len(f"{a['repository']}:{a['tag']}") for a in rows)
+        for a in rows:
+            name = f"{a['repository']}:{a['tag']}".ljust(width)
+            size = human(a["size"]).rjust(10)
+            lines.append(f"  {name}  {a['digest'][:19]}  {size}  fips={_fips_mark(a['fips'])}")
+    t = doc["totals"]
+    kinds = ", ".join(f"{k} {n}" for k, n in t["byKind"].items()) or "none"
+    lines += [
+        "",
+        f"Totals     {t['artifacts']} artifacts ({kinds}), {t['nonFips']} non-FIPS, "
+        f"{t['blobs']} blobs, {human(t['bytes'])} uncompressed",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """A report to attach to an approval record: full digests, every artifact, plain marks."""
+    t = doc["totals"]
+    lines = [
+        f"# Bundle report: {_cell(doc['name'])}",
+        "",
+        "| Field | Value |",
+        "| --- | --- |",
+        f"| Name | {_cell(doc['name'])} |",
+        f"| Created | {doc['created']} |",
+        f"| Tool | mirror {_cell(doc['toolVersion'])} |",
+        f"| FIPS bundle | {'yes' if doc['fips'] else 'no'} |",
+        f"| Signed | {_cell(_signer_line(doc))} |",
+        f"| Spec digest | `{doc['specDigest']}` |",
+        f"| File size | {doc['size']} bytes ({human(doc['size'])}) |",
+        f"| Artifacts | {t['artifacts']} ({t['nonFips']} non-FIPS) |",
+        f"| Blobs | {t['blobs']}, {t['bytes']} bytes uncompressed |",
+        "",
+        "## Registries",
+        "",
+        "| Name | Kind | URL | Base path | Provider type | FIPS |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in doc["registries"]:
+        lines.append(
+            f"| {_cell(r['name'])} | {r['kind']} | {_cell(r['url'] or '(local folder)')} "
+            f"| {_cell(r['basePath'])} | {_cell(r['providerType'] or '')} "
+            f"| {_fips_mark(r['fips'])} |"
+        )
+    lines += ["", "## Artifacts"]
+    for reg, kind, rows in _groups(doc):
+        lines += [
+            "",
+            f"### {_cell(reg)}: {kind} ({len(rows)})",
+            "",
+            "| Repository | Tag | Digest | Size | FIPS |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {_cell(a['repository'])} | {_cell(a['tag'])} | `{a['digest']}` "
+            f"| {a['size']} | {_fips_mark(a['fips'])} |"
+            for a in rows
+        ]
+    lines += [
+        "",
+        "## How to check this report",
+        "",
+        "This report is read from the bundle's manifest.json without checking signatures. "
+        "Verify the bundle before relying on it: `mirror verify BUNDLE --key PUB`, or by hand "
+        "with openssl, sha256sum, zstd and tar as docs/VERIFYING.md shows.",
+    ]
+    return "\n".join(lines) + "\n"

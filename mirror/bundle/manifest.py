@@ -1,0 +1,255 @@
+"""manifest.json: the signed statement of what a bundle holds.
+
+It is signed as exact bytes, so serialization is deterministic: keys sorted, one top-level key
+per line and one list item per line. That layout is still plain JSON, and it lets a reviewer
+with only `sed` turn the member list into a `sha256sum -c` file (docs/VERIFYING.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from mirror.errors import VerificationError
+from mirror.formats import schema_path
+
+SCHEMA_NAME = "bundle-manifest.schema.json"
+SCHEMA_VERSION = 1
+MANIFEST_PATH = "manifest.json"
+SIGNATURE_PATH = "manifest.json.sig"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RegistryRecord:
+    name: str
+    kind: str  # oci | helm | pack
+    url: str | None
+    base_path: str = ""
+    fips: bool = False
+    provider_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.url,
+            "basePath": self.base_path,
+            "fips": self.fips,
+            "providerType": self.provider_type,
+        }
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    name: str
+    version: str
+    layer: str | None = None
+    cloud_types: tuple[str, ...] = ()
+    display_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.layer is not None:
+            out["layer"] = self.layer
+        if self.cloud_types:
+            out["cloudTypes"] = list(self.cloud_types)
+        if self.display_name is not None:
+            out["displayName"] = self.display_name
+        return out
+
+
+@dataclass(frozen=True)
+class ChartInfo:
+    name: str
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    registry: str
+    kind: str  # image | pack | chart | zarf | other
+    repository: str
+    tag: str
+    ref: str  # org.opencontainers.image.ref.name in index.json
+    digest: str
+    media_type: str
+    size: int
+    fips: bool
+    platforms: tuple[str, ...] = ()
+    pack: PackInfo | None = None
+    chart: ChartInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "registry": self.registry,
+            "kind": self.kind,
+            "repository": self.repository,
+            "tag": self.tag,
+            "ref": self.ref,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "size": self.size,
+            "fips": self.fips,
+            "platforms": list(self.platforms),
+        }
+        if self.pack is not None:
+            out["pack"] = self.pack.to_json()
+        if self.chart is not None:
+            out["chart"] = self.chart.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    path: str
+    sha256: str  # bare hex
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    name: str
+    created: str  # RFC 3339 UTC, e.g. 2024-01-01T00:00:00Z
+    tool_version: str
+    fips: bool
+    spec_digest: str
+    signer: str | None
+    registries: tuple[RegistryRecord, ...] = ()
+    artifacts: tuple[ArtifactRecord, ...] = ()
+    members: tuple[MemberRecord, ...] = ()
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schemaVersion": self.schema_version,
+            "name": self.name,
+            "created": self.created,
+            "tool": {"name": "mirror", "version": self.tool_version},
+            "fips": self.fips,
+            "specDigest": self.spec_digest,
+            "signer": self.signer,
+            "registries": [r.to_json() for r in self.registries],
+            "artifacts": [a.to_json() for a in self.artifacts],
+            "members": [m.to_json() for m in self.members],
+        }
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes that get signed; validated first so we never sign a bad manifest."""
+        doc = self.to_json()
+        _validate(doc)
+        return _serialize(doc)
+
+    def member_map(self) -> dict[str, MemberRecord]:
+        return {m.path: m for m in self.members}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(", ", ": "))
+
+
+def _serialize(doc: dict[str, Any]) -> bytes:
+    lines = ["{"]
+    keys = sorted(doc)
+    for i, key in enumerate(keys):
+        value = doc[key]
+        comma = "," if i < len(keys) - 1 else ""
+        if isinstance(value, list) and value:
+            lines.append(f" {_dumps(key)}: [")
+            items = [f"  {_dumps(item)}" for item in value]
+            lines.append(",\n".join(items))
+            lines.append(f" ]{comma}")
+        else:
+            lines.append(f" {_dumps(key)}: {_dumps(value)}{comma}")
+    lines.append("}")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_path(SCHEMA_NAME).read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    validator: jsonschema.protocols.Validator = cls(schema)
+    return validator
+
+
+def _validate(doc: Any) -> None:
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+    if error is not None:
+        pointer = "/" + "/".join(str(p) for p in error.absolute_path)
+        raise VerificationError(f"{MANIFEST_PATH}: schema violation at {pointer}: {error.message}")
+    paths = [m["path"] for m in doc["members"]]
+    if len(set(paths)) != len(paths):
+        raise VerificationError(f"{MANIFEST_PATH}: a member is listed twice")
+
+
+def parse_manifest(data: bytes) -> BundleManifest:
+    """Untrusted bytes to a BundleManifest; any problem is a VerificationError."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise VerificationError(f"{MANIFEST_PATH}: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise VerificationError(f"{MANIFEST_PATH}: not valid JSON: {exc}") from None
+    _validate(doc)
+    return BundleManifest(
+        schema_version=doc["schemaVersion"],
+        name=doc["name"],
+        created=doc["created"],
+        tool_version=doc["tool"]["version"],
+        fips=doc["fips"],
+        spec_digest=doc["specDigest"],
+        signer=doc["signer"],
+        registries=tuple(_registry(r) for r in doc["registries"]),
+        artifacts=tuple(_artifact(a) for a in doc["artifacts"]),
+        members=tuple(MemberRecord(m["path"], m["sha256"], m["size"]) for m in doc["members"]),
+    )
+
+
+def _registry(r: dict[str, Any]) -> RegistryRecord:
+    return RegistryRecord(
+        name=r["name"],
+        kind=r["kind"],
+        url=r["url"],
+        base_path=r["basePath"],
+        fips=r["fips"],
+        provider_type=r["providerType"],
+    )
+
+
+def _artifact(a: dict[str, Any]) -> ArtifactRecord:
+    pack = a.get("pack")
+    chart = a.get("chart")
+    return ArtifactRecord(
+        registry=a["registry"],
+        kind=a["kind"],
+        repository=a["repository"],
+        tag=a["tag"],
+        ref=a["ref"],
+        digest=a["digest"],
+        media_type=a["mediaType"],
+        size=a["size"],
+        fips=a["fips"],
+        platforms=tuple(a["platforms"]),
+        pack=PackInfo(
+            name=pack["name"],
+            version=pack["version"],
+            layer=pack.get("layer"),
+            cloud_types=tuple(pack.get("cloudTypes", ())),
+            display_name=pack.get("displayName"),
+        )
+        if pack
+        else None,
+        chart=ChartInfo(chart["name"], chart["version"]) if chart else None,
+    )

@@ -1,0 +1,181 @@
+"""Read a bundle without unpacking it: the head for inspect, any member through the seek table.
+
+Nothing here trusts the table of contents: it only says where to look. Every member read is
+checked against the digest and size the caller got from the signed manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import zstandard
+
+from mirror.bundle import tarfmt
+from mirror.bundle.manifest import MANIFEST_PATH, MAX_MANIFEST_BYTES, SIGNATURE_PATH
+from mirror.bundle.toc import (
+    FOOTER_SIZE,
+    TocEntry,
+    decode_footer,
+    decode_toc,
+    toc_length,
+)
+from mirror.errors import IntegrityError, OperationError, VerificationError
+from mirror.streams import Readable
+
+CHUNK = 1024 * 1024
+MAX_SIGNATURE_BYTES = 4096
+
+
+class _Guarded:
+    """A decompressing stream whose zstd errors become verification failures."""
+
+    def __init__(self, raw: zstandard.ZstdDecompressionReader, where: str) -> None:
+        self._raw = raw
+        self._where = where
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            return self._raw.read(n)
+        except zstandard.ZstdError as exc:
+            raise VerificationError(f"{self._where}: corrupt zstd data: {exc}") from None
+
+
+def decompressing(raw: Readable, where: str, *, across_frames: bool = True) -> Readable:
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        cast(BinaryIO, raw), read_size=CHUNK, read_across_frames=across_frames, closefd=False
+    )
+    return _Guarded(reader, where)
+
+
+class MemberStream:
+    """Exactly one member's bytes; the digest is checked before the last chunk is handed out."""
+
+    def __init__(self, raw: Readable, path: str, sha256: str, size: int) -> None:
+        self._raw = raw
+        self._path = path
+        self._sha256 = sha256
+        self._left = size
+        self._size = size
+        self._hash = hashlib.sha256()
+
+    def __len__(self) -> int:
+        return self._left
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if n is None or n < 0 else min(n, self._left)
+        chunk = tarfmt.read_exact(self._raw, min(want, 4 * CHUNK))
+        if not chunk:
+            raise IntegrityError(
+                f"{self._path}: truncated after {self._size - self._left} of {self._size} bytes"
+            )
+        self._left -= len(chunk)
+        self._hash.update(chunk)
+        if self._left == 0 and self._hash.hexdigest() != self._sha256:
+            raise IntegrityError(f"{self._path}: content does not match sha256 {self._sha256}")
+        return chunk
+
+
+class BundleReader:
+    """Random access into one bundle; each call opens its own handle, so threads may share it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._toc: dict[str, TocEntry] | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> BinaryIO:
+        try:
+            return self.path.open("rb")
+        except OSError as exc:
+            raise OperationError(f"{self.path}: cannot open: {exc.strerror}") from None
+
+    def head(self) -> tuple[bytes, bytes | None]:
+        """manifest.json and manifest.json.sig (None when unsigned), read from the first frame."""
+        with self._open() as f:
+            return read_head(decompressing(f, str(self.path)))
+
+    def toc(self) -> dict[str, TocEntry]:
+        with self._lock:
+            if self._toc is None:
+                self._toc = self._read_toc()
+            return self._toc
+
+    def _read_toc(self) -> dict[str, TocEntry]:
+        with self._open() as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < FOOTER_SIZE + 8:
+                raise VerificationError(f"{self.path}: too short to be a bundle")
+            f.seek(size - FOOTER_SIZE)
+            offset = decode_footer(f.read(FOOTER_SIZE), size)
+            f.seek(offset)
+            length = toc_length(f.read(8), offset, size)
+            payload = f.read(length)
+            if len(payload) != length:
+                raise VerificationError(f"{self.path}: table of contents is truncated")
+            return decode_toc(payload, offset)
+
+    @contextmanager
+    def open_member(self, path: str, sha256: str, size: int) -> Iterator[MemberStream]:
+        """One member, decompressing only its frame; size and sha256 checked as it streams."""
+        entry = self.toc().get(path)
+        if entry is None:
+            raise VerificationError(f"{path}: not in the bundle's table of contents")
+        if entry.size != size:
+            raise IntegrityError(f"{path}: table of contents says {entry.size} bytes, not {size}")
+        with self._open() as f:
+            f.seek(entry.frame)
+            stream = decompressing(f, path, across_frames=False)
+            skip = entry.offset
+            while skip > 0:
+                got = len(stream.read(min(skip, CHUNK)))
+                if not got:
+                    raise IntegrityError(f"{path}: table of contents points past its frame")
+                skip -= got
+            yield MemberStream(stream, path, sha256, size)
+
+
+@dataclass(frozen=True)
+class Head:
+    manifest: bytes
+    signature: bytes | None
+    pending: tarfmt.Entry | None  # the header read after the head, or None at the archive's end
+
+
+def read_head(stream: Readable) -> tuple[bytes, bytes | None]:
+    """The first member (must be manifest.json) and the signature right after it, if any."""
+    head = read_head_entries(stream, peek_next=False)
+    return head.manifest, head.signature
+
+
+def read_head_entries(stream: Readable, *, peek_next: bool = True) -> Head:
+    """Like read_head, for a caller that goes on to read the members after the head."""
+    entry = tarfmt.next_entry(stream)
+    if entry is None or entry.path != MANIFEST_PATH or entry.kind != "file":
+        raise VerificationError(f"{MANIFEST_PATH} is not the first member")
+    manifest = read_small(stream, entry, MAX_MANIFEST_BYTES)
+    entry = tarfmt.next_entry(stream)
+    if entry is None or entry.path != SIGNATURE_PATH:
+        return Head(manifest, None, entry)
+    if entry.kind != "file":
+        raise VerificationError(f"{SIGNATURE_PATH}: {entry.kind} entries are not allowed")
+    signature = read_small(stream, entry, MAX_SIGNATURE_BYTES)
+    return Head(manifest, signature, tarfmt.next_entry(stream) if peek_next else None)
+
+
+def read_small(stream: Readable, entry: tarfmt.Entry, cap: int) -> bytes:
+    if entry.size > cap:
+        raise VerificationError(f"{entry.path}: {entry.size} bytes is larger than allowed ({cap})")
+    data = tarfmt.read_exact(stream, entry.size)
+    if len(data) != entry.size:
+        raise VerificationError("archive is truncated")
+    tarfmt.skip_padding(stream, entry.size)
+    return data

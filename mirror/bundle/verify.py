@@ -1,0 +1,229 @@
+"""Verify a bundle fail-closed, in one streaming pass, extracting nothing.
+
+The compressed bytes are hashed for FILE.sig in the same pass that decompresses them. Every
+size the archive claims is checked against the signed manifest before it is read, and nothing
+is read past a declared size, so a zstd bomb stops at the size the signer wrote down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+from mirror import keys, signing
+from mirror.bundle import layout, tarfmt
+from mirror.bundle.manifest import (
+    MANIFEST_PATH,
+    SIGNATURE_PATH,
+    BundleManifest,
+    MemberRecord,
+    parse_manifest,
+)
+from mirror.bundle.reader import BundleReader, decompressing, read_head_entries
+from mirror.bundle.writer import Observer
+from mirror.errors import FipsError, IntegrityError, UnsignedError, VerificationError
+from mirror.streams import Readable
+
+CHUNK = 1024 * 1024
+MAX_TRAILER = 1024 * 1024  # zeros tar pads its last record with; anything beyond is hostile
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    artifacts: int
+    blobs: int
+    bytes: int
+    signer: str | None
+    fips: bool
+
+
+class _HashingFile:
+    """The raw file, hashed as the decompressor pulls it: FILE.sig costs no second read."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._raw.read(n)
+        self.hash.update(data)
+        return data
+
+    def drain(self) -> None:
+        while chunk := self._raw.read(CHUNK):
+            self.hash.update(chunk)
+
+
+def check_policy(pub: EllipticCurvePublicKey | None, *, allow_unsigned: bool, fips: bool) -> None:
+    if fips and allow_unsigned:
+        raise FipsError("--allow-unsigned is refused in FIPS mode: a FIPS bundle must be signed")
+    if pub is None and not allow_unsigned:
+        raise UnsignedError("no public key given: pass --key PUB (or --allow-unsigned)")
+
+
+def check_manifest(
+    data: bytes,
+    signature: bytes | None,
+    pub: EllipticCurvePublicKey | None,
+    *,
+    allow_unsigned: bool,
+    fips: bool,
+) -> tuple[BundleManifest, str | None]:
+    """Steps 2 and 3: the manifest's signature, then its schema, then the FIPS rule."""
+    signer: str | None = None
+    if signature is None:
+        if not allow_unsigned:
+            raise UnsignedError(
+                f"{MANIFEST_PATH}: the bundle is not signed; "
+                "pass --allow-unsigned to check its digests only"
+            )
+    elif pub is not None:
+        signing.verify_bytes(pub, data, signature, MANIFEST_PATH)
+        signer = keys.fingerprint(pub)
+    manifest = parse_manifest(data)
+    if signer is not None and manifest.signer not in (None, signer):
+        raise VerificationError(
+            f"{MANIFEST_PATH}: claims signer {manifest.signer[:16]}, "
+            f"but key {signer[:16]} signed it"
+        )
+    if fips:
+        for a in manifest.artifacts:
+            if not a.fips:
+                raise FipsError(f"{a.repository}:{a.tag}: not FIPS content (registry {a.registry})")
+    return manifest, signer
+
+
+def open_verified(
+    path: Path, pub: EllipticCurvePublicKey | None, *, allow_unsigned: bool, fips: bool
+) -> tuple[BundleManifest, str | None]:
+    """FILE.sig (if present), the manifest's signature and schema; members are checked later,
+    one by one, as BundleReader.open_member streams them."""
+    check_policy(pub, allow_unsigned=allow_unsigned, fips=fips)
+    if pub is not None:
+        signing.verify_detached(path, pub)
+    data, signature = BundleReader(path).head()
+    return check_manifest(data, signature, pub, allow_unsigned=allow_unsigned, fips=fips)
+
+
+def verify_bundle(
+    path: Path,
+    pub: EllipticCurvePublicKey | None,
+    *,
+    allow_unsigned: bool,
+    fips: bool,
+    observer: Observer | None = None,
+) -> VerifyResult:
+    """Return on success; raise VerificationError naming the first member that fails."""
+    check_policy(pub, allow_unsigned=allow_unsigned, fips=fips)
+    with path.open("rb") as f:
+        raw = _HashingFile(f)
+        failure: VerificationError | None = None
+        try:
+            result = _check_archive(
+                decompressing(raw, str(path)), pub, allow_unsigned, fips, observer
+            )
+        except VerificationError as exc:
+            failure = exc
+        raw.drain()
+    if pub is not None:  # FILE.sig comes first: its failure outranks any later one
+        signing.verify_detached(path, pub, digest=raw.hash.digest())
+    if failure is not None:
+        raise failure
+    return result
+
+
+@dataclass
+class _Walk:
+    """What one pass remembers: member sizes and the graph edges of small JSON blobs."""
+
+    expected: dict[str, MemberRecord]
+    seen: dict[str, int] = field(default_factory=dict)
+    docs: dict[str, bytes] = field(default_factory=dict)  # oci-layout, index.json
+    edges: dict[str, layout.Node] = field(default_factory=dict)
+
+
+def _check_archive(
+    stream: Readable,
+    pub: EllipticCurvePublicKey | None,
+    allow_unsigned: bool,
+    fips: bool,
+    observer: Observer | None,
+) -> VerifyResult:
+    head = read_head_entries(stream)
+    manifest, signer = check_manifest(
+        head.manifest, head.signature, pub, allow_unsigned=allow_unsigned, fips=fips
+    )
+    walk = _Walk(expected=manifest.member_map())
+    entry = head.pending
+    while entry is not None:
+        _check_member(stream, entry, walk, observer)
+        entry = tarfmt.next_entry(stream)
+    _check_trailer(stream)
+    missing = sorted(set(walk.expected) - set(walk.seen))
+    if missing:
+        raise VerificationError(f"{missing[0]}: listed in manifest.json but not in the archive")
+    layout.check(manifest, walk.docs, walk.seen, walk.edges)
+    blobs = sum(1 for p in walk.seen if p.startswith(layout.BLOBS))
+    return VerifyResult(
+        artifacts=len(manifest.artifacts),
+        blobs=blobs,
+        bytes=sum(walk.seen.values()),
+        signer=signer,
+        fips=manifest.fips,
+    )
+
+
+def _check_member(
+    stream: Readable, entry: tarfmt.Entry, walk: _Walk, observer: Observer | None
+) -> None:
+    path = entry.path
+    reason = tarfmt.unsafe_reason(path)
+    if reason:
+        raise VerificationError(f"{path}: unsafe member name ({reason})")
+    if entry.kind != "file":
+        raise VerificationError(f"{path}: {entry.kind} entries are not allowed")
+    if path in walk.seen or path in (MANIFEST_PATH, SIGNATURE_PATH):
+        raise VerificationError(f"{path}: duplicate member")
+    record = walk.expected.get(path)
+    if record is None:
+        raise VerificationError(f"{path}: not listed in manifest.json")
+    if entry.size != record.size:
+        raise IntegrityError(
+            f"{path}: archive says {entry.size} bytes, manifest.json says {record.size}"
+        )
+    layout.check_name(path, record.sha256)
+    keep = layout.wants(path, record.size)
+    kept: list[bytes] = []
+    digest = hashlib.sha256()
+    left = record.size
+    while left:
+        chunk = stream.read(min(CHUNK, left))
+        if not chunk:
+            raise VerificationError(f"{path}: archive is truncated")
+        left -= len(chunk)
+        digest.update(chunk)
+        if keep and (kept or layout.looks_like_json(chunk)):
+            kept.append(chunk)
+        else:
+            keep = False
+        if observer is not None:
+            observer.advance(len(chunk))
+    if digest.hexdigest() != record.sha256:
+        raise IntegrityError(f"{path}: sha256 does not match manifest.json")
+    tarfmt.skip_padding(stream, record.size)
+    walk.seen[path] = record.size
+    if keep:
+        layout.remember(path, b"".join(kept), walk.docs, walk.edges)
+
+
+def _check_trailer(stream: Readable) -> None:
+    """After the end-of-archive blocks only tar's zero padding may follow."""
+    total = 0
+    while chunk := stream.read(64 * 1024):
+        total += len(chunk)
+        if total > MAX_TRAILER or chunk.count(0) != len(chunk):
+            raise VerificationError("archive: unexpected data after the end-of-archive marker")

@@ -1,0 +1,249 @@
+"""Write a bundle: a reproducible tar, compressed frame by frame, with a seek table at the end.
+
+One zstd frame per large member (small members share frames), so a reader can decompress any
+one member alone; `zstd -dc FILE | tar -x` still works because concatenated frames are one
+stream. The writer verifies: each member is re-hashed as it streams, so a corrupt cache can
+never produce a bundle whose manifest lies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, cast
+
+import zstandard
+
+from mirror.bundle import tarfmt
+from mirror.bundle.manifest import MANIFEST_PATH, SIGNATURE_PATH, parse_manifest
+from mirror.bundle.toc import TocEntry, encode_footer, encode_toc
+from mirror.errors import IntegrityError, OperationError, UsageError
+
+CHUNK = 1024 * 1024
+SMALL_MEMBER = 256 * 1024  # smaller members share a frame ...
+GROUP_LIMIT = 1024 * 1024  # ... of at most about this many uncompressed bytes
+# Levels await the benchmark (docs/BENCHMARKS.md): gzip/zstd layers gain ~nothing from more.
+LEVEL = 3
+COMPRESSED_LEVEL = 1
+_COMPRESSED_MAGICS = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
+
+
+class Observer(Protocol):
+    def advance(self, nbytes: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str
+    size: int
+    sha256: str  # bare hex
+    open: Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class WrittenBundle:
+    path: Path
+    sha256: bytes  # raw digest of the file's bytes, for FILE.sig and FILE.sha256
+    size: int
+
+
+@dataclass(frozen=True)
+class _Item:
+    member: Member
+    header: bytes
+
+    @property
+    def length(self) -> int:
+        return len(self.header) + self.member.size + tarfmt.padding(self.member.size)
+
+
+class _Sink:
+    """The output file, counting and hashing every compressed byte on its way to disk."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.hash.update(data)
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Frame ends flush us; the file itself is flushed and fsynced once, at the end."""
+
+    def as_io(self) -> BinaryIO:
+        return cast(BinaryIO, self)
+
+
+def write_bundle(
+    output: Path,
+    manifest: bytes,
+    signature: bytes | None,
+    members: Sequence[Member],
+    *,
+    mtime: int,
+    observer: Observer | None = None,
+    level: int = LEVEL,
+    compressed_level: int = COMPRESSED_LEVEL,
+    threads: int = -1,
+) -> WrittenBundle:
+    """Write FILE atomically: a temp file beside it, fsync, rename; on any failure no FILE."""
+    items = _plan(manifest, signature, members, mtime)
+    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            sink = _Sink(raw)
+            _write_all(sink, items, mtime, observer, level, compressed_level, threads)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OperationError(f"{output}: writing the bundle failed: {exc.strerror}") from exc
+        raise
+    _fsync_dir(output.parent)
+    return WrittenBundle(path=output, sha256=sink.hash.digest(), size=sink.count)
+
+
+def _plan(
+    manifest: bytes, signature: bytes | None, members: Sequence[Member], mtime: int
+) -> list[_Item]:
+    """Members in bundle order, checked against the manifest before any byte is written."""
+    listed = {m.path: m for m in parse_manifest(manifest).members}
+    given: dict[str, Member] = {}
+    for m in members:
+        reason = tarfmt.unsafe_reason(m.path)
+        if reason or m.path in (MANIFEST_PATH, SIGNATURE_PATH):
+            raise UsageError(f"{m.path}: not a valid bundle member name ({reason or 'reserved'})")
+        if m.path in given:
+            raise UsageError(f"{m.path}: given twice")
+        record = listed.get(m.path)
+        if record is None or (record.sha256, record.size) != (m.sha256, m.size):
+            raise IntegrityError(f"{m.path}: not listed in manifest.json with this digest and size")
+        given[m.path] = m
+    missing = sorted(set(listed) - set(given))
+    if missing:
+        raise IntegrityError(f"{missing[0]}: listed in manifest.json but not given to the writer")
+
+    head = [_bytes_member(MANIFEST_PATH, manifest)]
+    if signature is not None:
+        head.append(_bytes_member(SIGNATURE_PATH, signature))
+    order = {"oci-layout": 0, "index.json": 1}
+    rest = sorted(given.values(), key=lambda m: (order.get(m.path, 2), m.path))
+    return [_Item(m, tarfmt.header(m.path, m.size, mtime)) for m in [*head, *rest]]
+
+
+def _bytes_member(path: str, data: bytes) -> Member:
+    return Member(path, len(data), hashlib.sha256(data).hexdigest(), lambda: io.BytesIO(data))
+
+
+def _frames(items: list[_Item], signed: bool) -> Iterator[list[_Item]]:
+    """manifest.json (+ .sig) alone in frame one; then big members alone, small ones grouped."""
+    n_head = 2 if signed else 1
+    yield items[:n_head]
+    group: list[_Item] = []
+    for item in items[n_head:]:
+        if item.member.size >= SMALL_MEMBER:
+            if group:
+                yield group
+                group = []
+            yield [item]
+            continue
+        if group and sum(i.length for i in group) + item.length > GROUP_LIMIT:
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+def _write_all(
+    sink: _Sink,
+    items: list[_Item],
+    mtime: int,
+    observer: Observer | None,
+    level: int,
+    compressed_level: int,
+    threads: int,
+) -> None:
+    def cctx(lvl: int) -> zstandard.ZstdCompressor:
+        return zstandard.ZstdCompressor(level=lvl, threads=threads, write_checksum=True)
+
+    normal, low = cctx(level), cctx(compressed_level)
+    toc: list[TocEntry] = []
+    tar_offset = 0
+    signed = len(items) > 1 and items[1].member.path == SIGNATURE_PATH
+    for frame in _frames(items, signed):
+        with contextlib.ExitStack() as stack:
+            # Peek at a lone member to pick its level; grouped members open one at a time.
+            lone = stack.enter_context(frame[0].member.open()) if len(frame) == 1 else None
+            first = lone.read(CHUNK) if lone is not None else b""
+            ctx = low if first.startswith(_COMPRESSED_MAGICS) else normal
+            length = sum(i.length for i in frame)
+            start, pos = sink.count, 0
+            with ctx.stream_writer(sink.as_io(), size=length, closefd=False) as out:
+                for item in frame:
+                    out.write(item.header)
+                    pos += len(item.header)
+                    toc.append(TocEntry(item.member.path, start, pos, item.member.size))
+                    if lone is not None:
+                        _copy(item.member, lone, first, out, observer)
+                    else:
+                        with item.member.open() as stream:
+                            _copy(item.member, stream, b"", out, observer)
+                    pad = tarfmt.padding(item.member.size)
+                    out.write(bytes(pad))
+                    pos += item.member.size + pad
+            tar_offset += length
+    with normal.stream_writer(sink.as_io(), closefd=False) as out:
+        out.write(tarfmt.end_of_archive(tar_offset))
+    toc_offset = sink.count
+    sink.write(encode_toc(toc))
+    sink.write(encode_footer(toc_offset))
+
+
+def _copy(
+    member: Member,
+    stream: BinaryIO,
+    first: bytes,
+    out: zstandard.ZstdCompressionWriter,
+    observer: Observer | None,
+) -> None:
+    """Stream one member through, checking that it is exactly what the manifest says."""
+    digest = hashlib.sha256()
+    seen = 0
+    chunk = first or stream.read(min(CHUNK, member.size + 1))
+    while chunk:
+        seen += len(chunk)
+        if seen > member.size:
+            raise IntegrityError(f"{member.path}: more than the declared {member.size} bytes")
+        digest.update(chunk)
+        out.write(chunk)
+        if observer is not None:
+            observer.advance(len(chunk))
+        chunk = stream.read(min(CHUNK, member.size - seen + 1))
+    if seen != member.size:
+        raise IntegrityError(f"{member.path}: {seen} bytes, expected {member.size} (truncated)")
+    if digest.hexdigest() != member.sha256:
+        raise IntegrityError(f"{member.path}: content does not match sha256 {member.sha256}")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
