@@ -1,0 +1,216 @@
+"""Register imported registries with Palette as system-scope registries.
+
+Calls and bodies follow `../shared/palette-api/registries-openapi.json` (Palette 4.8):
+existing registries are found by name through `GET /v1/registries/metadata?scope=system`
+and updated with PUT, so a second import never creates a duplicate. The API key travels only
+in the `ApiKey` header; it and the registry password are scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from mirror.catalog import CatalogEntry
+from mirror.errors import AuthError, ConflictError, OperationError, UsageError, redact
+
+log = logging.getLogger(__name__)
+
+USERNAME_ENV = "MIRROR_TARGET_USERNAME"
+PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
+# Palette's providerType enum for basic OCI registries; "image" registries are not packs.
+_OCI_PROVIDERS = ("helm", "zarf", "pack")
+_KIND_WORDS = {"oci": {"oci", "basic", "ecr"}, "helm": {"helm"}, "pack": {"pack", "spectro"}}
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """How Palette should log in to the target registry (not Palette's own API key)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+def registry_auth_from_env(env: Mapping[str, str] | None = None) -> RegistryAuth | None:
+    """MIRROR_TARGET_USERNAME + MIRROR_TARGET_PASSWORD, both or neither; neither = noAuth."""
+    env = os.environ if env is None else env
+    username, password = env.get(USERNAME_ENV, ""), env.get(PASSWORD_ENV, "")
+    if not username and not password:
+        return None
+    if not username or not password:
+        missing = USERNAME_ENV if not username else PASSWORD_ENV
+        raise UsageError(f"{missing} is not set; set both {USERNAME_ENV} and {PASSWORD_ENV}")
+    return RegistryAuth(username, password)
+
+
+def _auth_json(auth: RegistryAuth | None) -> dict[str, Any]:
+    if auth is None:
+        return {"type": "noAuth"}
+    return {"type": "basic", "username": auth.username, "password": auth.password}
+
+
+def _url_of(entry: CatalogEntry) -> str:
+    """Helm and legacy pack registries have no base path field: it joins the endpoint."""
+    base = entry.base_content_path.strip("/")
+    return f"{entry.endpoint.rstrip('/')}/{base}" if base else entry.endpoint
+
+
+def _body(entry: CatalogEntry, auth: RegistryAuth | None, uid: str | None) -> dict[str, Any]:
+    """Request body for create (uid None) or update, per the OpenAPI definitions."""
+    metadata: dict[str, Any] = {"name": entry.name}
+    if uid:
+        metadata["uid"] = uid
+    spec: dict[str, Any]
+    if entry.kind == "oci":
+        spec = {
+            "endpoint": entry.endpoint,
+            "baseContentPath": entry.base_content_path,
+            "providerType": entry.provider_type,
+            "isSyncSupported": entry.provider_type in ("pack", "helm"),
+        }
+    elif entry.kind == "helm":
+        spec = {"endpoint": _url_of(entry), "name": entry.name, "isPrivate": auth is not None}
+    else:
+        spec = {"endpoint": _url_of(entry), "name": entry.name, "private": auth is not None}
+    spec["auth"] = _auth_json(auth)
+    spec["scope"] = "system"
+    return {"metadata": metadata, "spec": spec}
+
+
+def _paths(kind: str, uid: str | None) -> str:
+    if kind == "oci":
+        return f"/v1/registries/oci/{uid}/basic" if uid else "/v1/registries/oci/basic"
+    return f"/v1/registries/{kind}/{uid}" if uid else f"/v1/registries/{kind}"
+
+
+class PaletteClient:
+    """One client, one `requests.Session`, one thread. Use as a context manager to close."""
+
+    def __init__(
+        self, base_url: str, api_key: str, *, ca_file: str | None = None, timeout: float = 30
+    ) -> None:
+        if not base_url.startswith(("https://", "http://")):
+            raise UsageError(f"--palette-url {redact(base_url)!r}: expected https://HOST")
+        if not api_key:
+            raise UsageError("PALETTE_API_KEY is not set")
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+        self._secrets = [api_key]
+        self._session = requests.Session()
+        self._session.headers.update({"ApiKey": api_key, "Accept": "application/json"})
+        self._session.verify = ca_file if ca_file else True
+
+    def __enter__(self) -> PaletteClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return redact(text)
+
+    def _request(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
+    ) -> requests.Response:
+        where = f"Palette {method} {path}"
+        try:
+            response = self._session.request(
+                method,
+                self._base + path,
+                params=params,
+                json=body,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            reason = self._scrub(f"{type(exc).__name__}: {exc}")
+            raise OperationError(f"{where}: {reason}") from None
+        log.debug("%s -> %s", where, response.status_code)
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(f"{where}: {status}: Palette refused the API key (PALETTE_API_KEY)")
+        if 300 <= status < 400:
+            target = self._scrub(response.headers.get("Location", "?"))
+            raise OperationError(f"{where}: {status} redirect to {target}; check --palette-url")
+        if status >= 400:
+            raise OperationError(f"{where}: {status}: {self._error_text(response)}")
+        return response
+
+    def _error_text(self, response: requests.Response) -> str:
+        try:
+            detail = response.json().get("message") or response.reason
+        except (ValueError, AttributeError):
+            detail = response.text or response.reason
+        return self._scrub(" ".join(str(detail).split()))[:300]
+
+    def existing(self) -> dict[str, dict[str, Any]]:
+        """System-scope registries by name, as `v1RegistryMetadata` items."""
+        response = self._request("GET", "/v1/registries/metadata", params={"scope": "system"})
+        try:
+            items = response.json().get("items") or []
+        except (ValueError, AttributeError):
+            raise OperationError("Palette GET /v1/registries/metadata: not JSON") from None
+        return {
+            i["name"]: i
+            for i in items
+            if isinstance(i, dict) and i.get("name") and i.get("scope", "system") == "system"
+        }
+
+    def register(
+        self, entries: Sequence[CatalogEntry], auth: RegistryAuth | None
+    ) -> list[dict[str, Any]]:
+        """Create or update each entry; one result dict per entry, in order."""
+        if auth is not None:
+            self._secrets.append(auth.password)
+        found = self.existing()
+        results = []
+        for entry in entries:
+            result = self._register_one(entry, auth, found)
+            log.info("Palette: %s %s registry %r", result["action"], entry.kind, entry.name)
+            results.append(result)
+        return results
+
+    def _register_one(
+        self, entry: CatalogEntry, auth: RegistryAuth | None, found: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": entry.name, "kind": entry.kind, "uid": None}
+        if entry.kind == "oci" and entry.provider_type not in _OCI_PROVIDERS:
+            reason = f"Palette registers OCI registries of {', '.join(_OCI_PROVIDERS)} only"
+            return {**result, "action": "skipped", "reason": reason}
+        current = found.get(entry.name)
+        uid = str(current["uid"]) if current and current.get("uid") else None
+        if current:
+            self._check_kind(entry, current)
+        path = _paths(entry.kind, uid)
+        if uid:
+            self._request("PUT", path, body=_body(entry, auth, uid))
+            return {**result, "uid": uid, "action": "updated"}
+        response = self._request("POST", path, body=_body(entry, auth, None))
+        try:
+            uid = response.json().get("uid")
+        except (ValueError, AttributeError):
+            uid = None
+        if uid:
+            found[entry.name] = {"name": entry.name, "uid": uid, "kind": entry.kind}
+        return {**result, "uid": uid, "action": "created"}
+
+    @staticmethod
+    def _check_kind(entry: CatalogEntry, current: Mapping[str, Any]) -> None:
+        kind = str(current.get("kind") or "").lower()
+        known = set().union(*_KIND_WORDS.values())
+        if kind in known and kind not in _KIND_WORDS[entry.kind]:
+            raise ConflictError(
+                f"Palette already has a system registry named {entry.name!r} of kind {kind}; "
+                f"cannot register {entry.kind} content under that name"
+            )

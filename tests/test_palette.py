@@ -1,0 +1,289 @@
+"""Palette registration: bodies valid per the published OpenAPI, update not duplicate, no leaks."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import responses
+
+from mirror.catalog import CatalogEntry
+from mirror.errors import AuthError, ConflictError, OperationError, UsageError
+from mirror.palette import PaletteClient, RegistryAuth, registry_auth_from_env
+
+OPENAPI = Path(__file__).resolve().parents[2] / "shared" / "palette-api" / "registries-openapi.json"
+BASE = "https://palette.test"
+KEY = "ApiKey-s3cr3t-Zq9"
+PASSWORD = "reg-pa55word-Xy7"
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def openapi() -> dict[str, Any]:
+    if not OPENAPI.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Palette OpenAPI excerpt not found at {OPENAPI}")
+        pytest.skip(f"Palette OpenAPI excerpt not found at {OPENAPI}")
+    return json.loads(OPENAPI.read_text())  # type: ignore[no-any-return]
+
+
+def resolve(node: Any, definitions: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """Inline `#/definitions/X` refs; objects become closed so a misspelt field fails."""
+    if isinstance(node, list):
+        return [resolve(n, definitions, seen) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = node["$ref"].removeprefix("#/definitions/")
+        if name in seen:
+            return {}
+        return resolve(definitions[name], definitions, (*seen, name))
+    out = {k: resolve(v, definitions, seen) for k, v in node.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def body_schema(openapi: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    """The body schema of the operation a concrete request path hits."""
+    for template, item in openapi["paths"].items():
+        pattern = "^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$"
+        if re.match(pattern, path) and method.lower() in item:
+            params = item[method.lower()].get("parameters", [])
+            (body,) = [p for p in params if p.get("in") == "body"]
+            return resolve(body["schema"], openapi["definitions"])  # type: ignore[no-any-return]
+    raise AssertionError(f"{method} {path} is not in the OpenAPI file")
+
+
+def check_calls(openapi: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Validate every captured request; return (method, path, body) triples."""
+    seen = []
+    for call in responses.calls:
+        request = call.request
+        method = str(request.method)
+        path = request.path_url.split("?")[0]
+        assert request.headers["ApiKey"] == KEY
+        body = json.loads(request.body) if request.body else None
+        if method == "GET":
+            assert path == "/v1/registries/metadata"
+            assert request.path_url.endswith("?scope=system")
+        else:
+            jsonschema.Draft4Validator(body_schema(openapi, method, path)).validate(body)
+        seen.append((method, path, body))
+    return seen
+
+
+def entry(**changes: Any) -> CatalogEntry:
+    base = CatalogEntry(
+        name="Palette Registry",
+        kind="oci",
+        provider_type="pack",
+        endpoint="registry.local:5000",
+        base_content_path="production",
+        fips=False,
+        source_url="415789037893.dkr.ecr.us-east-1.amazonaws.com",
+        source_base_path="production",
+        bundle_digest=DIGEST,
+        imported_at="2024-05-01T10:00:00Z",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def metadata(*items: dict[str, Any]) -> None:
+    responses.get(f"{BASE}/v1/registries/metadata", json={"items": list(items)})
+
+
+def test_strict_schema_helper_can_fail(openapi: dict[str, Any]) -> None:
+    schema = body_schema(openapi, "POST", "/v1/registries/oci/basic")
+    good = {"metadata": {"name": "x"}, "spec": {"endpoint": "e", "auth": {"type": "noAuth"}}}
+    jsonschema.Draft4Validator(schema).validate(good)
+    for bad in (
+        {"metadata": {"name": "x"}, "spec": {"endpoint": "e", "auth": {}, "baseContenPath": "p"}},
+        {"metadata": {"name": "x"}, "spec": {"endpoint": "e"}},
+        {"metadata": {}, "spec": {"endpoint": "e", "auth": {"type": "password"}}},
+        {"metadata": {}, "spec": {"endpoint": "e", "auth": {}, "providerType": "image"}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft4Validator(schema).validate(bad)
+
+
+@responses.activate
+def test_creates_each_kind_with_valid_bodies(openapi: dict[str, Any]) -> None:
+    metadata()
+    responses.post(f"{BASE}/v1/registries/oci/basic", json={"uid": "u-oci"}, status=201)
+    responses.post(f"{BASE}/v1/registries/helm", json={"uid": "u-helm"}, status=201)
+    responses.post(f"{BASE}/v1/registries/pack", json={"uid": "u-pack"}, status=201)
+    entries = [
+        entry(),
+        entry(name="Palette Registry FIPS", base_content_path="production-fips", fips=True),
+        entry(name="Bitnami", provider_type="helm", base_content_path="charts/bitnami"),
+        entry(name="Helm folder", kind="helm", provider_type=None, endpoint="https://h.local/"),
+        entry(name="Legacy", kind="pack", provider_type=None, base_content_path="legacy"),
+    ]
+    with PaletteClient(BASE, KEY) as client:
+        results = client.register(entries, None)
+    assert [r["action"] for r in results] == ["created"] * 5
+    assert [r["uid"] for r in results] == ["u-oci", "u-oci", "u-oci", "u-helm", "u-pack"]
+    calls = check_calls(openapi)
+    assert [(m, p) for m, p, _ in calls] == [
+        ("GET", "/v1/registries/metadata"),
+        ("POST", "/v1/registries/oci/basic"),
+        ("POST", "/v1/registries/oci/basic"),
+        ("POST", "/v1/registries/oci/basic"),
+        ("POST", "/v1/registries/helm"),
+        ("POST", "/v1/registries/pack"),
+    ]
+    oci = calls[2][2]
+    assert oci["metadata"] == {"name": "Palette Registry FIPS"}
+    assert oci["spec"] == {
+        "endpoint": "registry.local:5000",
+        "baseContentPath": "production-fips",
+        "providerType": "pack",
+        "isSyncSupported": True,
+        "auth": {"type": "noAuth"},
+        "scope": "system",
+    }
+    assert calls[3][2]["spec"]["providerType"] == "helm"
+    assert calls[4][2]["spec"]["endpoint"] == "https://h.local/production"
+    assert calls[4][2]["spec"]["isPrivate"] is False
+    assert calls[5][2]["spec"]["endpoint"] == "registry.local:5000/legacy"
+    assert {c[2]["spec"]["scope"] for c in calls[1:]} == {"system"}
+
+
+@responses.activate
+def test_existing_registries_are_updated_not_duplicated(openapi: dict[str, Any]) -> None:
+    metadata(
+        {"name": "Palette Registry", "uid": "u-1", "kind": "oci", "scope": "system"},
+        {"name": "Helm folder", "uid": "u-2", "kind": "helm", "scope": "system"},
+        {"name": "Legacy", "uid": "u-3", "scope": "system"},
+    )
+    for path in ("oci/u-1/basic", "helm/u-2", "pack/u-3"):
+        responses.put(f"{BASE}/v1/registries/{path}", status=204)
+    entries = [
+        entry(),
+        entry(name="Helm folder", kind="helm", provider_type=None),
+        entry(name="Legacy", kind="pack", provider_type=None),
+    ]
+    with PaletteClient(BASE, KEY) as client:
+        results = client.register(entries, RegistryAuth("bob", PASSWORD))
+    assert [(r["action"], r["uid"]) for r in results] == [
+        ("updated", "u-1"),
+        ("updated", "u-2"),
+        ("updated", "u-3"),
+    ]
+    calls = check_calls(openapi)
+    assert [m for m, _, _ in calls] == ["GET", "PUT", "PUT", "PUT"]
+    for _, _, body in calls[1:]:
+        assert body["spec"]["auth"] == {"type": "basic", "username": "bob", "password": PASSWORD}
+    assert calls[1][2]["metadata"] == {"name": "Palette Registry", "uid": "u-1"}
+    assert calls[2][2]["spec"]["isPrivate"] is True and calls[3][2]["spec"]["private"] is True
+
+
+@responses.activate
+def test_same_name_twice_in_one_run_updates_what_it_created(openapi: dict[str, Any]) -> None:
+    metadata()
+    responses.post(f"{BASE}/v1/registries/oci/basic", json={"uid": "new"}, status=201)
+    responses.put(f"{BASE}/v1/registries/oci/new/basic", status=204)
+    with PaletteClient(BASE, KEY) as client:
+        results = client.register([entry(), entry(bundle_digest="sha256:" + "cd" * 32)], None)
+    assert [r["action"] for r in results] == ["created", "updated"]
+    check_calls(openapi)
+
+
+@responses.activate
+def test_image_registries_are_skipped_without_a_request() -> None:
+    metadata()
+    with PaletteClient(BASE, KEY) as client:
+        (result,) = client.register([entry(provider_type="image")], None)
+    assert result["action"] == "skipped" and "helm, zarf, pack" in result["reason"]
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_name_taken_by_another_kind_is_a_conflict() -> None:
+    metadata({"name": "Palette Registry", "uid": "u-1", "kind": "helm", "scope": "system"})
+    with PaletteClient(BASE, KEY) as client, pytest.raises(ConflictError, match="of kind helm"):
+        client.register([entry()], None)
+
+
+@responses.activate
+def test_401_is_a_clear_auth_error_without_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    responses.get(f"{BASE}/v1/registries/metadata", json={"message": f"bad key {KEY}"}, status=401)
+    with PaletteClient(BASE, KEY) as client, pytest.raises(AuthError) as info:
+        client.register([entry()], RegistryAuth("bob", PASSWORD))
+    message = str(info.value)
+    assert "401" in message and "/v1/registries/metadata" in message and "API key" in message
+    assert KEY not in message + caplog.text and PASSWORD not in message + caplog.text
+
+
+@responses.activate
+def test_server_errors_never_echo_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    metadata()
+    echo = {"code": "Invalid", "message": f"password {PASSWORD} rejected for key {KEY}"}
+    responses.post(f"{BASE}/v1/registries/oci/basic", json=echo, status=400)
+    with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError) as info:
+        client.register([entry()], RegistryAuth("bob", PASSWORD))
+    message = str(info.value)
+    assert message.startswith("Palette POST /v1/registries/oci/basic: 400: password *** rejected")
+    for text in (message, caplog.text, repr(RegistryAuth("bob", PASSWORD))):
+        assert KEY not in text and PASSWORD not in text
+
+
+@responses.activate
+def test_unreachable_palette_and_redirects_are_operation_errors() -> None:
+    with (
+        PaletteClient("https://nowhere.test", KEY) as client,
+        pytest.raises(OperationError) as info,
+    ):
+        client.register([entry()], None)  # responses refuses unregistered URLs
+    assert "Palette GET /v1/registries/metadata: ConnectionError" in str(info.value)
+    assert KEY not in str(info.value)
+    responses.get(
+        f"{BASE}/v1/registries/metadata", status=302, headers={"Location": "https://evil.test/"}
+    )
+    with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError, match="302 redirect"):
+        client.register([entry()], None)
+    assert all(str(c.request.url).startswith(("https://palette.test", "https://nowhere")) for c in
+               responses.calls)  # fmt: skip
+
+
+def test_client_arguments_and_own_session() -> None:
+    with pytest.raises(UsageError, match="expected https://HOST"):
+        PaletteClient("palette.test", KEY)
+    with pytest.raises(UsageError, match="PALETTE_API_KEY"):
+        PaletteClient(BASE, "")
+    a, b = PaletteClient(BASE + "/", KEY, ca_file="/tmp/ca.pem"), PaletteClient(BASE, KEY)
+    assert a._session is not b._session
+    assert a._session.verify == "/tmp/ca.pem" and b._session.verify is True
+    assert a._base == BASE
+
+
+def test_registry_auth_from_env() -> None:
+    assert registry_auth_from_env({}) is None
+    auth = registry_auth_from_env(
+        {"MIRROR_TARGET_USERNAME": "bob", "MIRROR_TARGET_PASSWORD": PASSWORD}
+    )
+    assert auth == RegistryAuth("bob", PASSWORD)
+    assert PASSWORD not in repr(auth)
+    with pytest.raises(UsageError) as info:
+        registry_auth_from_env({"MIRROR_TARGET_PASSWORD": PASSWORD})
+    assert "MIRROR_TARGET_USERNAME is not set" in str(info.value)
+    assert PASSWORD not in str(info.value)
+    with pytest.raises(UsageError, match="MIRROR_TARGET_PASSWORD is not set"):
+        registry_auth_from_env({"MIRROR_TARGET_USERNAME": "bob"})
+
+
+def test_resolve_does_not_mutate_the_openapi(openapi: dict[str, Any]) -> None:
+    before = copy.deepcopy(openapi)
+    body_schema(openapi, "PUT", "/v1/registries/helm/abc")
+    assert openapi == before
