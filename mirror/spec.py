@@ -153,7 +153,8 @@ def json_pointer(parts: Iterable[str | int]) -> str:
 
 def _reason(error: ValidationError) -> str:
     custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
-    return str(custom) if custom else error.message
+    text = str(custom) if custom else error.message
+    return text if len(text) <= 300 else text[:297] + "..."  # a whole document can be the instance
 
 
 def schema_problem(schema_name: str, doc: Any, prefix: Sequence[str | int] = ()) -> str | None:

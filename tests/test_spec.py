@@ -199,6 +199,11 @@ def test_bad_semver_range_is_a_spec_error(tmp_path: Path, where: str) -> None:
     )
 
 
+def test_long_instances_are_cut_to_one_short_line(tmp_path: Path) -> None:
+    message = spec_error(tmp_path, [{"name": "x" * 50}] * 40)
+    assert message.startswith("/: [{") and message.endswith("...") and len(message) < 320
+
+
 def test_duplicate_name_in_one_spec(tmp_path: Path) -> None:
     doc = {"registries": [{"name": "Bitnami"}, {"name": "Public Repo"}, {"name": "Bitnami"}]}
     assert spec_error(tmp_path, doc) == (
