@@ -317,6 +317,10 @@ def _tar(entries: dict[str, bytes], gz: bool = True) -> bytes:
     return gzip.compress(raw.getvalue()) if gz else raw.getvalue()
 
 
+def _with_fextra(gz: bytes) -> bytes:
+    return gz[:3] + bytes([gz[3] | 4]) + gz[4:10] + b"\x03\x00abc" + gz[10:]
+
+
 def test_read_pack_json_from_built_archive(tmp_path: Path) -> None:
     _, archive = build_pack_archive(make_pack(tmp_path))
     info = read_pack_json_from_archive(OneWayStream(archive), "reg/hello:1.2.3")  # type: ignore[arg-type]
@@ -327,6 +331,7 @@ def test_read_pack_json_from_built_archive(tmp_path: Path) -> None:
     ("archive", "found"),
     [
         (_tar({"pack.json": pj()}), True),
+        (_with_fextra(_tar({"p/pack.json": pj()})), True),  # gzip header as helm writes it
         (_tar({"./pack.json": pj()}, gz=False), True),
         (_tar({"x/values.yaml": b"", "x/pack.json": pj()}), True),
         (_tar({"a/b/pack.json": pj()}), False),

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 import jsonschema
 
 from mirror.errors import UsageError
-from mirror.formats import schema_path
+from mirror.formats import open_tar_stream, schema_path
 from mirror.formats.packcheck import LAYERS, pack_warnings
 from mirror.formats.semver import parse_version, version_order
 from mirror.oci import mediatypes as mt
@@ -298,7 +298,7 @@ def read_pack_json_from_archive(stream: BinaryIO, where: str) -> PackInfo | None
     A malformed archive or pack.json gives None: a pack's metadata is a label, not a gate.
     """
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with open_tar_stream(stream) as tar:
             for member in tar:
                 parts = [p for p in member.name.split("/") if p not in ("", ".")]
                 if not parts or parts[-1] != "pack.json" or len(parts) > 2:
