@@ -5,20 +5,17 @@ The corpus is read-only: archives and repositories are built in memory or under 
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mirror.errors import MirrorError
 from mirror.oci.artifact import OciArtifact
 
 _ENV_CORPUS = "MIRROR_CORPUS"
+LAB_TIME = "2024-01-01T00:00:00Z"  # fixed, so lab content is reproducible
 
 
 def corpus_dir() -> Path | None:
@@ -87,18 +84,11 @@ def corpus_charts(corpus: Path) -> list[Path]:
     return sorted(corpus.glob("*/charts/*.tgz"))
 
 
-def chart_meta(tgz: Path) -> dict[str, Any]:
-    """Chart.yaml of a packaged chart (the one at depth one: `NAME/Chart.yaml`)."""
-    with tarfile.open(tgz, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if len(parts) == 2 and parts[1] == "Chart.yaml" and member.isfile():
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    doc = yaml.safe_load(fh.read(1024 * 1024))
-                    if isinstance(doc, dict):
-                        return doc
-    raise ValueError(f"{tgz}: no Chart.yaml")
+def _chart_key(tgz: Path) -> tuple[str, str]:
+    from mirror.formats.helm import chart_metadata
+
+    meta = chart_metadata(tgz.read_bytes(), str(tgz))
+    return str(meta["name"]), str(meta["version"])
 
 
 def unique_charts(
@@ -112,10 +102,9 @@ def unique_charts(
     seen: set[tuple[str, str]] = set()
     for tgz in charts:
         try:
-            meta = chart_meta(tgz)
-        except (OSError, ValueError, tarfile.TarError, yaml.YAMLError):
+            key = _chart_key(tgz)
+        except (MirrorError, OSError):
             continue
-        key = (str(meta.get("name")), str(meta.get("version")))
         if key not in seen:
             seen.add(key)
             out.append((*key, tgz))
@@ -131,17 +120,32 @@ def corpus_chart_artifacts(
     from mirror.formats.helm import chart_artifact
 
     return [
-        (name, version, chart_artifact(tgz))
+        (name, version, chart_artifact(tgz.read_bytes(), created=LAB_TIME, where=str(tgz)))
         for name, version, tgz in unique_charts(corpus, limit, smallest=True)
     ]
 
 
-def build_helm_repo(dest: Path, charts: Sequence[Path]) -> Path:
-    """A static Helm repository: the .tgz files plus index.yaml; returns `dest`."""
-    from mirror.formats.helm import write_index
+def build_helm_repo(dest: Path, charts: Sequence[Path], generated: str = LAB_TIME) -> Path:
+    """A static Helm repository: the .tgz files plus index.yaml; returns `dest`.
+
+    Timestamps are fixed, so the same charts always give the same index.yaml.
+    """
+    from mirror.formats.helm import ChartVersion, chart_metadata, write_index
 
     dest.mkdir(parents=True, exist_ok=True)
+    entries: list[tuple[ChartVersion, str]] = []
     for tgz in charts:
-        shutil.copyfile(tgz, dest / tgz.name)
-    write_index(dest)
+        data = tgz.read_bytes()
+        meta = chart_metadata(data, str(tgz))
+        (dest / tgz.name).write_bytes(data)
+        cv = ChartVersion(
+            name=str(meta["name"]),
+            version=str(meta["version"]),
+            urls=(tgz.name,),
+            digest=hashlib.sha256(data).hexdigest(),
+            created=generated,
+            metadata=meta,
+        )
+        entries.append((cv, tgz.name))
+    (dest / "index.yaml").write_bytes(write_index(entries, generated))
     return dest

@@ -141,12 +141,20 @@ def _config(
 
 
 def _wait_ready(
-    proc: subprocess.Popen[bytes], url: str, verify: str | bool, deadline: float
+    proc: subprocess.Popen[bytes], url: str, verify: str | bool, log: Path, deadline: float
 ) -> bool:
-    """True once /v2/ answers 200 or 401; False if the process died first."""
+    """True once OUR process logged that it listens and /v2/ answers 200 or 401.
+
+    /v2/ alone is not enough: when the port was taken meanwhile, another registry answers
+    there while ours is dying of "address already in use".
+    """
+    listening = f"listening on {url.split('://', 1)[1]}"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
+        if listening not in log.read_text(errors="replace"):
+            time.sleep(0.02)
+            continue
         try:
             resp = requests.get(f"{url}/v2/", timeout=1.0, verify=verify)
             if resp.status_code in (200, 401):
@@ -204,7 +212,7 @@ def start_registry(
             )
         url = f"{scheme}://127.0.0.1:{port}"
         verify: str | bool = str(ca_file) if ca_file else True
-        if _wait_ready(proc, url, verify, time.monotonic() + ready_timeout):
+        if _wait_ready(proc, url, verify, log_path, time.monotonic() + ready_timeout):
             anon = flavour == "anon"
             return LabRegistry(
                 url=url,

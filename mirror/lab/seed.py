@@ -6,11 +6,16 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
+from mirror.formats.helm import chart_tag
 from mirror.lab import content
 from mirror.lab.content import Artifact
 from mirror.oci.descriptor import Descriptor
+
+if TYPE_CHECKING:
+    from mirror.lab.registry import LabRegistry
+    from mirror.registry.client import RegistryClient
 
 
 class Pusher(Protocol):
@@ -50,11 +55,6 @@ def seed_artifact(
             client.push_blob(repo, desc, io.BytesIO(data))
     client.put_manifest(repo, tag, artifact.manifest, artifact.media_type)
     return Seeded(repo, tag, artifact.descriptor.digest, kind, artifact.media_type)
-
-
-def chart_tag(version: str) -> str:
-    """Helm's OCI tag rule: `+` is not allowed in a tag, so it becomes `_`."""
-    return version.replace("+", "_")
 
 
 def seed_many(client: Pusher, items: Sequence[tuple[str, str, Artifact, str]]) -> list[Seeded]:
@@ -110,17 +110,10 @@ def _corpus_items(
     items: list[tuple[str, str, Artifact, str]] = []
     for name, version, art in lab_corpus.corpus_packs(corpus, packs, smallest=True):
         items.append((f"{base}/spectro-packs/archive/{name}", version, art, "pack"))
-    if charts and helm_available():
+    if charts:
         for name, version, art in lab_corpus.corpus_chart_artifacts(corpus, charts):
             items.append((f"{base}/charts/{name}", chart_tag(version), art, "chart"))
     return items
-
-
-def helm_available() -> bool:
-    """mirror.formats.helm is written in parallel; until it lands, seeds carry no charts."""
-    import importlib.util
-
-    return importlib.util.find_spec("mirror.formats.helm") is not None
 
 
 def seed_standard(
@@ -134,3 +127,13 @@ def seed_standard(
     if with_corpus and corpus is None:
         corpus = content.corpus_dir()
     return seed_many(client, standard_items(base, corpus=corpus if with_corpus else None))
+
+
+def client_for(reg: LabRegistry) -> RegistryClient:
+    """A RegistryClient with the lab registry's credentials and CA already filled in."""
+    from mirror.registry.auth import Credentials
+    from mirror.registry.client import RegistryClient
+
+    creds = Credentials(reg.username, reg.password) if reg.username and reg.password else None
+    ca = str(reg.ca_file) if reg.ca_file else None
+    return RegistryClient(reg.url, credentials=creds, ca_file=ca)

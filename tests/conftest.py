@@ -1,0 +1,175 @@
+"""Shared fixtures: real docker-registry processes, a static Helm repository, the corpus.
+
+A missing `docker-registry` skips the tests that need it, except under CI (CI=true), where
+it fails them: CI must prove the real thing ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror.lab import INSTALL_HINT, LabRegistry, registry_binary, start_registry
+from mirror.lab.content import corpus_dir
+from mirror.lab.httpserver import serve_directory
+from mirror.lab.seed import Seeded, client_for, seed_standard
+
+RegistryFactory = Callable[..., LabRegistry]
+_STARTED = pytest.StashKey[list[tuple[str, int]]]()
+_REGISTRY_FIXTURES = {
+    "registry",
+    "basic_registry",
+    "tls_registry",
+    "registry_factory",
+    "seeded_registry",
+}
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_registry() -> str:
+    """The binary's path; skip (or, under CI, fail) with how to install it."""
+    binary = registry_binary()
+    if binary is None:
+        if _on_ci():
+            pytest.fail(f"{INSTALL_HINT} (CI=true: lab tests must run)", pytrace=False)
+        pytest.skip(INSTALL_HINT)
+    return binary
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a lab registry, so `-m 'not registry'` deselects them."""
+    for item in items:
+        if _REGISTRY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.registry)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say in the log how many real docker-registry processes ran, by flavour."""
+    started = config.stash.get(_STARTED, [])
+    if not started:
+        return
+    counts: dict[str, int] = {}
+    for flavour, _ in started:
+        counts[flavour] = counts.get(flavour, 0) + 1
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    terminalreporter.write_line(
+        f"lab: started {len(started)} real docker-registry processes ({detail})"
+    )
+
+
+def _record(config: pytest.Config, reg: LabRegistry) -> None:
+    config.stash.setdefault(_STARTED, []).append((reg.flavour, reg.pid))
+
+
+@pytest.fixture
+def registry_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RegistryFactory]:
+    """`start(flavour="anon", **kwargs)`: as many registries as a test needs, all stopped after."""
+    require_registry()
+    workdir = tmp_path_factory.mktemp("lab")
+    started: list[LabRegistry] = []
+
+    def start(flavour: str = "anon", **kwargs: Any) -> LabRegistry:
+        reg = start_registry(workdir, flavour=flavour, **kwargs)
+        started.append(reg)
+        _record(request.config, reg)
+        return reg
+
+    try:
+        yield start
+    finally:
+        for reg in reversed(started):
+            reg.stop()
+
+
+@pytest.fixture
+def registry(registry_factory: RegistryFactory) -> LabRegistry:
+    return registry_factory("anon")
+
+
+@pytest.fixture
+def basic_registry(registry_factory: RegistryFactory) -> LabRegistry:
+    return registry_factory("basic")
+
+
+@pytest.fixture
+def tls_registry(registry_factory: RegistryFactory) -> LabRegistry:
+    return registry_factory("tls")
+
+
+@dataclass(frozen=True)
+class SeededRegistry:
+    registry: LabRegistry
+    seeded: list[Seeded]
+
+    @property
+    def url(self) -> str:
+        return self.registry.url
+
+    @property
+    def host(self) -> str:
+        return self.registry.host
+
+    def of_kind(self, kind: str) -> list[Seeded]:
+        return [s for s in self.seeded if s.kind == kind]
+
+
+@pytest.fixture(scope="module")
+def seeded_registry(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[SeededRegistry]:
+    """An anonymous registry holding `seed_standard` under `production/`; read-only by habit."""
+    require_registry()
+    reg = start_registry(tmp_path_factory.mktemp("seeded"), flavour="anon")
+    _record(request.config, reg)
+    try:
+        client = client_for(reg)
+        try:
+            seeded = seed_standard(client, "production")
+        finally:
+            client.close()
+        yield SeededRegistry(reg, seeded)
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = corpus_dir()
+    if path is None:
+        pytest.skip("../shared/corpus/pack-central is missing (set MIRROR_CORPUS to point at it)")
+    return path
+
+
+@dataclass(frozen=True)
+class HelmRepo:
+    url: str
+    path: Path
+    charts: list[Path]
+
+
+@pytest.fixture(scope="module")
+def helm_repo(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Iterator[HelmRepo]:
+    """A static Helm repository (index.yaml + .tgz) of a few corpus charts, served on loopback."""
+    pytest.importorskip("mirror.formats.helm", reason="mirror.formats.helm not written yet")
+    from mirror.lab.corpus import build_helm_repo, unique_charts
+
+    work = tmp_path_factory.mktemp("helm")
+    picked = [tgz for _, _, tgz in unique_charts(corpus, 6, smallest=True)]
+    # Copy first: the corpus is shared and read-only.
+    staged = work / "staged"
+    staged.mkdir()
+    sources = [Path(shutil.copy(tgz, staged / tgz.name)) for tgz in picked]
+    repo = build_helm_repo(work / "repo", sources)
+    with serve_directory(repo) as url:
+        yield HelmRepo(url, repo, sorted(repo.glob("*.tgz")))
