@@ -170,6 +170,7 @@ dependencies:
 def test_chart_metadata_reads_first_level_chart_yaml() -> None:
     meta = chart_metadata(make_chart(CHART, files={"demo/charts/sub/Chart.yaml": "name: sub"}))
     assert meta["name"] == "demo" and meta["apiVersion"] == "v2"
+    assert meta["version"] == "1.1"  # unquoted 1.10 is a float to YAML, as to helm
     dotted = make_chart("name: dot\nversion: 1.0.0\n", top=".", extra_header=False)
     assert chart_metadata(dotted)["name"] == "dot"
 

@@ -181,7 +181,7 @@ def _chart_files(tgz: bytes, where: str) -> dict[str, bytes]:
 
 
 def chart_metadata(tgz: bytes, where: str = "chart") -> dict[str, Any]:
-    """The Chart.yaml of a chart archive, as a plain dict."""
+    """The Chart.yaml of a chart archive, as a plain dict; name and version always strings."""
     files = _chart_files(tgz, where)
     if "Chart.yaml" not in files:
         raise OperationError(f"{where}: no <chart>/Chart.yaml in the archive")
@@ -192,6 +192,7 @@ def chart_metadata(tgz: bytes, where: str = "chart") -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("name") is None or doc.get("version") is None:
         raise OperationError(f"{where}: Chart.yaml needs a name and a version")
     out: dict[str, Any] = _plain(doc)
+    out["name"], out["version"] = _scalar_str(doc["name"]), _scalar_str(doc["version"])
     if "requirements.yaml" in files:  # apiVersion v1: Helm reads dependencies from here
         try:
             req = _safe_yaml(files["requirements.yaml"])
