@@ -132,8 +132,10 @@ def copy_graphs(
             f"({report.conflicts[0]}); nothing was changed; --force replaces them"
         )
     work = _blob_work(report.graphs)
-    report.blobs = len(work)
-    report.bytes = sum(group[0].desc.size for group in work.values())
+    # Counted per (destination, digest): an import into three repositories needs a blob in
+    # each, whether uploaded once and mounted twice or found present.
+    report.blobs = sum(len(group) for group in work.values())
+    report.bytes = sum(i.desc.size for group in work.values() for i in group)
     _parallel(opts.jobs, [_checker(w) for w in work.values()])
     for group in work.values():
         for item in group:
@@ -141,7 +143,7 @@ def copy_graphs(
                 report.present_blobs += 1
                 report.present_bytes += item.desc.size
     missing = [g for g in work.values() if any(not i.present for i in g)]
-    obs.planned(len(missing), sum(g[0].desc.size for g in missing))
+    obs.planned(len(missing), sum(i.desc.size for g in missing for i in g if not i.present))
     if opts.dry_run:
         return report
     _parallel(opts.jobs, [_copier(g, opts, obs, report) for g in missing])

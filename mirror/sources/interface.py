@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import IO, Protocol
 
 from mirror.oci.descriptor import Descriptor
+from mirror.spec import Registry
 
 
 class Source(Protocol):
@@ -18,3 +20,32 @@ class Source(Protocol):
     def fetch_manifest(self, desc: Descriptor) -> bytes:
         """Small documents (capped), already checked against `desc`."""
         ...
+
+
+@dataclass(frozen=True)
+class Found:
+    """One artifact a source offers: where it came from and where it will land.
+
+    `path` is the repository path the artifact lands at under the target's base path
+    (the contract's "where imported content lands"); `repository` is relative to the
+    source registry's basePath, as the manifest records it.
+    """
+
+    registry: Registry
+    repository: str
+    tag: str
+    path: str
+    desc: Descriptor
+    source: Source
+    kind: str
+    platforms: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.path}:{self.tag}"
+
+
+@dataclass
+class Selection:
+    found: list[Found] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)

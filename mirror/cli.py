@@ -1,0 +1,395 @@
+"""The `mirror` command line: parse flags, call the library, print. Nothing else lives here.
+
+`main(argv) -> int` maps every error to the contract's exit codes in one table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mirror import __version__
+from mirror.errors import MirrorError, redact
+from mirror.progress import Progress
+
+JOBS = max(4, min(16, (os.cpu_count() or 2) * 4))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mirror")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Take container, Helm and pack registries across an air gap.
+
+    Connected side: `mirror export` snapshots registries into one signed bundle.
+    Reviewer: `mirror verify` and `mirror inspect` (or openssl alone, see docs/VERIFYING.md).
+    Air-gapped side: `mirror import` verifies, pushes into local registries and registers
+    them as system-scope registries.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def emit(doc: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+# ---- registries ------------------------------------------------------------------------
+
+
+@cli.group()
+def registries() -> None:
+    """The default Palette registries and this host's system-scope registries."""
+
+
+@registries.command("list")
+@click.option(
+    "--scope",
+    type=click.Choice(["default", "system", "all"]),
+    default="default",
+    show_default=True,
+    help="default: Palette's registries; system: those imported on this host.",
+)
+@click.option("--fips", is_flag=True, help="Only FIPS registries (VerteX's default).")
+@click.option("--catalog", type=click.Path(path_type=Path), help="System catalog file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def registries_list(scope: str, fips: bool, catalog: Path | None, as_json: bool) -> None:
+    """List registries."""
+    from mirror.catalog import list_rows, render_table
+
+    rows = list_rows(scope, fips, catalog)
+    if as_json:
+        emit(rows)
+    else:
+        click.echo(render_table(rows))
+
+
+# ---- keygen ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+)
+@click.option("--name", default="mirror", show_default=True, help="Writes NAME.key and NAME.pub.")
+def keygen(output_dir: Path, name: str) -> None:
+    """Make an ECDSA P-256 key pair (cosign's key format).
+
+    The password comes from MIRROR_KEY_PASSWORD, or a prompt on a terminal.
+    """
+    from mirror.keys import fingerprint, generate_keypair, key_password, load_public_key
+
+    key_path, pub_path = generate_keypair(output_dir, name, key_password(confirm=True))
+    click.echo(f"private key: {key_path} (mode 0600)", err=True)
+    click.echo(f"public key:  {pub_path}", err=True)
+    click.echo(f"fingerprint: {fingerprint(load_public_key(pub_path))}", err=True)
+
+
+# ---- export ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", "presets", multiple=True, help="A shipped spec: palette-default, ...")
+@click.option("--registry", "registry_names", multiple=True, help="Pick registries by name.")
+@click.option("--fips", is_flag=True, help="VerteX-style: FIPS registries only.")
+@click.option("--allow-non-fips", is_flag=True, help="Let non-FIPS registries into FIPS mode.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with it.")
+@click.option("--since", multiple=True, type=click.Path(path_type=Path), hidden=True)
+@click.option("--split-size", hidden=True)
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Resolve and print the plan; fetch no blobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def export(
+    specs: tuple[Path, ...],
+    presets: tuple[str, ...],
+    registry_names: tuple[str, ...],
+    fips: bool,
+    allow_non_fips: bool,
+    output: Path | None,
+    key: Path | None,
+    since: tuple[Path, ...],
+    split_size: str | None,
+    jobs: int,
+    cache_dir: Path | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Snapshot registries into one bundle (FILE, FILE.sha256 and, with --key, FILE.sig)."""
+    from mirror.cache import default_cache_dir
+    from mirror.errors import UsageError
+    from mirror.export import ExportOptions
+    from mirror.export import export as run_export
+    from mirror.spec import load_preset, load_spec, select
+
+    if since or split_size:
+        raise UsageError("--since and --split-size are not implemented yet")
+    if output is None and not dry_run:
+        raise UsageError("missing --output FILE")
+    loaded = [load_spec(p) for p in specs] + [load_preset(n) for n in presets]
+    spec = select(loaded, registry_names, fips=fips, allow_non_fips=allow_non_fips)
+    private = _load_signing_key(key, spec.fips) if key else None
+    opts = ExportOptions(
+        output=output or Path("bundle.tar.zst"),
+        cache_dir=cache_dir or default_cache_dir(),
+        jobs=jobs,
+        dry_run=dry_run,
+        key=private,
+    )
+    with Progress("export") as progress:
+        result = run_export(spec, opts, progress)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if as_json:
+        emit(result.to_json())
+    else:
+        _print_export(result)
+
+
+def _load_signing_key(path: Path, fips: bool) -> Any:
+    from mirror.keys import key_is_encrypted, key_password, load_private_key
+
+    password = key_password() if key_is_encrypted(path) else None
+    return load_private_key(path, password, fips=fips)
+
+
+def _print_export(result: Any) -> None:
+    from mirror.bundle.inspect import human
+
+    verb = "would copy" if result.dry_run else "wrote"
+    for row in result.plan if result.dry_run else []:
+        click.echo(f"  {row['kind']:<6} {row['ref']}  {row['digest'][:19]}")
+    click.echo(
+        f"{verb} {result.artifacts} artifacts, {result.blobs} blobs, {human(result.bytes)}"
+        f" ({human(result.downloaded_bytes)} downloaded, {human(result.cached_bytes)} cached)"
+        + ("" if result.dry_run else f" -> {result.output}")
+        + (" [signed]" if result.signed and not result.dry_run else "")
+    )
+
+
+# ---- verify / inspect ------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key.")
+@click.option("--allow-unsigned", is_flag=True, help="Accept a bundle without a signature.")
+@click.option("--fips", is_flag=True, help="Also fail on any non-FIPS artifact.")
+@click.option("--json", "as_json", is_flag=True)
+def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_json: bool) -> None:
+    """Check a bundle end to end, fail-closed: signatures, every member, the OCI layout."""
+    from mirror.bundle.verify import verify_bundle
+    from mirror.errors import VerificationError
+
+    _require_file(bundle)
+    pub = _load_public(key)
+    try:
+        with Progress("verify") as progress:
+            progress.planned(0, bundle.stat().st_size)
+            res = verify_bundle(
+                bundle, pub, allow_unsigned=allow_unsigned, fips=fips, observer=progress
+            )
+    except VerificationError as exc:
+        if as_json:
+            emit({"ok": False, "error": redact(str(exc))})
+        raise
+    doc = {
+        "ok": True,
+        "artifacts": res.artifacts,
+        "blobs": res.blobs,
+        "bytes": res.bytes,
+        "signer": res.signer,
+        "fips": res.fips,
+        "error": None,
+    }
+    if as_json:
+        emit(doc)
+    else:
+        signer = res.signer or "UNSIGNED (accepted with --allow-unsigned)"
+        click.echo(
+            f"OK: {res.artifacts} artifacts, {res.blobs} blobs, {res.bytes} bytes; signer {signer}"
+        )
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
+    """Show what a bundle holds, reading only its head (instant on any size).
+
+    The signer shown is the one the manifest claims; `mirror verify` proves it.
+    """
+    from mirror.bundle.inspect import inspect_bundle, render_markdown, render_table
+
+    _require_file(bundle)
+    doc = inspect_bundle(bundle)
+    if as_json or fmt == "json":
+        emit(doc)
+    elif fmt == "markdown":
+        click.echo(render_markdown(doc))
+    else:
+        click.echo(render_table(doc))
+
+
+# ---- import ----------------------------------------------------------------------------
+
+
+@cli.command("import")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--target", required=True, help="Registry URL; http:// means plain HTTP.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key.")
+@click.option("--allow-unsigned", is_flag=True)
+@click.option("--fips", is_flag=True, help="Refuse non-FIPS content and unsigned bundles.")
+@click.option("--base-path", default="", help="Prefix for every repository on the target.")
+@click.option("--helm-repo-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--catalog", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--palette-url", help="Register in Palette too (key from PALETTE_API_KEY).")
+@click.option("--receipt", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default=True)
+@click.option("--force", is_flag=True, help="Replace target tags that point elsewhere.")
+@click.option("--dry-run", is_flag=True, help="Verify and print the plan; push nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def import_(
+    bundle: Path,
+    target: str,
+    key: Path | None,
+    allow_unsigned: bool,
+    fips: bool,
+    base_path: str,
+    helm_repo_dir: Path | None,
+    catalog: Path | None,
+    palette_url: str | None,
+    receipt: Path | None,
+    ca_file: str | None,
+    jobs: int,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Verify a bundle, push it into a registry, register it as system-scope registries."""
+    from mirror.catalog import default_catalog_path
+    from mirror.importer import ImportOptions, import_bundle
+
+    _require_file(bundle)
+    opts = ImportOptions(
+        bundle=bundle,
+        target=target,
+        pub=_load_public(key),
+        catalog=catalog or default_catalog_path(),
+        allow_unsigned=allow_unsigned,
+        fips=fips,
+        base_path=base_path.strip("/"),
+        helm_repo_dir=helm_repo_dir,
+        receipt=receipt,
+        ca_file=ca_file,
+        jobs=jobs,
+        dry_run=dry_run,
+        force=force,
+    )
+    with Progress("import") as progress:
+        result = import_bundle(opts, progress)
+    if palette_url and not dry_run:
+        _register_palette(palette_url, result.registered, ca_file)
+    if as_json:
+        emit(result.to_json())
+    else:
+        _print_import(result)
+
+
+def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> None:
+    from mirror.errors import UsageError
+    from mirror.palette import PaletteClient, registry_auth_from_env
+
+    api_key = os.environ.get("PALETTE_API_KEY")
+    if not api_key:
+        raise UsageError("--palette-url needs PALETTE_API_KEY in the environment")
+    PaletteClient(url, api_key, ca_file=ca_file).register(entries, registry_auth_from_env())
+
+
+def _print_import(result: Any) -> None:
+    doc = result.to_json()
+    for row in doc["artifacts"]:
+        click.echo(f"  {row['target']}  {row['digest'][:19]}")
+    if result.dry_run:
+        click.echo(
+            f"would push {doc['toPushBlobs']} blobs ({doc['toPushBytes']} bytes); "
+            f"{doc['skippedBlobs']} blobs ({doc['presentBytes']} bytes) already present"
+        )
+        return
+    click.echo(
+        f"pushed {doc['pushedBlobs']} blobs, mounted {doc['mountedBlobs']}, "
+        f"skipped {doc['skippedBlobs']} already present"
+    )
+    for reg in doc["registered"]:
+        fips = " (FIPS)" if reg["fips"] else ""
+        click.echo(f"registered {reg['name']}{fips}: {reg['endpoint']}/{reg['baseContentPath']}")
+
+
+# ---- shared helpers --------------------------------------------------------------------
+
+
+def _require_file(path: Path) -> None:
+    from mirror.errors import UsageError
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such bundle")
+
+
+def _load_public(key: Path | None) -> Any:
+    if key is None:
+        return None
+    from mirror.keys import load_public_key
+
+    return load_public_key(key)
+
+
+# ---- entry points ----------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and map every outcome to the contract's exit codes, in this one place."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="mirror", standalone_mode=False)
+        return 0
+    except MirrorError as exc:
+        return _fail(redact(str(exc)), exc.exit_code, debug)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return _fail("interrupted", 130, debug)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, debug)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}", 1, debug)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"mirror: error: {message}", err=True)
+    return code
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Export: copy the selected registries into the cache, then pack one signed bundle.
+
+The copy engine does the work (registry -> bundle target). This module only chooses what
+to copy, describes it in manifest.json, and hands the members to the bundle writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mirror import __version__
+from mirror.bundle.manifest import (
+    ArtifactRecord,
+    BundleManifest,
+    ChartInfo,
+    MemberRecord,
+    PackInfo,
+    RegistryRecord,
+)
+from mirror.bundle.writer import Member, write_bundle
+from mirror.cache import BlobCache
+from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
+from mirror.errors import OperationError
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import Descriptor
+from mirror.sources.interface import Found, Selection
+from mirror.sources.select import discover_all
+from mirror.spec import BundleSpec
+from mirror.streams import free_bytes
+from mirror.targets.bundle import BundleTarget
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    output: Path
+    cache_dir: Path
+    jobs: int = 8
+    dry_run: bool = False
+    key: ec.EllipticCurvePrivateKey | None = None
+
+
+@dataclass
+class ExportResult:
+    output: str
+    artifacts: int
+    blobs: int
+    bytes: int
+    downloaded_bytes: int
+    cached_bytes: int
+    signed: bool
+    dry_run: bool
+    notes: list[str] = field(default_factory=list)
+    plan: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "artifacts": self.artifacts,
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+            "downloadedBytes": self.downloaded_bytes,
+            "cachedBytes": self.cached_bytes,
+            "signed": self.signed,
+            "dryRun": self.dry_run,
+            "notes": self.notes,
+            "plan": self.plan,
+        }
+
+
+def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
+    selection = discover_all(spec, jobs=opts.jobs)
+    cache = BlobCache(opts.cache_dir)
+    target = BundleTarget(cache)
+    tasks = [_task(f, target) for f in selection.found]
+    report = copy_graphs(
+        tasks, options=CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run), observer=observer
+    )
+    result = ExportResult(
+        output=str(opts.output),
+        artifacts=len(tasks),
+        blobs=report.blobs + _manifest_count(report),
+        bytes=report.bytes + _manifest_bytes(report),
+        downloaded_bytes=report.copied_bytes,
+        cached_bytes=report.present_bytes,
+        signed=opts.key is not None,
+        dry_run=opts.dry_run,
+        notes=list(selection.notes),
+        plan=[_plan_row(g) for g in report.graphs],
+    )
+    if opts.dry_run:
+        return result
+    records = _artifact_records(selection, report, cache)
+    members = _members(target, report, cache)
+    manifest = _manifest(spec, records, members, opts.key).to_bytes()
+    _check_space(opts.output, members)
+    signature = None
+    if opts.key is not None:
+        from mirror.signing import sign_bytes
+
+        signature = sign_bytes(opts.key, manifest)
+    written = write_bundle(
+        opts.output, manifest, signature, members, mtime=_epoch(), observer=observer
+    )
+    from mirror.signing import write_detached
+
+    write_detached(written.path, written.sha256, opts.key)
+    return result
+
+
+def _task(found: Found, target: BundleTarget) -> CopyTask:
+    reg = found.registry
+    return CopyTask(
+        src=found.source,
+        dst=target,
+        root=found.desc,
+        tag=found.ref,
+        label=f"{reg.name}: {found.path}:{found.tag}",
+        annotations={
+            mt.ANN_REGISTRY: reg.name,
+            mt.ANN_REPOSITORY: found.repository,
+            mt.ANN_TAG: found.tag,
+            mt.ANN_KIND: found.kind,
+        },
+    )
+
+
+def _manifest_count(report: CopyReport) -> int:
+    return len({d.digest for g in report.graphs for d, _ in g.manifests})
+
+
+def _manifest_bytes(report: CopyReport) -> int:
+    return sum({d.digest: d.size for g in report.graphs for d, _ in g.manifests}.values())
+
+
+def _plan_row(graph: Graph) -> dict[str, Any]:
+    t = graph.task
+    return {"ref": t.tag, "digest": t.root.digest, "kind": t.annotations.get(mt.ANN_KIND)}
+
+
+def _artifact_records(
+    selection: Selection, report: CopyReport, cache: BlobCache
+) -> list[ArtifactRecord]:
+    sizes = {g.task.root.digest + (g.task.tag or ""): g for g in report.graphs}
+    out = []
+    for f in selection.found:
+        graph = sizes[f.desc.digest + f.ref]
+        out.append(
+            ArtifactRecord(
+                registry=f.registry.name,
+                kind=f.kind,
+                repository=f.repository,
+                tag=f.tag,
+                ref=f.ref,
+                digest=f.desc.digest,
+                media_type=f.desc.media_type,
+                size=graph.size,
+                fips=f.registry.fips,
+                platforms=f.platforms,
+                pack=_pack_info(f, graph, cache) if f.kind == "pack" else None,
+                chart=_chart_info(graph, cache) if f.kind == "chart" else None,
+            )
+        )
+    return sorted(out, key=lambda a: a.ref)
+
+
+def _pack_info(found: Found, graph: Graph, cache: BlobCache) -> PackInfo | None:
+    """pack.json, read from the pack's tarball in the cache (it streams; stops when found)."""
+    from mirror.formats.pack import read_pack_json_from_archive
+
+    for blob in graph.blobs:
+        if blob.media_type == mt.OCI_LAYER_TAR:
+            with cache.path(blob.digest).open("rb") as fh:
+                info = read_pack_json_from_archive(fh, found.ref)
+            if info is not None:
+                s = info.summary()
+                return PackInfo(
+                    name=s["name"],
+                    version=s["version"],
+                    layer=s.get("layer"),
+                    cloud_types=tuple(s.get("cloudTypes") or ()),
+                    display_name=s.get("displayName"),
+                )
+    return None
+
+
+def _chart_info(graph: Graph, cache: BlobCache) -> ChartInfo | None:
+    """Name and version from the chart's config blob (Chart.yaml as JSON), in the cache."""
+    for blob in graph.blobs:
+        if blob.media_type == mt.HELM_CONFIG and blob.size < (1 << 20):
+            meta = json.loads(cache.path(blob.digest).read_bytes())
+            return ChartInfo(str(meta.get("name")), str(meta.get("version")))
+    return None
+
+
+def _members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list[Member]:
+    import hashlib
+    import io
+
+    index = target.index()
+    small = [("oci-layout", OCI_LAYOUT), ("index.json", index)]
+    members = [
+        Member(name, len(data), hashlib.sha256(data).hexdigest(), _opener(io.BytesIO, data))
+        for name, data in small
+    ]
+    seen: dict[str, Descriptor] = {}
+    for g in report.graphs:
+        for desc, _ in g.manifests:
+            seen[desc.digest] = desc
+        for blob in g.blobs:
+            seen[blob.digest] = blob
+    for digest in sorted(seen):
+        desc = seen[digest]
+        members.append(
+            Member(f"blobs/sha256/{desc.hex}", desc.size, desc.hex, _opener(cache.open, desc))
+        )
+    return members
+
+
+def _opener(fn: Any, arg: Any) -> Any:
+    return lambda: fn(arg)
+
+
+def _manifest(
+    spec: BundleSpec,
+    records: Sequence[ArtifactRecord],
+    members: Sequence[Member],
+    key: ec.EllipticCurvePrivateKey | None,
+) -> BundleManifest:
+    signer = None
+    if key is not None:
+        from mirror.keys import fingerprint
+
+        signer = fingerprint(key.public_key())
+    return BundleManifest(
+        name=spec.name,
+        created=datetime.fromtimestamp(_epoch(now=True), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool_version=__version__,
+        fips=spec.fips,
+        spec_digest=spec.digest,
+        signer=signer,
+        registries=tuple(
+            RegistryRecord(r.name, r.kind, r.url or r.path, r.base_path, r.fips, r.provider_type)
+            for r in spec.registries
+        ),
+        artifacts=tuple(records),
+        members=tuple(MemberRecord(m.path, m.sha256, m.size) for m in members),
+    )
+
+
+def _epoch(now: bool = False) -> int:
+    """SOURCE_DATE_EPOCH makes bundles reproducible; archive mtimes are fixed regardless."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env and env.isdigit():
+        return int(env)
+    return int(time.time()) if now else 0
+
+
+def _check_space(output: Path, members: Sequence[Member]) -> None:
+    """Refuse early rather than fail at 90%: the archive can't exceed its members by much."""
+    need = sum(m.size for m in members) // 50 * 51 + (1 << 20)
+    have = free_bytes(output.resolve().parent)
+    if have < need:
+        raise OperationError(
+            f"not enough space for {output}: need up to {need >> 20} MiB, {have >> 20} MiB free"
+        )

@@ -1,0 +1,230 @@
+"""Import: verify the bundle, copy it into the far side's registry, register what landed.
+
+Trust comes first: FILE.sig, the manifest's signature and its schema are checked before
+a byte reaches the target, and each blob is checked as it streams out of the archive.
+The copy itself is the same engine as export, run from a bundle source to registry
+targets, so re-imports skip what the target holds and tags go last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+from mirror.bundle.manifest import ArtifactRecord, BundleManifest, RegistryRecord
+from mirror.bundle.reader import BundleReader
+from mirror.bundle.verify import open_verified
+from mirror.catalog import CatalogEntry, upsert, utc_now
+from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
+from mirror.oci import mediatypes as mt
+from mirror.oci.names import slug
+from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
+from mirror.registry.client import RegistryClient
+from mirror.sources.bundle import BundleSource
+from mirror.streams import atomic_file
+from mirror.targets.interface import Target
+from mirror.targets.registry import RegistryTarget
+
+TARGET_USER_ENV = "MIRROR_TARGET_USERNAME"
+TARGET_PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    bundle: Path
+    target: str
+    pub: EllipticCurvePublicKey | None
+    catalog: Path
+    allow_unsigned: bool = False
+    fips: bool = False
+    base_path: str = ""
+    helm_repo_dir: Path | None = None
+    receipt: Path | None = None
+    ca_file: str | None = None
+    jobs: int = 8
+    dry_run: bool = False
+    force: bool = False
+
+
+@dataclass
+class ImportResult:
+    target: str
+    bundle_digest: str
+    signer: str | None
+    artifacts: list[dict[str, Any]]
+    report: CopyReport
+    registered: list[CatalogEntry] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.report
+        return {
+            "target": self.target,
+            "bundleDigest": self.bundle_digest,
+            "signer": self.signer,
+            "dryRun": self.dry_run,
+            "artifacts": self.artifacts,
+            "pushedBlobs": r.copied_blobs,
+            "pushedBytes": r.copied_bytes,
+            "mountedBlobs": r.mounted_blobs,
+            "skippedBlobs": r.present_blobs,
+            "presentBytes": r.present_bytes,
+            "toPushBlobs": r.blobs - r.present_blobs,
+            "toPushBytes": r.bytes - r.present_bytes,
+            "conflicts": r.conflicts,
+            "registered": [_registered_row(e) for e in self.registered],
+        }
+
+
+def target_credentials(host: str) -> Credentials | None:
+    return credentials_from_env(TARGET_USER_ENV, TARGET_PASSWORD_ENV) or docker_credentials(host)
+
+
+def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
+    manifest, signer = open_verified(
+        opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
+    )
+    head = BundleReader(opts.bundle).head()[0]
+    bundle_digest = "sha256:" + hashlib.sha256(head).hexdigest()
+    source = BundleSource(BundleReader(opts.bundle), manifest)
+    client = RegistryClient(
+        opts.target, credentials=target_credentials(_host(opts.target)), ca_file=opts.ca_file
+    )
+    client.ping()
+    tasks = _tasks(manifest, source, client, opts)
+    report = copy_graphs(
+        tasks,
+        options=CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run, overwrite=opts.force),
+        observer=observer,
+    )
+    result = ImportResult(
+        target=client.endpoint.base,
+        bundle_digest=bundle_digest,
+        signer=signer,
+        artifacts=[_artifact_row(t, client) for t in tasks if isinstance(t.dst, RegistryTarget)],
+        report=report,
+        dry_run=opts.dry_run,
+    )
+    if opts.dry_run:
+        return result
+    entries = registrations(
+        manifest.registries, client.endpoint.base, opts.base_path, bundle_digest
+    )
+    result.registered = entries
+    upsert(opts.catalog, entries)
+    if opts.receipt is not None:
+        write_receipt(opts.receipt, result, report)
+    return result
+
+
+def landing_path(art: ArtifactRecord, base_path: str) -> str:
+    """TARGET/[--base-path/]<where the export said this artifact lands>."""
+    path = art.ref[: -(len(art.tag) + 1)]
+    return _join(base_path, path)
+
+
+def _tasks(
+    manifest: BundleManifest, source: BundleSource, client: RegistryClient, opts: ImportOptions
+) -> list[CopyTask]:
+    repos: dict[str, RegistryTarget] = {}
+    helm_dir: Target | None = None
+    if opts.helm_repo_dir is not None:
+        from mirror.targets.helmdir import HelmDirTarget
+
+        helm_dir = HelmDirTarget(opts.helm_repo_dir)
+    tasks = []
+    for art in manifest.artifacts:
+        repo = landing_path(art, opts.base_path)
+        dst = repos.setdefault(repo, RegistryTarget(client, repo))
+        root = source.descriptor(art.digest, art.media_type)
+        label = f"{art.registry}: {art.ref}"
+        tasks.append(CopyTask(source, dst, root, art.tag, label, {mt.ANN_REGISTRY: art.registry}))
+        if helm_dir is not None and art.kind == "chart":
+            tasks.append(CopyTask(source, helm_dir, root, art.tag, label, {}))
+    return tasks
+
+
+def registrations(
+    registries: Sequence[RegistryRecord], endpoint: str, base_path: str, bundle_digest: str
+) -> list[CatalogEntry]:
+    """One system-scope registry per source registry, pointing where its content landed."""
+    now = utc_now()
+    out = []
+    for reg in registries:
+        if reg.kind == "oci":
+            base, provider = _join(base_path, reg.base_path), reg.provider_type or "pack"
+        elif reg.kind == "helm":
+            base, provider = _join(base_path, f"charts/{slug(reg.name)}"), "helm"
+        else:  # legacy pack registries and pack folders become OCI pack registries
+            base, provider = _join(base_path, slug(reg.name)), "pack"
+        out.append(
+            CatalogEntry(
+                name=reg.name,
+                kind="oci",
+                provider_type=provider,
+                endpoint=endpoint,
+                base_content_path=base,
+                fips=reg.fips,
+                source_url=reg.url,
+                source_base_path=reg.base_path,
+                bundle_digest=bundle_digest,
+                imported_at=now,
+            )
+        )
+    return out
+
+
+def write_receipt(path: Path, result: ImportResult, report: CopyReport) -> None:
+    """What the target now holds for this bundle: the delta export builds on it."""
+    blobs = {
+        g.task.root.digest: sorted(
+            {b.digest for b in g.blobs} | {d.digest for d, _ in g.manifests[:-1]}
+        )
+        for g in report.graphs
+    }
+    doc = {
+        "version": 1,
+        "target": result.target,
+        "bundleDigest": result.bundle_digest,
+        "artifacts": [{**row, "blobs": blobs.get(row["digest"], [])} for row in result.artifacts],
+    }
+    with atomic_file(path) as fh:
+        fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def _artifact_row(task: CopyTask, client: RegistryClient) -> dict[str, Any]:
+    dst = task.dst
+    assert isinstance(dst, RegistryTarget)
+    return {
+        "source": task.label.split(": ", 1)[-1],
+        "target": f"{client.host}/{dst.repo}:{task.tag}",
+        "digest": task.root.digest,
+    }
+
+
+def _registered_row(e: CatalogEntry) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "kind": e.kind,
+        "providerType": e.provider_type,
+        "endpoint": e.endpoint,
+        "baseContentPath": e.base_content_path,
+        "scope": e.scope,
+        "fips": e.fips,
+    }
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def _host(url: str) -> str:
+    from mirror.registry.http import Endpoint
+
+    return Endpoint.parse(url).host

@@ -1,0 +1,53 @@
+"""A bundle as a source: blobs read straight out of the archive, never extracted.
+
+Each fetch seeks to the member's zstd frame through the table of contents and checks
+the bytes against the signed manifest's sha256 and size as they stream, so the far side
+needs no staging copy and a lying table of contents can only cause a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+from mirror.bundle.manifest import BundleManifest
+from mirror.bundle.reader import BundleReader
+from mirror.errors import IntegrityError
+from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes
+
+
+class BundleSource:
+    def __init__(self, reader: BundleReader, manifest: BundleManifest) -> None:
+        self.reader = reader
+        self.where = str(reader.path)
+        self._members = manifest.member_map()
+
+    def descriptor(self, digest: str, media_type: str) -> Descriptor:
+        """A root's descriptor, sized from the signed member list."""
+        rec = self._members.get(_blob_path(digest))
+        if rec is None:
+            raise IntegrityError(f"{self.where}: {digest} is not in the bundle")
+        return Descriptor(media_type, digest, rec.size)
+
+    @contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
+        path = _blob_path(desc.digest)
+        rec = self._members.get(path)
+        if rec is None or rec.sha256 != desc.hex or rec.size != desc.size:
+            raise IntegrityError(f"{self.where}: {path} is not in the signed manifest as named")
+        with self.reader.open_member(path, rec.sha256, rec.size) as stream:
+            yield stream  # type: ignore[misc]
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes:
+        if desc.size > MAX_MANIFEST:
+            raise IntegrityError(f"{self.where}: manifest {desc.digest} is too large")
+        with self.fetch(desc) as stream:
+            data = stream.read(desc.size)
+            stream.read(1)  # reaching EOF makes the stream check size and digest
+        check_bytes(desc, data, self.where)
+        return data
+
+
+def _blob_path(digest: str) -> str:
+    return "blobs/sha256/" + digest.split(":", 1)[-1]

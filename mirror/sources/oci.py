@@ -1,0 +1,109 @@
+"""What to copy from an OCI registry: repositories by glob or `_catalog`, tags by filter."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Sequence
+
+from mirror.errors import NotFoundError, UsageError
+from mirror.formats.semver import select_tags
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import Descriptor, successors
+from mirror.registry.client import RegistryClient
+from mirror.sources.interface import Found, Selection
+from mirror.sources.registry import RegistrySource
+from mirror.spec import Registry
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def discover(reg: Registry, client: RegistryClient) -> Selection:
+    """Resolve the spec's selection to root descriptors; fetched manifests are remembered."""
+    base = reg.base_path.strip("/")
+    found: list[Found] = []
+    notes: list[str] = []
+    for repo in _repositories(reg, client, base):
+        full = f"{base}/{repo}" if base else repo
+        source = RegistrySource(client, full)
+        try:
+            tags = select_tags(
+                client.list_tags(full),
+                include=reg.tags.include,
+                exclude=reg.tags.exclude,
+                semver=reg.tags.semver,
+                latest=reg.tags.latest,
+            )
+        except ValueError as exc:
+            raise UsageError(f"registry {reg.name}: {exc}") from None
+        for tag in tags:
+            desc, data = client.get_manifest(full, tag)
+            source.remember(desc, data)
+            item = _found(reg, source, repo, full, tag, desc, data, notes)
+            if item is not None:
+                found.append(item)
+    return Selection(found, notes)
+
+
+def _repositories(reg: Registry, client: RegistryClient, base: str) -> list[str]:
+    """Repositories relative to basePath; literal names are taken as given, globs listed."""
+    patterns = list(reg.repositories)
+    literal = [p for p in patterns if not _GLOB.search(p)]
+    globs = [p for p in patterns if _GLOB.search(p)]
+    if patterns and not globs:
+        return literal
+    prefix = f"{base}/" if base else ""
+    listed = [r[len(prefix) :] for r in client.catalog() if r.startswith(prefix)]
+    picked = [r for r in listed if not globs or any(fnmatch.fnmatchcase(r, g) for g in globs)]
+    out = sorted(set(picked) | set(literal))
+    if patterns and not out:
+        raise NotFoundError(
+            f"registry {reg.name}: no repository under {base or '/'} matches {patterns}"
+        )
+    return out
+
+
+def _found(
+    reg: Registry,
+    source: RegistrySource,
+    repo: str,
+    full: str,
+    tag: str,
+    desc: Descriptor,
+    data: bytes,
+    notes: list[str],
+) -> Found | None:
+    platforms: tuple[str, ...] = ()
+    if desc.media_type in mt.INDEXES:
+        children = successors(desc, data)
+        platforms = tuple(c.platform for c in children if c.platform)
+        if reg.platforms and not all(c.platform in reg.platforms for c in children):
+            notes.append(
+                f"skipped {full}:{tag}: an index of {', '.join(platforms) or 'unknown platforms'}; "
+                f"keeping only {', '.join(reg.platforms)} would change its digest"
+            )
+            return None
+    return Found(
+        registry=reg,
+        repository=repo,
+        tag=tag,
+        path=full,
+        desc=desc,
+        source=source,
+        kind=kind_of(desc, data),
+        platforms=platforms,
+    )
+
+
+def kind_of(desc: Descriptor, data: bytes) -> str:
+    if desc.media_type in mt.INDEXES:
+        return "image"
+    doc = json.loads(data)
+    config = (doc.get("config") or {}).get("mediaType")
+    layers = [str(layer.get("mediaType")) for layer in doc.get("layers") or []]
+    return mt.classify(desc.media_type, config, layers)
+
+
+def literal_repositories(patterns: Sequence[str]) -> bool:
+    return bool(patterns) and not any(_GLOB.search(p) for p in patterns)

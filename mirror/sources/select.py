@@ -1,0 +1,59 @@
+"""From a bundle spec to the artifacts to copy: one discovery per registry kind."""
+
+from __future__ import annotations
+
+from mirror.errors import UsageError
+from mirror.registry.auth import credentials_from_env, docker_credentials
+from mirror.registry.client import RegistryClient
+from mirror.sources import oci
+from mirror.sources.interface import Selection
+from mirror.spec import BundleSpec, Registry
+
+
+def client_for(reg: Registry, *, ca_file: str | None = None) -> RegistryClient:
+    """Credentials from the spec's variables, else Docker's config.json for the host."""
+    if not reg.url:
+        raise UsageError(f"registry {reg.name}: no url")
+    client = RegistryClient(reg.url, ca_file=ca_file)
+    creds = None
+    if reg.auth is not None:
+        creds = credentials_from_env(reg.auth.username_env, reg.auth.password_env)
+    if creds is None:
+        creds = docker_credentials(client.host)
+    if creds is not None:
+        client = RegistryClient(reg.url, credentials=creds, ca_file=ca_file)
+    return client
+
+
+def discover_all(spec: BundleSpec, *, jobs: int = 8) -> Selection:
+    """Every registry's selection, in spec order; refs must be unique across registries."""
+    out = Selection()
+    for reg in spec.registries:
+        part = _discover(reg)
+        out.found.extend(part.found)
+        out.notes.extend(part.notes)
+    seen: dict[str, str] = {}
+    for f in out.found:
+        other = seen.setdefault(f.ref, f.registry.name)
+        if other != f.registry.name:
+            raise UsageError(f"{f.ref} would come from both {other} and {f.registry.name}")
+    del jobs
+    return out
+
+
+def _discover(reg: Registry) -> Selection:
+    if reg.kind == "oci":
+        return oci.discover(reg, client_for(reg))
+    if reg.kind == "pack" and reg.path:
+        from mirror.sources import packdir
+
+        return packdir.discover(reg)
+    if reg.kind == "pack":
+        from mirror.sources import legacy
+
+        return legacy.discover(reg)
+    if reg.kind == "helm":
+        from mirror.sources import helm
+
+        return helm.discover(reg)
+    raise UsageError(f"registry {reg.name}: unknown kind {reg.kind!r}")
