@@ -287,7 +287,6 @@ def image_family(
     return out
 
 
-from mirror.lab.benchdata import bench_big_layer, bench_content, unique_bytes  # noqa: E402
 from mirror.lab.corpus import (  # noqa: E402  (re-exported: content is the lab's one front door)
     build_helm_repo,
     corpus_chart_artifacts,
@@ -300,8 +299,6 @@ __all__ = [
     "Artifact",
     "Blob",
     "LabArtifact",
-    "bench_big_layer",
-    "bench_content",
     "build_helm_repo",
     "corpus_chart_artifacts",
     "corpus_charts",
@@ -314,5 +311,16 @@ __all__ = [
     "make_layer",
     "make_manifest_list",
     "multiarch",
-    "unique_bytes",
 ]
+
+
+_BENCH = ("bench_big_layer", "bench_content", "unique_bytes")
+
+
+def __getattr__(name: str) -> Any:
+    """Benchmark helpers live in benchdata (which imports this module); reach them lazily."""
+    if name in _BENCH:
+        from mirror.lab import benchdata
+
+        return getattr(benchdata, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
