@@ -1,0 +1,35 @@
+"""Names on the target side: registry slugs, OCI tags, and where imported packs land.
+
+The contract fixes these ("Where imported content lands"), so export and import must compute
+them the same way; keeping them here gives both one definition.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mirror.errors import UsageError
+
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def slug(name: str) -> str:
+    """Lower case, runs outside a-z0-9 become "-", trimmed: a safe first path segment."""
+    out = _NOT_SLUG.sub("-", name.lower()).strip("-")
+    if not out:
+        raise UsageError(f"registry name {name!r} has no letters or digits to name a path with")
+    return out
+
+
+def oci_tag(version: str) -> str:
+    """A version as an OCI tag: `+` (semver build metadata) is not allowed in tags, so `_`."""
+    tag = version.replace("+", "_")
+    if not _TAG.fullmatch(tag):
+        raise UsageError(f"version {version!r} cannot be an OCI tag (need {_TAG.pattern})")
+    return tag
+
+
+def pack_repository(registry_name: str, pack_name: str) -> str:
+    """Where a pack from a pack folder or legacy registry named `registry_name` lands."""
+    return f"{slug(registry_name)}/spectro-packs/archive/{pack_name}"
