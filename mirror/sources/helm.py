@@ -1,0 +1,299 @@
+"""What to copy from an HTTP Helm repository: index.yaml, chart filters, .tgz as OCI charts.
+
+Each selected .tgz is downloaded whole (capped), checked against the index's sha256, and
+rebuilt as the Helm OCI chart `helm push` would make, so a Helm repository crosses the air
+gap in the same content-addressed form as everything else. Credentials go only to the
+repository's own host, as Helm does without `--pass-credentials`; the index itself may not
+be redirected to another host at all.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from mirror.errors import (
+    AuthError,
+    IntegrityError,
+    MirrorError,
+    NotFoundError,
+    OperationError,
+    RegistryError,
+    UsageError,
+    redact,
+)
+from mirror.formats.helm import ChartVersion, chart_artifact, chart_tag, parse_index, select_charts
+from mirror.oci.artifact import OciArtifact
+from mirror.registry.auth import Credentials, credentials_from_env
+from mirror.sources.interface import Found, Selection
+from mirror.sources.memory import MemorySource
+from mirror.spec import Registry
+
+MAX_INDEX = 256 * 1024 * 1024  # public indexes run to tens of MiB; more is hostile
+MAX_CHART = 512 * 1024 * 1024
+TIMEOUT = (10.0, 120.0)
+MAX_REDIRECTS = 5
+CHUNK = 1024 * 1024
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class _Repo:
+    """One Helm repository as seen from this export: where, as whom, and how to name it."""
+
+    name: str
+    base: str
+    credentials: Credentials | None
+    creds_hint: str
+
+    @property
+    def where(self) -> str:
+        return f"helm registry {self.name} ({_host(self.base)})"
+
+
+def discover(reg: Registry, *, jobs: int = 4) -> Selection:
+    """Select chart versions from the index, download them, and offer them as OCI charts."""
+    repo = _repo(reg)
+    with requests.Session() as session:
+        data = _get(session, repo, repo.base.rstrip("/") + "/index.yaml", MAX_INDEX, index=True)
+    try:
+        versions = parse_index(data, repo.base, repo.where)
+    except OperationError as exc:
+        raise RegistryError(f"not a Helm repository: {_first_line(str(exc))}") from None
+    picked, notes = _select(reg, versions)
+    artifacts = _download_all(repo, picked, jobs)
+    source = MemorySource(repo.where, artifacts)
+    prefix = f"charts/{_slug(reg.name)}"
+    found = [
+        Found(
+            registry=reg,
+            repository=cv.name,
+            tag=chart_tag(cv.version),
+            path=f"{prefix}/{cv.name}",
+            desc=art.descriptor,
+            source=source,
+            kind="chart",
+        )
+        for cv, art in zip(picked, artifacts, strict=True)
+    ]
+    return Selection(found, notes)
+
+
+def _repo(reg: Registry) -> _Repo:
+    if not reg.url:
+        raise UsageError(f"registry {reg.name}: a helm registry needs a url")
+    base = reg.url if "://" in reg.url else f"https://{reg.url}"
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
+    creds, hint = None, "no credentials; the spec can name auth variables"
+    if reg.auth is not None:
+        creds = credentials_from_env(reg.auth.username_env, reg.auth.password_env)
+        names = f"${reg.auth.username_env}/${reg.auth.password_env}"
+        hint = f"credentials from {names}" if creds else f"{names} not set"
+    return _Repo(reg.name, base, creds, hint)
+
+
+def _select(reg: Registry, versions: list[ChartVersion]) -> tuple[list[ChartVersion], list[str]]:
+    """Union of the spec's chart filters, each chart version once, in name/version order."""
+    notes: list[str] = []
+    if not reg.charts:
+        names = {cv.name for cv in versions}
+        notes.append(
+            f"helm registry {reg.name}: no chart filters, taking every version of every chart "
+            f"({len(versions)} versions of {len(names)} charts)"
+        )
+        return select_charts(versions, name_glob="*"), notes
+    picked: dict[tuple[str, str], ChartVersion] = {}
+    for i, flt in enumerate(reg.charts):
+        try:
+            chosen = select_charts(
+                versions, name_glob=flt.name, semver=flt.semver, latest=flt.latest
+            )
+        except ValueError as exc:
+            raise UsageError(f"registry {reg.name}: charts[{i}]: {exc}") from None
+        if not chosen:
+            if not any(fnmatch.fnmatchcase(cv.name, flt.name) for cv in versions):
+                raise NotFoundError(
+                    f"helm registry {reg.name}: no chart in index.yaml matches {flt.name!r}"
+                )
+            notes.append(
+                f"helm registry {reg.name}: charts[{i}] ({flt.name!r}, semver "
+                f"{flt.semver or '*'}) selected no version"
+            )
+        for cv in chosen:
+            picked.setdefault((cv.name, cv.version), cv)
+    return select_charts(list(picked.values()), name_glob="*"), notes
+
+
+def _download_all(repo: _Repo, picked: Sequence[ChartVersion], jobs: int) -> list[OciArtifact]:
+    """Parallel downloads, one requests.Session per worker thread; the first failure wins."""
+    if not picked:
+        return []
+    local = threading.local()
+    sessions: list[requests.Session] = []
+    lock = threading.Lock()
+
+    def session() -> requests.Session:
+        s: requests.Session | None = getattr(local, "session", None)
+        if s is None:
+            s = requests.Session()
+            local.session = s
+            with lock:
+                sessions.append(s)
+        return s
+
+    def job(cv: ChartVersion) -> Callable[[], OciArtifact]:
+        return lambda: _chart(session(), repo, cv)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(picked))), thread_name_prefix="helm")
+    futures: list[Future[OciArtifact]] = []
+    try:
+        futures = [pool.submit(job(cv)) for cv in picked]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            exc = f.exception() if f.done() else None
+            if exc is not None:
+                raise exc
+        return [f.result() for f in futures]
+    finally:
+        for f in futures:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for s in sessions:
+            s.close()
+
+
+def _chart(session: requests.Session, repo: _Repo, cv: ChartVersion) -> OciArtifact:
+    """One chart version: download, check the index digest, rebuild as a Helm OCI chart."""
+    what = f"{repo.where}: chart {cv.name} {cv.version}"
+    if not cv.urls:
+        raise RegistryError(f"{what}: index.yaml gives no download URL")
+    url = cv.urls[0]
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise RegistryError(f"{what}: unsupported download URL {redact(url)}")
+    tgz = _get(session, repo, url, MAX_CHART, index=False)
+    if cv.digest is not None:
+        got = hashlib.sha256(tgz).hexdigest()
+        if got != cv.digest:
+            raise IntegrityError(f"{what}: the .tgz has sha256 {got}, index.yaml says {cv.digest}")
+    art = chart_artifact(tgz, created=cv.created, where=what)
+    config = json.loads(art.blobs[0][1])
+    if (config.get("name"), config.get("version")) != (cv.name, cv.version):
+        raise IntegrityError(
+            f"{what}: the archive's Chart.yaml says {config.get('name')} {config.get('version')}"
+        )
+    return art
+
+
+def _get(session: requests.Session, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
+    """GET with bounded retries; redirects followed by hand so credentials stay home."""
+    last: MirrorError | None = None
+    for attempt in range(3):
+        if attempt:
+            time.sleep(0.5 * attempt)
+        try:
+            return _get_once(session, repo, url, cap, index=index)
+        except _Transient as exc:
+            last = RegistryError(str(exc))
+    assert last is not None
+    raise last
+
+
+class _Transient(RegistryError):
+    """A failure worth one more try (connection reset, 5xx, 429)."""
+
+
+def _get_once(session: requests.Session, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
+    home = _host(repo.base)
+    for _hop in range(MAX_REDIRECTS + 1):
+        auth = _basic(repo.credentials) if _host(url) == home else None
+        try:
+            resp = session.get(url, auth=auth, stream=True, timeout=TIMEOUT, allow_redirects=False)
+        except requests.exceptions.SSLError:
+            raise RegistryError(f"{repo.where}: TLS verification failed for {_host(url)}") from None
+        except requests.RequestException as exc:
+            raise _Transient(
+                f"{repo.where}: cannot reach {_host(url)} ({type(exc).__name__})"
+            ) from None
+        with resp:
+            if resp.is_redirect:
+                target = urljoin(url, resp.headers.get("Location", ""))
+                if index and (_host(target) != home or _downgrade(url, target)):
+                    raise RegistryError(
+                        f"{repo.where}: index.yaml redirects to another host ({_host(target)})"
+                    )
+                url = target
+                continue
+            _check_status(resp, repo, url, index=index)
+            return _read_capped(resp, cap, f"{repo.where}: {redact(url)}")
+    raise RegistryError(f"{repo.where}: more than {MAX_REDIRECTS} redirects for {redact(url)}")
+
+
+def _check_status(resp: requests.Response, repo: _Repo, url: str, *, index: bool) -> None:
+    code = resp.status_code
+    if code < 400:
+        return
+    shown = redact(url)
+    if code in (401, 403):
+        raise AuthError(f"{repo.where}: {code} for {shown} ({repo.creds_hint})")
+    if code == 404 and index:
+        raise NotFoundError(f"{repo.where}: no index.yaml at {shown}: not a Helm repository?")
+    if code == 404:
+        raise NotFoundError(f"{repo.where}: {shown} is not there (404)")
+    if code in RETRY_STATUS:
+        raise _Transient(f"{repo.where}: {code} for {shown}")
+    raise RegistryError(f"{repo.where}: {code} for {shown}")
+
+
+def _read_capped(resp: requests.Response, cap: int, where: str) -> bytes:
+    """The body, refusing anything over `cap` before and while it streams."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise OperationError(f"{where}: {declared} bytes is over the {cap >> 20} MiB cap")
+    parts: list[bytes] = []
+    total = 0
+    try:
+        for chunk in resp.iter_content(CHUNK):
+            total += len(chunk)
+            if total > cap:
+                raise OperationError(f"{where}: more than the {cap >> 20} MiB cap")
+            parts.append(chunk)
+    except requests.RequestException as exc:
+        raise _Transient(f"{where}: download failed ({type(exc).__name__})") from None
+    return b"".join(parts)
+
+
+def _basic(creds: Credentials | None) -> tuple[str, str] | None:
+    return (creds.username, creds.password) if creds else None
+
+
+def _host(url: str) -> str:
+    """host[:port], never the userinfo, for messages and same-host checks."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return f"{host}:{port}" if port not in (80, 443) else host
+
+
+def _downgrade(src: str, dst: str) -> bool:
+    return urlsplit(src).scheme == "https" and urlsplit(dst).scheme != "https"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _slug(name: str) -> str:
+    """The contract's slug(N); temporary until mirror.oci.names lands."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
