@@ -26,6 +26,7 @@ _REGISTRY_FIXTURES = {
     "registry",
     "basic_registry",
     "tls_registry",
+    "token_registry",
     "registry_factory",
     "seeded_registry",
 }
@@ -105,6 +106,12 @@ def basic_registry(registry_factory: RegistryFactory) -> LabRegistry:
 @pytest.fixture
 def tls_registry(registry_factory: RegistryFactory) -> LabRegistry:
     return registry_factory("tls")
+
+
+@pytest.fixture
+def token_registry(registry_factory: RegistryFactory) -> LabRegistry:
+    """Distribution with token auth; `.token_server.grants` shows every token issued."""
+    return registry_factory("token")
 
 
 @dataclass(frozen=True)

@@ -385,3 +385,98 @@ def test_corpus_packs_load_and_skip_bad_folders(corpus: Path, tmp_path: Path) ->
     assert len(result.packs) == 1 and [p.name for p, _ in result.skipped] == ["broken"]
     name, version, art = result.packs[0]
     assert art.media_type == mt.OCI_MANIFEST and name and version
+
+
+# ---- token auth --------------------------------------------------------------------------
+
+
+def _token(reg: LabRegistry, scope: str, auth: tuple[str, str] | None = None) -> requests.Response:
+    assert reg.token_server is not None
+    params = {"service": reg.token_server.service, "scope": scope}
+    return requests.get(reg.token_server.realm, params=params, auth=auth, timeout=5)
+
+
+def test_token_registry_scopes_tokens_per_repository(token_registry: LabRegistry) -> None:
+    reg = token_registry
+    assert reg.username and reg.password and reg.token_server
+    challenge = requests.get(f"{reg.url}/v2/", timeout=5)
+    assert challenge.status_code == 401
+    assert challenge.headers["WWW-Authenticate"].startswith(
+        f'Bearer realm="{reg.token_server.realm}"'
+    )
+    resp = _token(reg, "repository:team/a:pull,push", (reg.username, reg.password))
+    headers = {"Authorization": f"Bearer {resp.json()['token']}"}
+    assert resp.json()["expires_in"] > 0
+    own = requests.get(f"{reg.url}/v2/team/a/tags/list", headers=headers, timeout=5)
+    assert own.status_code == 404  # authorized; the repository simply isn't there yet
+    other = requests.get(f"{reg.url}/v2/team/b/tags/list", headers=headers, timeout=5)
+    assert other.status_code == 401
+    assert 'error="insufficient_scope"' in other.headers["WWW-Authenticate"]
+    assert reg.token_server.grants[-1].scopes == ("repository:team/a:pull,push",)
+
+
+def test_token_service_refuses_bad_logins(token_registry: LabRegistry) -> None:
+    assert token_registry.username
+    assert _token(token_registry, "repository:x:pull").status_code == 401
+    bad = _token(token_registry, "repository:x:pull", (token_registry.username, "wrong"))
+    assert bad.status_code == 401
+    assert token_registry.token_server and not token_registry.token_server.grants
+
+
+def test_registry_rejects_a_token_from_another_signer(token_registry: LabRegistry) -> None:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+
+    from mirror.lab.certs import make_ca, make_server_cert
+    from mirror.lab.tokenserver import ISSUER, SERVICE, sign_jwt
+
+    ca_key, ca_cert = make_ca(dt.datetime.now(dt.UTC))
+    key, cert = make_server_cert(ca_key, ca_cert, "impostor")
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "sub": "mirror",
+        "aud": SERVICE,
+        "exp": now + 60,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": "x",
+        "access": [{"type": "repository", "name": "team/a", "actions": ["pull"]}],
+    }
+    forged = sign_jwt(claims, key, cert.public_bytes(serialization.Encoding.DER))
+    resp = requests.get(
+        f"{token_registry.url}/v2/team/a/tags/list",
+        headers={"Authorization": f"Bearer {forged}"},
+        timeout=5,
+    )
+    assert resp.status_code == 401
+
+
+def test_client_seeds_through_token_auth(token_registry: LabRegistry) -> None:
+    client = client_for(token_registry)
+    try:
+        repo, tag = "production/images/tok", "1.0.0"
+        art = c.multiarch("tok", 1000)
+        seeded = seed_artifact(client, repo, tag, art)
+        assert client.get_manifest(repo, tag)[0].digest == seeded.digest
+    finally:
+        client.close()
+    assert token_registry.token_server
+    assert any(
+        "repository:production/images/tok" in s
+        for g in token_registry.token_server.grants
+        for s in g.scopes
+    )
+
+
+def test_token_flavour_stop_also_stops_the_token_service(tmp_path: Path) -> None:
+    require_registry()
+    reg = start_registry(tmp_path, flavour="token")
+    assert reg.token_server is not None
+    realm, pid = reg.token_server.realm, reg.pid
+    assert requests.get(realm, timeout=5).status_code == 401
+    reg.stop()
+    assert not _pid_alive(pid)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(realm, timeout=2)

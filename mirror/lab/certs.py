@@ -34,7 +34,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _make_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name("mirror lab CA")
     cert = (
@@ -103,7 +103,7 @@ def write_certs(directory: Path) -> CertFiles:
     """Write ca.pem, server.pem and server-key.pem into `directory` (created if missing)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
-    ca_key, ca_cert = _make_ca(now)
+    ca_key, ca_cert = make_ca(now)
     key, cert = make_server_cert(ca_key, ca_cert)
     files = CertFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))

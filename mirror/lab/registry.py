@@ -17,13 +17,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
 
 from mirror.errors import OperationError
 from mirror.lab.certs import write_certs
+
+if TYPE_CHECKING:
+    from mirror.lab.tokenserver import TokenServer
 
 FLAVOURS = ("anon", "basic", "tls", "token")
 INSTALL_HINT = "docker-registry not found: install it with `apt-get install docker-registry`"
@@ -60,7 +63,7 @@ class LabRegistry:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
-    token_realm: str | None = None
+    token_server: TokenServer | None = None
     _owns_storage: bool = field(default=False, repr=False)
     _cleanups: list[Any] = field(default_factory=list, repr=False)
 
@@ -192,7 +195,7 @@ def start_registry(
     storage = storage_dir or run_dir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     password = password or secrets.token_urlsafe(12)
-    auth, tls, ca_file, cleanups, realm = _auth_and_tls(flavour, run_dir, username, password)
+    auth, tls, ca_file, cleanups, token = _auth_and_tls(flavour, run_dir, username, password)
     scheme = "https" if tls else "http"
     last_log = ""
     for _ in range(_START_ATTEMPTS):
@@ -225,7 +228,7 @@ def start_registry(
                 username=None if anon or flavour == "tls" else username,
                 password=None if anon or flavour == "tls" else password,
                 ca_file=ca_file,
-                token_realm=realm,
+                token_server=token,
                 _owns_storage=owns,
                 _cleanups=cleanups,
             )
@@ -242,8 +245,10 @@ def start_registry(
 
 def _auth_and_tls(
     flavour: str, run_dir: Path, username: str, password: str
-) -> tuple[dict[str, Any] | None, dict[str, str] | None, Path | None, list[Any], str | None]:
-    """Config sections, CA file, cleanups and token realm that a flavour needs."""
+) -> tuple[
+    dict[str, Any] | None, dict[str, str] | None, Path | None, list[Any], TokenServer | None
+]:
+    """Config sections, CA file, cleanups and token service that a flavour needs."""
     if flavour == "basic":
         htpasswd = run_dir / "htpasswd"
         _htpasswd(htpasswd, username, password)
@@ -264,7 +269,7 @@ def _auth_and_tls(
                 "rootcertbundle": str(server.root_cert_file),
             }
         }
-        return auth, None, None, [server.stop], server.realm
+        return auth, None, None, [server.stop], server
     return None, None, None, [], None
 
 
