@@ -124,7 +124,7 @@ def verify_bundle(
         failure: VerificationError | None = None
         try:
             result = _check_archive(
-                decompressing(raw, str(path)), pub, allow_unsigned, fips, observer
+                path, decompressing(raw, str(path)), pub, allow_unsigned, fips, observer
             )
         except VerificationError as exc:
             failure = exc
@@ -147,6 +147,7 @@ class _Walk:
 
 
 def _check_archive(
+    path: Path,
     stream: Readable,
     pub: EllipticCurvePublicKey | None,
     allow_unsigned: bool,
@@ -167,6 +168,7 @@ def _check_archive(
     if missing:
         raise VerificationError(f"{missing[0]}: listed in manifest.json but not in the archive")
     layout.check(manifest, walk.docs, walk.seen, walk.edges)
+    _check_toc(path, walk.seen, head.signature is not None)
     blobs = sum(1 for p in walk.seen if p.startswith(layout.BLOBS))
     return VerifyResult(
         artifacts=len(manifest.artifacts),
@@ -181,11 +183,11 @@ def _check_member(
     stream: Readable, entry: tarfmt.Entry, walk: _Walk, observer: Observer | None
 ) -> None:
     path = entry.path
+    if entry.kind != "file":
+        raise VerificationError(f"{path}: {entry.kind} entries are not allowed")
     reason = tarfmt.unsafe_reason(path)
     if reason:
         raise VerificationError(f"{path}: unsafe member name ({reason})")
-    if entry.kind != "file":
-        raise VerificationError(f"{path}: {entry.kind} entries are not allowed")
     if path in walk.seen or path in (MANIFEST_PATH, SIGNATURE_PATH):
         raise VerificationError(f"{path}: duplicate member")
     record = walk.expected.get(path)
@@ -218,6 +220,20 @@ def _check_member(
     walk.seen[path] = record.size
     if keep:
         layout.remember(path, b"".join(kept), walk.docs, walk.edges)
+
+
+def _check_toc(path: Path, seen: dict[str, int], signed: bool) -> None:
+    """Import seeks through the table of contents, so it must be there and name every member.
+
+    This also catches a file cut short after its last tar frame.
+    """
+    toc = BundleReader(path).toc()
+    expected = set(seen) | {MANIFEST_PATH} | ({SIGNATURE_PATH} if signed else set())
+    for name in sorted(expected ^ set(toc)):
+        raise VerificationError(f"{name}: archive and table of contents disagree")
+    for name, size in seen.items():
+        if toc[name].size != size:
+            raise VerificationError(f"{name}: table of contents gives another size")
 
 
 def _check_trailer(stream: Readable) -> None:

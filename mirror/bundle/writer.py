@@ -193,19 +193,22 @@ def _write_all(
             ctx = low if first.startswith(_COMPRESSED_MAGICS) else normal
             length = sum(i.length for i in frame)
             start, pos = sink.count, 0
-            with ctx.stream_writer(sink.as_io(), size=length, closefd=False) as out:
-                for item in frame:
-                    out.write(item.header)
-                    pos += len(item.header)
-                    toc.append(TocEntry(item.member.path, start, pos, item.member.size))
-                    if lone is not None:
-                        _copy(item.member, lone, first, out, observer)
-                    else:
-                        with item.member.open() as stream:
-                            _copy(item.member, stream, b"", out, observer)
-                    pad = tarfmt.padding(item.member.size)
-                    out.write(bytes(pad))
-                    pos += item.member.size + pad
+            # No `with`: on failure the frame must not be "finished" (zstd would then raise
+            # its own size error over ours); the whole temp file is discarded anyway.
+            out = ctx.stream_writer(sink.as_io(), size=length, closefd=False)
+            for item in frame:
+                out.write(item.header)
+                pos += len(item.header)
+                toc.append(TocEntry(item.member.path, start, pos, item.member.size))
+                if lone is not None:
+                    _copy(item.member, lone, first, out, observer)
+                else:
+                    with item.member.open() as stream:
+                        _copy(item.member, stream, b"", out, observer)
+                pad = tarfmt.padding(item.member.size)
+                out.write(bytes(pad))
+                pos += item.member.size + pad
+            out.flush(zstandard.FLUSH_FRAME)
             tar_offset += length
     with normal.stream_writer(sink.as_io(), closefd=False) as out:
         out.write(tarfmt.end_of_archive(tar_offset))

@@ -1,0 +1,219 @@
+"""write_bundle and BundleReader: plain tar.zst for standard tools, seekable for us, atomic."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+import zstandard
+from test_bundle_support import (
+    MTIME,
+    build_bundle,
+    make_keys,
+    make_layout,
+    manifest_doc,
+    members_of,
+    sha,
+)
+
+from mirror.bundle.reader import BundleReader
+from mirror.bundle.toc import FOOTER_SIZE
+from mirror.bundle.writer import SMALL_MEMBER, Member, write_bundle
+from mirror.errors import IntegrityError, OperationError, VerificationError
+
+
+def _big_layout() -> tuple[dict[str, bytes], bytes]:
+    """Two members big enough for frames of their own, plus the small JSON ones."""
+    layout = make_layout([os.urandom(3 * SMALL_MEMBER), b"x" * (2 * SMALL_MEMBER)])
+    return layout.files, layout.root
+
+
+def _write(out: Path, files: dict[str, bytes], root: bytes, **kw: object) -> Path:
+    data = manifest_doc(files, root).to_bytes()
+    write_bundle(out, data, None, members_of(files), mtime=MTIME, **kw)  # type: ignore[arg-type]
+    return out
+
+
+def test_standard_tools_read_it_in_order(tmp_path: Path) -> None:
+    files, root = _big_layout()
+    bundle = build_bundle(tmp_path / "b.tar.zst", make_keys(tmp_path), layout=make_layout())
+    listing = subprocess.run(
+        f"zstd -dc {bundle} | tar -tvf -", shell=True, check=True, capture_output=True, text=True
+    )
+    lines = listing.stdout.splitlines()
+    names = [line.split()[-1] for line in lines]
+    assert names[:4] == ["manifest.json", "manifest.json.sig", "oci-layout", "index.json"]
+    assert names[4:] == sorted(names[4:])
+    assert all(line.startswith("-rw-r--r-- 0/0") for line in lines)
+    assert "2023-11-14" in lines[0]  # mtime is the fixed one
+    assert listing.stderr == ""  # no "lone zero block" or trailing garbage warnings
+
+    bundle2 = _write(tmp_path / "big.tar.zst", files, root)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(f"zstd -dqc {bundle2} | tar -xf - -C {dest}", shell=True, check=True)
+    for path, data in files.items():
+        assert (dest / path).read_bytes() == data
+
+
+def test_output_is_byte_identical_whatever_the_order_and_threads(tmp_path: Path) -> None:
+    files, root = _big_layout()
+    a = _write(tmp_path / "a.tar.zst", files, root)
+    reversed_files = dict(reversed(list(files.items())))
+    b = _write(tmp_path / "b.tar.zst", reversed_files, root, threads=1)
+    c = _write(tmp_path / "c.tar.zst", files, root, threads=3)
+    assert a.read_bytes() == b.read_bytes() == c.read_bytes()
+
+
+def test_written_digest_and_size_are_the_files(tmp_path: Path) -> None:
+    files, root = _big_layout()
+    data = manifest_doc(files, root).to_bytes()
+    out = tmp_path / "b.tar.zst"
+    advanced: list[int] = []
+
+    class Obs:
+        def advance(self, nbytes: int) -> None:
+            advanced.append(nbytes)
+
+    written = write_bundle(out, data, None, members_of(files), mtime=MTIME, observer=Obs())
+    assert written.sha256.hex() == sha(out.read_bytes())
+    assert written.size == out.stat().st_size
+    assert sum(advanced) >= sum(len(d) for d in files.values())
+
+
+def test_reader_head_toc_and_members(tmp_path: Path) -> None:
+    files, root = _big_layout()
+    out = _write(tmp_path / "b.tar.zst", files, root)
+    reader = BundleReader(out)
+    manifest, sig = reader.head()
+    assert sig is None
+    assert manifest == manifest_doc(files, root).to_bytes()
+    toc = reader.toc()
+    assert set(toc) == {*files, "manifest.json"}
+    assert toc["manifest.json"].frame == 0
+    big = [p for p, d in files.items() if len(d) >= SMALL_MEMBER]
+    assert len({toc[p].frame for p in big}) == len(big)  # one frame each
+    small_frames = {toc[p].frame for p, d in files.items() if len(d) < SMALL_MEMBER}
+    assert len(small_frames) == 1  # grouped
+
+    results: dict[str, bytes] = {}
+
+    def read(path: str) -> None:
+        with reader.open_member(path, sha(files[path]), len(files[path])) as s:
+            results[path] = s.read()
+
+    threads = [threading.Thread(target=read, args=(p,)) for p in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == files
+
+
+def test_open_member_checks_digest_and_toc(tmp_path: Path) -> None:
+    files, root = _big_layout()
+    out = _write(tmp_path / "b.tar.zst", files, root)
+    reader = BundleReader(out)
+    path = next(p for p, d in files.items() if len(d) >= SMALL_MEMBER)
+    bad_digest = reader.open_member(path, "0" * 64, len(files[path]))
+    with pytest.raises(IntegrityError, match="does not match"), bad_digest as s:
+        while s.read(65536):
+            pass
+    bad_size = reader.open_member(path, sha(files[path]), len(files[path]) + 1)
+    with pytest.raises(IntegrityError, match="table of contents says"), bad_size:
+        pass
+    absent = reader.open_member("blobs/sha256/" + "0" * 64, "0" * 64, 1)
+    with pytest.raises(VerificationError, match="not in the bundle"), absent:
+        pass
+
+
+def test_lying_toc_is_caught_by_the_digest(tmp_path: Path) -> None:
+    """Point one member's TOC entry at another member of the same size: digest check fails."""
+    files = {**make_layout().files}
+    a, b = b"A" * 1000, b"B" * 1000
+    files["blobs/sha256/" + sha(a)] = a
+    files["blobs/sha256/" + sha(b)] = b
+    out = _write(tmp_path / "b.tar.zst", files, make_layout().root)
+    raw = out.read_bytes()
+    toc = BundleReader(out).toc()
+    pa, pb = "blobs/sha256/" + sha(a), "blobs/sha256/" + sha(b)
+    old = f'"offset":{toc[pa].offset},"path":"{pa}"'.encode()
+    new = f'"offset":{toc[pb].offset},"path":"{pa}"'.encode()
+    assert old in raw and len(old) == len(new)
+    out.write_bytes(raw.replace(old, new))
+    member = BundleReader(out).open_member(pa, sha(a), len(a))
+    with pytest.raises(IntegrityError, match="does not match"), member as s:
+        s.read()
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar.zst"
+    junk.write_bytes(zstandard.ZstdCompressor().compress(b"\0" * 1024 + os.urandom(4096)))
+    with pytest.raises(VerificationError, match="not the first member"):
+        BundleReader(junk).head()
+    with pytest.raises(VerificationError, match="table of contents"):
+        BundleReader(junk).toc()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"Y" * 100, "does not match"), (b"X" * 99, "truncated"), (b"X" * 101, "more than")],
+)
+def test_corrupt_cache_leaves_nothing(tmp_path: Path, content: bytes, message: str) -> None:
+    files = make_layout().files
+    good = b"X" * 100
+    path = "blobs/sha256/" + sha(good)
+    files[path] = good
+    data = manifest_doc(files, make_layout().root).to_bytes()
+    members = [m for m in members_of(files) if m.path != path]
+    members.append(Member(path, 100, sha(good), lambda: io.BytesIO(content)))
+    out = tmp_path / "b.tar.zst"
+    with pytest.raises(IntegrityError, match=f"{path}.*{message}"):
+        write_bundle(out, data, None, members, mtime=MTIME)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_interrupt_or_full_disk_leaves_nothing(tmp_path: Path, exc: BaseException) -> None:
+    files = make_layout().files
+    data = manifest_doc(files, make_layout().root).to_bytes()
+
+    class Boom(io.BytesIO):
+        def read(self, n: int | None = -1) -> bytes:
+            raise exc
+
+    def opener() -> BinaryIO:
+        return Boom()
+
+    members = members_of(files)
+    members[-1] = Member(members[-1].path, members[-1].size, members[-1].sha256, opener)
+    out = tmp_path / "b.tar.zst"
+    expected = KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else OperationError
+    with pytest.raises(expected):
+        write_bundle(out, data, None, members, mtime=MTIME)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_members_must_match_the_manifest(tmp_path: Path) -> None:
+    files = make_layout().files
+    data = manifest_doc(files, make_layout().root).to_bytes()
+    members = members_of(files)
+    with pytest.raises(IntegrityError, match="not given to the writer"):
+        write_bundle(tmp_path / "b", data, None, members[:-1], mtime=MTIME)
+    extra = Member("blobs/sha256/" + "1" * 64, 1, "1" * 64, lambda: io.BytesIO(b"1"))
+    with pytest.raises(IntegrityError, match="not listed"):
+        write_bundle(tmp_path / "b", data, None, [*members, extra], mtime=MTIME)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_footer_points_at_the_toc(tmp_path: Path) -> None:
+    out = build_bundle(tmp_path / "b.tar.zst", None, detached=False)
+    tail = out.read_bytes()[-FOOTER_SIZE:]
+    assert tail.endswith(b"MIRRTOC1")
+    # zstd itself must accept the whole file, skippable frames included.
+    subprocess.run(["zstd", "-t", "-q", str(out)], check=True)
