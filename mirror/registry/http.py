@@ -159,8 +159,15 @@ class Http:
                 stream=stream,
                 timeout=self._timeout,
                 allow_redirects=allow_redirects,
+                # Per request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+                verify=self.endpoint.verify,
             )
         except requests.exceptions.SSLError as exc:
+            if "WRONG_VERSION_NUMBER" in str(exc):
+                raise RegistryError(
+                    f"{self.endpoint.host} does not speak TLS; "
+                    f"use http://{self.endpoint.host} for a plain-HTTP registry"
+                ) from None
             raise RegistryError(
                 f"{self.endpoint.host}: TLS verification failed ({_short(exc)}); "
                 "pass --ca-file with the registry's CA"
@@ -200,7 +207,9 @@ class Http:
             (self._credentials.username, self._credentials.password) if self._credentials else None
         )
         try:
-            resp = self.session().get(realm, params=params, auth=auth, timeout=self._timeout)
+            resp = self.session().get(
+                realm, params=params, auth=auth, timeout=self._timeout, verify=self.endpoint.verify
+            )
         except requests.exceptions.RequestException as exc:
             raise AuthError(f"token service {redact(realm)} unreachable: {_short(exc)}") from None
         if resp.status_code != 200:
@@ -245,9 +254,22 @@ def _registry_message(resp: requests.Response) -> str:
         return ""
 
 
+_REASONS = (
+    "certificate verify failed: ",
+    "Connection refused",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "timed out",
+    "Connection reset by peer",
+)
+
+
 def _short(exc: Exception) -> str:
+    """The reason a user can act on, not urllib3's nested repr."""
     text = redact(str(exc))
-    for marker in ("Failed to establish a new connection: ", "Caused by "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
+    for reason in _REASONS:
+        at = text.find(reason)
+        if at >= 0:
+            tail = text[at + len(reason) :] if reason.endswith(": ") else ""
+            return (reason.rstrip(": ") + (": " + tail.split(" (_ssl")[0] if tail else "")).strip()
     return text.strip("()'\" ")[:160]
