@@ -1,0 +1,338 @@
+"""A static Helm repository (index.yaml + .tgz) as a copy target: import's `--helm-repo-dir`.
+
+It takes Helm OCI charts. The engine pushes blobs before manifests and in parallel, so a
+chart layer arrives before anyone knows its chart's name: layers are staged by digest in
+`DIR/.staging`, verified as they are written, and get their `<name>-<version>.tgz` name only
+at `commit()`, together with index.yaml. Until then nothing in DIR changes, so a failed
+import leaves the repository as it was. A small record (`.mirror-charts.json`) remembers
+which manifest and config digests each .tgz came from, so a second import copies nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote
+
+from mirror.errors import ConflictError, IntegrityError, UsageError
+from mirror.formats.helm import ChartVersion, parse_index, write_index
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes, parse_manifest
+from mirror.streams import COPY_CHUNK, VerifyingReader, atomic_file, drain
+
+RECORD = ".mirror-charts.json"
+STAGING = ".staging"
+MAX_CONFIG = 1024 * 1024
+_FILE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_LAYER_SUFFIX = {mt.HELM_CHART: ".tgz", mt.HELM_PROV: ".prov"}
+
+
+@dataclass(frozen=True)
+class _Chart:
+    """A chart version as this folder knows it: its file and the digests it came from."""
+
+    name: str
+    version: str
+    filename: str
+    layer: str
+    config: str
+    manifest: str
+    prov: str | None = None
+    created: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        out = {"name": self.name, "version": self.version, "layer": self.layer}
+        out.update(config=self.config, manifest=self.manifest)
+        if self.prov:
+            out["prov"] = self.prov
+        return out
+
+
+class HelmDirTarget:
+    """Charts in, a Helm repository out; merges with an index.yaml already in the folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.where = f"helm folder {folder}"
+        self._lock = threading.Lock()
+        self._small: dict[str, bytes] = {}  # manifests and configs pushed in this run
+        self._staged: dict[str, Path] = {}  # layer digest -> verified file in .staging
+        self._pending: dict[tuple[str, str], _Chart] = {}
+        self._learned: dict[str, _Chart] = {}  # complete already; only the record is new
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._index = self._read_index()  # (name, version) -> (ChartVersion, url)
+        self._record = self._read_record()  # filename -> _Chart
+
+    # ------------------------------------------------------------------ Target protocol
+
+    def exists(self, desc: Descriptor) -> bool:
+        if desc.media_type in _LAYER_SUFFIX:
+            return self._has_layer(desc)
+        with self._lock:
+            if desc.digest in self._small:
+                return True
+        return any(
+            desc.digest in (c.manifest, c.config) and self._complete(c.name, c.version, c.layer)
+            for c in self._record.values()
+        )
+
+    def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
+        if desc.media_type in _LAYER_SUFFIX:
+            self._stage(desc, stream)
+        elif desc.media_type == mt.HELM_CONFIG or desc.media_type in mt.MANIFESTS:
+            self._keep_small(desc, stream)
+        else:
+            raise UsageError(
+                f"{self.where}: only Helm charts go to a Helm folder, not {desc.media_type}"
+            )
+
+    def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
+        """Name the chart now (conflicts show before anything is final); move files at commit."""
+        del ref, annotations  # the file name comes from the chart itself
+        known = [c for c in self._record.values() if c.manifest == desc.digest]
+        if known and self._complete(known[0].name, known[0].version, known[0].layer):
+            return
+        chart = self._chart_of(desc)
+        if self._complete(chart.name, chart.version, chart.layer):
+            with self._lock:  # the same chart, pushed before under another manifest
+                self._learned[chart.filename] = chart
+            return
+        with self._lock:
+            self._check_conflict(chart)
+            self._pending[(chart.name, chart.version)] = chart
+
+    def commit(self) -> None:
+        """Charts into place, then index.yaml and the record, each written atomically."""
+        with self._lock:
+            pending = sorted(self._pending.values(), key=lambda c: (c.name, c.version))
+            for chart in pending:
+                self._place(chart)
+            if pending or not (self.folder / "index.yaml").exists():
+                self._write_index(pending)
+            for chart in [*self._learned.values(), *pending]:
+                self._record[chart.filename] = chart
+            if pending or self._learned:
+                self._write_record()
+            self._pending.clear()
+            self._learned.clear()
+            self._clean_staging()
+
+    # ------------------------------------------------------------------ blobs
+
+    def _has_layer(self, desc: Descriptor) -> bool:
+        with self._lock:
+            if desc.digest in self._staged:
+                return True
+        if any(
+            cv.digest == desc.hex and self._file_digest(url) == desc.hex
+            for cv, url in self._index.values()
+        ):
+            return True
+        leftover = self._staging_path(desc)  # a complete layer from an interrupted import
+        if leftover.is_file() and self._file_digest(leftover) == desc.hex:
+            with self._lock:
+                self._staged[desc.digest] = leftover
+            return True
+        return False
+
+    def _stage(self, desc: Descriptor, stream: IO[bytes]) -> None:
+        path = self._staging_path(desc)
+        with atomic_file(path) as fh:
+            drain(VerifyingReader(stream, desc, f"{self.where}: {desc.digest}"), fh)
+        with self._lock:
+            self._staged[desc.digest] = path
+
+    def _staging_path(self, desc: Descriptor) -> Path:
+        return self.folder / STAGING / f"{desc.hex}{_LAYER_SUFFIX[desc.media_type]}"
+
+    def _keep_small(self, desc: Descriptor, stream: IO[bytes]) -> None:
+        cap = MAX_CONFIG if desc.media_type == mt.HELM_CONFIG else MAX_MANIFEST
+        if desc.size > cap:
+            raise IntegrityError(f"{self.where}: {desc.digest} is over {cap} bytes")
+        data = stream.read(desc.size + 1)
+        check_bytes(desc, data, self.where)
+        if desc.media_type in mt.MANIFESTS:
+            _chart_layers(parse_manifest(data, desc.digest), self.where)
+        with self._lock:
+            self._small[desc.digest] = data
+
+    # ------------------------------------------------------------------ charts
+
+    def _chart_of(self, desc: Descriptor) -> _Chart:
+        """Name, version and files of a chart manifest pushed (or recorded) here."""
+        data = self._small.get(desc.digest)
+        if data is None:
+            raise UsageError(f"{self.where}: {desc.digest} is not a chart pushed here")
+        doc = parse_manifest(data, desc.digest)
+        config, layer, prov = _chart_layers(doc, self.where)
+        meta = self._config(config)
+        name, version = str(meta.get("name", "")), str(meta.get("version", ""))
+        if not (_FILE_PART.match(name) and _FILE_PART.match(version)) or ".." in name + version:
+            raise IntegrityError(f"{self.where}: unsafe chart name or version {name!r} {version!r}")
+        annotations = doc.get("annotations") or {}
+        return _Chart(
+            name=name,
+            version=version,
+            filename=f"{name}-{version}.tgz",
+            layer=layer.hex,
+            config=config.digest,
+            manifest=desc.digest,
+            prov=prov.hex if prov else None,
+            created=annotations.get("org.opencontainers.image.created"),
+            metadata=meta,
+        )
+
+    def _config(self, config: Descriptor) -> dict[str, Any]:
+        data = self._small.get(config.digest)
+        if data is None:  # the config was here already: its chart is in the record
+            for c in self._record.values():
+                if c.config == config.digest:
+                    return {"name": c.name, "version": c.version}
+            raise UsageError(f"{self.where}: chart config {config.digest} never arrived")
+        try:
+            meta = json.loads(data)
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise IntegrityError(f"{self.where}: chart config {config.digest} is not JSON")
+        return meta
+
+    def _check_conflict(self, chart: _Chart) -> None:
+        key = (chart.name, chart.version)
+        other = self._pending.get(key)
+        if other is not None and other.layer != chart.layer:
+            raise ConflictError(f"{self.where}: two different charts {chart.name} {chart.version}")
+        old = self._index.get(key)
+        if old is not None:
+            have = old[0].digest or self._file_digest(old[1])
+            if have is not None and have != chart.layer:
+                raise ConflictError(
+                    f"{self.where}: {chart.name} {chart.version} is already there with "
+                    f"sha256 {have[:12]}, the bundle has {chart.layer[:12]}; nothing was changed"
+                )
+
+    def _place(self, chart: _Chart) -> None:
+        final = self.folder / chart.filename
+        staged = self._staged.get(f"sha256:{chart.layer}")
+        if staged is not None and staged.exists():
+            os.replace(staged, final)
+        elif self._file_digest(final) != chart.layer:
+            raise IntegrityError(f"{self.where}: the layer of {chart.filename} never arrived")
+        if chart.prov:
+            prov = self._staged.get(f"sha256:{chart.prov}")
+            if prov is not None and prov.exists():
+                os.replace(prov, self.folder / f"{chart.filename}.prov")
+
+    def _complete(self, name: str, version: str, layer: str) -> bool:
+        """Listed in index.yaml with this digest, and the file it names holds those bytes."""
+        entry = self._index.get((name, version))
+        if entry is None or entry[0].digest not in (None, layer):
+            return False
+        return self._file_digest(entry[1]) == layer
+
+    # ------------------------------------------------------------------ files
+
+    def _read_index(self) -> dict[tuple[str, str], tuple[ChartVersion, str]]:
+        path = self.folder / "index.yaml"
+        if not path.is_file():
+            return {}
+        base = self.folder.resolve().as_uri() + "/"
+        out = {}
+        for cv in parse_index(path.read_bytes(), base, f"{self.where}: index.yaml"):
+            url = cv.urls[0] if cv.urls else f"{cv.name}-{cv.version}.tgz"
+            out[(cv.name, cv.version)] = (cv, unquote(url.removeprefix(base)))
+        return out
+
+    def _write_index(self, pending: list[_Chart]) -> None:
+        charts = dict(self._index)
+        for c in pending:
+            cv = ChartVersion(c.name, c.version, (), c.layer, c.created, c.metadata or {})
+            charts[(c.name, c.version)] = (cv, c.filename)
+        with atomic_file(self.folder / "index.yaml") as fh:
+            fh.write(write_index(list(charts.values()), _generated()))
+        self._index = charts
+
+    def _read_record(self) -> dict[str, _Chart]:
+        path = self.folder / RECORD
+        try:
+            doc = json.loads(path.read_bytes()) if path.is_file() else {}
+            return {
+                name: _Chart(
+                    name=str(c["name"]),
+                    version=str(c["version"]),
+                    filename=name,
+                    layer=str(c["layer"]),
+                    config=str(c["config"]),
+                    manifest=str(c["manifest"]),
+                    prov=c.get("prov"),
+                )
+                for name, c in (doc.get("charts") or {}).items()
+                if _FILE_PART.match(name)
+            }
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return {}  # only an optimisation: without it, charts are compared by content
+
+    def _write_record(self) -> None:
+        doc = {"charts": {k: v.record() for k, v in sorted(self._record.items())}}
+        with atomic_file(self.folder / RECORD) as fh:
+            fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+
+    def _clean_staging(self) -> None:
+        for path in self._staged.values():
+            path.unlink(missing_ok=True)
+        self._staged.clear()
+        self._small.clear()
+        with contextlib.suppress(OSError):  # absent, or holds another import's files
+            (self.folder / STAGING).rmdir()
+
+    def _file_digest(self, ref: str | Path) -> str | None:
+        """sha256 hex of a local file in the folder (cached by size and mtime), or None."""
+        path = ref if isinstance(ref, Path) else self.folder / ref
+        if isinstance(ref, str) and ("://" in ref or ".." in Path(ref).parts):
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._hashes.get(key)
+        if known is None:
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                while chunk := fh.read(COPY_CHUNK):
+                    h.update(chunk)
+            known = h.hexdigest()
+            with self._lock:
+                self._hashes[key] = known
+        return known
+
+
+def _chart_layers(
+    doc: dict[str, Any], where: str
+) -> tuple[Descriptor, Descriptor, Descriptor | None]:
+    """(config, chart layer, provenance) of a Helm OCI chart manifest; anything else is refused."""
+    config = Descriptor.from_json(doc.get("config") or {})
+    layers = [Descriptor.from_json(x) for x in doc.get("layers") or []]
+    charts = [x for x in layers if x.media_type == mt.HELM_CHART]
+    provs = [x for x in layers if x.media_type == mt.HELM_PROV]
+    if config.media_type != mt.HELM_CONFIG or len(charts) != 1 or len(provs) + 1 != len(layers):
+        raise UsageError(f"{where}: only Helm charts go to a Helm folder; got another artifact")
+    return config, charts[0], provs[0] if provs else None
+
+
+def _generated() -> str:
+    """index.yaml's `generated`: SOURCE_DATE_EPOCH when set, so output is reproducible."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    seconds = int(epoch) if epoch.isdigit() else int(time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
