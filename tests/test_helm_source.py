@@ -285,3 +285,16 @@ def test_server_errors_are_retried_then_reported(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RegistryError, match="503"):
         helm.discover(reg("https://charts.test"))
     assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_names_that_cannot_land_in_a_registry_are_skipped_with_a_note() -> None:
+    entries = [
+        (ChartVersion("../escape", "1.0.0", (), None, None, {}), "a.tgz"),
+        (ChartVersion("good", "1.0 beta", (), None, None, {}), "b.tgz"),
+    ]
+    responses.get("https://charts.test/index.yaml", body=write_index(entries, GENERATED))
+    sel = helm.discover(reg("https://charts.test"))
+    assert sel.found == []
+    assert sum("not a valid OCI repository name and tag" in n for n in sel.notes) == 2
+    assert len(responses.calls) == 1

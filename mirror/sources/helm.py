@@ -34,6 +34,7 @@ from mirror.errors import (
 )
 from mirror.formats.helm import ChartVersion, chart_artifact, chart_tag, parse_index, select_charts
 from mirror.oci.artifact import OciArtifact
+from mirror.oci.names import oci_tag, slug
 from mirror.registry.auth import Credentials, credentials_from_env
 from mirror.sources.interface import Found, Selection
 from mirror.sources.memory import MemorySource
@@ -45,6 +46,7 @@ TIMEOUT = (10.0, 120.0)
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def discover(reg: Registry, *, jobs: int = 4) -> Selection:
     picked, notes = _select(reg, versions)
     artifacts = _download_all(repo, picked, jobs)
     source = MemorySource(repo.where, artifacts)
-    prefix = f"charts/{_slug(reg.name)}"
+    prefix = f"charts/{slug(reg.name)}"
     found = [
         Found(
             registry=reg,
@@ -113,7 +115,7 @@ def _select(reg: Registry, versions: list[ChartVersion]) -> tuple[list[ChartVers
             f"helm registry {reg.name}: no chart filters, taking every version of every chart "
             f"({len(versions)} versions of {len(names)} charts)"
         )
-        return select_charts(versions, name_glob="*"), notes
+        return _placeable(select_charts(versions, name_glob="*"), reg.name, notes), notes
     picked: dict[tuple[str, str], ChartVersion] = {}
     for i, flt in enumerate(reg.charts):
         try:
@@ -133,7 +135,27 @@ def _select(reg: Registry, versions: list[ChartVersion]) -> tuple[list[ChartVers
             )
         for cv in chosen:
             picked.setdefault((cv.name, cv.version), cv)
-    return select_charts(list(picked.values()), name_glob="*"), notes
+    ordered = select_charts(list(picked.values()), name_glob="*")
+    return _placeable(ordered, reg.name, notes), notes
+
+
+def _placeable(versions: list[ChartVersion], reg_name: str, notes: list[str]) -> list[ChartVersion]:
+    """Chart versions that can become `charts/<slug>/<name>:<tag>`; the rest are noted."""
+    out = []
+    for cv in versions:
+        try:
+            oci_tag(cv.version)
+            ok = bool(_REPO_PART.fullmatch(cv.name))
+        except UsageError:
+            ok = False
+        if ok:
+            out.append(cv)
+        else:
+            notes.append(
+                f"helm registry {reg_name}: skipped {cv.name!r} {cv.version!r}: "
+                "not a valid OCI repository name and tag"
+            )
+    return out
 
 
 def _download_all(repo: _Repo, picked: Sequence[ChartVersion], jobs: int) -> list[OciArtifact]:
@@ -292,8 +314,3 @@ def _downgrade(src: str, dst: str) -> bool:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
-
-
-def _slug(name: str) -> str:
-    """The contract's slug(N); temporary until mirror.oci.names lands."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
