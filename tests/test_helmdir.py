@@ -316,3 +316,21 @@ def test_record_is_only_an_optimisation(tmp_path: Path, charts: dict[str, Chart]
     assert report.copied_blobs == 1  # the config; the .tgz is recognised by its digest
     assert os.path.getsize(tmp_path / "index.yaml") > 0
     assert json.loads((tmp_path / RECORD).read_text())["charts"]["hspc-3.17.4.tgz"]
+
+
+def test_round_trip_through_the_helm_source(tmp_path: Path, charts: dict[str, Chart]) -> None:
+    """What import writes, export can read back: same charts, same OCI digests."""
+    from mirror.lab.httpserver import serve_directory
+    from mirror.sources import helm
+    from mirror.spec import Registry
+
+    arts = pick(charts, "hspc-3.14.3", "hspc-3.17.4", "vmo-ns-mgmt-1.0.3")
+    copy(tmp_path, arts)
+    with serve_directory(tmp_path) as url:
+        sel = helm.discover(Registry(name="Far side", kind="helm", url=url))
+    assert sorted(f.ref for f in sel.found) == [
+        "charts/far-side/hspc:3.14.3",
+        "charts/far-side/hspc:3.17.4",
+        "charts/far-side/vmo-ns-mgmt:1.0.3",
+    ]
+    assert {f.desc.digest for f in sel.found} == {a.descriptor.digest for a in arts}
