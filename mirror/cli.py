@@ -111,7 +111,12 @@ def keygen(output_dir: Path, name: str) -> None:
 @click.option("--split-size", hidden=True)
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Resolve and print the plan; fetch no blobs.")
+@click.option("--with-dependencies", is_flag=True, help="Add packs that selected packs require.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Resolve and print the plan; fetch no blobs (only pack layers, for their dependencies).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def export(
     specs: tuple[Path, ...],
@@ -125,6 +130,7 @@ def export(
     split_size: str | None,
     jobs: int,
     cache_dir: Path | None,
+    with_dependencies: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -148,6 +154,7 @@ def export(
         jobs=jobs,
         dry_run=dry_run,
         key=private,
+        with_dependencies=with_dependencies,
     )
     with Progress("export") as progress:
         result = run_export(spec, opts, progress)

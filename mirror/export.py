@@ -32,6 +32,7 @@ from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy
 from mirror.errors import OperationError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
+from mirror.packdeps import check_packs, pack_json
 from mirror.sources.interface import Found, Selection
 from mirror.sources.select import discover_all
 from mirror.spec import BundleSpec
@@ -48,6 +49,7 @@ class ExportOptions:
     jobs: int = 8
     dry_run: bool = False
     key: ec.EllipticCurvePrivateKey | None = None
+    with_dependencies: bool = False
 
 
 @dataclass
@@ -79,8 +81,11 @@ class ExportResult:
 
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
-    selection = discover_all(spec, jobs=opts.jobs)
+    selection = discover_all(spec)
     cache = BlobCache(opts.cache_dir)
+    selection.notes += check_packs(
+        selection, cache, add=opts.with_dependencies, store=not opts.dry_run
+    )
     target = BundleTarget(cache)
     tasks = [_task(f, target) for f in selection.found]
     report = copy_graphs(
@@ -167,31 +172,25 @@ def _artifact_records(
                 size=graph.size,
                 fips=f.registry.fips,
                 platforms=f.platforms,
-                pack=_pack_info(f, graph, cache) if f.kind == "pack" else None,
+                pack=_pack_info(f, cache) if f.kind == "pack" else None,
                 chart=_chart_info(graph, cache) if f.kind == "chart" else None,
             )
         )
     return sorted(out, key=lambda a: a.ref)
 
 
-def _pack_info(found: Found, graph: Graph, cache: BlobCache) -> PackInfo | None:
-    """pack.json, read from the pack's tarball in the cache (it streams; stops when found)."""
-    from mirror.formats.pack import read_pack_json_from_archive
-
-    for blob in graph.blobs:
-        if blob.media_type == mt.OCI_LAYER_TAR:
-            with cache.path(blob.digest).open("rb") as fh:
-                info = read_pack_json_from_archive(fh, found.ref)
-            if info is not None:
-                s = info.summary()
-                return PackInfo(
-                    name=s["name"],
-                    version=s["version"],
-                    layer=s.get("layer"),
-                    cloud_types=tuple(s.get("cloudTypes") or ()),
-                    display_name=s.get("displayName"),
-                )
-    return None
+def _pack_info(found: Found, cache: BlobCache) -> PackInfo | None:
+    """What manifest.json records of a pack: read from its tarball, already in the cache."""
+    info = pack_json(found, cache, store=False)
+    if info is None:
+        return None
+    return PackInfo(
+        name=info.name,
+        version=info.version,
+        layer=info.layer or None,
+        cloud_types=info.cloud_types,
+        display_name=info.display_name or None,
+    )
 
 
 def _chart_info(graph: Graph, cache: BlobCache) -> ChartInfo | None:

@@ -25,7 +25,7 @@ def client_for(reg: Registry, *, ca_file: str | None = None) -> RegistryClient:
     return client
 
 
-def discover_all(spec: BundleSpec, *, jobs: int = 8) -> Selection:
+def discover_all(spec: BundleSpec) -> Selection:
     """Every registry's selection, in spec order; refs must be unique across registries."""
     out = Selection()
     for reg in spec.registries:
@@ -37,7 +37,6 @@ def discover_all(spec: BundleSpec, *, jobs: int = 8) -> Selection:
         other = seen.setdefault(f.ref, f.registry.name)
         if other != f.registry.name:
             raise UsageError(f"{f.ref} would come from both {other} and {f.registry.name}")
-    del jobs
     return out
 
 

@@ -1,0 +1,123 @@
+"""Pack constraints across a selection: warn about what it leaves out, or add it.
+
+A pack's `constraints.dependencies` live in pack.json, inside its tarball layer, so the
+layer is read before the copy (and cached, so the copy does not fetch it again; a dry
+run streams it without caching). Candidates for a missing dependency are looked up in
+the same registry at `<basePath>/spectro-packs/archive/<name>`, newest fitting first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from mirror.cache import BlobCache
+from mirror.errors import NotFoundError
+from mirror.formats.pack import (
+    PackInfo,
+    check_dependencies,
+    read_pack_json_from_archive,
+    resolve_dependencies,
+)
+from mirror.formats.semver import version_order
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import Descriptor
+from mirror.sources.interface import Found, Selection
+from mirror.sources.oci import kind_of
+from mirror.sources.registry import RegistrySource
+
+MAX_CANDIDATES = 3  # newest fitting versions probed per dependency: bounded work
+
+
+@dataclass
+class _Pool:
+    """Packs seen so far: those selected and those the registry could add."""
+
+    selected: dict[str, tuple[PackInfo, Found]] = field(default_factory=dict)
+    available: dict[str, tuple[PackInfo, Found]] = field(default_factory=dict)
+    probed: set[str] = field(default_factory=set)
+
+
+def check_packs(selection: Selection, cache: BlobCache, *, add: bool, store: bool) -> list[str]:
+    """Notes for the plan; with `add`, required packs join `selection.found` in place."""
+    pool = _Pool()
+    for f in selection.found:
+        if f.kind == "pack":
+            info = pack_json(f, cache, store=store)
+            if info is not None:
+                pool.selected[info.ref] = (info, f)
+    if not pool.selected:
+        return []
+    for _ in range(8):  # transitive, bounded
+        if not _probe(pool, cache, store):
+            break
+    selected = [p for p, _ in pool.selected.values()]
+    available = [p for p, _ in pool.available.values()]
+    if not add:
+        return [f"pack {i.message()}" for i in check_dependencies(selected, available)]
+    added, remaining = resolve_dependencies(selected, available)
+    for info in added:
+        found = pool.available[info.ref][1]
+        selection.found.append(found)
+    notes = [f"added pack {p.ref}: a required dependency" for p in added]
+    return notes + [f"pack {i.message()}" for i in remaining]
+
+
+def _probe(pool: _Pool, cache: BlobCache, store: bool) -> bool:
+    """Look up candidates for every gap not probed yet; True when something new was seen."""
+    everything = [p for p, _ in [*pool.selected.values(), *pool.available.values()]]
+    issues = check_dependencies(everything, [])
+    new = False
+    for issue in issues:
+        name = issue.dependency.pack_name
+        origin = pool.selected.get(issue.pack.ref) or pool.available.get(issue.pack.ref)
+        if origin is None or not isinstance(origin[1].source, RegistrySource):
+            continue
+        key = f"{origin[1].registry.name}/{name}"
+        if key in pool.probed:
+            continue
+        pool.probed.add(key)
+        for found in _candidates(origin[1], name, issue.dependency.allows):
+            info = pack_json(found, cache, store=store)
+            if info is not None and info.ref not in pool.selected:
+                pool.available[info.ref] = (info, found)
+                new = True
+    return new
+
+
+def _candidates(like: Found, name: str, allows: object) -> list[Found]:
+    src = like.source
+    assert isinstance(src, RegistrySource)
+    base = like.registry.base_path.strip("/")
+    repo = f"spectro-packs/archive/{name}"
+    full = f"{base}/{repo}" if base else repo
+    try:
+        tags = src.client.list_tags(full)
+    except NotFoundError:
+        return []
+    fitting = [t for t in version_order(tags) if callable(allows) and allows(t)]
+    out = []
+    source = RegistrySource(src.client, full)
+    for tag in fitting[:MAX_CANDIDATES]:
+        desc, data = src.client.get_manifest(full, tag)
+        source.remember(desc, data)
+        out.append(Found(like.registry, repo, tag, full, desc, source, kind_of(desc, data), ()))
+    return out
+
+
+def pack_json(found: Found, cache: BlobCache, *, store: bool) -> PackInfo | None:
+    """pack.json from the pack's tar layer: the cache if it has it, else the source."""
+    data = found.source.fetch_manifest(found.desc)
+    layers = [Descriptor.from_json(d) for d in json.loads(data).get("layers") or []]
+    for layer in layers:
+        if layer.media_type != mt.OCI_LAYER_TAR:
+            continue
+        if store and not cache.has(layer):
+            with found.source.fetch(layer) as stream:
+                cache.put(layer, stream)
+        if cache.has(layer):
+            with cache.path(layer.digest).open("rb") as fh:
+                return read_pack_json_from_archive(fh, found.ref)
+        with found.source.fetch(layer) as stream:
+            return read_pack_json_from_archive(stream, found.ref)  # type: ignore[arg-type]
+    return None
