@@ -334,3 +334,25 @@ def test_round_trip_through_the_helm_source(tmp_path: Path, charts: dict[str, Ch
         "charts/far-side/vmo-ns-mgmt:1.0.3",
     ]
     assert {f.desc.digest for f in sel.found} == {a.descriptor.digest for a in arts}
+
+
+@pytest.mark.timeout(20)
+def test_hand_made_index_without_digests(tmp_path: Path, charts: dict[str, Chart]) -> None:
+    """An index without digests is judged by the files it names."""
+    _, _, tgz, art = charts["hspc-3.17.4"]
+    (tmp_path / "index.yaml").write_text(
+        "apiVersion: v1\nentries:\n  hspc:\n  - name: hspc\n    version: 3.17.4\n"
+        "    urls: [hspc-3.17.4.tgz]\n"
+    )
+    (tmp_path / "hspc-3.17.4.tgz").write_bytes(b"something else")
+    with pytest.raises(ConflictError, match="already there"):
+        copy(tmp_path, [art])
+    (tmp_path / "hspc-3.17.4.tgz").write_bytes(tgz)
+    index_before = (tmp_path / "index.yaml").read_bytes()
+    report = copy(tmp_path, [art])
+    # The layer staged by the refused attempt is reused; only the config travels again.
+    assert (report.copied_blobs, report.present_blobs) == (1, 1)
+    assert (tmp_path / "index.yaml").read_bytes() == index_before  # the chart was there
+    assert json.loads((tmp_path / RECORD).read_text())["charts"]["hspc-3.17.4.tgz"]
+    assert not (tmp_path / STAGING).exists()
+    assert copy(tmp_path, [art]).copied_blobs == 0

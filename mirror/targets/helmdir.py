@@ -64,7 +64,7 @@ class HelmDirTarget:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.where = f"helm folder {folder}"
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # commit and tag hash files while holding it
         self._small: dict[str, bytes] = {}  # manifests and configs pushed in this run
         self._staged: dict[str, Path] = {}  # layer digest -> verified file in .staging
         self._pending: dict[tuple[str, str], _Chart] = {}
@@ -136,6 +136,9 @@ class HelmDirTarget:
         if any(
             cv.digest == desc.hex and self._file_digest(url) == desc.hex
             for cv, url in self._index.values()
+        ) or any(
+            c.layer == desc.hex and self._complete(c.name, c.version, c.layer)
+            for c in self._record.values()
         ):
             return True
         leftover = self._staging_path(desc)  # a complete layer from an interrupted import
