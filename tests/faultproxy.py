@@ -1,0 +1,405 @@
+"""A loopback HTTP proxy in front of a real lab registry that injects faults on request.
+
+The registry stays real (its answers, its Location headers, its digests); the proxy only
+bends what a test asks it to: a status N times, a flipped byte, a cut-off body, a slow or
+hanging answer, a manifest rewritten to an unknown media type. It also logs every request,
+so a test can prove what the client did not do (fetch a blob in a dry run, re-upload one).
+
+It forwards the Host header unchanged, so the registry builds upload Locations that point
+back at the proxy. Responses are HTTP/1.0 with `Connection: close`: simple and unambiguous.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ACTIONS = ("status", "corrupt", "truncate", "slow", "hang", "rewrite", "drop")
+_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "te"}
+UNKNOWN_MEDIA_TYPE = "application/vnd.example.unknown.manifest.v1+json"
+BLOB_GET = r"/blobs/sha256:"
+UPLOAD = r"/blobs/uploads/"
+MANIFEST = r"/manifests/"
+
+
+@dataclass
+class Fault:
+    """One rule. `path` is a regex searched in the request path; `times=None` is forever.
+
+    - status:   answer `status` without forwarding (401 carries a Basic challenge);
+    - corrupt:  forward, then flip one byte in the middle of the body (length kept);
+    - truncate: forward, declare the full length, send half the body, close;
+    - slow:     forward after `delay` seconds, then send the body in slices, `delay` apart;
+    - hang:     sleep `delay` seconds before forwarding;
+    - rewrite:  answer a manifest GET with a manifest of an unknown media type;
+    - drop:     close the connection without answering.
+    """
+
+    action: str
+    method: str | None = None
+    path: str = ""
+    times: int | None = None
+    status: int = 503
+    delay: float = 0.0
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self.method is not None and self.method != method:
+            return False
+        return re.search(self.path, path) is not None
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    status: int
+
+
+@dataclass
+class _State:
+    upstream: tuple[str, int]
+    faults: list[Fault] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FaultProxy:
+    """`with FaultProxy.running(upstream_url) as proxy:`; `proxy.url` is what clients use."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme != "http" or parts.hostname is None or parts.port is None:
+            raise ValueError(f"upstream must be http://HOST:PORT, got {upstream!r}")
+        self.state = _State((parts.hostname, parts.port))
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="faultproxy", daemon=True
+        )
+
+    @classmethod
+    @contextmanager
+    def running(cls, upstream: str) -> Iterator[FaultProxy]:
+        proxy = cls(upstream)
+        proxy._thread.start()
+        try:
+            yield proxy
+        finally:
+            proxy._server.shutdown()
+            proxy._server.server_close()
+            proxy._thread.join(5)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def add(self, action: str, **kwargs: Any) -> Fault:
+        if action not in ACTIONS:
+            raise ValueError(f"unknown fault {action!r}")
+        fault = Fault(action, **kwargs)
+        with self.state.lock:
+            self.state.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        """Drop every fault and forget the request log."""
+        with self.state.lock:
+            self.state.faults.clear()
+            self.state.seen.clear()
+
+    def seen(self, method: str | None = None, path: str = "", status: int | None = None) -> int:
+        with self.state.lock:
+            return sum(
+                1
+                for s in self.state.seen
+                if (method is None or s.method == method)
+                and re.search(path, s.path)
+                and (status is None or s.status == status)
+            )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: _State
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        fault = self._take_fault()
+        action = fault.action if fault else ""
+        if fault and action == "status":
+            self._answer_status(fault.status)
+            return
+        if fault and action == "drop":
+            self._log(0)
+            self.close_connection = True
+            return
+        # A slow GET sends its body in slices (below); anything else waits before forwarding.
+        if fault and (action == "hang" or (action == "slow" and self.command != "GET")):
+            time.sleep(fault.delay)
+        status, headers, payload = self._forward(body)
+        if fault and action == "rewrite" and self.command == "GET" and status == 200:
+            payload, headers = _unknown_manifest(headers)
+        if fault and action == "corrupt" and len(payload) > 0:
+            mid = len(payload) // 2
+            payload = payload[:mid] + bytes([payload[mid] ^ 0xFF]) + payload[mid + 1 :]
+        self._log(status)
+        self._send(status, headers, payload, fault)
+
+    def _take_fault(self) -> Fault | None:
+        path = self.path.split("?", 1)[0]
+        with self.state.lock:
+            for fault in self.state.faults:
+                if fault.matches(self.command, path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def _log(self, status: int) -> None:
+        with self.state.lock:
+            self.state.seen.append(Seen(self.command, self.path, status))
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(*self.state.upstream, timeout=60)
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+            headers.pop("Content-Length", None)
+            if body or self.command in ("PUT", "POST", "PATCH"):
+                headers["Content-Length"] = str(len(body))
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+            return resp.status, [(k, v) for k, v in resp.getheaders()], payload
+        finally:
+            conn.close()
+
+    def _answer_status(self, status: int) -> None:
+        payload = json.dumps(
+            {"errors": [{"code": "INJECTED", "message": f"injected {status}"}]}
+        ).encode()
+        self._log(status)
+        self.send_response_only(status)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="faultproxy"')
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _send(
+        self, status: int, headers: list[tuple[str, str]], payload: bytes, fault: Fault | None
+    ) -> None:
+        action = fault.action if fault else ""
+        self.send_response_only(status)
+        for key, value in headers:
+            if key.lower() in _HOP or (key.lower() == "content-length" and self.command != "HEAD"):
+                continue
+            self.send_header(key, value)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if action == "truncate":
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if action == "slow" and fault is not None:
+            step = max(1, len(payload) // 4)
+            for start in range(0, len(payload), step):
+                time.sleep(fault.delay / 4)
+                self.wfile.write(payload[start : start + step])
+                self.wfile.flush()
+            return
+        self.wfile.write(payload)
+
+
+def _unknown_manifest(headers: list[tuple[str, str]]) -> tuple[bytes, list[tuple[str, str]]]:
+    """A well-formed manifest of a media type nobody knows, with a digest that matches it."""
+    payload = json.dumps({"schemaVersion": 2, "mediaType": UNKNOWN_MEDIA_TYPE}).encode()
+    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    keep = [
+        (k, v)
+        for k, v in headers
+        if k.lower() not in ("content-type", "docker-content-digest", "etag")
+    ]
+    return payload, [*keep, ("Content-Type", UNKNOWN_MEDIA_TYPE), ("Docker-Content-Digest", digest)]
+
+
+# ---- helpers the end-to-end tests share --------------------------------------------------
+
+ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One in-process `mirror` invocation: exit code, stdout, stderr."""
+
+    rc: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """stdout must be exactly one JSON document."""
+        return json.loads(self.out)
+
+    def error_line(self) -> str:
+        """The one line of error, after checking there is exactly one and no traceback."""
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        assert "Traceback" not in self.err, self.err
+        assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{self.err}"
+        assert lines[0].startswith("mirror: error: "), lines[0]
+        return lines[0]
+
+
+def mirror(*argv: object) -> Run:
+    """Call `mirror.cli.main` in-process with stdout and stderr captured."""
+    import contextlib
+    import io
+
+    from mirror.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return Run(rc, out.getvalue(), err.getvalue())
+
+
+def write_spec(path: Path, url: str, *, base: str = "production", extra: str = "") -> Path:
+    """The brief's lab spec; `extra` adds YAML to the registry: `, repositories: [...]`."""
+    path.write_text(
+        "name: t\n"
+        f'registries: [{{name: Lab, kind: oci, url: "{url}", basePath: {base}, '
+        f"providerType: pack{extra}}}]\n"
+    )
+    return path
+
+
+class Reg:
+    """Just enough of the registry API to check what a target holds, independent of mirror."""
+
+    def __init__(
+        self, url: str, *, verify: bool | str = True, auth: tuple[str, str] | None = None
+    ) -> None:
+        import requests
+
+        self.url = url
+        self.s = requests.Session()
+        self.s.verify = verify
+        self.s.auth = auth
+
+    def catalog(self) -> list[str]:
+        resp = self.s.get(f"{self.url}/v2/_catalog?n=10000", timeout=10)
+        resp.raise_for_status()
+        return list(resp.json().get("repositories") or [])
+
+    def tags(self, repo: str) -> list[str]:
+        resp = self.s.get(f"{self.url}/v2/{repo}/tags/list", timeout=10)
+        if resp.status_code == 404:
+            return []
+        resp.raise_for_status()
+        return list(resp.json().get("tags") or [])
+
+    def manifest(self, repo: str, ref: str) -> tuple[str, str, bytes] | None:
+        """(digest, media type, bytes) or None; the digest is computed, not trusted."""
+        resp = self.s.get(
+            f"{self.url}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=10
+        )
+        if resp.status_code == 404:
+            return None
+        resp.raise_for_status()
+        digest = "sha256:" + hashlib.sha256(resp.content).hexdigest()
+        return digest, resp.headers.get("Content-Type", ""), resp.content
+
+    def digest(self, repo: str, ref: str) -> str | None:
+        got = self.manifest(repo, ref)
+        return got[0] if got else None
+
+    def blob_ok(self, repo: str, digest: str) -> bool:
+        resp = self.s.head(f"{self.url}/v2/{repo}/blobs/{digest}", timeout=10)
+        return resp.status_code == 200
+
+    def graph_blobs(self, repo: str, ref: str) -> tuple[set[str], set[str]]:
+        """(child manifest digests, blob digests) under a manifest; raises if one is missing."""
+        got = self.manifest(repo, ref)
+        if got is None:
+            raise AssertionError(f"{repo}@{ref}: manifest missing")
+        doc = json.loads(got[2])
+        manifests: set[str] = set()
+        blobs: set[str] = set()
+        for child in doc.get("manifests") or []:
+            manifests.add(child["digest"])
+            more_m, more_b = self.graph_blobs(repo, child["digest"])
+            manifests |= more_m
+            blobs |= more_b
+        for desc in ([doc["config"]] if "config" in doc else []) + (doc.get("layers") or []):
+            blobs.add(desc["digest"])
+        return manifests, blobs
+
+    def dangling(self) -> list[str]:
+        """Every tag whose manifest, child manifest or blob does not answer: should be none."""
+        problems = []
+        for repo in self.catalog():
+            for tag in self.tags(repo):
+                try:
+                    _, blobs = self.graph_blobs(repo, tag)
+                except AssertionError as exc:
+                    problems.append(str(exc))
+                    continue
+                problems += [
+                    f"{repo}:{tag} -> {b}" for b in sorted(blobs) if not self.blob_ok(repo, b)
+                ]
+        return problems
