@@ -1,0 +1,246 @@
+"""The demo's connected side: lab registries and a Helm repository on fixed loopback ports.
+
+Fixed, because the shipped preset `bundles/demo.yaml` names them; the lab's own
+`start_registry` picks free ports, which suits tests but not a preset. Seeding reuses the
+lab's content, and falls back to generated packs and charts when the corpus is absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+PORT_ENV = "MIRROR_DEMO_PORT"
+DEFAULT_PORT = 5780  # source registry; the Helm repository is +1, the air-gapped target +2
+
+
+class DemoError(Exception):
+    """One line for the newcomer: what went wrong and what to do next."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    source: int
+    helm: int
+    target: int
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        raw = os.environ.get(PORT_ENV, "")
+        try:
+            base = int(raw) if raw else DEFAULT_PORT
+        except ValueError:
+            raise DemoError(f"{PORT_ENV}={raw!r} is not a port number: unset it") from None
+        if not 1024 <= base <= 65533:
+            raise DemoError(f"{PORT_ENV}={base}: pick a port between 1024 and 65533")
+        return cls(base, base + 1, base + 2)
+
+    @property
+    def default(self) -> bool:
+        return self.source == DEFAULT_PORT
+
+
+# ---------------------------------------------------------------- ports and processes
+
+
+def port_taken(port: int) -> bool:
+    """True when something listens there (SO_REUSEADDR: TIME_WAIT leftovers don't count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def port_message(port: int, what: str) -> str:
+    nxt = Ports(DEFAULT_PORT, DEFAULT_PORT + 1, DEFAULT_PORT + 2)
+    shift = nxt.source + 100 if port in (nxt.source, nxt.helm, nxt.target) else DEFAULT_PORT
+    return (
+        f"port {port} ({what}) is taken, perhaps by another demo: stop it (`ss -ltnp "
+        f"'sport = :{port}'` shows it), or run `{PORT_ENV}={shift} make demo`"
+    )
+
+
+def check_ports(ports: Ports) -> None:
+    for port, what in (
+        (ports.source, "source registry"),
+        (ports.helm, "Helm repository"),
+        (ports.target, "air-gapped target registry"),
+    ):
+        if port_taken(port):
+            raise DemoError(port_message(port, what))
+
+
+def require_binary() -> str:
+    from mirror.lab.registry import INSTALL_HINT, registry_binary
+
+    binary = registry_binary()
+    if binary is None:
+        raise DemoError(f"{INSTALL_HINT}, or run `make demo`, which installs it")
+    return binary
+
+
+def start_registry_at(port: int, run_dir: Path, what: str) -> Any:
+    """Debian's docker-registry on a fixed loopback port (the lab's own picks a free one)."""
+    from mirror.lab.registry import LabRegistry, log_tail
+
+    binary = require_binary()
+    run_dir.mkdir(parents=True)
+    storage = run_dir / "storage"
+    config = {
+        "version": 0.1,
+        "log": {"level": "info"},
+        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{port}", "secret": os.urandom(16).hex()},
+    }
+    config_path, log_path = run_dir / "config.yml", run_dir / "registry.log"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [binary, "serve", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our Ctrl-C is not its Ctrl-C: we stop it ourselves
+        )
+    url = f"http://127.0.0.1:{port}"
+    reg = LabRegistry(url, f"127.0.0.1:{port}", "anon", storage, log_path, config_path, proc)
+    try:
+        _wait_listening(proc, url, log_path)
+    except DemoError:
+        reg.stop()
+        tail = log_tail(log_path, 5)
+        if "address already in use" in tail:
+            raise DemoError(port_message(port, what)) from None
+        last = tail.splitlines()[-1] if tail.strip() else "no log"
+        raise DemoError(f"the {what} did not start ({last}); see {log_path}") from None
+    return reg
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    listening = f"listening on {url.split('://', 1)[1]}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and proc.poll() is None:
+        if listening in log.read_text(errors="replace"):
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/v2/", timeout=1).status_code == 200:
+                    return
+        time.sleep(0.05)
+    raise DemoError("not ready")
+
+
+@contextlib.contextmanager
+def serve_at(folder: Path, port: int) -> Iterator[str]:
+    """A static folder over HTTP on a fixed loopback port, in a thread of this process."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    try:
+        server = ThreadingHTTPServer(
+            ("127.0.0.1", port), functools.partial(Quiet, directory=str(folder))
+        )
+    except OSError:
+        raise DemoError(port_message(port, "Helm repository")) from None
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# ---------------------------------------------------------------- content
+
+
+def seed_source(reg: Any, corpus: Path | None) -> list[str]:
+    """Images, packs and OCI charts under `production`, packs under `production-fips`."""
+    from mirror.lab.seed import client_for, seed_many, standard_items
+
+    prod = standard_items("production", corpus=corpus, packs=6, charts=2)
+    fips = standard_items("production-fips", corpus=corpus, packs=3, charts=0)
+    fips = [item for item in fips if item[3] == "pack"]
+    if corpus is None:
+        packs = generated_packs(reg.storage_dir.parent / "packs")
+        prod += [(f"production/spectro-packs/archive/{n}", v, a, "pack") for n, v, a in packs]
+        fips += [(f"production-fips/spectro-packs/archive/{n}", v, a, "pack") for n, v, a in packs]
+    client = client_for(reg)
+    try:
+        seeded = seed_many(client, prod + fips)
+    finally:
+        client.close()
+    lines = []
+    for base in ("production", "production-fips"):
+        mine = [s for s in seeded if s.repository.startswith(base + "/")]
+        kinds = sorted({s.kind for s in mine})
+        counts = ", ".join(f"{sum(s.kind == k for s in mine)} {k}s" for k in kinds)
+        lines.append(f"{reg.url}/{base}: {counts}")
+    return lines
+
+
+def build_helm(dest: Path, corpus: Path | None) -> Path:
+    """A static Helm repository of a few small corpus charts (or generated ones)."""
+    from mirror.lab.corpus import build_helm_repo, unique_charts
+
+    if corpus is not None:
+        charts = [tgz for _, _, tgz in unique_charts(corpus, 4, smallest=True)]
+    else:
+        charts = generated_charts(dest.parent / "charts")
+    return build_helm_repo(dest, charts)
+
+
+def generated_packs(folder: Path) -> list[tuple[str, str, Any]]:
+    """Two tiny packs, for a checkout without ../shared/corpus."""
+    import json
+
+    from mirror.formats.pack import build_pack_archive, pack_artifact
+
+    out = []
+    for name in ("demo-addon", "demo-csi"):
+        pack = folder / name
+        pack.mkdir(parents=True)
+        doc = {"name": name, "version": "1.0.0", "layer": "addon", "cloudTypes": ["all"]}
+        (pack / "pack.json").write_text(json.dumps(doc))
+        (pack / "values.yaml").write_text(f"pack:\n  namespace: {name}\n")
+        filename, archive = build_pack_archive(pack)
+        out.append((name, "1.0.0", pack_artifact(archive, filename)))
+    return out
+
+
+def generated_charts(folder: Path) -> list[Path]:
+    """Two tiny Helm charts (Chart.yaml and values.yaml), for a checkout without the corpus."""
+    import io
+    import tarfile
+
+    folder.mkdir(parents=True)
+    out = []
+    for name in ("demo-web", "demo-api"):
+        tgz = folder / f"{name}-0.1.0.tgz"
+        with tarfile.open(tgz, "w:gz") as tar:
+            for member, text in (
+                ("Chart.yaml", f"apiVersion: v2\nname: {name}\nversion: 0.1.0\n"),
+                ("values.yaml", "replicaCount: 1\n"),
+            ):
+                info = tarfile.TarInfo(f"{name}/{member}")
+                info.size = len(text.encode())
+                tar.addfile(info, io.BytesIO(text.encode()))
+        out.append(tgz)
+    return out
