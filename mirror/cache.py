@@ -9,6 +9,7 @@ corrupted on disk, and then the entry is dropped so the next run fetches it afre
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +25,8 @@ def default_cache_dir() -> Path:
 class BlobCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.stored_bytes = 0  # fetched into the cache by this process: "downloaded"
+        self._lock = threading.Lock()
 
     def path(self, digest: str) -> Path:
         algo, _, hexpart = digest.partition(":")
@@ -38,6 +41,8 @@ class BlobCache:
     def put(self, desc: Descriptor, stream: IO[bytes]) -> None:
         with atomic_file(self.path(desc.digest)) as out:
             drain(VerifyingReader(stream, desc, f"cache {desc.digest}"), out)
+        with self._lock:
+            self.stored_bytes += desc.size
 
     def open(self, desc: Descriptor) -> IO[bytes]:
         return self.path(desc.digest).open("rb")

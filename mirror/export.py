@@ -87,6 +87,7 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         selection, cache, add=opts.with_dependencies, store=not opts.dry_run
     )
     target = BundleTarget(cache)
+    early = cache.stored_bytes
     tasks = [_task(f, target) for f in selection.found]
     report = copy_graphs(
         tasks, options=CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run), observer=observer
@@ -96,8 +97,9 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         artifacts=len(tasks),
         blobs=report.blobs + _manifest_count(report),
         bytes=report.bytes + _manifest_bytes(report),
-        downloaded_bytes=report.copied_bytes,
-        cached_bytes=report.present_bytes,
+        # Pack layers read for their dependencies were fetched before the copy found them.
+        downloaded_bytes=report.copied_bytes + early,
+        cached_bytes=report.present_bytes - early,
         signed=opts.key is not None,
         dry_run=opts.dry_run,
         notes=list(selection.notes),

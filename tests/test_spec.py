@@ -329,8 +329,9 @@ def test_presets() -> None:
 
 @pytest.mark.parametrize("name", ["nope", "../bundles/vertex-fips", "", "Palette-Default"])
 def test_unknown_preset_lists_the_available_ones(name: str) -> None:
-    with pytest.raises(UsageError, match=r"unknown preset .*available: palette-default, vertex"):
+    with pytest.raises(UsageError, match=r"unknown preset .*available: .*palette-default") as err:
         load_preset(name)
+    assert "vertex-fips" in str(err.value)
 
 
 # ---------------------------------------------------------------- selection
