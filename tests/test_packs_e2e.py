@@ -102,7 +102,11 @@ def test_with_dependencies_adds_the_newest_fitting_pack(
     refs = sorted(f"{a['repository']}:{a['tag']}" for a in doc["artifacts"])
     assert refs == ["spectro-packs/archive/app:2.0.0", "spectro-packs/archive/base:1.2.0"]
     manifest = json.loads(BundleReader(out).head()[0])
+    shown = {a["repository"]: a["pack"] for a in doc["artifacts"]}
     packs = {a["repository"]: a.get("pack") for a in manifest["artifacts"]}
+    assert shown == packs
+    assert main(["inspect", str(out)]) == 0
+    assert "pack App 2.0.0 layer=addon clouds=all" in capsys.readouterr().out
     assert packs["spectro-packs/archive/app"] == {
         "name": "app",
         "version": "2.0.0",

@@ -32,6 +32,8 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
             "size": a.size,
             "fips": a.fips,
             "platforms": list(a.platforms),
+            "pack": a.pack.to_json() if a.pack else None,
+            "chart": a.chart.to_json() if a.chart else None,
         }
         for a in m.artifacts
     ]
@@ -114,6 +116,8 @@ def render_table(doc: dict[str, Any]) -> str:
             name = f"{a['repository']}:{a['tag']}".ljust(width)
             size = human(a["size"]).rjust(10)
             lines.append(f"  {name}  {a['digest'][:19]}  {size}  fips={_fips_mark(a['fips'])}")
+            if a.get("pack"):
+                lines.append(f"    {_pack_line(a['pack'])}")
     t = doc["totals"]
     kinds = ", ".join(f"{k} {n}" for k, n in t["byKind"].items()) or "none"
     lines += [
@@ -122,6 +126,13 @@ def render_table(doc: dict[str, Any]) -> str:
         f"{t['blobs']} blobs, {human(t['bytes'])} uncompressed",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _pack_line(pack: dict[str, Any]) -> str:
+    """A pack's own words: display name, layer and clouds, as Palette shows them."""
+    clouds = ",".join(pack.get("cloudTypes") or []) or "-"
+    display = pack.get("displayName") or pack["name"]
+    return f"pack {display} {pack['version']} layer={pack.get('layer') or '-'} clouds={clouds}"
 
 
 def _cell(text: object) -> str:
@@ -163,12 +174,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
             "",
             f"### {_cell(reg)}: {kind} ({len(rows)})",
             "",
-            "| Repository | Tag | Digest | Size | FIPS |",
-            "| --- | --- | --- | --- | --- |",
+            "| Repository | Tag | Digest | Size | FIPS | Pack |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
             f"| {_cell(a['repository'])} | {_cell(a['tag'])} | `{a['digest']}` "
-            f"| {a['size']} | {_fips_mark(a['fips'])} |"
+            f"| {a['size']} | {_fips_mark(a['fips'])} "
+            f"| {_cell(_pack_line(a['pack'])) if a.get('pack') else ''} |"
             for a in rows
         ]
     lines += [
