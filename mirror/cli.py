@@ -381,9 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except click.exceptions.Abort:
         return _fail("interrupted", 130, debug)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "mirror"
+        return _fail(f"{exc.format_message()} (see '{where} --help')", 2, debug)
     except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
+        return _fail(exc.format_message(), int(exc.exit_code), debug)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, debug)
     except OSError as exc:

@@ -1,0 +1,155 @@
+"""The CLI contract: commands, JSON documents, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mirror.cli import main
+
+COMMANDS = [
+    ["registries", "list"],
+    ["keygen"],
+    ["export"],
+    ["verify"],
+    ["inspect"],
+    ["import"],
+]
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_registries_list_json_gives_the_six_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["registries", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [
+        "Bitnami",
+        "Public Spectro Helm Repo",
+        "Public Repo",
+        "Palette Registry",
+        "Palette Registry FIPS",
+        "Palette Community Registry",
+    ]
+    for row in rows:
+        assert set(row) >= {"name", "kind", "url", "basePath", "fips", "scope", "providerType"}
+        assert row["fips"] is (row["name"] == "Palette Registry FIPS")
+        assert row["scope"] == "default"
+
+
+def test_registries_list_fips_keeps_the_fips_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["registries", "list", "--fips", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["basePath"], r["providerType"]) for r in rows] == [
+        ("Palette Registry FIPS", "production-fips", "pack")
+    ]
+
+
+def test_registries_list_table_and_empty_system_scope(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["registries", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "Palette Registry FIPS" in out and "production-fips" in out
+    catalog = tmp_path / "none.json"
+    assert (
+        main(["registries", "list", "--scope", "system", "--catalog", str(catalog), "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command, "--help"]) == 0
+    assert "Usage: mirror" in capsys.readouterr().out
+
+
+def test_bad_spec_is_exit_2_with_file_and_pointer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\nregistries:\n  - name: A\n    kind: ocii\n    url: http://x\n")
+    assert main(["export", str(spec), "--dry-run"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "spec.yaml: /registries/0/kind: 'ocii' is not one of ['oci', 'helm', 'pack']" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["export", "--registry", "Nope", "--dry-run"], "Nope"),
+        (["export", "/no/such/spec.yaml", "--dry-run"], "/no/such/spec.yaml"),
+        (["export", "--preset", "nope", "--dry-run"], "unknown preset"),
+        (["verify", "/no/such/bundle.tar.zst"], "no such bundle"),
+        (["inspect", "/no/such/bundle.tar.zst"], "no such bundle"),
+        (["import", "/no/such/b.tar.zst", "--target", "http://127.0.0.1:9"], "no such bundle"),
+        (["export", "--preset", "vertex-fips"], "--output"),
+    ],
+)
+def test_usage_errors_exit_2_in_one_line(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert needle in _one_line(capsys.readouterr().err)
+
+
+def test_unreadable_spec_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\n")
+    spec.chmod(0)
+    if os.access(spec, os.R_OK):  # root reads anything; a directory is unreadable as a spec
+        spec.chmod(0o644)
+        spec.unlink()
+        spec.mkdir()
+    assert main(["export", str(spec), "--dry-run"]) == 2
+    assert "spec.yaml" in _one_line(capsys.readouterr().err)
+
+
+def test_unreachable_registry_is_exit_1_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\nregistries:\n  - {name: A, kind: oci, url: 'http://127.0.0.1:9'}\n")
+    out = tmp_path / "b.tar.zst"
+    assert main(["export", str(spec), "-o", str(out)]) == 1
+    assert "cannot reach 127.0.0.1:9" in _one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == [spec]
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--debug", "verify", str(tmp_path / "x")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_keygen_needs_a_password_without_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MIRROR_KEY_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", open(os.devnull))  # noqa: SIM115
+    assert main(["keygen", "--output-dir", str(tmp_path)]) == 2
+    assert "MIRROR_KEY_PASSWORD" in _one_line(capsys.readouterr().err)
+    monkeypatch.setenv("MIRROR_KEY_PASSWORD", "pw")
+    assert main(["keygen", "--output-dir", str(tmp_path), "--name", "k"]) == 0
+    assert (tmp_path / "k.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+
+
+def test_python_dash_m_and_completion() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mirror", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("mirror, version")
+    env = {**os.environ, "_MIRROR_COMPLETE": "bash_source"}
+    script = subprocess.run(
+        [sys.executable, "-m", "mirror"], env=env, capture_output=True, text=True, check=False
+    )
+    assert "_mirror_completion" in script.stdout or "complete " in script.stdout
