@@ -342,7 +342,7 @@ class Reg:
         self.s.auth = auth
 
     def catalog(self) -> list[str]:
-        resp = self.s.get(f"{self.url}/v2/_catalog?n=10000", timeout=10)
+        resp = self.s.get(f"{self.url}/v2/_catalog?n=1000", timeout=10)
         resp.raise_for_status()
         return list(resp.json().get("repositories") or [])
 
