@@ -1,0 +1,145 @@
+"""Helm repositories, pack folders and legacy pack registries, across the gap and back.
+
+One bundle carries all three kinds of source; the far side gets OCI charts and OCI packs
+at the contract's places, a static Helm repository, and one system-scope registry each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import HelmRepo
+
+from mirror.cli import main
+from mirror.formats.helm import chart_tag
+from mirror.formats.pack import build_pack_archive, load_pack_dir
+from mirror.lab.legacyserver import serve_legacy
+from mirror.lab.registry import LabRegistry
+from mirror.oci import mediatypes as mt
+from mirror.registry.client import RegistryClient
+
+PACKS = ["kubehunter-1.0.3", "permission-manager-1.0.0", "vast-block-2.6.5"]
+
+
+@dataclass
+class Sources:
+    helm: HelmRepo
+    packs: Path
+    legacy_url: str
+
+
+@pytest.fixture(scope="module")
+def sources(
+    helm_repo: HelmRepo, corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Sources]:
+    root = tmp_path_factory.mktemp("packs")
+    for name in PACKS:
+        shutil.copytree(corpus / name, root / "folder" / name)
+    shutil.copytree(corpus / PACKS[0], root / "legacy" / PACKS[0])
+    with serve_legacy(root / "legacy", username="u", password="legacy-pw") as url:
+        yield Sources(helm_repo, root / "folder", url)
+
+
+def _spec(tmp_path: Path, src: Sources) -> Path:
+    doc = {
+        "name": "mixed",
+        "registries": [
+            {"name": "Team Charts", "kind": "helm", "url": src.helm.url},
+            {"name": "Local Packs", "kind": "pack", "path": str(src.packs)},
+            {
+                "name": "Old Packs",
+                "kind": "pack",
+                "url": src.legacy_url,
+                "auth": {"usernameEnv": "LEGACY_USER", "passwordEnv": "LEGACY_PASS"},
+            },
+        ],
+    }
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_helm_packs_and_legacy_round_trip(
+    tmp_path: Path,
+    sources: Sources,
+    registry: LabRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LEGACY_USER", "u")
+    monkeypatch.setenv("LEGACY_PASS", "legacy-pw")
+    bundle = tmp_path / "b.tar.zst"
+    spec = _spec(tmp_path, sources)
+    args = ["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["artifacts"] == len(sources.helm.charts) + len(PACKS) + 1
+    assert "legacy-pw" not in json.dumps(summary)
+
+    helm_dir = tmp_path / "helm"
+    catalog = tmp_path / "catalog.json"
+    imp = ["import", str(bundle), "--target", registry.url, "--allow-unsigned"]
+    imp += ["--base-path", "edge", "--helm-repo-dir", str(helm_dir), "--catalog", str(catalog)]
+    assert main([*imp, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+
+    client = RegistryClient(registry.url)
+    _check_charts(client, sources.helm, helm_dir)
+    _check_packs(client, sources.packs)
+    legacy = client.get_manifest("edge/old-packs/spectro-packs/archive/kubehunter", "1.0.3")[1]
+    assert mt.OCI_LAYER_TAR.encode() in legacy
+    registered = {r["name"]: r for r in result["registered"]}
+    assert registered["Team Charts"]["baseContentPath"] == "edge/charts/team-charts"
+    assert registered["Local Packs"]["baseContentPath"] == "edge/local-packs"
+    assert registered["Old Packs"]["baseContentPath"] == "edge/old-packs"
+    assert {r["kind"] for r in registered.values()} == {"oci"}
+    assert "legacy-pw" not in catalog.read_text()
+
+    assert main([*imp, "--json"]) == 0  # again: nothing moves, nothing duplicates
+    again = json.loads(capsys.readouterr().out)
+    assert again["pushedBlobs"] == 0
+    assert len(json.loads(catalog.read_text())["registries"]) == 3
+
+
+def _check_charts(client: RegistryClient, helm: HelmRepo, helm_dir: Path) -> None:
+    index = yaml.safe_load((helm_dir / "index.yaml").read_text())
+    for tgz in helm.charts:
+        name, version = _chart_name_version(helm, tgz)
+        repo = f"edge/charts/team-charts/{name}"
+        doc = json.loads(client.get_manifest(repo, chart_tag(version))[1])
+        layer = [x for x in doc["layers"] if x["mediaType"] == mt.HELM_CHART][0]
+        assert layer["digest"] == "sha256:" + hashlib.sha256(tgz.read_bytes()).hexdigest()
+        entry = [e for e in index["entries"][name] if e["version"] == version][0]
+        copied = helm_dir / entry["urls"][0]
+        assert copied.read_bytes() == tgz.read_bytes()
+
+
+def _chart_name_version(helm: HelmRepo, tgz: Path) -> tuple[str, str]:
+    index = yaml.safe_load((helm.path / "index.yaml").read_text())
+    for name, versions in index["entries"].items():
+        for v in versions:
+            if any(u.endswith(tgz.name) for u in v["urls"]):
+                return name, str(v["version"])
+    raise AssertionError(f"{tgz.name} not in the source index")
+
+
+def _check_packs(client: RegistryClient, folder: Path) -> None:
+    """Pulled back byte-identical: the pack archive on the target is the one built here."""
+    for d in sorted(folder.iterdir()):
+        info, _ = load_pack_dir(d)
+        filename, data = build_pack_archive(d)
+        repo = f"edge/local-packs/spectro-packs/archive/{info.name}"
+        doc = json.loads(client.get_manifest(repo, info.version)[1])
+        (layer,) = doc["layers"]
+        assert layer["annotations"][mt.ANN_TITLE] == filename
+        from mirror.oci.descriptor import Descriptor
+
+        with client.open_blob(repo, Descriptor.from_json(layer)) as stream:
+            assert stream.read() == data
