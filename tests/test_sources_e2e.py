@@ -114,9 +114,9 @@ def _check_charts(client: RegistryClient, helm: HelmRepo, helm_dir: Path) -> Non
         name, version = _chart_name_version(helm, tgz)
         repo = f"edge/charts/team-charts/{name}"
         doc = json.loads(client.get_manifest(repo, chart_tag(version))[1])
-        layer = [x for x in doc["layers"] if x["mediaType"] == mt.HELM_CHART][0]
+        layer = next(x for x in doc["layers"] if x["mediaType"] == mt.HELM_CHART)
         assert layer["digest"] == "sha256:" + hashlib.sha256(tgz.read_bytes()).hexdigest()
-        entry = [e for e in index["entries"][name] if e["version"] == version][0]
+        entry = next(e for e in index["entries"][name] if e["version"] == version)
         copied = helm_dir / entry["urls"][0]
         assert copied.read_bytes() == tgz.read_bytes()
 
