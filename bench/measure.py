@@ -1,0 +1,233 @@
+"""Measuring child processes: wall time, peak RSS and the disk they add while they run.
+
+Peak RSS comes from wait4(2) on the child itself, so it is exact for that process tree
+(Linux folds the biggest waited-for descendant into ru_maxrss) and needs no extra tool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_EVERY = 0.05
+
+
+class BenchError(RuntimeError):
+    """A measured command failed: the benchmark stops rather than report a wrong figure."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    rss_kb: int  # peak resident set size of the process tree
+    runs: int = 1  # how many processes the figure covers (a skopeo loop is many)
+
+    @property
+    def rss_mb(self) -> float:
+        return self.rss_kb / 1024
+
+
+def run_measured(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: Path | None = None,
+    watch: DiskWatch | None = None,
+) -> Measured:
+    """Run one command to completion; stdout goes to a file so no pipe can stall it."""
+    with tempfile.TemporaryFile() as err, contextlib.ExitStack() as stack:
+        out = stack.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd)
+        if watch is not None:
+            watch.start(proc.pid)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            if watch is not None:
+                watch.stop()
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}: {' | '.join(tail)}")
+    return Measured(seconds, int(usage.ru_maxrss))
+
+
+def run_all(cmds: Sequence[Sequence[str]], *, env: dict[str, str] | None = None) -> Measured:
+    """A shell-loop baseline: one process per command, timed as a whole, the peak RSS of any."""
+    start = time.perf_counter()
+    peak = 0
+    for cmd in cmds:
+        peak = max(peak, run_measured(cmd, env=env).rss_kb)
+    return Measured(time.perf_counter() - start, peak, runs=len(cmds))
+
+
+def tree_bytes(paths: Sequence[Path]) -> int:
+    """Allocated bytes under `paths` (what `du` would say); vanishing files are skipped."""
+    total = 0
+    for root in paths:
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+class DiskWatch:
+    """Samples the disk a process can use for scratch, and what it wrote, while it runs.
+
+    `dirs` are the places the process may write besides its target (TMPDIR, caches, the
+    bundle's folder); `write_bytes` from /proc/PID/io counts every byte it dirtied anywhere.
+    Free space of the filesystem would also see the registry's own writes and other users.
+    """
+
+    def __init__(self, dirs: Sequence[Path]) -> None:
+        self.dirs = list(dirs)
+        self.baseline = 0
+        self.peak_extra = 0
+        self.write_bytes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, pid: int) -> None:
+        self.baseline = tree_bytes(self.dirs)
+        self._thread = threading.Thread(target=self._loop, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self, pid: int) -> None:
+        while not self._stop.is_set():
+            self._sample(pid)
+            self._stop.wait(SAMPLE_EVERY)
+        self._sample(pid)
+
+    def _sample(self, pid: int) -> None:
+        self.samples += 1
+        self.peak_extra = max(self.peak_extra, tree_bytes(self.dirs) - self.baseline)
+        with contextlib.suppress(OSError, ValueError):
+            text = Path(f"/proc/{pid}/io").read_text()
+            found = re.search(r"^write_bytes:\s*(\d+)", text, re.M)
+            if found:
+                self.write_bytes = max(self.write_bytes, int(found.group(1)))
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[list[float]]:
+    """`with timed() as t: ...` then t[0] is the elapsed seconds (in-process work)."""
+    box: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - start)
+
+
+def _first_line(cmd: Sequence[str]) -> str:
+    if shutil.which(cmd[0]) is None:
+        return "not installed"
+    try:
+        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / (1024 * 1024)
+    return 0.0
+
+
+def _disk(path: Path) -> str:
+    """Device, filesystem, size and whether it spins, for the folder the benchmark used."""
+    try:
+        done = subprocess.run(
+            ["df", "-h", "--output=source,fstype,size", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        source, fstype, size = done.stdout.splitlines()[1].split()
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return "unknown"
+    kind = ""
+    dev = Path(source).name
+    for cand in (dev, re.sub(r"p?\d+$", "", dev)):
+        flag = Path(f"/sys/class/block/{cand}/queue/rotational")
+        if flag.is_file():
+            kind = ", rotational" if flag.read_text().strip() == "1" else ", non-rotational"
+            break
+    return f"{source} ({fstype}, {size}{kind})"
+
+
+def machine_info(workdir: Path) -> dict[str, str]:
+    """What a reader needs to compare these figures with their own machine."""
+    import mirror
+
+    registry = _first_line(["docker-registry", "--version"])
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "docker-registry"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0 and done.stdout:
+            registry = f"{registry} (Debian {done.stdout})"
+    return {
+        "CPU": _cpu_model(),
+        "Cores": str(os.cpu_count() or 0),
+        "RAM": f"{_ram_gib():.1f} GiB",
+        "Disk": _disk(workdir),
+        "Kernel": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "mirror": f"{mirror.__version__} ({_git_rev()})",
+        "skopeo": _first_line(["skopeo", "--version"]),
+        "docker-registry": registry,
+        "zstd": _first_line(["zstd", "--version"]),
+        "tar": _first_line(["tar", "--version"]),
+    }
+
+
+def _git_rev() -> str:
+    root = Path(__file__).resolve().parent.parent
+    rev = _first_line(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "mirror"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return rev
+    return f"{rev}, mirror/ with uncommitted changes" if done.stdout.strip() else rev

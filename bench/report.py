@@ -1,0 +1,258 @@
+"""Benchmark results as values, the goals they are judged by, and docs/BENCHMARKS.md.
+
+Everything in the document is computed from these values: no figure is ever typed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.measure import Measured
+
+MIB = 1024 * 1024
+RSS_GOAL_MB = 150.0
+EXPORT_SPEEDUP_GOAL = 2.5
+IMPORT_SPEEDUP_GOAL = 2.0
+WARM_SHARE_GOAL = 0.10
+REIMPORT_SHARE_GOAL = 0.10
+VERIFY_THROUGHPUT_GOAL = 0.7
+DISK_CONSTANT = 64 * MIB  # "the largest blob plus a small constant"
+
+
+@dataclass(frozen=True)
+class Goal:
+    what: str
+    target: str
+    measured: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Content:
+    size_mb: int
+    unique_bytes: int
+    artifacts: int
+    images: int
+    packs: int
+    blobs: int
+    big_layer_mb: int  # 0: the 1 GB selection was skipped
+
+
+@dataclass(frozen=True)
+class ExportBench:
+    mirror: Measured
+    skopeo: Measured  # one `skopeo copy --all` per artifact, into one layout
+    tar: Measured  # tar -c LAYOUT | zstd -T0
+    warm: Measured  # the same export again, cache kept
+    warm_resolve: Measured  # --dry-run with a warm cache: the metadata round trips alone
+    downloaded: int
+    warm_downloaded: int
+    bundle_bytes: int
+    tar_bytes: int
+    big: Measured | None = None
+    big_bytes: int = 0
+
+    @property
+    def pipeline_seconds(self) -> float:
+        return self.skopeo.seconds + self.tar.seconds
+
+    @property
+    def speedup(self) -> float:
+        return self.pipeline_seconds / self.mirror.seconds
+
+    @property
+    def warm_network_seconds(self) -> float:
+        """Resolution round trips plus the bytes fetched again, at the first run's rate."""
+        rate = self.downloaded / self.mirror.seconds if self.mirror.seconds else 0.0
+        refetch = self.warm_downloaded / rate if rate else 0.0
+        return self.warm_resolve.seconds + refetch
+
+    @property
+    def warm_share(self) -> float:
+        return self.warm_network_seconds / self.mirror.seconds
+
+
+@dataclass(frozen=True)
+class DiskUse:
+    peak_scratch: int  # growth of TMPDIR, caches and the bundle's folder
+    write_bytes: int  # every byte the process dirtied, from /proc/PID/io
+    largest_blob: int
+
+    @property
+    def extra(self) -> int:
+        return max(self.peak_scratch, self.write_bytes)
+
+    @property
+    def bound(self) -> int:
+        return self.largest_blob + DISK_CONSTANT
+
+
+@dataclass(frozen=True)
+class ImportBench:
+    mirror: Measured
+    reimport: Measured
+    skopeo: Measured  # one `skopeo copy --all oci:LAYOUT:REF docker://...` per artifact
+    disk: DiskUse
+    pushed_blobs: int
+    repushed_blobs: int
+    layout_bytes: int  # the extracted layout skopeo needs on disk
+    big: Measured | None = None
+    big_disk: DiskUse | None = None
+
+    @property
+    def speedup(self) -> float:
+        return self.skopeo.seconds / self.mirror.seconds
+
+    @property
+    def reimport_share(self) -> float:
+        return self.reimport.seconds / self.mirror.seconds
+
+
+@dataclass(frozen=True)
+class VerifyBench:
+    mirror: Measured
+    pipeline: Measured  # zstd -dc FILE | sha256sum
+    bundle_bytes: int
+
+    @property
+    def relative(self) -> float:
+        return self.pipeline.seconds / self.mirror.seconds
+
+
+@dataclass(frozen=True)
+class LevelRow:
+    level: int
+    seconds: float
+    out_bytes: int
+    in_bytes: int
+
+
+@dataclass(frozen=True)
+class LevelBench:
+    current: tuple[int, int]  # the writer's (LEVEL, COMPRESSED_LEVEL) today
+    bundle: Sequence[LevelRow]  # every member of the bench bundle at one level
+    packs: Sequence[LevelRow]  # the real corpus pack blobs alone (gzip)
+    raw: Sequence[LevelRow]  # the same pack blobs decompressed: compressible members
+
+
+@dataclass(frozen=True)
+class Report:
+    date: str
+    machine: dict[str, str]
+    content: Content
+    export: ExportBench
+    imports: ImportBench
+    verify: VerifyBench
+    levels: LevelBench
+    quick: bool = False
+    minutes: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def mb(n: float) -> str:
+    return f"{n / MIB:,.1f} MB"
+
+
+def secs(s: float) -> str:
+    return f"{s:.2f} s"
+
+
+def rate(nbytes: int, s: float) -> str:
+    return f"{nbytes / MIB / s:,.0f} MB/s" if s > 0 else "n/a"
+
+
+def mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def rss_goal(what: str, m: Measured) -> Goal:
+    return Goal(what, f"<= {RSS_GOAL_MB:.0f} MB", f"{m.rss_mb:.0f} MB", m.rss_mb <= RSS_GOAL_MB)
+
+
+def export_goals(e: ExportBench) -> list[Goal]:
+    goals = [
+        Goal(
+            "export vs skopeo copy + tar|zstd",
+            f">= {EXPORT_SPEEDUP_GOAL}x faster",
+            f"{e.speedup:.2f}x",
+            e.speedup >= EXPORT_SPEEDUP_GOAL,
+        ),
+        rss_goal("export peak RSS", e.mirror),
+    ]
+    if e.big is not None:
+        goals.append(rss_goal("export peak RSS, one 1 GB layer", e.big))
+    goals.append(
+        Goal(
+            "warm-cache export: network time / first run",
+            f"<= {WARM_SHARE_GOAL:.0%}",
+            f"{e.warm_share:.1%}",
+            e.warm_share <= WARM_SHARE_GOAL,
+        )
+    )
+    return goals
+
+
+def _disk_goal(what: str, d: DiskUse) -> Goal:
+    return Goal(what, f"<= {mb(d.bound)}", mb(d.extra), d.extra <= d.bound)
+
+
+def import_goals(i: ImportBench) -> list[Goal]:
+    goals = [
+        Goal(
+            "import vs skopeo copy from the layout",
+            f">= {IMPORT_SPEEDUP_GOAL}x faster",
+            f"{i.speedup:.2f}x",
+            i.speedup >= IMPORT_SPEEDUP_GOAL,
+        ),
+        Goal(
+            "re-import / first import",
+            f"<= {REIMPORT_SHARE_GOAL:.0%}",
+            f"{i.reimport_share:.1%}",
+            i.reimport_share <= REIMPORT_SHARE_GOAL,
+        ),
+        Goal("re-import uploads no blob", "0 blobs", str(i.repushed_blobs), i.repushed_blobs == 0),
+        rss_goal("import peak RSS", i.mirror),
+        _disk_goal("import extra disk (largest blob + 64 MB)", i.disk),
+    ]
+    if i.big is not None:
+        goals.append(rss_goal("import peak RSS, one 1 GB layer", i.big))
+    if i.big_disk is not None:
+        goals.append(_disk_goal("import extra disk, one 1 GB layer", i.big_disk))
+    return goals
+
+
+def verify_goals(v: VerifyBench) -> list[Goal]:
+    return [
+        Goal(
+            "verify throughput / zstd -dc | sha256sum",
+            f">= {VERIFY_THROUGHPUT_GOAL}",
+            f"{v.relative:.2f}",
+            v.relative >= VERIFY_THROUGHPUT_GOAL,
+        )
+    ]
+
+
+def all_goals(r: Report) -> list[Goal]:
+    return export_goals(r.export) + import_goals(r.imports) + verify_goals(r.verify)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table; a `|` inside a cell is escaped so it cannot split the cell."""
+    lines = [
+        "| " + " | ".join(map(_cell, head)) + " |",
+        "|" + "|".join(" --- " for _ in head) + "|",
+    ]
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
+    return lines
+
+
+def goal_table(goals: Sequence[Goal]) -> list[str]:
+    return table(
+        ["goal", "target", "measured", "result"],
+        [[g.what, g.target, g.measured, mark(g.ok)] for g in goals],
+    )

@@ -1,0 +1,179 @@
+"""bench/run.py's report on fake numbers, and its measuring on tiny real processes: no timing."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_run() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load_run()  # puts the repository root on sys.path, as running the script does
+
+from bench.measure import BenchError, DiskWatch, Measured, run_measured  # noqa: E402
+from bench.report import (  # noqa: E402
+    Content,
+    DiskUse,
+    ExportBench,
+    ImportBench,
+    LevelBench,
+    LevelRow,
+    Report,
+    VerifyBench,
+)
+
+MB = 1024 * 1024
+
+
+def _report(**over: object) -> Report:
+    m = Measured
+    export = ExportBench(
+        mirror=m(10.0, 80 * 1024),
+        skopeo=m(20.0, 40 * 1024, runs=98),
+        tar=m(6.0, 30 * 1024),
+        warm=m(1.5, 60 * 1024),
+        warm_resolve=m(0.5, 50 * 1024),
+        downloaded=300 * MB,
+        warm_downloaded=0,
+        bundle_bytes=301 * MB,
+        tar_bytes=302 * MB,
+        big=m(12.0, 90 * 1024),
+        big_bytes=1024 * MB,
+    )
+    imports = ImportBench(
+        mirror=m(8.0, 100 * 1024),
+        reimport=m(2.0, 60 * 1024),
+        skopeo=m(20.0, 45 * 1024, runs=98),
+        disk=DiskUse(0, 4096, 30 * MB),
+        pushed_blobs=130,
+        repushed_blobs=0,
+        layout_bytes=301 * MB,
+        big=m(11.0, 200 * 1024),
+        big_disk=DiskUse(0, 0, 1024 * MB),
+    )
+    verify = VerifyBench(m(2.0, 40 * 1024), m(1.0, 5 * 1024), 301 * MB)
+    levels = LevelBench(
+        current=(3, 1),
+        bundle=[LevelRow(1, 1.0, 300 * MB, 300 * MB), LevelRow(9, 5.0, 299 * MB, 300 * MB)],
+        packs=[LevelRow(1, 0.1, 20 * MB, 20 * MB), LevelRow(3, 0.2, 20 * MB, 20 * MB)],
+        raw=[LevelRow(1, 0.1, 20 * MB, 50 * MB), LevelRow(3, 0.2, 18 * MB, 50 * MB)],
+    )
+    base = Report(
+        date="2000-01-01 00:00 UTC",
+        machine={"CPU": "Fake CPU", "Cores": "2"},
+        content=Content(300, 300 * MB, 98, 13, 85, 130, 1024),
+        export=export,
+        imports=imports,
+        verify=verify,
+        levels=levels,
+        minutes=9.5,
+    )
+    return dataclasses.replace(base, **over)  # type: ignore[arg-type]
+
+
+def _row(text: str, goal: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {goal} |"))
+
+
+def test_goals_are_judged_from_the_numbers() -> None:
+    report = _report()
+    goals = {g.what: g for g in run.all_goals(report)}
+    assert goals["export vs skopeo copy + tar|zstd"].ok  # 26 s / 10 s = 2.6x
+    assert goals["warm-cache export: network time / first run"].ok  # 0.5 s of 10 s
+    assert goals["import vs skopeo copy from the layout"].ok  # 20 s / 8 s = 2.5x
+    assert not goals["re-import / first import"].ok  # 2 s of 8 s = 25%
+    assert not goals["verify throughput / zstd -dc | sha256sum"].ok  # 0.5
+    assert not goals["import peak RSS, one 1 GB layer"].ok  # 200 MB
+    assert goals["import extra disk (largest blob + 64 MB)"].ok
+
+
+def test_render_marks_each_goal_and_escapes_pipes() -> None:
+    text = run.render(_report())
+    assert "2.60x" in text and "Fake CPU" in text and "2000-01-01" in text
+    assert "| PASS |" in _row(text, "export vs skopeo copy + tar\\|zstd")
+    assert "| MISS |" in _row(text, "verify throughput / zstd -dc \\| sha256sum")
+    assert "| MISS |" in _row(text, "import peak RSS, one 1 GB layer")
+    summary = text.split("## Summary", 1)[1].split("|", 1)[0]
+    assert "missed:" in summary and "re-import / first import" in summary
+    for line in text.splitlines():
+        if line.startswith("|"):  # every table row has as many cells as its header
+            assert line.replace("\\|", "").count("|") in {3, 5, 6, 7}, line
+    assert "Quick smoke run" not in text
+
+
+def test_render_changes_with_the_numbers() -> None:
+    slow = _report(verify=VerifyBench(Measured(1.0, 1024), Measured(1.0, 1024), 301 * MB))
+    text = run.render(slow)
+    assert "| PASS |" in _row(text, "verify throughput / zstd -dc \\| sha256sum")
+    quick = run.render(_report(quick=True))
+    assert "Quick smoke run" in quick
+
+
+def test_big_layer_rows_are_left_out_when_skipped() -> None:
+    report = _report()
+    report = dataclasses.replace(
+        report,
+        export=dataclasses.replace(report.export, big=None),
+        imports=dataclasses.replace(report.imports, big=None, big_disk=None),
+    )
+    text = run.render(report)
+    assert "1 GB layer" not in text
+
+
+def test_level_recommendation_prefers_speed_unless_output_shrinks() -> None:
+    rows = [LevelRow(1, 1.0, 100, 200 * MB), LevelRow(3, 1.1, 100, 200 * MB)]
+    assert run.recommend(rows).level == 1  # same size: the faster one
+    rows.append(LevelRow(9, 1.5, 80, 200 * MB))
+    assert run.recommend(rows).level == 9  # 20% smaller and still above 100 MB/s
+    rows.append(LevelRow(19, 60.0, 50, 200 * MB))
+    assert run.recommend(rows).level == 9  # smaller, but far too slow
+    text = run.render(_report())
+    assert "`COMPRESSED_LEVEL`: keep 1" in text
+    assert "`LEVEL`: keep 3" in text
+
+
+def test_quick_flag_shrinks_the_run_and_spares_the_committed_doc() -> None:
+    args = run.parse_args(["--quick"])
+    assert (args.size_mb, args.big_layer_mb, args.packs) == (50, 0, 10)
+    assert args.out != run.DEFAULT_OUT
+    full = run.parse_args([])
+    assert (full.size_mb, full.big_layer_mb, full.out) == (300, 1024, run.DEFAULT_OUT)
+
+
+def test_run_measured_reports_peak_rss_and_fails_loudly(tmp_path: Path) -> None:
+    hog = [
+        sys.executable,
+        "-c",
+        "b = bytearray(80 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])",
+    ]
+    assert run_measured(hog).rss_mb >= 80
+    with pytest.raises(BenchError, match="exited 3"):
+        run_measured([sys.executable, "-c", "import sys; sys.exit(3)"])
+
+
+def test_disk_watch_sees_scratch_files_that_come_and_go(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    code = (
+        "import os, sys, time; p = os.path.join(sys.argv[1], 'x');"
+        "f = open(p, 'wb'); f.write(os.urandom(4 << 20)); f.flush(); os.fsync(f.fileno());"
+        "time.sleep(0.5); f.close(); os.unlink(p)"
+    )
+    watch = DiskWatch([scratch])
+    run_measured([sys.executable, "-c", code, str(scratch)], watch=watch)
+    assert watch.peak_extra >= 4 << 20
+    assert watch.write_bytes >= 4 << 20
+    assert not any(scratch.iterdir())
