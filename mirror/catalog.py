@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mirror.errors import OperationError, UsageError
-from mirror.spec import default_registries, schema_problem
+from mirror.formats.schema import schema_problem
+from mirror.spec import default_registries
 
 CATALOG_SCHEMA = "registry-catalog.schema.json"
 SCOPES = ("default", "system", "all")

@@ -10,17 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
-from jsonschema.exceptions import ValidationError, best_match
 
 from mirror.errors import SpecError, UsageError
-from mirror.formats import schema_path
+from mirror.formats.schema import schema_problem
 
 REGISTRY_SCHEMA = "registry.schema.json"
 SPEC_SCHEMA = "bundle-spec.schema.json"
@@ -140,38 +138,6 @@ class BundleSpec:
         """Identity of the resolved spec: the same selection gives the same digest anywhere."""
         canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-# ---------------------------------------------------------------- schema validation
-
-
-def json_pointer(parts: Iterable[str | int]) -> str:
-    """RFC 6901 pointer; the document root shows as "/" so messages never start with ': '."""
-    escaped = [str(p).replace("~", "~0").replace("/", "~1") for p in parts]
-    return "/" + "/".join(escaped)
-
-
-def _reason(error: ValidationError) -> str:
-    custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
-    text = str(custom) if custom else error.message
-    return text if len(text) <= 300 else text[:297] + "..."  # a whole document can be the instance
-
-
-def schema_problem(schema_name: str, doc: Any, prefix: Sequence[str | int] = ()) -> str | None:
-    """First problem as `/pointer: reason`, or None.
-
-    The deepest error wins: a typo in `kind` matters more than the `url` requirement it
-    switched on. Schemas may carry `x-message` beside a keyword whose own text is cryptic.
-    """
-    schema = json.loads(schema_path(schema_name).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(doc))
-    if not errors:
-        return None
-    depth = max(len(e.absolute_path) for e in errors)
-    error = best_match(e for e in errors if len(e.absolute_path) == depth)
-    assert error is not None
-    return f"{json_pointer([*prefix, *error.absolute_path])}: {_reason(error)}"
 
 
 # ---------------------------------------------------------------- reading

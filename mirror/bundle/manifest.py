@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import jsonschema
 
 from mirror.errors import VerificationError
-from mirror.formats import schema_path
+from mirror.formats.schema import validator
 
 SCHEMA_NAME = "bundle-manifest.schema.json"
 SCHEMA_VERSION = 1
@@ -175,17 +174,8 @@ def _serialize(doc: dict[str, Any]) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(schema_path(SCHEMA_NAME).read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    validator: jsonschema.protocols.Validator = cls(schema)
-    return validator
-
-
 def _validate(doc: Any) -> None:
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+    error = jsonschema.exceptions.best_match(validator(SCHEMA_NAME).iter_errors(doc))
     if error is not None:
         pointer = "/" + "/".join(str(p) for p in error.absolute_path)
         raise VerificationError(f"{MANIFEST_PATH}: schema violation at {pointer}: {error.message}")

@@ -29,15 +29,15 @@ import tarfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import jsonschema
 
 from mirror.errors import UsageError
-from mirror.formats import open_tar_stream, schema_path
+from mirror.formats import open_tar_stream
 from mirror.formats.packcheck import LAYERS, pack_warnings
+from mirror.formats.schema import validator
 from mirror.formats.semver import parse_version, version_order
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
@@ -117,11 +117,8 @@ class PackInfo:
         }
 
 
-@cache
 def _validator() -> jsonschema.Draft202012Validator:
-    path = schema_path("pack.schema.json")
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+    return validator("pack.schema.json")
 
 
 def _str(doc: dict[str, Any], key: str) -> str:
