@@ -22,6 +22,8 @@ from mirror.bundle.reader import BundleReader
 from mirror.bundle.verify import open_verified
 from mirror.catalog import CatalogEntry, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
+from mirror.errors import OperationError
+from mirror.formats.schema import schema_problem
 from mirror.oci import mediatypes as mt
 from mirror.oci.names import slug
 from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
@@ -31,6 +33,7 @@ from mirror.streams import atomic_file
 from mirror.targets.interface import Target
 from mirror.targets.registry import RegistryTarget
 
+RECEIPT_SCHEMA = "receipt.schema.json"
 TARGET_USER_ENV = "MIRROR_TARGET_USERNAME"
 TARGET_PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
 
@@ -192,8 +195,12 @@ def write_receipt(path: Path, result: ImportResult, report: CopyReport) -> None:
         "version": 1,
         "target": result.target,
         "bundleDigest": result.bundle_digest,
+        "importedAt": utc_now(),
         "artifacts": [{**row, "blobs": blobs.get(row["digest"], [])} for row in result.artifacts],
     }
+    problem = schema_problem(RECEIPT_SCHEMA, doc)
+    if problem:  # never write what a delta export could not read back
+        raise OperationError(f"receipt {path}: {problem}")
     with atomic_file(path) as fh:
         fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
 

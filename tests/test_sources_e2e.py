@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from conftest import HelmRepo
 
@@ -87,8 +88,10 @@ def test_helm_packs_and_legacy_round_trip(
     catalog = tmp_path / "catalog.json"
     imp = ["import", str(bundle), "--target", registry.url, "--allow-unsigned"]
     imp += ["--base-path", "edge", "--helm-repo-dir", str(helm_dir), "--catalog", str(catalog)]
-    assert main([*imp, "--json"]) == 0
+    receipt = tmp_path / "receipt.json"
+    assert main([*imp, "--json", "--receipt", str(receipt)]) == 0
     result = json.loads(capsys.readouterr().out)
+    _check_receipt(receipt, result, registry)
 
     client = RegistryClient(registry.url)
     _check_charts(client, sources.helm, helm_dir)
@@ -106,6 +109,24 @@ def test_helm_packs_and_legacy_round_trip(
     again = json.loads(capsys.readouterr().out)
     assert again["pushedBlobs"] == 0
     assert len(json.loads(catalog.read_text())["registries"]) == 3
+
+
+def _check_receipt(path: Path, result: dict[str, object], registry: LabRegistry) -> None:
+    """Valid under its schema, and true: every blob it lists is on the target."""
+    from mirror.formats.schema import schema_problem
+
+    doc = json.loads(path.read_text())
+    assert schema_problem("receipt.schema.json", doc) is None
+    assert doc["bundleDigest"] == result["bundleDigest"]
+    assert len(doc["artifacts"]) == len(result["artifacts"])  # type: ignore[arg-type]
+    client = RegistryClient(registry.url)
+    for art in doc["artifacts"]:
+        repo, _, tag = art["target"].split("/", 1)[1].rpartition(":")
+        assert client.resolve(repo, tag).digest == art["digest"]  # type: ignore[union-attr]
+        assert art["blobs"]
+        for digest in art["blobs"]:  # blobs and child manifests both answer a blob HEAD
+            head = requests.head(f"{registry.url}/v2/{repo}/blobs/{digest}", timeout=10)
+            assert head.status_code == 200, (repo, digest)
 
 
 def _check_charts(client: RegistryClient, helm: HelmRepo, helm_dir: Path) -> None:
