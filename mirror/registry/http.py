@@ -18,7 +18,7 @@ import requests
 from mirror.errors import AuthError, NotFoundError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUS = frozenset({429, 502, 503, 504})  # a 500 is usually a real answer
 TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
 
 
