@@ -310,22 +310,26 @@ def import_(
     )
     with Progress("import") as progress:
         result = import_bundle(opts, progress)
+    palette = []
     if palette_url and not dry_run:
-        _register_palette(palette_url, result.registered, ca_file)
+        palette = _register_palette(palette_url, result.registered, ca_file)
     if as_json:
-        emit(result.to_json())
+        emit({**result.to_json(), "palette": palette})
     else:
         _print_import(result)
+        for row in palette:
+            click.echo(f"palette: {row['action']} {row['kind']} registry {row['name']}")
 
 
-def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> None:
+def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> list[Any]:
     from mirror.errors import UsageError
     from mirror.palette import PaletteClient, registry_auth_from_env
 
     api_key = os.environ.get("PALETTE_API_KEY")
     if not api_key:
         raise UsageError("--palette-url needs PALETTE_API_KEY in the environment")
-    PaletteClient(url, api_key, ca_file=ca_file).register(entries, registry_auth_from_env())
+    with PaletteClient(url, api_key, ca_file=ca_file) as palette:
+        return palette.register(entries, registry_auth_from_env())
 
 
 def _print_import(result: Any) -> None:

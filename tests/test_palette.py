@@ -287,3 +287,60 @@ def test_resolve_does_not_mutate_the_openapi(openapi: dict[str, Any]) -> None:
     before = copy.deepcopy(openapi)
     body_schema(openapi, "PUT", "/v1/registries/helm/abc")
     assert openapi == before
+
+
+# ---- through the CLI: import registers in Palette, keys never printed -------------------
+
+
+def test_import_registers_in_palette_through_the_cli(
+    openapi: dict[str, Any],
+    seeded_registry: Any,
+    registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mirror.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: p\nregistries:\n"
+        f"  - {{name: Lab, kind: oci, url: '{seeded_registry.url}', basePath: production,"
+        " providerType: pack, repositories: ['spectro-packs/archive/*']}\n"
+    )
+    bundle = tmp_path / "b.tar.zst"
+    assert main(["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "c")]) == 0
+    monkeypatch.setenv("PALETTE_API_KEY", KEY)
+    monkeypatch.setenv("MIRROR_TARGET_USERNAME", "admin")
+    monkeypatch.setenv("MIRROR_TARGET_PASSWORD", PASSWORD)
+    args = ["import", str(bundle), "--target", registry.url, "--allow-unsigned"]
+    args += ["--catalog", str(tmp_path / "cat.json"), "--palette-url", BASE, "--json"]
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.add_passthru("http://127.0.0.1")
+        rsps.get(f"{BASE}/v1/registries/metadata", json={"items": []})
+        rsps.post(f"{BASE}/v1/registries/oci/basic", json={"uid": "u-1"}, status=201)
+        assert main(args) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["palette"] == [{"name": "Lab", "kind": "oci", "uid": "u-1", "action": "created"}]
+        palette = [c for c in rsps.calls if c.request.url.startswith(BASE)]
+        body = json.loads(palette[1].request.body)
+        jsonschema.Draft4Validator(
+            body_schema(openapi, "POST", "/v1/registries/oci/basic")
+        ).validate(body)
+        assert body["spec"]["baseContentPath"] == "production"
+        assert body["spec"]["providerType"] == "pack"
+    captured = capsys.readouterr()
+    assert KEY not in json.dumps(out) + captured.out + captured.err
+    assert PASSWORD not in json.dumps(out) + captured.out + captured.err
+    assert PASSWORD not in (tmp_path / "cat.json").read_text()
+
+
+def test_import_with_palette_url_needs_the_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mirror.cli import _register_palette
+    from mirror.errors import UsageError
+
+    monkeypatch.delenv("PALETTE_API_KEY", raising=False)
+    with pytest.raises(UsageError, match="PALETTE_API_KEY"):
+        _register_palette(BASE, [entry()], None)
