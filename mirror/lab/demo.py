@@ -31,6 +31,7 @@ from mirror.lab.demolab import (
     Ports,
     build_helm,
     check_ports,
+    landed_digests,
     require_binary,
     seed_source,
     serve_at,
@@ -156,7 +157,7 @@ def connected_side(ports: Ports, paths: Paths, stack: contextlib.ExitStack) -> N
         say("  note: ../shared/corpus/pack-central not found ($MIRROR_CORPUS): generated packs")
 
 
-def run_demo(out: Path) -> None:
+def run_demo(out: Path, target_storage: Path | None = None) -> None:
     started = time.monotonic()
     require_binary()
     ports = Ports.from_env()
@@ -174,7 +175,9 @@ def run_demo(out: Path) -> None:
         mirror(["verify", bundle, "--key", show(paths.pub)], env)
         mirror(["inspect", bundle], env)
         section("The air-gapped side: a registry of its own, and nothing else")
-        target = start_registry_at(ports.target, paths.lab / "target", "target registry")
+        target = start_registry_at(
+            ports.target, paths.lab / "target", "target registry", target_storage
+        )
         stack.callback(target.stop)
         say(f"  {target.url}: empty target registry")
         catalog = show(paths.catalog)
@@ -182,6 +185,10 @@ def run_demo(out: Path) -> None:
         pub = show(paths.pub)
         imp = ["import", bundle, "--target", target.url, "--key", pub, "--catalog", catalog]
         mirror([*imp, "--receipt", receipt], env)
+        count, bad = landed_digests(paths.bundle, target.url)
+        if bad:
+            raise DemoError(f"{len(bad)} artifacts differ on the target, first {bad[0]}")
+        say(f"\n  checked: the target serves all {count} artifacts with the bundle's digests")
         mirror(["registries", "list", "--scope", "system", "--catalog", catalog], env)
         section("Stopping the lab")
     summary(paths, time.monotonic() - started)
@@ -245,13 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mirror.lab.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="default: demo-out")
     parser.add_argument("--cli-doc", action="store_true", help="print docs/CLI.md and exit")
+    # Tests keep the target's storage to read back what it serves after the demo stops it.
+    parser.add_argument("--target-storage", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cli_doc:
         sys.stdout.write(cli_reference())
         return 0
     old = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        run_demo(args.out)
+        run_demo(args.out, args.target_storage)
         return 0
     except DemoError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)

@@ -92,13 +92,17 @@ def require_binary() -> str:
     return binary
 
 
-def start_registry_at(port: int, run_dir: Path, what: str) -> Any:
-    """Debian's docker-registry on a fixed loopback port (the lab's own picks a free one)."""
+def start_registry_at(port: int, run_dir: Path, what: str, storage: Path | None = None) -> Any:
+    """Debian's docker-registry on a fixed loopback port (the lab's own picks a free one).
+
+    Storage under `run_dir` goes when the registry stops; a `storage` passed in stays.
+    """
     from mirror.lab.registry import LabRegistry, log_tail
 
     binary = require_binary()
     run_dir.mkdir(parents=True)
-    storage = run_dir / "storage"
+    owns = storage is None
+    storage = storage or run_dir / "storage"
     config = {
         "version": 0.1,
         "log": {"level": "info"},
@@ -116,7 +120,8 @@ def start_registry_at(port: int, run_dir: Path, what: str) -> Any:
             start_new_session=True,  # our Ctrl-C is not its Ctrl-C: we stop it ourselves
         )
     url = f"http://127.0.0.1:{port}"
-    reg = LabRegistry(url, f"127.0.0.1:{port}", "anon", storage, log_path, config_path, proc)
+    host = f"127.0.0.1:{port}"
+    reg = LabRegistry(url, host, "anon", storage, log_path, config_path, proc, _owns_storage=owns)
     try:
         _wait_listening(proc, url, log_path)
     except DemoError:
@@ -244,3 +249,24 @@ def generated_charts(folder: Path) -> list[Path]:
                 tar.addfile(info, io.BytesIO(text.encode()))
         out.append(tgz)
     return out
+
+
+def landed_digests(bundle: Path, target: str) -> tuple[int, list[str]]:
+    """(artifacts, mismatches): each artifact of the bundle as the target serves it, by tag."""
+    import json
+
+    from mirror.bundle.reader import BundleReader
+    from mirror.oci.mediatypes import ACCEPT
+
+    manifest = json.loads(BundleReader(bundle).head()[0])
+    bad = []
+    with requests.Session() as session:
+        for art in manifest["artifacts"]:
+            repo, tag = art["ref"].rsplit(":", 1)
+            resp = session.head(
+                f"{target}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10
+            )
+            got = resp.headers.get("Docker-Content-Digest", f"HTTP {resp.status_code}")
+            if got != art["digest"]:
+                bad.append(f"{art['ref']}: {got}, bundle says {art['digest']}")
+    return len(manifest["artifacts"]), bad
