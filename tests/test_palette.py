@@ -310,6 +310,7 @@ def test_import_registers_in_palette_through_the_cli(
     )
     bundle = tmp_path / "b.tar.zst"
     assert main(["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
     monkeypatch.setenv("PALETTE_API_KEY", KEY)
     monkeypatch.setenv("MIRROR_TARGET_USERNAME", "admin")
     monkeypatch.setenv("MIRROR_TARGET_PASSWORD", PASSWORD)
