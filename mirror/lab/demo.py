@@ -229,13 +229,13 @@ def cli_reference() -> str:
     ]
     root = click.Context(cli, info_name="mirror", terminal_width=100, max_content_width=100)
     todo: list[tuple[click.Context, click.Command]] = [(root, cli)]
-    while todo:
-        ctx, cmd = todo.pop(0)
+    while todo:  # depth first: a group, then its commands
+        ctx, cmd = todo.pop()
         text = cmd.get_help(ctx).replace(f"[default: {JOBS};", "[default: 4 per CPU, 4..16;")
         out += [f"## {ctx.command_path}", "", "```text", text, "```", ""]
         if isinstance(cmd, click.Group):
-            for name in cmd.list_commands(ctx):
-                sub = cmd.get_command(ctx, name)
+            subs = [(n, cmd.get_command(ctx, n)) for n in cmd.list_commands(ctx)]
+            for name, sub in reversed(subs):
                 if sub is not None and not sub.hidden:
                     todo.append((click.Context(sub, info_name=name, parent=ctx), sub))
     return "\n".join(out)
