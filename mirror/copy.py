@@ -62,6 +62,7 @@ class Graph:
     task: CopyTask
     manifests: list[tuple[Descriptor, bytes]]  # post-order: children first, root last
     blobs: list[Descriptor]
+    complete: bool = False  # the tag already names the root there: the subtree is whole
 
     @property
     def size(self) -> int:
@@ -167,12 +168,18 @@ def _resolve_all(tasks: Sequence[CopyTask], opts: CopyOptions) -> list[Graph]:
 
 
 def _conflicts(graphs: Iterable[Graph]) -> list[str]:
+    """Tags that name other content at the destination; marks graphs already in place.
+
+    A tag that already names the root implies its whole subtree is there (children are
+    always written before parents), so such a graph is skipped without a HEAD per blob.
+    """
     found = []
     for g in graphs:
         t = g.task
         if t.tag and isinstance(t.dst, TagResolver):
             current = t.dst.resolve(t.tag)
-            if current is not None and current.digest != t.root.digest:
+            g.complete = current is not None and current.digest == t.root.digest
+            if current is not None and not g.complete:
                 found.append(
                     f"{t.dst.where}:{t.tag} is {current.digest[:19]}, "
                     f"the source has {t.root.digest[:19]}"
@@ -195,14 +202,14 @@ def _blob_work(graphs: Iterable[Graph]) -> dict[str, list[_Item]]:
         for b in g.blobs:
             group = work.setdefault(b.digest, [])
             if not any(i.dst is g.task.dst for i in group):
-                group.append(_Item(b, g.task.src, g.task.dst))
+                group.append(_Item(b, g.task.src, g.task.dst, present=g.complete))
     return work
 
 
 def _checker(group: list[_Item]) -> Callable[[], None]:
     def run() -> None:
         for item in group:
-            item.present = item.dst.exists(item.desc)
+            item.present = item.present or item.dst.exists(item.desc)
 
     return run
 
@@ -282,6 +289,8 @@ class _Counter:
 def _manifest_pusher(graph: Graph) -> Callable[[], None]:
     def run() -> None:
         task = graph.task
+        if graph.complete:
+            return
         for desc, data in graph.manifests:
             if not task.dst.exists(desc):
                 task.dst.push(desc, io.BytesIO(data))

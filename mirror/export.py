@@ -29,7 +29,7 @@ from mirror.bundle.manifest import (
 from mirror.bundle.writer import Member, write_bundle
 from mirror.cache import BlobCache
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
-from mirror.errors import OperationError
+from mirror.errors import NotFoundError, OperationError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.packdeps import check_packs, pack_json
@@ -82,6 +82,8 @@ class ExportResult:
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
     selection = discover_all(spec)
+    if not selection.found:
+        raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     cache = BlobCache(opts.cache_dir)
     selection.notes += check_packs(
         selection, cache, add=opts.with_dependencies, store=not opts.dry_run

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from mirror.bundle.manifest import ArtifactRecord, BundleManifest, RegistryRecord
 from mirror.bundle.reader import BundleReader
-from mirror.bundle.verify import open_verified
+from mirror.bundle.verify import open_verified, verify_bundle
 from mirror.catalog import CatalogEntry, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.errors import OperationError
@@ -90,9 +90,7 @@ def target_credentials(host: str) -> Credentials | None:
 
 
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
-    manifest, signer = open_verified(
-        opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
-    )
+    manifest, signer = _trust(opts)
     head = BundleReader(opts.bundle).head()[0]
     bundle_digest = "sha256:" + hashlib.sha256(head).hexdigest()
     source = BundleSource(BundleReader(opts.bundle), manifest)
@@ -124,6 +122,19 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     if opts.receipt is not None:
         write_receipt(opts.receipt, result, report)
     return result
+
+
+def _trust(opts: ImportOptions) -> tuple[BundleManifest, str | None]:
+    """Prove the whole bundle before the first byte reaches the target.
+
+    With FILE.sig, its check hashes every byte of the file. Without it, only the manifest
+    is signed, so every member is checked in one streaming pass first; either way a
+    tampered bundle pushes nothing, and the push re-checks each blob as it streams.
+    """
+    sidecar = opts.bundle.with_name(opts.bundle.name + ".sig")
+    if opts.pub is None or not sidecar.exists():
+        verify_bundle(opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
+    return open_verified(opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
 
 
 def landing_path(art: ArtifactRecord, base_path: str) -> str:

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import requests
+import urllib3
 
 from mirror.errors import IntegrityError, NotFoundError, RegistryError, redact
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
 from mirror.registry.auth import Credentials
-from mirror.registry.http import Endpoint, Http
+from mirror.registry.http import ConnectionLost, Endpoint, Http
 from mirror.streams import LimitedReader, VerifyingReader
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # above this, blobs go up in PATCH chunks
@@ -165,9 +166,9 @@ class RegistryClient:
             allow_redirects=True,  # registries hand blobs off to object storage
             what=f"blob {desc.digest} not found in {repo}",
         )
+        where = f"{self.host}/{repo}@{desc.digest}"
         with resp:
-            reader = VerifyingReader(resp.raw, desc, f"{self.host}/{repo}@{desc.digest}")
-            yield reader  # type: ignore[misc]
+            yield VerifyingReader(_Guarded(resp.raw, where), desc, where)  # type: ignore[misc]
 
     def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
         """Cross-repository mount: 201 means done, 202 means the registry declined."""
@@ -242,6 +243,25 @@ class RegistryClient:
             # An abandoned session expires on its own; cancelling is a courtesy.
             with contextlib.suppress(RegistryError):
                 self.http.request("DELETE", loc, ok=(202, 204, 404))
+
+
+class _Guarded:
+    """A response body whose network failures are ours: one line, and retried by the engine."""
+
+    def __init__(self, raw: Any, where: str) -> None:
+        self._raw = raw
+        self._where = where
+        self._seen = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            chunk: bytes = self._raw.read(n)
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
+            raise ConnectionLost(
+                f"{self._where}: connection broken after {self._seen} bytes"
+            ) from None
+        self._seen += len(chunk)
+        return chunk
 
 
 def _pull(repo: str) -> str:

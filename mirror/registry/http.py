@@ -22,6 +22,10 @@ RETRY_STATUS = frozenset({429, 502, 503, 504})  # a 500 is usually a real answer
 TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
 
 
+class ConnectionLost(RegistryError):
+    """The network dropped us; safe to try again when the request can be replayed."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a registry lives: scheme, host[:port], and whether TLS is verified."""
@@ -100,7 +104,13 @@ class Http:
         url = self.url(path)
         replayable = data is None or isinstance(data, bytes)
         for attempt in range(1, self._attempts + 1):
-            resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
+            try:
+                resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
+            except ConnectionLost:
+                if not replayable or attempt == self._attempts:
+                    raise
+                self._backoff(attempt, None)
+                continue
             if resp.status_code in RETRY_STATUS and replayable and attempt < self._attempts:
                 resp.close()
                 self._backoff(attempt, resp.headers.get("Retry-After"))
@@ -172,6 +182,12 @@ class Http:
                 f"{self.endpoint.host}: TLS verification failed ({_short(exc)}); "
                 "pass --ca-file with the registry's CA"
             ) from None
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
+            raise ConnectionLost(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
 

@@ -37,6 +37,10 @@ def discover(reg: Registry, client: RegistryClient) -> Selection:
             )
         except ValueError as exc:
             raise UsageError(f"registry {reg.name}: {exc}") from None
+        if not tags and literal_repositories(reg.repositories):
+            raise NotFoundError(
+                f"registry {reg.name}: no tag of {full} matches the spec's tag filter"
+            )
         for tag in tags:
             desc, data = client.get_manifest(full, tag)
             source.remember(desc, data)
