@@ -16,7 +16,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from mirror.errors import OperationError, UsageError
 from mirror.formats.schema import schema_problem
 from mirror.spec import default_registries
+from mirror.streams import atomic_file
 
 CATALOG_SCHEMA = "registry-catalog.schema.json"
 SCOPES = ("default", "system", "all")
@@ -148,26 +148,6 @@ def _locked_dir(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def upsert(path: Path, entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
     """Add or update entries by identity (see module docstring); return the whole catalog."""
     path = Path(path)
@@ -182,7 +162,8 @@ def upsert(path: Path, entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
             doc = {"version": 1, "registries": [e.to_json() for e in result]}
             _validate(path, doc)  # never write what we could not read back
             text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
-            _write_atomic(path, text.encode())
+            with atomic_file(path) as fh:
+                fh.write(text.encode())
     except OSError as exc:
         raise OperationError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from None
     return result

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -21,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from mirror.errors import IntegrityError, VerificationError
 from mirror.keys import fingerprint
+from mirror.streams import atomic_file
 
 CHUNK = 1024 * 1024
 _ALGORITHM = ec.ECDSA(Prehashed(hashes.SHA256()))
@@ -78,11 +77,11 @@ def write_detached(path: Path, digest: bytes, key: ec.EllipticCurvePrivateKey | 
     """PATH.sha256 (sha256sum format) and, with a key, PATH.sig (cosign's form)."""
     _check_digest(digest)
     sums = _sidecar(path, ".sha256")
-    _write_atomic(sums, f"{digest.hex()}  {path.name}\n".encode())
+    _write_bytes(sums, f"{digest.hex()}  {path.name}\n".encode())
     written = [sums]
     if key is not None:
         sig = _sidecar(path, ".sig")
-        _write_atomic(sig, sign_digest(key, digest))
+        _write_bytes(sig, sign_digest(key, digest))
         written.append(sig)
     return written
 
@@ -130,16 +129,6 @@ def _check_digest(digest: bytes) -> None:
         raise ValueError(f"expected a 32-byte SHA-256 digest, got {len(digest)} bytes")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(data)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
-import threading
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,19 +106,34 @@ def drain(reader: Readable, sink: IO[bytes] | None = None, on_bytes: object = No
 
 @contextmanager
 def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
-    """Write to a temp name beside `path`, fsync, rename; remove the temp on any failure."""
+    """Write to a temp name beside `path`, fsync, rename; remove the temp on any failure.
+
+    Readers see the old file or the new one, never half; the folder is fsynced too, so
+    the rename survives a crash. Every atomic write in mirror goes through here.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def free_bytes(path: Path) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from mirror.bundle import tarfmt
 from mirror.bundle.manifest import MANIFEST_PATH, SIGNATURE_PATH, parse_manifest
 from mirror.bundle.toc import TocEntry, encode_footer, encode_toc
 from mirror.errors import IntegrityError, OperationError, UsageError
+from mirror.streams import atomic_file
 
 CHUNK = 1024 * 1024
 SMALL_MEMBER = 256 * 1024  # smaller members share a frame ...
@@ -98,22 +97,12 @@ def write_bundle(
 ) -> WrittenBundle:
     """Write FILE atomically: a temp file beside it, fsync, rename; on any failure no FILE."""
     items = _plan(manifest, signature, members, mtime)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as raw:
-            sink = _Sink(raw)
+        with atomic_file(output) as raw:
+            sink = _Sink(raw)  # type: ignore[arg-type]
             _write_all(sink, items, mtime, observer, level, compressed_level, threads)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OperationError(f"{output}: writing the bundle failed: {exc.strerror}") from exc
-        raise
-    _fsync_dir(output.parent)
+    except OSError as exc:
+        raise OperationError(f"{output}: writing the bundle failed: {exc.strerror}") from exc
     return WrittenBundle(path=output, sha256=sink.hash.digest(), size=sink.count)
 
 
@@ -241,12 +230,3 @@ def _copy(
         raise IntegrityError(f"{member.path}: {seen} bytes, expected {member.size} (truncated)")
     if digest.hexdigest() != member.sha256:
         raise IntegrityError(f"{member.path}: content does not match sha256 {member.sha256}")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
