@@ -20,6 +20,7 @@ from mirror.bundle import writer
 from mirror.bundle.manifest import MANIFEST_PATH, parse_manifest
 
 BUNDLE_LEVELS = (-1, 1, 3, 9)
+TRIES = 3  # best of: a level's time is CPU-bound, so the minimum is the least noisy figure
 PACK_LEVELS = (-1, 1, 3, 9, 19)
 QUICK_PACK_LEVELS = (-1, 1, 3, 9)
 KIND = "io.mirror.kind"
@@ -41,12 +42,15 @@ def bundle_sweep(layout: Path, out_dir: Path, levels: Sequence[int]) -> list[Lev
     out_dir.mkdir(parents=True, exist_ok=True)
     for level in levels:
         out = out_dir / f"level{level}.tar.zst"
-        with timed() as t:
-            written = writer.write_bundle(
-                out, manifest, None, members, mtime=0, level=level, compressed_level=level
-            )
-        rows.append(LevelRow(level, t[0], written.size, in_bytes))
-        out.unlink()
+        best = float("inf")
+        for _ in range(TRIES):
+            with timed() as t:
+                written = writer.write_bundle(
+                    out, manifest, None, members, mtime=0, level=level, compressed_level=level
+                )
+            best = min(best, t[0])
+            out.unlink()
+        rows.append(LevelRow(level, best, written.size, in_bytes))
     return rows
 
 
@@ -81,9 +85,12 @@ def frames_sweep(blobs: Sequence[bytes], levels: Sequence[int]) -> list[LevelRow
     rows = []
     for level in levels:
         ctx = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-        with timed() as t:
-            out = sum(len(ctx.compress(b)) for b in blobs)
-        rows.append(LevelRow(level, t[0], out, in_bytes))
+        best = float("inf")
+        for _ in range(TRIES):
+            with timed() as t:
+                out = sum(len(ctx.compress(b)) for b in blobs)
+            best = min(best, t[0])
+        rows.append(LevelRow(level, best, out, in_bytes))
     return rows
 
 

@@ -66,6 +66,14 @@ def run_measured(
     return Measured(seconds, int(usage.ru_maxrss))
 
 
+def median_of(runs: Sequence[Measured]) -> Measured:
+    """Repeats of one run: the median time, the worst peak RSS."""
+    times = sorted(m.seconds for m in runs)
+    mid = len(times) // 2
+    median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
+    return Measured(median, max(m.rss_kb for m in runs), runs[0].runs)
+
+
 def run_all(cmds: Sequence[Sequence[str]], *, env: dict[str, str] | None = None) -> Measured:
     """A shell-loop baseline: one process per command, timed as a whole, the peak RSS of any."""
     start = time.perf_counter()

@@ -45,7 +45,8 @@ class ExportBench:
     skopeo: Measured  # one `skopeo copy --all` per artifact, into one layout
     tar: Measured  # tar -c LAYOUT | zstd -T0
     warm: Measured  # the same export again, cache kept
-    warm_resolve: Measured  # --dry-run with a warm cache: the metadata round trips alone
+    warm_network: float  # seconds with an HTTP request in flight during the warm run
+    warm_requests: int
     downloaded: int
     warm_downloaded: int
     bundle_bytes: int
@@ -63,10 +64,10 @@ class ExportBench:
 
     @property
     def warm_network_seconds(self) -> float:
-        """Resolution round trips plus the bytes fetched again, at the first run's rate."""
+        """Request round trips plus any bytes fetched again, at the first run's rate."""
         rate = self.downloaded / self.mirror.seconds if self.mirror.seconds else 0.0
         refetch = self.warm_downloaded / rate if rate else 0.0
-        return self.warm_resolve.seconds + refetch
+        return self.warm_network + refetch
 
     @property
     def warm_share(self) -> float:
@@ -146,6 +147,7 @@ class Report:
     verify: VerifyBench
     levels: LevelBench
     quick: bool = False
+    repeat: int = 1
     minutes: float = 0.0
     notes: list[str] = field(default_factory=list)
 

@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--big-layer-mb", type=int, default=1024, help="0 skips the big-layer runs")
     p.add_argument("--packs", type=int, default=None, help="corpus packs (default: all)")
     p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}")
+    p.add_argument("--repeat", type=int, default=3, help="runs per comparison; median time")
     p.add_argument("--quick", action="store_true", help="smoke run: 50 MB, 10 packs, no 1 GB")
     p.add_argument("--workdir", type=Path, default=None, help="default: a new temp folder")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.size_mb, args.big_layer_mb = min(args.size_mb, 50), 0
         args.packs = 10 if args.packs is None else args.packs
+        args.repeat = 1
         if args.out is None:
             args.out = Path(tempfile.gettempdir()) / "mirror-BENCHMARKS-quick.md"
     args.out = args.out or DEFAULT_OUT
@@ -89,10 +91,10 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         src = b.registry()
         log(f"seeding {src.url}")
         seed.seed_many(seed.client_for(src), [*items, *([big] if big else [])])
-        exp, bundle, big_bundle = export_bench(b, src, items, big)
+        exp, bundle, big_bundle = export_bench(b, src, items, big, args.repeat)
         src.stop()
-        imp, layout = import_bench(b, bundle, items, big_bundle, big)
-        ver = verify_bench(b, bundle)
+        imp, layout = import_bench(b, bundle, items, big_bundle, big, args.repeat)
+        ver = verify_bench(b, bundle, args.repeat)
         log("zstd levels")
         levels = level_bench(layout, b.dir("levels"), quick=args.quick)
     notes = [] if corpus else ["The pack corpus was not found: the content has no packs."]
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         verify=ver,
         levels=levels,
         quick=args.quick,
+        repeat=args.repeat,
         minutes=(time.monotonic() - started) / 60,
         notes=notes,
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.measure import DiskWatch, Measured, run_all, run_measured, tree_bytes
+from bench.measure import DiskWatch, Measured, median_of, run_all, run_measured, tree_bytes
 from bench.report import Content, DiskUse, ExportBench, ImportBench, VerifyBench
 from mirror.lab import LabRegistry, running_registry
 from mirror.lab.benchdata import BenchItem
@@ -20,6 +20,7 @@ BASE = "bench"
 MAIN_REPOS = ("images/app-*", "images/multiarch", "spectro-packs/archive/*")
 BIG_REPOS = ("images/big",)
 VERIFY_REPEATS = 3
+NETCLOCK = Path(__file__).resolve().parent / "netclock.py"
 
 
 def log(msg: str) -> None:
@@ -110,23 +111,24 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def mirror_export(
-    b: Bench, spec: Path, out: Path, cache: Path, *extra: str
+    b: Bench, spec: Path, out: Path, cache: Path, *extra: str, clock: Path | None = None
 ) -> tuple[Measured, dict[str, Any]]:
+    """One `mirror export`; with `clock`, under the HTTP stopwatch (bench/netclock.py)."""
     summary = out.with_suffix(".json")
-    cmd = [*b.mirror, "export", str(spec), "-o", str(out), "--cache-dir", str(cache), "--json"]
-    m = run_measured([*cmd, *extra], env=b.env, stdout=summary)
+    args = ["export", str(spec), "-o", str(out), "--cache-dir", str(cache), "--json", *extra]
+    if clock is not None:
+        cmd = [sys.executable, str(NETCLOCK), str(clock), "--", *args]
+    else:
+        cmd = [*b.mirror, *args]
+    m = run_measured(cmd, env=b.env, stdout=summary)
     return m, _json(summary)
 
 
-def export_bench(
-    b: Bench, src: LabRegistry, items: Sequence[BenchItem], big: BenchItem | None
-) -> tuple[ExportBench, Path, Path | None]:
+def skopeo_export(b: Bench, src: LabRegistry, items: Sequence[BenchItem]) -> tuple[
+    Measured, Measured, int
+]:  # fmt: skip
+    """One `skopeo copy --all` per artifact into one layout, then tar | zstd -T0."""
     out = b.dir("export")
-    spec = write_spec(out / "bench.json", src.url, MAIN_REPOS)
-    bundle = out / "bench.tar.zst"
-    log("export: mirror, cold cache")
-    cold, cold_sum = mirror_export(b, spec, bundle, out / "cache")
-    log(f"export: skopeo copy x{len(items)} into one layout")
     layout = out / "skopeo-layout"
     copies = [
         ["skopeo", "copy", "--all", "-q", "--src-tls-verify=false",
@@ -134,21 +136,45 @@ def export_bench(
         for repo, tag, _, _ in items
     ]  # fmt: skip
     skopeo = run_all(copies, env=b.env)
-    log("export: tar | zstd -T0")
     tarball = out / "skopeo.tar.zst"
     tar = run_measured(
         ["bash", "-c", 'set -o pipefail; tar -C "$1" -cf - . | zstd -q -T0 > "$2"', "tar",
          str(layout), str(tarball)],
         env=b.env,
     )  # fmt: skip
-    tar_bytes = tarball.stat().st_size
+    size = tarball.stat().st_size
     shutil.rmtree(layout)
     tarball.unlink()
-    log("export: mirror again, warm cache (--dry-run, then for real)")
-    resolve, _ = mirror_export(b, spec, out / "dry.tar.zst", out / "cache", "--dry-run")
-    warm, warm_sum = mirror_export(b, spec, out / "warm.tar.zst", out / "cache")
-    (out / "warm.tar.zst").unlink()
-    shutil.rmtree(out / "cache")
+    return skopeo, tar, size
+
+
+def export_bench(
+    b: Bench, src: LabRegistry, items: Sequence[BenchItem], big: BenchItem | None, repeat: int
+) -> tuple[ExportBench, Path, Path | None]:
+    """Cold exports and skopeo pipelines in turns, then warm exports on the last cold cache."""
+    out = b.dir("export")
+    spec = write_spec(out / "bench.json", src.url, MAIN_REPOS)
+    bundle, cache = out / "bench.tar.zst", out / "cache"
+    colds, skopeos, tars = [], [], []
+    for n in range(repeat):
+        shutil.rmtree(cache, ignore_errors=True)
+        log(f"export {n + 1}/{repeat}: mirror, cold cache")
+        cold, cold_sum = mirror_export(b, spec, bundle, cache)
+        colds.append(cold)
+        log(f"export {n + 1}/{repeat}: skopeo copy x{len(items)} into one layout, tar | zstd")
+        skopeo, tar, tar_bytes = skopeo_export(b, src, items)
+        skopeos.append(skopeo)
+        tars.append(tar)
+    warms, nets = [], []
+    for n in range(repeat):
+        log(f"export {n + 1}/{repeat}: mirror again, warm cache, HTTP timed")
+        clock = out / "netclock.json"
+        warm, warm_sum = mirror_export(b, spec, out / "warm.tar.zst", cache, clock=clock)
+        warms.append(warm)
+        nets.append(_json(clock))
+        (out / "warm.tar.zst").unlink()
+    shutil.rmtree(cache)
+    net = sorted(nets, key=lambda d: float(d["seconds"]))[len(nets) // 2]
     big_m, big_bundle, big_bytes = None, None, 0
     if big is not None:
         log("export: mirror, one big layer")
@@ -158,11 +184,12 @@ def export_bench(
         big_bytes = int(big_sum["bytes"])
         shutil.rmtree(out / "big-cache")
     result = ExportBench(
-        mirror=cold,
-        skopeo=skopeo,
-        tar=tar,
-        warm=warm,
-        warm_resolve=resolve,
+        mirror=median_of(colds),
+        skopeo=median_of(skopeos),
+        tar=median_of(tars),
+        warm=median_of(warms),
+        warm_network=float(net["seconds"]),
+        warm_requests=int(net["requests"]),
         downloaded=int(cold_sum["downloadedBytes"]),
         warm_downloaded=int(warm_sum["downloadedBytes"]),
         bundle_bytes=bundle.stat().st_size,
@@ -206,25 +233,33 @@ def import_bench(
     items: Sequence[BenchItem],
     big_bundle: Path | None,
     big: BenchItem | None,
+    repeat: int,
 ) -> tuple[ImportBench, Path]:
     """Returns the figures and the extracted layout (the level sweep reuses it)."""
-    target = b.registry()
-    log("import: mirror into an empty registry")
-    first, disk, first_sum = mirror_import(b, bundle, target, "first")
-    log("import: mirror again")
-    again, _, again_sum = mirror_import(b, bundle, target, "again")
-    target.stop()
     layout = extract(bundle, b.work / "layout")
     refs = layout_refs(layout)
-    other = b.registry()
-    log(f"import: skopeo copy x{len(refs)} from the extracted layout")
-    copies = [
-        ["skopeo", "copy", "--all", "-q", "--dest-tls-verify=false", f"oci:{layout}:{ref}",
-         f"docker://{other.host}/{ref}"]
-        for ref in refs
-    ]  # fmt: skip
-    skopeo = run_all(copies, env=b.env)
-    other.stop()
+
+    def copies_to(host: str) -> list[list[str]]:
+        return [
+            ["skopeo", "copy", "--all", "-q", "--dest-tls-verify=false", f"oci:{layout}:{ref}",
+             f"docker://{host}/{ref}"]
+            for ref in refs
+        ]  # fmt: skip
+
+    firsts, agains, skopeos, disks = [], [], [], []
+    for n in range(repeat):
+        target = b.registry()
+        log(f"import {n + 1}/{repeat}: mirror into an empty registry, then again")
+        first, disk, first_sum = mirror_import(b, bundle, target, "first")
+        again, _, again_sum = mirror_import(b, bundle, target, "again")
+        target.stop()
+        firsts.append(first)
+        agains.append(again)
+        disks.append(disk)
+        other = b.registry()
+        log(f"import {n + 1}/{repeat}: skopeo copy x{len(refs)} from the extracted layout")
+        skopeos.append(run_all(copies_to(other.host), env=b.env))
+        other.stop()
     big_m, big_disk = None, None
     if big_bundle is not None and big is not None:
         log("import: mirror, one big layer")
@@ -233,10 +268,14 @@ def import_bench(
         big_target.stop()
         big_disk = DiskUse(used.peak_scratch, used.write_bytes, largest_blob([big]))
     result = ImportBench(
-        mirror=first,
-        reimport=again,
-        skopeo=skopeo,
-        disk=DiskUse(disk.peak_scratch, disk.write_bytes, largest_blob(items)),
+        mirror=median_of(firsts),
+        reimport=median_of(agains),
+        skopeo=median_of(skopeos),
+        disk=DiskUse(
+            max(d.peak_scratch for d in disks),
+            max(d.write_bytes for d in disks),
+            largest_blob(items),
+        ),
         pushed_blobs=int(first_sum.get("pushedBlobs", 0)),
         repushed_blobs=int(again_sum.get("pushedBlobs", 0)),
         layout_bytes=tree_bytes([layout]),
@@ -246,23 +285,14 @@ def import_bench(
     return result, layout
 
 
-def _best(runs: Sequence[Measured]) -> Measured:
-    return min(runs, key=lambda m: m.seconds)
-
-
-def verify_bench(b: Bench, bundle: Path) -> VerifyBench:
-    log(f"verify: mirror verify and zstd -dc | sha256sum, best of {VERIFY_REPEATS}")
+def verify_bench(b: Bench, bundle: Path, repeat: int) -> VerifyBench:
+    n = max(repeat, VERIFY_REPEATS)
+    log(f"verify: mirror verify and zstd -dc | sha256sum, {n} times each")
     pipe = ["bash", "-c", 'set -o pipefail; zstd -dc "$1" | sha256sum >/dev/null', "v",
             str(bundle)]  # fmt: skip
     mine = [*b.mirror, "verify", str(bundle), "--allow-unsigned", "--json"]
     pipes, mirrors = [], []
-    for _ in range(VERIFY_REPEATS):
+    for _ in range(n):
         pipes.append(run_measured(pipe, env=b.env))
         mirrors.append(run_measured(mine, env=b.env))
-    worst_rss = max(m.rss_kb for m in mirrors)
-    best = _best(mirrors)
-    return VerifyBench(
-        mirror=Measured(best.seconds, worst_rss),
-        pipeline=_best(pipes),
-        bundle_bytes=bundle.stat().st_size,
-    )
+    return VerifyBench(median_of(mirrors), median_of(pipes), bundle.stat().st_size)

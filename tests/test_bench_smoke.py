@@ -45,7 +45,8 @@ def _report(**over: object) -> Report:
         skopeo=m(20.0, 40 * 1024, runs=98),
         tar=m(6.0, 30 * 1024),
         warm=m(1.5, 60 * 1024),
-        warm_resolve=m(0.5, 50 * 1024),
+        warm_network=0.5,
+        warm_requests=200,
         downloaded=300 * MB,
         warm_downloaded=0,
         bundle_bytes=301 * MB,
@@ -69,7 +70,11 @@ def _report(**over: object) -> Report:
         current=(3, 1),
         bundle=[LevelRow(1, 1.0, 300 * MB, 300 * MB), LevelRow(9, 5.0, 299 * MB, 300 * MB)],
         packs=[LevelRow(1, 0.1, 20 * MB, 20 * MB), LevelRow(3, 0.2, 20 * MB, 20 * MB)],
-        raw=[LevelRow(1, 0.1, 20 * MB, 50 * MB), LevelRow(3, 0.2, 18 * MB, 50 * MB)],
+        raw=[
+            LevelRow(1, 0.1, 20 * MB, 50 * MB),
+            LevelRow(3, 0.2, 18 * MB, 50 * MB),
+            LevelRow(9, 0.3, 15 * MB, 50 * MB),
+        ],
     )
     base = Report(
         date="2000-01-01 00:00 UTC",
@@ -133,16 +138,17 @@ def test_big_layer_rows_are_left_out_when_skipped() -> None:
     assert "1 GB layer" not in text
 
 
-def test_level_recommendation_prefers_speed_unless_output_shrinks() -> None:
+def test_level_recommendation_keeps_the_current_level_unless_output_shrinks() -> None:
     rows = [LevelRow(1, 1.0, 100, 200 * MB), LevelRow(3, 1.1, 100, 200 * MB)]
-    assert run.recommend(rows).level == 1  # same size: the faster one
+    assert run.recommend(rows, 3).level == 3  # same size: no reason to change
+    assert run.recommend(rows).level == 1  # no current level: the lowest that qualifies
     rows.append(LevelRow(9, 1.5, 80, 200 * MB))
-    assert run.recommend(rows).level == 9  # 20% smaller and still above 100 MB/s
+    assert run.recommend(rows, 3).level == 9  # 20% smaller and still above 100 MB/s
     rows.append(LevelRow(19, 60.0, 50, 200 * MB))
-    assert run.recommend(rows).level == 9  # smaller, but far too slow
+    assert run.recommend(rows, 3).level == 9  # smaller, but far too slow
     text = run.render(_report())
-    assert "`COMPRESSED_LEVEL`: keep 1" in text
-    assert "`LEVEL`: keep 3" in text
+    assert "`COMPRESSED_LEVEL`: keep 1 on the bench bundle" in text
+    assert "`LEVEL`: use 9 (now 3) on decompressed pack archives" in text
 
 
 def test_quick_flag_shrinks_the_run_and_spares_the_committed_doc() -> None:
@@ -177,3 +183,15 @@ def test_disk_watch_sees_scratch_files_that_come_and_go(tmp_path: Path) -> None:
     assert watch.peak_extra >= 4 << 20
     assert watch.write_bytes >= 4 << 20
     assert not any(scratch.iterdir())
+
+
+def test_median_and_network_union() -> None:
+    from bench.measure import median_of
+    from bench.netclock import union_seconds
+
+    runs = [Measured(3.0, 10), Measured(1.0, 30), Measured(2.0, 20)]
+    assert median_of(runs) == Measured(2.0, 30)
+    assert median_of(runs[:2]).seconds == 2.0
+    # overlapping requests count once; a gap is not network time
+    assert union_seconds([(0.0, 1.0), (0.5, 1.5), (3.0, 4.0)]) == pytest.approx(2.5)
+    assert union_seconds([]) == 0.0
