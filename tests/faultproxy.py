@@ -338,6 +338,7 @@ class Reg:
 
         self.url = url
         self.s = requests.Session()
+        self.s.trust_env = False  # else REQUESTS_CA_BUNDLE silently overrides `verify`
         self.s.verify = verify
         self.s.auth = auth
 

@@ -201,7 +201,7 @@ def test_persistent_429_gives_up_in_one_line(
     ("action", "status", "path"),
     [
         ("status", 503, BLOB_GET),
-        ("status", 500, r"/tags/list"),
+        ("status", 502, r"/tags/list"),
         ("status", 429, MANIFEST),
         ("drop", 0, r"/images/.*/blobs/sha256:"),
         ("drop", 0, r"/spectro-packs/.*/blobs/sha256:"),
