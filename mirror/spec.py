@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,21 @@ class TagFilter:
     exclude: tuple[str, ...] = ()
     semver: str | None = None
     latest: int | None = None
+
+    def apply(self, tags: Iterable[str], where: str) -> list[str]:
+        """The tags this filter keeps, newest first; a bad regex or range is a usage error."""
+        from mirror.formats.semver import select_tags
+
+        try:
+            return select_tags(
+                tags,
+                include=self.include,
+                exclude=self.exclude,
+                semver=self.semver,
+                latest=self.latest,
+            )
+        except ValueError as exc:
+            raise UsageError(f"{where}: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"include": list(self.include), "exclude": list(self.exclude)}

@@ -12,14 +12,14 @@ import contextlib
 import hmac
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from mirror.formats.pack import build_pack_archive, load_pack_dir, pack_artifact
+from mirror.lab.httpserver import serve
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.descriptor import digest_of
 from mirror.oci.names import oci_tag
@@ -154,13 +154,5 @@ def serve_legacy(
     for (name, _), (tag, art) in zip(packs, arts, strict=True):
         store.add(name, tag, art)
     handler = type("LegacyHandler", (_Handler,), {"store": store})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="lab-legacy", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(handler, "lab-legacy") as url:
+        yield url

@@ -7,8 +7,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from mirror.errors import NotFoundError, UsageError
-from mirror.formats.semver import select_tags
+from mirror.errors import NotFoundError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.client import RegistryClient
@@ -27,16 +26,7 @@ def discover(reg: Registry, client: RegistryClient) -> Selection:
     for repo in _repositories(reg, client, base):
         full = f"{base}/{repo}" if base else repo
         source = RegistrySource(client, full)
-        try:
-            tags = select_tags(
-                client.list_tags(full),
-                include=reg.tags.include,
-                exclude=reg.tags.exclude,
-                semver=reg.tags.semver,
-                latest=reg.tags.latest,
-            )
-        except ValueError as exc:
-            raise UsageError(f"registry {reg.name}: {exc}") from None
+        tags = reg.tags.apply(client.list_tags(full), f"registry {reg.name}")
         if not tags and literal_repositories(reg.repositories):
             raise NotFoundError(
                 f"registry {reg.name}: no tag of {full} matches the spec's tag filter"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from mirror.errors import UsageError
 from mirror.formats.pack import build_pack_archive, load_pack_dir, pack_artifact
-from mirror.formats.semver import select_tags
 from mirror.oci.names import oci_tag, pack_repository
 from mirror.sources.interface import Found, Selection
 from mirror.sources.memory import MemorySource
@@ -92,16 +91,7 @@ def pick(reg: Registry, versions: Mapping[str, Sequence[str]]) -> dict[str, list
     for name, vs in versions.items():
         if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
             continue
-        try:
-            kept = select_tags(
-                vs,
-                include=reg.tags.include,
-                exclude=reg.tags.exclude,
-                semver=reg.tags.semver,
-                latest=reg.tags.latest,
-            )
-        except ValueError as exc:
-            raise UsageError(f"registry {reg.name}: {exc}") from None
+        kept = reg.tags.apply(vs, f"registry {reg.name}")
         if kept:
             out[name] = kept
     if patterns and not any(fnmatch.fnmatchcase(n, p) for n in versions for p in patterns):
