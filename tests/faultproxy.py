@@ -126,6 +126,13 @@ class FaultProxy:
             self.state.faults.clear()
             self.state.seen.clear()
 
+    def paths(self, method: str, path: str = "") -> list[str]:
+        """The request paths seen, in order, for a method and a path regex."""
+        with self.state.lock:
+            return [
+                s.path for s in self.state.seen if s.method == method and re.search(path, s.path)
+            ]
+
     def seen(self, method: str | None = None, path: str = "", status: int | None = None) -> int:
         with self.state.lock:
             return sum(

@@ -228,30 +228,55 @@ def _check_layout_graph(layout: Path, digest: str) -> None:
 # ---- dry run, warm cache, reproducibility -------------------------------------------------
 
 
-def test_dry_run_fetches_no_blob_and_prints_the_plan(
+def test_dry_run_fetches_only_pack_layers_and_prints_the_plan(
     clean_proxy: FaultProxy, seeded_registry: Any, tmp_path: Path
 ) -> None:
+    """No blob is fetched except each pack's tar layer, read (not cached) for pack.json's
+    dependencies, which a dry run must warn about (issue 6). The cache stays empty."""
     spec = write_spec(tmp_path / "s.yaml", clean_proxy.url)
     out = tmp_path / "out" / "b.tar.zst"
     out.parent.mkdir()
     cache = tmp_path / "cache"
+    pack_layers = _pack_layers(Reg(seeded_registry.url), seeded_registry.of_kind("pack"))
     run = mirror("export", spec, "--output", out, "--cache-dir", cache, "--dry-run")
     assert run.rc == 0, run.err
-    assert clean_proxy.seen("GET", BLOB_GET) == 0
+    _assert_fetched_at_most(clean_proxy, pack_layers)
     assert _cache_files(cache) == {}
     assert list(out.parent.iterdir()) == []
     for s in seeded_registry.seeded:
         assert s.ref in run.out
     assert f"{len(seeded_registry.seeded)} artifacts" in run.out
 
+    clean_proxy.clear()
     as_json = mirror("export", spec, "--output", out, "--cache-dir", cache, "--dry-run", "--json")
     assert as_json.rc == 0, as_json.err
     doc = as_json.json()
     assert set(doc) >= CONTRACT_KEYS
     assert doc["artifacts"] == len(seeded_registry.seeded)
     assert doc["bytes"] > 0 and doc["downloadedBytes"] == 0 and doc["cachedBytes"] == 0
-    assert clean_proxy.seen("GET", BLOB_GET) == 0
+    _assert_fetched_at_most(clean_proxy, pack_layers)
+    assert _cache_files(cache) == {}
     assert not out.exists()
+
+
+def _pack_layers(reg: Reg, packs: list[Any]) -> set[str]:
+    assert packs, "the seed has no pack: the dry-run check would prove nothing"
+    out = set()
+    for s in packs:
+        got = reg.manifest(s.repository, s.tag)
+        assert got is not None
+        out |= {
+            layer["digest"]
+            for layer in json.loads(got[2])["layers"]
+            if layer["mediaType"] == mt.OCI_LAYER_TAR
+        }
+    return out
+
+
+def _assert_fetched_at_most(proxy: FaultProxy, allowed: set[str]) -> None:
+    fetched = [p.rsplit("/", 1)[1] for p in proxy.paths("GET", BLOB_GET)]
+    assert set(fetched) <= allowed, set(fetched) - allowed
+    assert len(fetched) == len(set(fetched)), "a pack layer was fetched twice"
 
 
 def test_dry_run_reports_bytes_already_cached(exported: dict[str, Any], spec: Path) -> None:

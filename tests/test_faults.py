@@ -197,6 +197,18 @@ def test_persistent_429_gives_up_in_one_line(
     assert_nothing_left(outdir)
 
 
+def test_http_500_fails_at_once_in_one_line(
+    faults: FaultProxy, outdir: Path, tmp_path: Path
+) -> None:
+    """Distribution answers 500 for requests it will never serve: no retry, no 7 s wait."""
+    fault = faults.add("status", status=500, method="GET", path=r"/tags/list")
+    run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url))
+    assert run.rc == 1
+    assert "500" in run.error_line()
+    assert fault.hits == 1
+    assert_nothing_left(outdir)
+
+
 @pytest.mark.parametrize(
     ("action", "status", "path"),
     [
