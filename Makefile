@@ -34,3 +34,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info
+
+# The whole mission on loopback: a connected lab, keygen, export, verify, inspect, import.
+demo: debs $(STAMP)
+	$(BIN)/python -m mirror.lab.demo

@@ -109,7 +109,9 @@ def keygen(output_dir: Path, name: str) -> None:
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with it.")
 @click.option("--since", multiple=True, type=click.Path(path_type=Path), hidden=True)
 @click.option("--split-size", hidden=True)
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default=True)
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
+)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--with-dependencies", is_flag=True, help="Add packs that selected packs require.")
 @click.option(
@@ -145,6 +147,8 @@ def export(
         raise UsageError("--since and --split-size are not implemented yet")
     if output is None and not dry_run:
         raise UsageError("missing --output FILE")
+    if output is not None and not dry_run and not output.resolve().parent.is_dir():
+        raise UsageError(f"{output.parent}: no such directory for --output; create it first")
     loaded = [load_spec(p) for p in specs] + [load_preset(n) for n in presets]
     spec = select(loaded, registry_names, fips=fips, allow_non_fips=allow_non_fips)
     private = _load_signing_key(key, spec.fips) if key else None
@@ -267,7 +271,9 @@ def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
 @click.option("--palette-url", help="Register in Palette too (key from PALETTE_API_KEY).")
 @click.option("--receipt", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default=True)
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
+)
 @click.option("--force", is_flag=True, help="Replace target tags that point elsewhere.")
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan; push nothing.")
 @click.option("--json", "as_json", is_flag=True)

@@ -6,12 +6,16 @@ to copy, describes it in manifest.json, and hands the members to the bundle writ
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +33,11 @@ from mirror.bundle.manifest import (
 from mirror.bundle.writer import Member, write_bundle
 from mirror.cache import BlobCache
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
-from mirror.errors import NotFoundError, OperationError
+from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.packdeps import check_packs, pack_json
+from mirror.signing import sign_bytes, write_detached
 from mirror.sources.interface import Found, Selection
 from mirror.sources.select import discover_all
 from mirror.spec import BundleSpec
@@ -113,18 +118,28 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     members = _members(target, report, cache)
     manifest = _manifest(spec, records, members, opts.key).to_bytes()
     _check_space(opts.output, members)
-    signature = None
-    if opts.key is not None:
-        from mirror.signing import sign_bytes
-
-        signature = sign_bytes(opts.key, manifest)
-    written = write_bundle(
-        opts.output, manifest, signature, members, mtime=_epoch(), observer=observer
-    )
-    from mirror.signing import write_detached
-
+    signature = sign_bytes(opts.key, manifest) if opts.key is not None else None
+    observer.planned(len(members), sum(m.size for m in members))
+    try:
+        written = write_bundle(
+            opts.output, manifest, signature, members, mtime=_epoch(), observer=observer
+        )
+    except IntegrityError as exc:
+        raise _forget_corrupt(exc, cache) from None
     write_detached(written.path, written.sha256, opts.key)
     return result
+
+
+def _forget_corrupt(exc: IntegrityError, cache: BlobCache) -> MirrorError:
+    """A cache blob changed on disk since it was verified: drop it so a rerun refetches.
+
+    Our own disk failed, not the source: an operation failure (exit 1), not exit 3.
+    """
+    found = re.search(r"blobs/sha256/([a-f0-9]{64})", str(exc))
+    if found is None:
+        return exc
+    cache.drop("sha256:" + found.group(1))
+    return OperationError(f"{exc} (a corrupt cache entry; it was removed, run again)")
 
 
 def _task(found: Found, target: BundleTarget) -> CopyTask:
@@ -207,31 +222,21 @@ def _chart_info(graph: Graph, cache: BlobCache) -> ChartInfo | None:
 
 
 def _members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list[Member]:
-    import hashlib
-    import io
-
-    index = target.index()
-    small = [("oci-layout", OCI_LAYOUT), ("index.json", index)]
+    """The layout's files: oci-layout, index.json, then every node of every graph once."""
+    small = [("oci-layout", OCI_LAYOUT), ("index.json", target.index())]
     members = [
-        Member(name, len(data), hashlib.sha256(data).hexdigest(), _opener(io.BytesIO, data))
+        Member(name, len(data), hashlib.sha256(data).hexdigest(), partial(io.BytesIO, data))
         for name, data in small
     ]
-    seen: dict[str, Descriptor] = {}
+    nodes: dict[str, Descriptor] = {}
     for g in report.graphs:
-        for desc, _ in g.manifests:
-            seen[desc.digest] = desc
-        for blob in g.blobs:
-            seen[blob.digest] = blob
-    for digest in sorted(seen):
-        desc = seen[digest]
-        members.append(
-            Member(f"blobs/sha256/{desc.hex}", desc.size, desc.hex, _opener(cache.open, desc))
-        )
+        nodes.update((d.digest, d) for d, _ in g.manifests)
+        nodes.update((b.digest, b) for b in g.blobs)
+    for digest in sorted(nodes):
+        desc = nodes[digest]
+        path = f"blobs/sha256/{desc.hex}"
+        members.append(Member(path, desc.size, desc.hex, partial(cache.open, desc)))
     return members
-
-
-def _opener(fn: Any, arg: Any) -> Any:
-    return lambda: fn(arg)
 
 
 def _manifest(

@@ -347,7 +347,6 @@ def test_plain_http_target_without_scheme_says_http(
     assert code == 1 and f"http://{host}" in line and "--ca-file" not in line
 
 
-@pytest.mark.xfail(strict=True, reason="reported: names a temp file in a missing directory")
 def test_export_into_a_missing_directory(
     lab_bundle: tuple[str, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -109,13 +109,16 @@ def render_table(doc: dict[str, Any]) -> str:
         where = r["url"] or "(local folder)"
         base = f" basePath={r['basePath']}" if r["basePath"] else ""
         lines.append(f"  {r['name']}  [{r['kind']}] {where}{base}  fips={_fips_mark(r['fips'])}")
+    # FIPS marks matter where FIPS is in play; in a plain bundle they would be noise.
+    fips_in_play = doc["fips"] or any(a["fips"] for a in doc["artifacts"])
     for reg, kind, rows in _groups(doc):
         lines += ["", f"{reg} / {kind} ({len(rows)})"]
         width = max(len(f"{a['repository']}:{a['tag']}") for a in rows)
         for a in rows:
             name = f"{a['repository']}:{a['tag']}".ljust(width)
             size = human(a["size"]).rjust(10)
-            lines.append(f"  {name}  {a['digest'][:19]}  {size}  fips={_fips_mark(a['fips'])}")
+            mark = f"  fips={_fips_mark(a['fips'])}" if fips_in_play else ""
+            lines.append(f"  {name}  {a['digest'][:19]}  {size}{mark}")
             if a.get("pack"):
                 lines.append(f"    {_pack_line(a['pack'])}")
     t = doc["totals"]

@@ -218,7 +218,7 @@ def cli_reference() -> str:
     """docs/CLI.md: click's help of every command, at a fixed width so it never drifts."""
     import click
 
-    from mirror.cli import JOBS, cli
+    from mirror.cli import cli
 
     out = [
         "# CLI reference",
@@ -231,7 +231,7 @@ def cli_reference() -> str:
     todo: list[tuple[click.Context, click.Command]] = [(root, cli)]
     while todo:  # depth first: a group, then its commands
         ctx, cmd = todo.pop()
-        text = cmd.get_help(ctx).replace(f"[default: {JOBS};", "[default: 4 per CPU, 4..16;")
+        text = cmd.get_help(ctx)
         out += [f"## {ctx.command_path}", "", "```text", text, "```", ""]
         if isinstance(cmd, click.Group):
             subs = [(n, cmd.get_command(ctx, n)) for n in cmd.list_commands(ctx)]

@@ -6,6 +6,7 @@ Each thread gets its own `requests.Session`; tokens are shared through `TokenCac
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import requests
 from mirror.errors import AuthError, NotFoundError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
 RETRY_STATUS = frozenset({429, 502, 503, 504})  # a 500 is usually a real answer
 TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
 
@@ -44,6 +46,12 @@ class Endpoint:
 
             raise UsageError(f"not a registry URL: {redact(url)}")
         host = parts.netloc.rsplit("@", 1)[-1]
+        if not _HOST.match(host) or parts.path.strip("/"):
+            from mirror.errors import UsageError
+
+            raise UsageError(
+                f"not a registry URL: {redact(url)!r} (expected [http[s]://]HOST[:PORT])"
+            )
         return cls(parts.scheme, host, ca_file or True)
 
     @property
