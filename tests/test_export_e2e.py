@@ -225,6 +225,27 @@ def _check_layout_graph(layout: Path, digest: str) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == desc["digest"].split(":")[1]
 
 
+def test_selection_filters_end_to_end(seeded_registry: Any, tmp_path: Path) -> None:
+    """latest/semver/exclude pick tags; a platform filter skips an index (its digest would
+    change) and says so, rather than rewriting it."""
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        seeded_registry.url,
+        extra=', repositories: ["images/web", "images/multiarch*"], '
+        'tags: {semver: ">=1.0.0", exclude: ["^1\\\\.1\\\\."], latest: 2}, '
+        'platforms: ["linux/amd64"]',
+    )
+    out = tmp_path / "b.tar.zst"
+    run = mirror("export", spec, "--output", out, "--cache-dir", tmp_path / "c")
+    assert run.rc == 0, run.err
+    assert "multiarch" in run.err and "linux/arm64" in run.err  # the note on the skipped index
+    refs = {
+        a["repository"] + ":" + a["tag"]
+        for a in mirror("inspect", out, "--json").json()["artifacts"]
+    }
+    assert refs == {"images/web:2.0.0", "images/web:1.0.0"}
+
+
 # ---- dry run, warm cache, reproducibility -------------------------------------------------
 
 

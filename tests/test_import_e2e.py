@@ -137,6 +137,8 @@ def test_import_json_has_the_contract_keys(imported: dict[str, Any], seeded_regi
     doc, reg = imported["doc"], imported["reg"]
     assert set(doc) >= IMPORT_KEYS
     assert doc["pushedBlobs"] > 0
+    # web, api-00 and api-01 share a base layer: uploaded once, mounted into the others.
+    assert doc["mountedBlobs"] > 0
     rows = {(a["target"], a["digest"]) for a in doc["artifacts"]}
     assert rows == {(f"{reg.host}/{s.ref}", s.digest) for s in seeded_registry.seeded}
     assert all(a["source"] for a in doc["artifacts"])
