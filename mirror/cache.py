@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from mirror.oci.descriptor import Descriptor
 from mirror.streams import VerifyingReader, atomic_file, drain
@@ -44,7 +44,7 @@ class BlobCache:
         with self._lock:
             self.stored_bytes += desc.size
 
-    def open(self, desc: Descriptor) -> IO[bytes]:
+    def open(self, desc: Descriptor) -> BinaryIO:
         return self.path(desc.digest).open("rb")
 
     def drop(self, digest: str) -> None:
