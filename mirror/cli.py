@@ -115,6 +115,11 @@ def keygen(output_dir: Path, name: str) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--with-dependencies", is_flag=True, help="Add packs that selected packs require.")
 @click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle for source registries with a private CA.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Resolve and print the plan; fetch no blobs (only pack layers, for their dependencies).",
@@ -133,6 +138,7 @@ def export(
     jobs: int,
     cache_dir: Path | None,
     with_dependencies: bool,
+    ca_file: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -159,6 +165,7 @@ def export(
         dry_run=dry_run,
         key=private,
         with_dependencies=with_dependencies,
+        ca_file=ca_file,
     )
     with Progress("export") as progress:
         result = run_export(spec, opts, progress)
@@ -270,7 +277,11 @@ def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
 @click.option("--catalog", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--palette-url", help="Register in Palette too (key from PALETTE_API_KEY).")
 @click.option("--receipt", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle for a target registry with a private CA.",
+)
 @click.option(
     "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
 )

@@ -55,6 +55,7 @@ class ExportOptions:
     dry_run: bool = False
     key: ec.EllipticCurvePrivateKey | None = None
     with_dependencies: bool = False
+    ca_file: str | None = None  # for source registries with a private CA
 
 
 @dataclass
@@ -86,7 +87,7 @@ class ExportResult:
 
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
-    selection = discover_all(spec)
+    selection = discover_all(spec, ca_file=opts.ca_file)
     if not selection.found:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     cache = BlobCache(opts.cache_dir)

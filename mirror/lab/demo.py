@@ -227,7 +227,15 @@ def cli_reference() -> str:
         "tests/test_readme.py fails when this file and `mirror --help` disagree.",
         "",
     ]
-    root = click.Context(cli, info_name="mirror", terminal_width=100, max_content_width=100)
+    # The same settings `mirror` runs with (click caches each command's help option, so a
+    # context built without them would print differently after the first real run).
+    root = click.Context(
+        cli,
+        info_name="mirror",
+        terminal_width=100,
+        max_content_width=100,
+        help_option_names=["-h", "--help"],
+    )
     todo: list[tuple[click.Context, click.Command]] = [(root, cli)]
     while todo:  # depth first: a group, then its commands
         ctx, cmd = todo.pop()

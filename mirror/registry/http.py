@@ -115,7 +115,8 @@ class Http:
             try:
                 resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
             except ConnectionLost:
-                if not replayable or attempt == self._attempts:
+                # Fewer tries than for 429/503: a refused connection rarely heals in seconds.
+                if not replayable or attempt >= min(3, self._attempts):
                     raise
                 self._backoff(attempt, None)
                 continue

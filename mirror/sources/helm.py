@@ -9,6 +9,7 @@ be redirected to another host at all.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -57,15 +58,16 @@ class _Repo:
     base: str
     credentials: Credentials | None
     creds_hint: str
+    verify: bool | str = True  # a CA file for a private repository, else the system's
 
     @property
     def where(self) -> str:
         return f"helm registry {self.name} ({_host(self.base)})"
 
 
-def discover(reg: Registry, *, jobs: int = 4) -> Selection:
+def discover(reg: Registry, *, jobs: int = 4, ca_file: str | None = None) -> Selection:
     """Select chart versions from the index, download them, and offer them as OCI charts."""
-    repo = _repo(reg)
+    repo = dataclasses.replace(_repo(reg), verify=ca_file or True)
     with requests.Session() as session:
         data = _get(session, repo, repo.base.rstrip("/") + "/index.yaml", MAX_INDEX, index=True)
     try:
@@ -241,7 +243,14 @@ def _get_once(session: requests.Session, repo: _Repo, url: str, cap: int, *, ind
     for _hop in range(MAX_REDIRECTS + 1):
         auth = _basic(repo.credentials) if _host(url) == home else None
         try:
-            resp = session.get(url, auth=auth, stream=True, timeout=TIMEOUT, allow_redirects=False)
+            resp = session.get(
+                url,
+                auth=auth,
+                stream=True,
+                timeout=TIMEOUT,
+                allow_redirects=False,
+                verify=repo.verify,
+            )
         except requests.exceptions.SSLError:
             raise RegistryError(f"{repo.where}: TLS verification failed for {_host(url)}") from None
         except requests.RequestException as exc:

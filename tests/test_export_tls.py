@@ -1,0 +1,37 @@
+"""A source registry behind a private CA: --ca-file, and nothing else, makes it work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror.cli import main
+from mirror.lab.seed import client_for, seed_artifact
+from mirror.oci import mediatypes as mt
+from mirror.oci.artifact import single_layer_artifact
+
+
+def test_export_from_a_private_ca_registry(
+    tls_registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(var, raising=False)
+    art = single_layer_artifact(
+        b"{}", mt.UNKNOWN_CONFIG, os.urandom(2048), mt.OCI_LAYER_TAR, {mt.ANN_TITLE: "p.tar.gz"}
+    )
+    seed_artifact(client_for(tls_registry), "base/spectro-packs/archive/p", "1.0.0", art, "pack")
+    spec = tmp_path / "spec.yaml"
+    entry = f"{{name: Private, kind: oci, url: '{tls_registry.url}', basePath: base}}"
+    spec.write_text(f"registries:\n  - {entry}\n")
+    out = tmp_path / "b.tar.zst"
+    args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 1
+    assert "--ca-file" in capsys.readouterr().err
+    assert main([*args, "--ca-file", str(tls_registry.ca_file)]) == 0
+    assert out.is_file()
