@@ -39,7 +39,8 @@ class BlobCache:
             return False
 
     def put(self, desc: Descriptor, stream: IO[bytes]) -> None:
-        with atomic_file(self.path(desc.digest)) as out:
+        # Not fsynced: the bundle writer re-hashes every entry, so a torn one is caught.
+        with atomic_file(self.path(desc.digest), durable=False) as out:
             drain(VerifyingReader(stream, desc, f"cache {desc.digest}"), out)
         with self._lock:
             self.stored_bytes += desc.size

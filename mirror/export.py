@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -34,9 +34,10 @@ from mirror.bundle.writer import Member, write_bundle
 from mirror.cache import BlobCache
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
 from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationError
+from mirror.formats.pack import PackInfo as FormatPackInfo
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.packdeps import check_packs, pack_json
+from mirror.packdeps import check_packs
 from mirror.signing import sign_bytes, write_detached
 from mirror.sources.interface import Found, Selection
 from mirror.sources.select import discover_all
@@ -91,9 +92,10 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     if not selection.found:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     cache = BlobCache(opts.cache_dir)
-    selection.notes += check_packs(
-        selection, cache, add=opts.with_dependencies, store=not opts.dry_run
+    packs = check_packs(
+        selection, cache, add=opts.with_dependencies, store=not opts.dry_run, jobs=opts.jobs
     )
+    selection.notes += packs.notes
     target = BundleTarget(cache)
     early = cache.stored_bytes
     tasks = [_task(f, target) for f in selection.found]
@@ -115,7 +117,7 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     )
     if opts.dry_run:
         return result
-    records = _artifact_records(selection, report, cache)
+    records = _artifact_records(selection, report, cache, packs.infos)
     members = _members(target, report, cache)
     manifest = _manifest(spec, records, members, opts.key).to_bytes()
     _check_space(opts.output, members)
@@ -174,7 +176,10 @@ def _plan_row(graph: Graph) -> dict[str, Any]:
 
 
 def _artifact_records(
-    selection: Selection, report: CopyReport, cache: BlobCache
+    selection: Selection,
+    report: CopyReport,
+    cache: BlobCache,
+    packs: Mapping[str, FormatPackInfo],
 ) -> list[ArtifactRecord]:
     sizes = {g.task.root.digest + (g.task.tag or ""): g for g in report.graphs}
     out = []
@@ -192,16 +197,15 @@ def _artifact_records(
                 size=graph.size,
                 fips=f.registry.fips,
                 platforms=f.platforms,
-                pack=_pack_info(f, cache) if f.kind == "pack" else None,
+                pack=_pack_record(packs.get(f.desc.digest)),
                 chart=_chart_info(graph, cache) if f.kind == "chart" else None,
             )
         )
     return sorted(out, key=lambda a: a.ref)
 
 
-def _pack_info(found: Found, cache: BlobCache) -> PackInfo | None:
-    """What manifest.json records of a pack: read from its tarball, already in the cache."""
-    info = pack_json(found, cache, store=False)
+def _pack_record(info: FormatPackInfo | None) -> PackInfo | None:
+    """What manifest.json records of a pack, from the pack.json read before the copy."""
     if info is None:
         return None
     return PackInfo(

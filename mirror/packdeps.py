@@ -9,6 +9,7 @@ the same registry at `<basePath>/spectro-packs/archive/<name>`, newest fitting f
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mirror.cache import BlobCache
@@ -38,29 +39,46 @@ class _Pool:
     probed: set[str] = field(default_factory=set)
 
 
-def check_packs(selection: Selection, cache: BlobCache, *, add: bool, store: bool) -> list[str]:
-    """Notes for the plan; with `add`, required packs join `selection.found` in place."""
+@dataclass
+class PackReport:
+    notes: list[str] = field(default_factory=list)
+    infos: dict[str, PackInfo] = field(default_factory=dict)  # by the pack's manifest digest
+
+
+def check_packs(
+    selection: Selection, cache: BlobCache, *, add: bool, store: bool, jobs: int = 8
+) -> PackReport:
+    """Notes for the plan, and each pack's pack.json (read once, in parallel, here).
+
+    With `add`, required packs join `selection.found` in place.
+    """
     pool = _Pool()
-    for f in selection.found:
-        if f.kind == "pack":
-            info = pack_json(f, cache, store=store)
-            if info is not None:
-                pool.selected[info.ref] = (info, f)
+    packs = [f for f in selection.found if f.kind == "pack"]
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as workers:
+        infos = list(workers.map(lambda f: pack_json(f, cache, store=store), packs))
+    report = PackReport()
+    for f, info in zip(packs, infos, strict=True):
+        if info is not None:
+            pool.selected[info.ref] = (info, f)
+            report.infos[f.desc.digest] = info
     if not pool.selected:
-        return []
+        return report
     for _ in range(8):  # transitive, bounded
         if not _probe(pool, cache, store):
             break
     selected = [p for p, _ in pool.selected.values()]
     available = [p for p, _ in pool.available.values()]
     if not add:
-        return [f"pack {i.message()}" for i in check_dependencies(selected, available)]
+        report.notes = [f"pack {i.message()}" for i in check_dependencies(selected, available)]
+        return report
     added, remaining = resolve_dependencies(selected, available)
     for info in added:
         found = pool.available[info.ref][1]
         selection.found.append(found)
-    notes = [f"added pack {p.ref}: a required dependency" for p in added]
-    return notes + [f"pack {i.message()}" for i in remaining]
+        report.infos[found.desc.digest] = info
+    report.notes = [f"added pack {p.ref}: a required dependency" for p in added]
+    report.notes += [f"pack {i.message()}" for i in remaining]
+    return report
 
 
 def _probe(pool: _Pool, cache: BlobCache, store: bool) -> bool:

@@ -105,11 +105,12 @@ def drain(reader: Readable, sink: IO[bytes] | None = None, on_bytes: object = No
 
 
 @contextmanager
-def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
+def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[IO[bytes]]:
     """Write to a temp name beside `path`, fsync, rename; remove the temp on any failure.
 
     Readers see the old file or the new one, never half; the folder is fsynced too, so
-    the rename survives a crash. Every atomic write in mirror goes through here.
+    the rename survives a crash. Every atomic write in mirror goes through here. A cache,
+    whose entries are re-verified on use, passes `durable=False` and skips both fsyncs.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -118,13 +119,15 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
