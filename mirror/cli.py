@@ -306,6 +306,7 @@ def import_(
     as_json: bool,
 ) -> None:
     """Verify a bundle, push it into a registry, register it as system-scope registries."""
+    from mirror.bundle.memo import default_memo_path
     from mirror.catalog import default_catalog_path
     from mirror.importer import ImportOptions, import_bundle
 
@@ -324,6 +325,7 @@ def import_(
         jobs=jobs,
         dry_run=dry_run,
         force=force,
+        memo=default_memo_path(),
     )
     with Progress("import") as progress:
         result = import_bundle(opts, progress)

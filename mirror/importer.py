@@ -18,12 +18,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from mirror.bundle.manifest import ArtifactRecord, BundleManifest, RegistryRecord
+from mirror.bundle.memo import Proof, VerifiedMemo
 from mirror.bundle.reader import BundleReader
-from mirror.bundle.verify import open_verified, verify_bundle
+from mirror.bundle.verify import check_manifest, check_policy, open_verified, verify_bundle
 from mirror.catalog import CatalogEntry, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.errors import OperationError
 from mirror.formats.schema import schema_problem
+from mirror.keys import fingerprint
 from mirror.oci import mediatypes as mt
 from mirror.oci.names import slug
 from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
@@ -53,6 +55,7 @@ class ImportOptions:
     jobs: int = 8
     dry_run: bool = False
     force: bool = False
+    memo: Path | None = None  # where bundles proven whole are remembered (bundle/memo.py)
 
 
 @dataclass
@@ -129,12 +132,26 @@ def _trust(opts: ImportOptions) -> tuple[BundleManifest, str | None]:
 
     With FILE.sig, its check hashes every byte of the file. Without it, only the manifest
     is signed, so every member is checked in one streaming pass first; either way a
-    tampered bundle pushes nothing, and the push re-checks each blob as it streams.
+    tampered bundle pushes nothing, and the push re-checks each blob as it streams. A file
+    proven whole before and unchanged since (bundle/memo.py) skips the full pass.
     """
+    check_policy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
+    proof = Proof.of(opts.bundle, fingerprint(opts.pub) if opts.pub else None, opts.fips)
+    memo = VerifiedMemo(opts.memo) if opts.memo else None
+    if memo is not None and memo.holds(proof):
+        data, signature = BundleReader(opts.bundle).head()
+        return check_manifest(
+            data, signature, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
+        )
     sidecar = opts.bundle.with_name(opts.bundle.name + ".sig")
     if opts.pub is None or not sidecar.exists():
         verify_bundle(opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
-    return open_verified(opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
+    trusted = open_verified(
+        opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
+    )
+    if memo is not None:
+        memo.record(proof)
+    return trusted
 
 
 def landing_path(art: ArtifactRecord, base_path: str) -> str:

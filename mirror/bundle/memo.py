@@ -1,0 +1,84 @@
+"""Remember bundles already proven whole, so a re-import doesn't hash 200 GB again.
+
+After a full check (FILE.sig over every byte, or every member), the file's identity is
+recorded: device, inode, size, mtime and ctime in nanoseconds, with the key and mode it
+passed under. ctime is set by the kernel on any change to the file and cannot be set back
+by a user, so a bundle modified since its check no longer matches and is checked again in
+full, as git's index and rsync trust a file's stat. Even on a match, the manifest's
+signature is checked again, and every blob still streams through its digest check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mirror.streams import atomic_file
+
+MAX_ENTRIES = 64
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a full check proved: this exact file passed with this key in this mode."""
+
+    path: str
+    stamp: tuple[int, ...]
+    signer: str | None
+    fips: bool
+
+    @classmethod
+    def of(cls, path: Path, signer: str | None, fips: bool) -> Proof:
+        st = path.stat()
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return cls(str(path.resolve()), stamp, signer, fips)
+
+
+class VerifiedMemo:
+    """A small JSON file of proofs; unreadable or foreign content simply proves nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def holds(self, proof: Proof) -> bool:
+        return any(_same(entry, proof) for entry in self._load())
+
+    def record(self, proof: Proof) -> None:
+        entries = [e for e in self._load() if e.get("path") != proof.path]
+        entries.append(
+            {
+                "path": proof.path,
+                "stamp": list(proof.stamp),
+                "signer": proof.signer,
+                "fips": proof.fips,
+            }
+        )
+        try:
+            with atomic_file(self.path, 0o600) as fh:
+                fh.write(json.dumps(entries[-MAX_ENTRIES:], indent=1).encode())
+        except OSError:
+            pass  # a memo that can't be written only costs a full check next time
+
+    def _load(self) -> list[dict[str, Any]]:
+        try:
+            doc = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [e for e in doc if isinstance(e, dict)] if isinstance(doc, list) else []
+
+
+def _same(entry: dict[str, Any], proof: Proof) -> bool:
+    return (
+        entry.get("path") == proof.path
+        and tuple(entry.get("stamp") or ()) == proof.stamp
+        and entry.get("signer") == proof.signer
+        and (entry.get("fips") is True or not proof.fips)
+    )
+
+
+def default_memo_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mirror" / "verified-bundles.json"

@@ -1,0 +1,82 @@
+"""Re-imports skip the full hash of a bundle proven whole and unchanged since."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror.bundle.memo import Proof, VerifiedMemo
+from mirror.cli import main
+
+
+@pytest.fixture
+def signed_bundle(
+    seeded_registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    key, pub = tmp_path / "k.key", tmp_path / "k.pub"
+    gen = ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    subprocess.run([*gen, "-out", str(key)], check=True)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)], check=True)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"registries:\n  - {{name: Lab, kind: oci, url: '{seeded_registry.url}',"
+        " basePath: production, repositories: [images/api-00]}\n"
+    )
+    bundle = tmp_path / "b.tar.zst"
+    assert main(["export", str(spec), "-o", str(bundle), "--key", str(key)]) == 0
+    return bundle, pub
+
+
+def _import(bundle: Path, pub: Path, target: str, tmp_path: Path) -> int:
+    catalog = tmp_path / "cat.json"
+    return main(["import", str(bundle), "--target", target, "--key", str(pub),
+                 "--catalog", str(catalog), "--json"])  # fmt: skip
+
+
+def test_reimport_skips_the_full_pass_until_the_file_changes(
+    signed_bundle: tuple[Path, Path],
+    registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bundle, pub = signed_bundle
+    assert _import(bundle, pub, registry.url, tmp_path) == 0
+    memo = tmp_path / "xdg" / "mirror" / "verified-bundles.json"
+    assert json.loads(memo.read_text())[0]["path"] == str(bundle.resolve())
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("full pass ran")
+
+    with monkeypatch.context() as m:
+        m.setattr("mirror.importer.open_verified", boom)
+        m.setattr("mirror.importer.verify_bundle", boom)
+        assert _import(bundle, pub, registry.url, tmp_path) == 0
+        bundle.write_bytes(bundle.read_bytes())  # same bytes, new ctime: proves nothing
+        with pytest.raises(AssertionError, match="full pass ran"):
+            _import(bundle, pub, registry.url, tmp_path)
+    capsys.readouterr()
+
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bundle.write_bytes(bytes(data))
+    assert _import(bundle, pub, registry.url, tmp_path) == 3
+    assert "b.tar.zst" in capsys.readouterr().err
+
+
+def test_a_proof_is_for_one_key_and_mode(tmp_path: Path) -> None:
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    memo = VerifiedMemo(tmp_path / "memo.json")
+    memo.record(Proof.of(f, "abc", fips=False))
+    assert memo.holds(Proof.of(f, "abc", fips=False))
+    assert not memo.holds(Proof.of(f, "other", fips=False))
+    assert not memo.holds(Proof.of(f, "abc", fips=True))
+    assert not memo.holds(Proof.of(f, None, fips=False))
+    (tmp_path / "memo.json").write_text("not json")
+    assert not memo.holds(Proof.of(f, "abc", fips=False))
