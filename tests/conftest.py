@@ -32,6 +32,17 @@ _REGISTRY_FIXTURES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _own_xdg_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own cache and data folders: nothing leaks between tests, or into
+    the home folder of whoever runs them (subprocesses inherit the same variables)."""
+    root = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(root / "data"))
+
+
 def _on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
