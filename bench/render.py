@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bench.report import (
@@ -65,7 +66,11 @@ def render(r: Report) -> str:
     lines += _machine(r) + _content(r) + _export(r) + _import(r) + _verify(r)
     lines += _levels(r.levels)
     if r.notes:
-        lines += ["## Findings", "", *[f"- {n}" for n in r.notes], ""]
+        lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
+    if r.findings.strip():
+        lines += ["## Findings (hand-written, from profiles: bench/FINDINGS.md)", ""]
+        lines += re.sub(r"<!--.*?-->", "", r.findings, flags=re.S).strip().splitlines()
+        lines += [""]
     lines += _method(r.repeat)
     return "\n".join(lines).rstrip() + "\n"
 

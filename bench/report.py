@@ -150,6 +150,7 @@ class Report:
     repeat: int = 1
     minutes: float = 0.0
     notes: list[str] = field(default_factory=list)
+    findings: str = ""  # hand-written profile analysis (bench/FINDINGS.md), shown as such
 
 
 def mb(n: float) -> str:

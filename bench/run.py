@@ -39,6 +39,7 @@ from bench.scenarios import (  # noqa: E402
 __all__ = ["Report", "all_goals", "main", "recommend", "render"]
 
 DEFAULT_OUT = _ROOT / "docs" / "BENCHMARKS.md"
+FINDINGS = _ROOT / "bench" / "FINDINGS.md"
 TOOLS = ("skopeo", "zstd", "tar", "bash")
 
 
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         log("zstd levels")
         levels = level_bench(layout, b.dir("levels"), quick=args.quick)
     notes = [] if corpus else ["The pack corpus was not found: the content has no packs."]
+    findings = "" if args.quick or not FINDINGS.is_file() else FINDINGS.read_text()
     return Report(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine_info(work),
@@ -110,6 +112,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         repeat=args.repeat,
         minutes=(time.monotonic() - started) / 60,
         notes=notes,
+        findings=findings,
     )
 
 

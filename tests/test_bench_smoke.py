@@ -125,6 +125,10 @@ def test_render_changes_with_the_numbers() -> None:
     assert "| PASS |" in _row(text, "verify throughput / zstd -dc \\| sha256sum")
     quick = run.render(_report(quick=True))
     assert "Quick smoke run" in quick
+    assert "## Findings" not in quick
+    noted = run.render(_report(findings="<!-- private\nnote -->\n- packs parsed twice\n"))
+    assert "## Findings" in noted and "- packs parsed twice" in noted
+    assert "private" not in noted and "<!--" not in noted
 
 
 def test_big_layer_rows_are_left_out_when_skipped() -> None:
