@@ -184,9 +184,15 @@ class RegistryClient:
         self._cancel(resp)
         return False
 
-    def push_blob(self, repo: str, desc: Descriptor, stream: IO[bytes]) -> None:
-        """Upload unless present: one PUT for small blobs, PATCH chunks for large ones."""
-        if self.blob_exists(repo, desc):
+    def push_blob(
+        self, repo: str, desc: Descriptor, stream: IO[bytes], *, skip_present: bool = True
+    ) -> None:
+        """Upload unless present: one PUT for small blobs, PATCH chunks for large ones.
+
+        The copy engine has already asked `blob_exists`, so it passes skip_present=False
+        to spare a second HEAD per blob.
+        """
+        if skip_present and self.blob_exists(repo, desc):
             return
         resp = self.http.request(
             "POST", f"/v2/{repo}/blobs/uploads/", scope=_push(repo), ok=(202,), what=repo

@@ -30,7 +30,7 @@ class RegistryTarget:
             self.client.put_manifest(self.repo, desc.digest, data, desc.media_type)
             self._pushed[desc.digest] = data
         else:
-            self.client.push_blob(self.repo, desc, stream)
+            self.client.push_blob(self.repo, desc, stream, skip_present=False)
 
     def mount(self, desc: Descriptor, sibling: object) -> bool:
         """Link from another repository of the same registry instead of uploading again."""
