@@ -30,7 +30,7 @@ test: debs $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check mirror tests bench
 	$(BIN)/ruff format --check mirror tests bench
-	$(BIN)/mypy mirror
+	$(BIN)/mypy mirror bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info
@@ -38,3 +38,7 @@ clean:
 # The whole mission on loopback: a connected lab, keygen, export, verify, inspect, import.
 demo: debs $(STAMP)
 	$(BIN)/python -m mirror.lab.demo
+
+# Every benchmark side by side with skopeo in one run; rewrites docs/BENCHMARKS.md.
+bench: debs $(STAMP)
+	$(BIN)/python bench/run.py
