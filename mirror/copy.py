@@ -257,33 +257,36 @@ def _transfer(item: _Item, donors: list[Target], opts: CopyOptions, obs: Observe
 
 
 class _Counter:
-    """Counts bytes for progress, and takes them back if an attempt is retried."""
+    """Counts bytes for progress, and takes them back if an attempt is retried.
+
+    A plain reader object, not a class made per call: a class built in a function lives
+    in a reference cycle, so the stream it wraps (and its native zstd buffers) would
+    outlive the copy until the garbage collector happened to run.
+    """
 
     def __init__(self, obs: Observer) -> None:
         self.obs = obs
         self.count = 0
+        self._stream: IO[bytes] | None = None
 
     def wrap(self, stream: IO[bytes]) -> IO[bytes]:
-        counter = self
+        self._stream = stream
+        return self  # type: ignore[return-value]
 
-        class Counted(io.RawIOBase):
-            def readable(self) -> bool:
-                return True
+    def read(self, n: int = -1, /) -> bytes:
+        assert self._stream is not None
+        chunk = self._stream.read(n)
+        self.count += len(chunk)
+        self.obs.advance(len(chunk))
+        return chunk
 
-            def read(self, n: int = -1, /) -> bytes:
-                chunk = stream.read(n)
-                counter.count += len(chunk)
-                counter.obs.advance(len(chunk))
-                return chunk
-
-            def __len__(self) -> int:
-                return len(stream)  # type: ignore[arg-type]
-
-        return Counted()  # type: ignore[return-value]
+    def __len__(self) -> int:
+        return len(self._stream)  # type: ignore[arg-type]
 
     def rewind(self) -> None:
         self.obs.advance(-self.count)
         self.count = 0
+        self._stream = None
 
 
 def _manifest_pusher(graph: Graph) -> Callable[[], None]:

@@ -10,7 +10,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -46,8 +46,12 @@ class _Guarded:
         except zstandard.ZstdError as exc:
             raise VerificationError(f"{self._where}: corrupt zstd data: {exc}") from None
 
+    def close(self) -> None:
+        """Free the native decompression buffers now, not when the collector gets to them."""
+        self._raw.close()  # type: ignore[no-untyped-call]
 
-def decompressing(raw: Readable, where: str, *, across_frames: bool = True) -> Readable:
+
+def decompressing(raw: Readable, where: str, *, across_frames: bool = True) -> _Guarded:
     reader = zstandard.ZstdDecompressor().stream_reader(
         cast(BinaryIO, raw), read_size=CHUNK, read_across_frames=across_frames, closefd=False
     )
@@ -131,9 +135,8 @@ class BundleReader:
             raise VerificationError(f"{path}: not in the bundle's table of contents")
         if entry.size != size:
             raise IntegrityError(f"{path}: table of contents says {entry.size} bytes, not {size}")
-        with self._open() as f:
+        with self._open() as f, closing(decompressing(f, path, across_frames=False)) as stream:
             f.seek(entry.frame)
-            stream = decompressing(f, path, across_frames=False)
             skip = entry.offset
             while skip > 0:
                 got = len(stream.read(min(skip, CHUNK)))
