@@ -126,7 +126,7 @@ def copy_graphs(
     opts = options or CopyOptions()
     obs = observer or NullObserver()
     report = CopyReport(graphs=list(graphs) if graphs is not None else _resolve_all(tasks, opts))
-    report.conflicts = _conflicts(report.graphs)
+    report.conflicts = _conflicts(report.graphs, opts.jobs)
     if report.conflicts and not opts.overwrite and not opts.dry_run:
         raise ConflictError(
             f"{len(report.conflicts)} tag(s) on the target point at other content "
@@ -167,16 +167,19 @@ def _resolve_all(tasks: Sequence[CopyTask], opts: CopyOptions) -> list[Graph]:
     return [g for g in out if g is not None]
 
 
-def _conflicts(graphs: Iterable[Graph]) -> list[str]:
+def _conflicts(graphs: Sequence[Graph], jobs: int) -> list[str]:
     """Tags that name other content at the destination; marks graphs already in place.
 
     A tag that already names the root implies its whole subtree is there (children are
     always written before parents), so such a graph is skipped without a HEAD per blob.
     """
-    found = []
-    for g in graphs:
-        t = g.task
-        if t.tag and isinstance(t.dst, TagResolver):
+    found: list[str] = []
+
+    def check(g: Graph) -> Callable[[], None]:
+        def run() -> None:
+            t = g.task
+            if not t.tag or not isinstance(t.dst, TagResolver):
+                return
             current = t.dst.resolve(t.tag)
             g.complete = current is not None and current.digest == t.root.digest
             if current is not None and not g.complete:
@@ -184,7 +187,11 @@ def _conflicts(graphs: Iterable[Graph]) -> list[str]:
                     f"{t.dst.where}:{t.tag} is {current.digest[:19]}, "
                     f"the source has {t.root.digest[:19]}"
                 )
-    return found
+
+        return run
+
+    _parallel(jobs, [check(g) for g in graphs])
+    return sorted(found)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import os
 import subprocess
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 import zstandard
@@ -21,6 +21,7 @@ from test_bundle_support import (
     sha,
 )
 
+from mirror.bundle import reader as reader_module
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.toc import FOOTER_SIZE
 from mirror.bundle.writer import SMALL_MEMBER, Member, write_bundle
@@ -220,3 +221,28 @@ def test_footer_points_at_the_toc(tmp_path: Path) -> None:
     assert tail.endswith(b"MIRRTOC1")
     # zstd itself must accept the whole file, skippable frames included.
     subprocess.run(["zstd", "-t", "-q", str(out)], check=True)
+
+
+def test_read_small_matches_streaming_and_decompresses_a_shared_frame_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files, root = _big_layout()
+    out = _write(tmp_path / "b.tar.zst", files, root)
+    reader = BundleReader(out)
+    calls = []
+    real = reader_module.decompressing
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reader_module, "decompressing", counting)
+    toc = reader.toc()
+    small = sorted(p for p, d in files.items() if len(d) < SMALL_MEMBER)
+    for path in [*small, *small]:
+        assert reader.read_small(path, sha(files[path]), len(files[path])) == files[path]
+    assert len(calls) == len({toc[p].frame for p in small})  # once per shared frame
+    big = next(p for p, d in files.items() if len(d) >= SMALL_MEMBER)
+    assert reader.read_small(big, sha(files[big]), len(files[big])) == files[big]
+    with pytest.raises(IntegrityError):
+        reader.read_small(small[0], "0" * 64, len(files[small[0]]))

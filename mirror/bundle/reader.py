@@ -30,6 +30,8 @@ from mirror.errors import IntegrityError, OperationError, VerificationError
 from mirror.streams import Readable
 
 CHUNK = 1024 * 1024
+SMALL_FRAME = 2 * 1024 * 1024  # the writer groups small members up to about 1 MiB a frame
+FRAME_CACHE = 64 * 1024 * 1024  # decompressed shared frames kept per reader, at most
 MAX_SIGNATURE_BYTES = 4096
 
 
@@ -51,7 +53,7 @@ class _Guarded:
         self._raw.close()  # type: ignore[no-untyped-call]
 
 
-def decompressing(raw: Readable, where: str, *, across_frames: bool = True) -> _Guarded:
+def decompressing(raw: Readable, where: str, across_frames: bool = True) -> _Guarded:
     reader = zstandard.ZstdDecompressor().stream_reader(
         cast(BinaryIO, raw), read_size=CHUNK, read_across_frames=across_frames, closefd=False
     )
@@ -95,6 +97,10 @@ class BundleReader:
         self.path = path
         self._toc: dict[str, TocEntry] | None = None
         self._lock = threading.Lock()
+        self._frame_lock = threading.Lock()
+        self._lengths: dict[int, int] | None = None
+        self._frames: dict[int, bytes] = {}  # shared frames of small members, decompressed
+        self._cached = 0
 
     def _open(self) -> BinaryIO:
         try:
@@ -127,14 +133,63 @@ class BundleReader:
                 raise VerificationError(f"{self.path}: table of contents is truncated")
             return decode_toc(payload, offset)
 
-    @contextmanager
-    def open_member(self, path: str, sha256: str, size: int) -> Iterator[MemberStream]:
-        """One member, decompressing only its frame; size and sha256 checked as it streams."""
+    def read_small(self, path: str, sha256: str, size: int) -> bytes:
+        """A small member (a manifest, a config) whole, checked.
+
+        Small members share frames, so reading each one alone would decompress its frame
+        from the start every time; a shared frame is decompressed once and kept, within
+        FRAME_CACHE bytes in all.
+        """
+        entry = self._entry(path, size)
+        frame = self._small_frame(entry.frame)
+        if frame is None or entry.offset + size > len(frame):
+            with self.open_member(path, sha256, size) as stream:
+                return tarfmt.read_exact(stream, size)
+        data = frame[entry.offset : entry.offset + size]
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(f"{path}: content does not match sha256 {sha256}")
+        return data
+
+    def _small_frame(self, offset: int) -> bytes | None:
+        # One lock around the whole read: threads asking for the same frame wait for the
+        # first one instead of all decompressing it (a frame takes about a millisecond).
+        with self._frame_lock:
+            hit = self._frames.get(offset)
+            if hit is not None:
+                return hit
+            length = self._frame_lengths().get(offset, SMALL_FRAME + 1)
+            if length > SMALL_FRAME:
+                return None  # a big member's own frame: stream it instead
+            with self._open() as f, closing(decompressing(f, str(self.path), False)) as z:
+                f.seek(offset)
+                data = tarfmt.read_exact(z, length)
+            if self._cached + len(data) <= FRAME_CACHE:
+                self._frames[offset] = data
+                self._cached += len(data)
+            return data
+
+    def _frame_lengths(self) -> dict[int, int]:
+        """Where each frame's last member ends; zstd's reader would run on into the next."""
+        if self._lengths is None:
+            ends: dict[int, int] = {}
+            for e in self.toc().values():
+                end = e.offset + e.size + tarfmt.padding(e.size)
+                ends[e.frame] = max(end, ends.get(e.frame, 0))
+            self._lengths = ends
+        return self._lengths
+
+    def _entry(self, path: str, size: int) -> TocEntry:
         entry = self.toc().get(path)
         if entry is None:
             raise VerificationError(f"{path}: not in the bundle's table of contents")
         if entry.size != size:
             raise IntegrityError(f"{path}: table of contents says {entry.size} bytes, not {size}")
+        return entry
+
+    @contextmanager
+    def open_member(self, path: str, sha256: str, size: int) -> Iterator[MemberStream]:
+        """One member, decompressing only its frame; size and sha256 checked as it streams."""
+        entry = self._entry(path, size)
         with self._open() as f, closing(decompressing(f, path, across_frames=False)) as stream:
             f.seek(entry.frame)
             skip = entry.offset

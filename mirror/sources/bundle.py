@@ -42,9 +42,11 @@ class BundleSource:
     def fetch_manifest(self, desc: Descriptor) -> bytes:
         if desc.size > MAX_MANIFEST:
             raise IntegrityError(f"{self.where}: manifest {desc.digest} is too large")
-        with self.fetch(desc) as stream:
-            data = stream.read(desc.size)
-            stream.read(1)  # reaching EOF makes the stream check size and digest
+        path = _blob_path(desc.digest)
+        rec = self._members.get(path)
+        if rec is None or rec.sha256 != desc.hex or rec.size != desc.size:
+            raise IntegrityError(f"{self.where}: {path} is not in the signed manifest as named")
+        data = self.reader.read_small(path, rec.sha256, rec.size)
         check_bytes(desc, data, self.where)
         return data
 
