@@ -88,7 +88,7 @@ class ExportResult:
 
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
-    selection = discover_all(spec, ca_file=opts.ca_file)
+    selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs)
     if not selection.found:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     cache = BlobCache(opts.cache_dir)

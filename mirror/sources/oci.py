@@ -6,6 +6,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from mirror.errors import NotFoundError
 from mirror.oci import mediatypes as mt
@@ -18,26 +19,37 @@ from mirror.spec import Registry
 _GLOB = re.compile(r"[*?\[]")
 
 
-def discover(reg: Registry, client: RegistryClient) -> Selection:
-    """Resolve the spec's selection to root descriptors; fetched manifests are remembered."""
+def discover(reg: Registry, client: RegistryClient, *, jobs: int = 8) -> Selection:
+    """Resolve the spec's selection to root descriptors; fetched manifests are remembered.
+
+    Repositories are listed and resolved in parallel (a registry of a thousand packs is a
+    thousand tag lists); the result keeps the registry's order.
+    """
     base = reg.base_path.strip("/")
-    found: list[Found] = []
-    notes: list[str] = []
-    for repo in _repositories(reg, client, base):
-        full = f"{base}/{repo}" if base else repo
-        source = RegistrySource(client, full)
-        tags = reg.tags.apply(client.list_tags(full), f"registry {reg.name}")
-        if not tags and literal_repositories(reg.repositories):
-            raise NotFoundError(
-                f"registry {reg.name}: no tag of {full} matches the spec's tag filter"
-            )
-        for tag in tags:
-            desc, data = client.get_manifest(full, tag)
-            source.remember(desc, data)
-            item = _found(reg, source, repo, full, tag, desc, data, notes)
-            if item is not None:
-                found.append(item)
-    return Selection(found, notes)
+    repos = _repositories(reg, client, base)
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="discover") as pool:
+        parts = list(pool.map(lambda repo: _one_repository(reg, client, base, repo), repos))
+    out = Selection()
+    for part in parts:
+        out.found.extend(part.found)
+        out.notes.extend(part.notes)
+    return out
+
+
+def _one_repository(reg: Registry, client: RegistryClient, base: str, repo: str) -> Selection:
+    full = f"{base}/{repo}" if base else repo
+    source = RegistrySource(client, full)
+    tags = reg.tags.apply(client.list_tags(full), f"registry {reg.name}")
+    if not tags and literal_repositories(reg.repositories):
+        raise NotFoundError(f"registry {reg.name}: no tag of {full} matches the spec's tag filter")
+    part = Selection()
+    for tag in tags:
+        desc, data = client.get_manifest(full, tag)
+        source.remember(desc, data)
+        item = _found(reg, source, repo, full, tag, desc, data, part.notes)
+        if item is not None:
+            part.found.append(item)
+    return part
 
 
 def _repositories(reg: Registry, client: RegistryClient, base: str) -> list[str]:

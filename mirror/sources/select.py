@@ -25,11 +25,11 @@ def client_for(reg: Registry, *, ca_file: str | None = None) -> RegistryClient:
     return client
 
 
-def discover_all(spec: BundleSpec, *, ca_file: str | None = None) -> Selection:
+def discover_all(spec: BundleSpec, *, ca_file: str | None = None, jobs: int = 8) -> Selection:
     """Every registry's selection, in spec order; refs must be unique across registries."""
     out = Selection()
     for reg in spec.registries:
-        part = _discover(reg, ca_file)
+        part = _discover(reg, ca_file, jobs)
         out.found.extend(part.found)
         out.notes.extend(part.notes)
     seen: dict[str, str] = {}
@@ -40,9 +40,9 @@ def discover_all(spec: BundleSpec, *, ca_file: str | None = None) -> Selection:
     return out
 
 
-def _discover(reg: Registry, ca_file: str | None) -> Selection:
+def _discover(reg: Registry, ca_file: str | None, jobs: int) -> Selection:
     if reg.kind == "oci":
-        return oci.discover(reg, client_for(reg, ca_file=ca_file))
+        return oci.discover(reg, client_for(reg, ca_file=ca_file), jobs=jobs)
     if reg.kind == "pack" and reg.path:
         from mirror.sources import packdir
 
@@ -54,5 +54,5 @@ def _discover(reg: Registry, ca_file: str | None) -> Selection:
     if reg.kind == "helm":
         from mirror.sources import helm
 
-        return helm.discover(reg, ca_file=ca_file)
+        return helm.discover(reg, jobs=jobs, ca_file=ca_file)
     raise UsageError(f"registry {reg.name}: unknown kind {reg.kind!r}")
