@@ -148,7 +148,7 @@ def copy_graphs(
     if opts.dry_run:
         return report
     _parallel(opts.jobs, [_copier(g, opts, obs, report) for g in missing])
-    _parallel(opts.jobs, [_manifest_pusher(g) for g in report.graphs])
+    _parallel(opts.jobs, [_manifest_pusher(gs) for gs in _by_destination(report.graphs)])
     for dst in _unique(t.dst for t in tasks):
         dst.commit()
     return report
@@ -296,16 +296,33 @@ class _Counter:
         self._stream = None
 
 
-def _manifest_pusher(graph: Graph) -> Callable[[], None]:
+def _by_destination(graphs: Iterable[Graph]) -> list[list[Graph]]:
+    groups: dict[int, list[Graph]] = {}
+    for g in graphs:
+        groups.setdefault(id(g.task.dst), []).append(g)
+    return list(groups.values())
+
+
+def _manifest_pusher(graphs: list[Graph]) -> Callable[[], None]:
+    """Manifests, then tags, for one destination; destinations run in parallel.
+
+    One destination's manifests go one at a time, each digest once: two tags of one
+    image (`2.0.0` and `latest`) racing to write the same manifest make Distribution
+    answer 500.
+    """
+
     def run() -> None:
-        task = graph.task
-        if graph.complete:
-            return
-        for desc, data in graph.manifests:
-            if not task.dst.exists(desc):
-                task.dst.push(desc, io.BytesIO(data))
-        if task.tag is not None:
-            task.dst.tag(task.root, task.tag, task.annotations)
+        done: set[str] = set()
+        for graph in graphs:
+            task = graph.task
+            if graph.complete:
+                continue
+            for desc, data in graph.manifests:
+                if desc.digest not in done and not task.dst.exists(desc):
+                    task.dst.push(desc, io.BytesIO(data))
+                done.add(desc.digest)
+            if task.tag is not None:
+                task.dst.tag(task.root, task.tag, task.annotations)
 
     return run
 
