@@ -208,3 +208,20 @@ def test_fips_bundle_round_trip_and_verify_fips(
         assert client.get_manifest(repo, tag)[1] == src.get_manifest(repo, tag)[1]
     monkeypatch.setenv("MIRROR_KEY_PASSWORD", "unused")
     assert main([*imp, "--catalog", str(catalog), "--fips"]) == 3
+
+
+def test_fips_export_refuses_a_scrypt_protected_key(
+    tmp_path: Path,
+    pack_registry: LabRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MIRROR_KEY_PASSWORD", "pw")
+    assert main(["keygen", "--output-dir", str(tmp_path), "--name", "cosign"]) == 0
+    spec = _fips_spec(tmp_path, pack_registry, with_plain=False)
+    out = tmp_path / "b.tar.zst"
+    capsys.readouterr()
+    assert main(["export", str(spec), "-o", str(out), "--key", str(tmp_path / "cosign.key")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "openssl genpkey" in err
+    assert not out.exists()
