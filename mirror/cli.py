@@ -107,7 +107,12 @@ def keygen(output_dir: Path, name: str) -> None:
 @click.option("--allow-non-fips", is_flag=True, help="Let non-FIPS registries into FIPS mode.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with it.")
-@click.option("--since", multiple=True, type=click.Path(path_type=Path), hidden=True)
+@click.option(
+    "--since",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An import receipt from the far side: ship only the blobs it does not hold.",
+)
 @click.option("--split-size", hidden=True)
 @click.option(
     "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
@@ -149,8 +154,8 @@ def export(
     from mirror.export import export as run_export
     from mirror.spec import load_preset, load_spec, select
 
-    if since or split_size:
-        raise UsageError("--since and --split-size are not implemented yet")
+    if split_size:
+        raise UsageError("--split-size is not implemented yet")
     if output is None and not dry_run:
         raise UsageError("missing --output FILE")
     if output is not None and not dry_run and not output.resolve().parent.is_dir():
@@ -166,6 +171,7 @@ def export(
         key=private,
         with_dependencies=with_dependencies,
         ca_file=ca_file,
+        since=since,
     )
     with Progress("export") as progress:
         result = run_export(spec, opts, progress)

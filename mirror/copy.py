@@ -75,6 +75,8 @@ class CopyOptions:
     dry_run: bool = False
     overwrite: bool = False  # replace a tag that points elsewhere (`--force`)
     attempts: int = 3  # whole-blob retries after a transient registry failure
+    # Stores known to hold a digest (a delta's blobs, at the far side): mount from them.
+    donors: Mapping[str, Sequence[Target]] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,6 +228,7 @@ def _copier(
 ) -> Callable[[], None]:
     def run() -> None:
         donors = [i.dst for i in group if i.present]
+        donors += opts.donors.get(group[0].desc.digest, ())
         for item in group:
             if item.present:
                 continue

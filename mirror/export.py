@@ -6,6 +6,7 @@ to copy, describes it in manifest.json, and hands the members to the bundle writ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ from mirror.bundle.manifest import (
     ArtifactRecord,
     BundleManifest,
     ChartInfo,
+    ExternalBlob,
     MemberRecord,
     PackInfo,
     RegistryRecord,
@@ -38,6 +40,7 @@ from mirror.formats.pack import PackInfo as FormatPackInfo
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.packdeps import check_packs
+from mirror.receipt import Held, load_held
 from mirror.signing import sign_bytes, write_detached
 from mirror.sources.interface import Found, Selection
 from mirror.sources.select import discover_all
@@ -57,6 +60,7 @@ class ExportOptions:
     key: ec.EllipticCurvePrivateKey | None = None
     with_dependencies: bool = False
     ca_file: str | None = None  # for source registries with a private CA
+    since: tuple[Path, ...] = ()  # receipts: a delta against what the far side holds
 
 
 @dataclass
@@ -69,6 +73,8 @@ class ExportResult:
     cached_bytes: int
     signed: bool
     dry_run: bool
+    external_blobs: int = 0
+    external_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
 
@@ -82,12 +88,15 @@ class ExportResult:
             "cachedBytes": self.cached_bytes,
             "signed": self.signed,
             "dryRun": self.dry_run,
+            "externalBlobs": self.external_blobs,
+            "externalBytes": self.external_bytes,
             "notes": self.notes,
             "plan": self.plan,
         }
 
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
+    held = load_held(opts.since) if opts.since else Held()  # bad receipts fail before work
     selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs)
     if not selection.found:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
@@ -96,20 +105,24 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         selection, cache, add=opts.with_dependencies, store=not opts.dry_run, jobs=opts.jobs
     )
     selection.notes += packs.notes
-    target = BundleTarget(cache)
+    target = BundleTarget(cache, held.where)
     early = cache.stored_bytes
     tasks = [_task(f, target) for f in selection.found]
     report = copy_graphs(
         tasks, options=CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run), observer=observer
     )
+    external = _external(report, target, held)
+    left_out = sum(e.size for e in external)
     result = ExportResult(
         output=str(opts.output),
         artifacts=len(tasks),
-        blobs=report.blobs + _manifest_count(report),
-        bytes=report.bytes + _manifest_bytes(report),
+        blobs=report.blobs + _manifest_count(report) - len(external),
+        bytes=report.bytes + _manifest_bytes(report) - left_out,
         # Pack layers read for their dependencies were fetched before the copy found them.
         downloaded_bytes=report.copied_bytes + early,
-        cached_bytes=report.present_bytes - early,
+        cached_bytes=report.present_bytes - early - left_out,
+        external_blobs=len(external),
+        external_bytes=left_out,
         signed=opts.key is not None,
         dry_run=opts.dry_run,
         notes=list(selection.notes),
@@ -119,18 +132,27 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         return result
     records = _artifact_records(selection, report, cache, packs.infos)
     members = _members(target, report, cache)
-    manifest = _manifest(spec, records, members, opts.key).to_bytes()
+    manifest = _manifest(spec, records, members, opts.key)
+    if opts.since:
+        manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
+    manifest_bytes = manifest.to_bytes()
     _check_space(opts.output, members)
-    signature = sign_bytes(opts.key, manifest) if opts.key is not None else None
+    signature = sign_bytes(opts.key, manifest_bytes) if opts.key is not None else None
     observer.planned(len(members), sum(m.size for m in members))
     try:
         written = write_bundle(
-            opts.output, manifest, signature, members, mtime=_epoch(), observer=observer
+            opts.output, manifest_bytes, signature, members, mtime=_epoch(), observer=observer
         )
     except IntegrityError as exc:
         raise _forget_corrupt(exc, cache) from None
     write_detached(written.path, written.sha256, opts.key)
     return result
+
+
+def _external(report: CopyReport, target: BundleTarget, held: Held) -> tuple[ExternalBlob, ...]:
+    """The blobs a delta leaves out, each with a repository on the target that holds it."""
+    blobs = {b.digest: b for g in report.graphs for b in g.blobs if target.external(b)}
+    return tuple(ExternalBlob(d, blobs[d].size, held.repository(d) or "") for d in sorted(blobs))
 
 
 def _forget_corrupt(exc: IntegrityError, cache: BlobCache) -> MirrorError:
@@ -239,6 +261,8 @@ def _members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list
         nodes.update((b.digest, b) for b in g.blobs)
     for digest in sorted(nodes):
         desc = nodes[digest]
+        if target.external(desc):
+            continue  # a delta leaves it out: the far side holds it
         path = f"blobs/sha256/{desc.hex}"
         members.append(Member(path, desc.size, desc.hex, partial(cache.open, desc)))
     return members

@@ -49,6 +49,8 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "toolVersion": m.tool_version,
         "specDigest": m.spec_digest,
         "registries": [r.to_json() for r in m.registries],
+        "since": list(m.since),
+        "external": {"blobs": len(m.external), "bytes": sum(e.size for e in m.external)},
         "artifacts": artifacts,
         "totals": {
             "artifacts": len(artifacts),
@@ -102,9 +104,14 @@ def render_table(doc: dict[str, Any]) -> str:
         f"FIPS       {'yes' if doc['fips'] else 'no'}",
         f"Signed     {_signer_line(doc)}",
         f"Size       {human(doc['size'])} on disk",
-        "",
-        "Registries",
     ]
+    if doc["since"]:
+        ext = doc["external"]
+        lines.append(
+            f"Delta      against {len(doc['since'])} receipt(s): {ext['blobs']} blobs "
+            f"({human(ext['bytes'])}) left out, held by the target"
+        )
+    lines += ["", "Registries"]
     for r in doc["registries"]:
         where = r["url"] or "(local folder)"
         base = f" basePath={r['basePath']}" if r["basePath"] else ""

@@ -117,6 +117,18 @@ class MemberRecord:
 
 
 @dataclass(frozen=True)
+class ExternalBlob:
+    """A blob a delta bundle leaves out: the target holds it, at `held_at` among others."""
+
+    digest: str
+    size: int
+    held_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "size": self.size, "heldAt": self.held_at}
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     name: str
     created: str  # RFC 3339 UTC, e.g. 2024-01-01T00:00:00Z
@@ -128,9 +140,11 @@ class BundleManifest:
     artifacts: tuple[ArtifactRecord, ...] = ()
     members: tuple[MemberRecord, ...] = ()
     schema_version: int = field(default=SCHEMA_VERSION)
+    since: tuple[str, ...] = ()  # a delta: receipts' bundle digests it was cut against
+    external: tuple[ExternalBlob, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "schemaVersion": self.schema_version,
             "name": self.name,
             "created": self.created,
@@ -142,6 +156,10 @@ class BundleManifest:
             "artifacts": [a.to_json() for a in self.artifacts],
             "members": [m.to_json() for m in self.members],
         }
+        if self.since:  # only deltas carry these, so full bundles read as before
+            doc["since"] = list(self.since)
+            doc["external"] = [e.to_json() for e in self.external]
+        return doc
 
     def to_bytes(self) -> bytes:
         """The exact bytes that get signed; validated first so we never sign a bad manifest."""
@@ -204,6 +222,10 @@ def parse_manifest(data: bytes) -> BundleManifest:
         registries=tuple(_registry(r) for r in doc["registries"]),
         artifacts=tuple(_artifact(a) for a in doc["artifacts"]),
         members=tuple(MemberRecord(m["path"], m["sha256"], m["size"]) for m in doc["members"]),
+        since=tuple(doc.get("since", ())),
+        external=tuple(
+            ExternalBlob(e["digest"], e["size"], e["heldAt"]) for e in doc.get("external", ())
+        ),
     )
 
 

@@ -13,7 +13,7 @@ from typing import IO
 
 from mirror.bundle.manifest import BundleManifest
 from mirror.bundle.reader import BundleReader
-from mirror.errors import IntegrityError
+from mirror.errors import IntegrityError, OperationError
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes
 
 
@@ -22,6 +22,7 @@ class BundleSource:
         self.reader = reader
         self.where = str(reader.path)
         self._members = manifest.member_map()
+        self._external = {e.digest for e in manifest.external}
 
     def descriptor(self, digest: str, media_type: str) -> Descriptor:
         """A root's descriptor, sized from the signed member list."""
@@ -33,6 +34,11 @@ class BundleSource:
     @contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
         path = _blob_path(desc.digest)
+        if desc.digest in self._external and path not in self._members:
+            raise OperationError(
+                f"{desc.digest} is not in this delta bundle and the target does not hold it; "
+                "import the bundle its receipt came from first"
+            )
         rec = self._members.get(path)
         if rec is None or rec.sha256 != desc.hex or rec.size != desc.size:
             raise IntegrityError(f"{self.where}: {path} is not in the signed manifest as named")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import IO, Any
 
 from mirror.cache import BlobCache
@@ -18,14 +18,24 @@ from mirror.oci.descriptor import Descriptor
 
 
 class BundleTarget:
-    def __init__(self, cache: BlobCache) -> None:
+    """`held`: for a delta (`export --since`), blobs the far side already holds.
+
+    They count as present, so they are neither fetched nor packed; manifests are always
+    packed, because import walks every graph from the bundle.
+    """
+
+    def __init__(self, cache: BlobCache, held: Collection[str] = ()) -> None:
         self.cache = cache
+        self.held = frozenset(held)
         self.where = "bundle"
         self._refs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
+    def external(self, desc: Descriptor) -> bool:
+        return not desc.is_manifest and desc.digest in self.held
+
     def exists(self, desc: Descriptor) -> bool:
-        return self.cache.has(desc)
+        return self.external(desc) or self.cache.has(desc)
 
     def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
         self.cache.put(desc, stream)

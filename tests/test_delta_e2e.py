@@ -1,0 +1,121 @@
+"""Deltas by blob against what the far side really holds: `export --since RECEIPT`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_registry
+
+from mirror.bundle.reader import BundleReader
+from mirror.cli import main
+from mirror.lab.content import make_image, make_layer
+from mirror.lab.registry import LabRegistry, running_registry
+from mirror.lab.seed import client_for, seed_artifact
+from mirror.registry.client import RegistryClient
+
+BASE = make_layer("delta-base", 400_000)
+
+
+def _push(reg: LabRegistry, tag: str, extra: bytes) -> str:
+    image = make_image(f"app-{tag}", layers=[BASE, extra])
+    return seed_artifact(client_for(reg), "production/images/app", tag, image).digest
+
+
+@pytest.fixture
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRegistry]:
+    require_registry()
+    with running_registry(tmp_path_factory.mktemp("src")) as reg:
+        yield reg
+
+
+def _spec(tmp_path: Path, reg: LabRegistry) -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"registries:\n  - {{name: Lab, kind: oci, url: '{reg.url}', basePath: production,"
+        " repositories: [images/app]}\n"
+    )
+    return spec
+
+
+def test_delta_ships_only_what_the_far_side_lacks(
+    source: LabRegistry,
+    registry_factory: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target: LabRegistry = registry_factory()
+    _push(source, "1.0.0", make_layer("delta-one", 300_000))
+    full, delta = tmp_path / "full.tar.zst", tmp_path / "delta.tar.zst"
+    receipt, catalog = tmp_path / "receipt.json", tmp_path / "cat.json"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    spec = str(_spec(tmp_path, source))
+
+    assert main(["export", spec, "-o", str(full), *cache]) == 0
+    imp = ["--target", target.url, "--allow-unsigned", "--catalog", str(catalog)]
+    assert main(["import", str(full), *imp, "--receipt", str(receipt)]) == 0
+
+    new = _push(source, "2.0.0", make_layer("delta-two", 200_000))  # shares BASE
+    capsys.readouterr()
+    assert main(["export", spec, "-o", str(delta), "--since", str(receipt), "--json", *cache]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # 1.0.0 is selected again, and held whole: its config and both layers stay home
+    # (BASE is shared with 2.0.0); manifests always travel, import walks them.
+    assert summary["externalBlobs"] == 3
+    assert summary["externalBytes"] > 600_000
+    assert delta.stat().st_size < full.stat().st_size
+
+    manifest = json.loads(BundleReader(delta).head()[0])
+    assert manifest["since"] and len(manifest["external"]) == 3
+    assert {e["heldAt"] for e in manifest["external"]} == {"production/images/app"}
+    assert main(["verify", str(delta), "--allow-unsigned"]) == 0
+    assert main(["inspect", str(delta)]) == 0
+    assert "Delta      against 1 receipt(s): 3 blobs" in capsys.readouterr().out
+
+    capsys.readouterr()
+    assert main(["import", str(delta), *imp, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pushedBlobs"] == 2  # the new layer and config, nothing more
+    client = RegistryClient(target.url)
+    assert client.resolve("production/images/app", "2.0.0").digest == new  # type: ignore[union-attr]
+
+
+def test_delta_into_a_target_without_the_base_fails_cleanly(
+    source: LabRegistry,
+    registry_factory: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    first: LabRegistry = registry_factory()
+    empty: LabRegistry = registry_factory()
+    _push(source, "1.0.0", make_layer("delta-one", 300_000))
+    full, delta = tmp_path / "full.tar.zst", tmp_path / "delta.tar.zst"
+    receipt = tmp_path / "receipt.json"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    spec = str(_spec(tmp_path, source))
+    assert main(["export", spec, "-o", str(full), *cache]) == 0
+    imp = ["--allow-unsigned", "--catalog", str(tmp_path / "c.json")]
+    assert main(["import", str(full), "--target", first.url, *imp, "--receipt", str(receipt)]) == 0
+    _push(source, "2.0.0", make_layer("delta-two", 200_000))
+    assert main(["export", spec, "-o", str(delta), "--since", str(receipt), *cache]) == 0
+    capsys.readouterr()
+
+    assert main(["import", str(delta), "--target", empty.url, *imp]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "import the bundle its receipt came from" in err
+    client = RegistryClient(empty.url)
+    for tag in ("1.0.0", "2.0.0"):  # no tag points at content the target lacks
+        assert client.resolve("production/images/app", tag) is None
+
+
+def test_a_bad_receipt_is_a_usage_error(
+    source: LabRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "receipt.json"
+    bad.write_text('{"version": 1, "target": "x"}')
+    args = ["export", str(_spec(tmp_path, source)), "-o", str(tmp_path / "b"), "--since", str(bad)]
+    assert main(args) == 2
+    assert "receipt.json" in capsys.readouterr().err
