@@ -2,8 +2,9 @@
 
 A blob enters only after its digest and size were checked while it streamed in, under a
 temporary name renamed into place; so an interrupted export, run again, fetches only what
-is missing. The bundle writer hashes every blob again as it packs it, which catches a cache
-corrupted on disk, and then the entry is dropped so the next run fetches it afresh.
+is missing. The bundle writer hashes every blob again as it packs it (except those this very
+process just verified on their way in), which catches a cache corrupted on disk between
+runs; the entry is then dropped so the next run fetches it afresh.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class BlobCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.stored_bytes = 0  # fetched into the cache by this process: "downloaded"
+        self.fresh: set[str] = set()  # digests this process verified on their way in
         self._lock = threading.Lock()
 
     def path(self, digest: str) -> Path:
@@ -44,6 +46,7 @@ class BlobCache:
             drain(VerifyingReader(stream, desc, f"cache {desc.digest}"), out)
         with self._lock:
             self.stored_bytes += desc.size
+            self.fresh.add(desc.digest)
 
     def open(self, desc: Descriptor) -> BinaryIO:
         return self.path(desc.digest).open("rb")

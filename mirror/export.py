@@ -264,7 +264,8 @@ def _members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list
         if target.external(desc):
             continue  # a delta leaves it out: the far side holds it
         path = f"blobs/sha256/{desc.hex}"
-        members.append(Member(path, desc.size, desc.hex, partial(cache.open, desc)))
+        fresh = desc.digest in cache.fresh
+        members.append(Member(path, desc.size, desc.hex, partial(cache.open, desc), fresh))
     return members
 
 
