@@ -92,6 +92,18 @@ class CopyReport:
     conflicts: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    def absorb(self, other: CopyReport) -> None:
+        """Fold a later round's report into this one (export adds packs in a second round)."""
+        self.graphs += other.graphs
+        self.blobs += other.blobs
+        self.bytes += other.bytes
+        self.copied_blobs += other.copied_blobs
+        self.copied_bytes += other.copied_bytes
+        self.mounted_blobs += other.mounted_blobs
+        self.present_blobs += other.present_blobs
+        self.present_bytes += other.present_bytes
+        self.conflicts += other.conflicts
+
 
 def resolve_graph(task: CopyTask) -> Graph:
     """Walk the source from the root; every manifest is verified against its descriptor."""

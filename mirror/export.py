@@ -39,7 +39,7 @@ from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationE
 from mirror.formats.pack import PackInfo as FormatPackInfo
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.packdeps import check_packs
+from mirror.packdeps import PackReport, check_packs
 from mirror.receipt import Held, load_held
 from mirror.signing import sign_bytes, write_detached
 from mirror.sources.interface import Found, Selection
@@ -101,26 +101,24 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     if not selection.found:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     cache = BlobCache(opts.cache_dir)
-    packs = check_packs(
-        selection, cache, add=opts.with_dependencies, store=not opts.dry_run, jobs=opts.jobs
-    )
-    selection.notes += packs.notes
     target = BundleTarget(cache, held.where)
-    early = cache.stored_bytes
+    copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run)
+    if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
+        packs = check_packs(selection, cache, add=opts.with_dependencies, store=False)
     tasks = [_task(f, target) for f in selection.found]
-    report = copy_graphs(
-        tasks, options=CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run), observer=observer
-    )
+    report = copy_graphs(tasks, options=copy, observer=observer)
+    if not opts.dry_run:  # pack.json was read by the copy workers as the layers arrived
+        packs = _pack_check(selection, cache, target, opts, report, observer)
+    selection.notes += packs.notes
     external = _external(report, target, held)
     left_out = sum(e.size for e in external)
     result = ExportResult(
         output=str(opts.output),
-        artifacts=len(tasks),
+        artifacts=len(report.graphs),
         blobs=report.blobs + _manifest_count(report) - len(external),
         bytes=report.bytes + _manifest_bytes(report) - left_out,
-        # Pack layers read for their dependencies were fetched before the copy found them.
-        downloaded_bytes=report.copied_bytes + early,
-        cached_bytes=report.present_bytes - early - left_out,
+        downloaded_bytes=report.copied_bytes,
+        cached_bytes=report.present_bytes - left_out,
         external_blobs=len(external),
         external_bytes=left_out,
         signed=opts.key is not None,
@@ -165,6 +163,26 @@ def _forget_corrupt(exc: IntegrityError, cache: BlobCache) -> MirrorError:
         return exc
     cache.drop("sha256:" + found.group(1))
     return OperationError(f"{exc} (a corrupt cache entry; it was removed, run again)")
+
+
+def _pack_check(
+    selection: Selection,
+    cache: BlobCache,
+    target: BundleTarget,
+    opts: ExportOptions,
+    report: CopyReport,
+    observer: Observer,
+) -> PackReport:
+    """Dependencies of the copied packs; with --with-dependencies, copy what they need."""
+    before = len(selection.found)
+    packs = check_packs(
+        selection, cache, add=opts.with_dependencies, store=True, known=target.packs
+    )
+    added = [_task(f, target) for f in selection.found[before:]]
+    if added:
+        more = copy_graphs(added, options=CopyOptions(jobs=opts.jobs), observer=observer)
+        report.absorb(more)
+    return packs
 
 
 def _task(found: Found, target: BundleTarget) -> CopyTask:

@@ -9,6 +9,7 @@ the same registry at `<basePath>/spectro-packs/archive/<name>`, newest fitting f
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -46,7 +47,13 @@ class PackReport:
 
 
 def check_packs(
-    selection: Selection, cache: BlobCache, *, add: bool, store: bool, jobs: int = 8
+    selection: Selection,
+    cache: BlobCache,
+    *,
+    add: bool,
+    store: bool,
+    jobs: int = 8,
+    known: Mapping[str, PackInfo] | None = None,
 ) -> PackReport:
     """Notes for the plan, and each pack's pack.json (read once, in parallel, here).
 
@@ -55,7 +62,7 @@ def check_packs(
     pool = _Pool()
     packs = [f for f in selection.found if f.kind == "pack"]
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as workers:
-        infos = list(workers.map(lambda f: pack_json(f, cache, store=store), packs))
+        infos = list(workers.map(lambda f: pack_json(f, cache, store=store, known=known), packs))
     report = PackReport()
     for f, info in zip(packs, infos, strict=True):
         if info is not None:
@@ -123,13 +130,17 @@ def _candidates(like: Found, name: str, allows: object) -> list[Found]:
     return out
 
 
-def pack_json(found: Found, cache: BlobCache, *, store: bool) -> PackInfo | None:
-    """pack.json from the pack's tar layer: the cache if it has it, else the source."""
+def pack_json(
+    found: Found, cache: BlobCache, *, store: bool, known: Mapping[str, PackInfo] | None = None
+) -> PackInfo | None:
+    """pack.json from the pack's tar layer: already read (`known`), the cache, or the source."""
     data = found.source.fetch_manifest(found.desc)
     layers = [Descriptor.from_json(d) for d in json.loads(data).get("layers") or []]
     for layer in layers:
         if layer.media_type != mt.OCI_LAYER_TAR:
             continue
+        if known and layer.digest in known:
+            return known[layer.digest]
         if store and not cache.has(layer):
             with found.source.fetch(layer) as stream:
                 cache.put(layer, stream)

@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Collection, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mirror.cache import BlobCache
 from mirror.errors import UsageError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
+
+if TYPE_CHECKING:
+    from mirror.formats.pack import PackInfo
+
+MAX_PACK_LAYER = 64 * 1024 * 1024  # pack archives are small; a bigger "pack" is not parsed
 
 
 class BundleTarget:
@@ -30,6 +35,7 @@ class BundleTarget:
         self.where = "bundle"
         self._refs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self.packs: dict[str, PackInfo] = {}  # pack.json by the pack layer's digest
 
     def external(self, desc: Descriptor) -> bool:
         return not desc.is_manifest and desc.digest in self.held
@@ -39,6 +45,16 @@ class BundleTarget:
 
     def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
         self.cache.put(desc, stream)
+        if desc.media_type == mt.OCI_LAYER_TAR and desc.size <= MAX_PACK_LAYER:
+            # A pack's tarball: read its pack.json now, on this copy worker, while other
+            # blobs are still downloading, instead of on the main thread afterwards.
+            from mirror.formats.pack import read_pack_json_from_archive
+
+            with self.cache.path(desc.digest).open("rb") as fh:
+                info = read_pack_json_from_archive(fh, desc.digest)
+            if info is not None:
+                with self._lock:
+                    self.packs[desc.digest] = info
 
     def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
         entry = desc.to_json()
