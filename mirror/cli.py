@@ -113,7 +113,10 @@ def keygen(output_dir: Path, name: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="An import receipt from the far side: ship only the blobs it does not hold.",
 )
-@click.option("--split-size", hidden=True)
+@click.option(
+    "--split-size",
+    help="Cut the bundle into FILE.001, FILE.002, ... of at most this size (700M, 4G, 4GB).",
+)
 @click.option(
     "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
 )
@@ -148,14 +151,14 @@ def export(
     as_json: bool,
 ) -> None:
     """Snapshot registries into one bundle (FILE, FILE.sha256 and, with --key, FILE.sig)."""
+    from mirror.bundle.parts import parse_size
     from mirror.cache import default_cache_dir
     from mirror.errors import UsageError
     from mirror.export import ExportOptions
     from mirror.export import export as run_export
     from mirror.spec import load_preset, load_spec, select
 
-    if split_size:
-        raise UsageError("--split-size is not implemented yet")
+    parts = parse_size(split_size) if split_size else None
     if output is None and not dry_run:
         raise UsageError("missing --output FILE")
     if output is not None and not dry_run and not output.resolve().parent.is_dir():
@@ -172,6 +175,7 @@ def export(
         with_dependencies=with_dependencies,
         ca_file=ca_file,
         since=since,
+        split_size=parts,
     )
     with Progress("export") as progress:
         result = run_export(spec, opts, progress)
@@ -215,6 +219,7 @@ def _print_export(result: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_json: bool) -> None:
     """Check a bundle end to end, fail-closed: signatures, every member, the OCI layout."""
+    from mirror.bundle.parts import total_size
     from mirror.bundle.verify import verify_bundle
     from mirror.errors import VerificationError
 
@@ -222,7 +227,7 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     pub = _load_public(key)
     try:
         with Progress("verify") as progress:
-            progress.planned(0, bundle.stat().st_size)
+            progress.planned(0, total_size(bundle))
             res = verify_bundle(
                 bundle, pub, allow_unsigned=allow_unsigned, fips=fips, observer=progress
             )
@@ -380,9 +385,10 @@ def _print_import(result: Any) -> None:
 
 
 def _require_file(path: Path) -> None:
+    from mirror.bundle.parts import exists
     from mirror.errors import UsageError
 
-    if not path.is_file():
+    if not exists(path):
         raise UsageError(f"{path}: no such bundle")
 
 

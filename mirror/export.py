@@ -61,6 +61,7 @@ class ExportOptions:
     with_dependencies: bool = False
     ca_file: str | None = None  # for source registries with a private CA
     since: tuple[Path, ...] = ()  # receipts: a delta against what the far side holds
+    split_size: int | None = None  # FILE.001, FILE.002, ... of at most this many bytes
 
 
 @dataclass
@@ -139,7 +140,13 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     observer.planned(len(members), sum(m.size for m in members))
     try:
         written = write_bundle(
-            opts.output, manifest_bytes, signature, members, mtime=_epoch(), observer=observer
+            opts.output,
+            manifest_bytes,
+            signature,
+            members,
+            mtime=_epoch(),
+            observer=observer,
+            split_size=opts.split_size,
         )
     except IntegrityError as exc:
         raise _forget_corrupt(exc, cache) from None

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from mirror.bundle.parts import open_bundle
 from mirror.errors import IntegrityError, VerificationError
 from mirror.keys import fingerprint
 from mirror.streams import atomic_file
@@ -67,7 +68,7 @@ def verify_bytes(
 def sha256_file(path: Path) -> bytes:
     """The raw SHA-256 of a file of any size, in bounded memory."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with open_bundle(path) as f:  # a split bundle's parts, read as the one file they are
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.digest()

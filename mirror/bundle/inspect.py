@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.bundle.manifest import parse_manifest
+from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
 
 _CLAIMED = "claimed by manifest.json, not verified (run `mirror verify --key PUB`)"
@@ -45,7 +46,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "signed": signature is not None,
         "signer": m.signer,
         "signerVerified": False,
-        "size": path.stat().st_size,
+        "size": total_size(path),
         "toolVersion": m.tool_version,
         "specDigest": m.spec_digest,
         "registries": [r.to_json() for r in m.registries],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mirror.bundle.parts import stamp
 from mirror.streams import atomic_file
 
 MAX_ENTRIES = 64
@@ -32,9 +33,7 @@ class Proof:
 
     @classmethod
     def of(cls, path: Path, signer: str | None, fips: bool) -> Proof:
-        st = path.stat()
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        return cls(str(path.resolve()), stamp, signer, fips)
+        return cls(str(path.resolve()), stamp(path), signer, fips)
 
 
 class VerifiedMemo:

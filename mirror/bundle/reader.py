@@ -7,7 +7,6 @@ checked against the digest and size the caller got from the signed manifest.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -19,6 +18,7 @@ import zstandard
 
 from mirror.bundle import tarfmt
 from mirror.bundle.manifest import MANIFEST_PATH, MAX_MANIFEST_BYTES, SIGNATURE_PATH
+from mirror.bundle.parts import open_bundle, total_size
 from mirror.bundle.toc import (
     FOOTER_SIZE,
     TocEntry,
@@ -104,7 +104,7 @@ class BundleReader:
 
     def _open(self) -> BinaryIO:
         try:
-            return self.path.open("rb")
+            return open_bundle(self.path)
         except OSError as exc:
             raise OperationError(f"{self.path}: cannot open: {exc.strerror}") from None
 
@@ -121,7 +121,7 @@ class BundleReader:
 
     def _read_toc(self) -> dict[str, TocEntry]:
         with self._open() as f:
-            size = os.fstat(f.fileno()).st_size
+            size = total_size(self.path)
             if size < FOOTER_SIZE + 8:
                 raise VerificationError(f"{self.path}: too short to be a bundle")
             f.seek(size - FOOTER_SIZE)

@@ -23,6 +23,7 @@ from mirror.bundle.manifest import (
     MemberRecord,
     parse_manifest,
 )
+from mirror.bundle.parts import open_bundle
 from mirror.bundle.reader import BundleReader, decompressing, read_head_entries
 from mirror.bundle.writer import Observer
 from mirror.errors import FipsError, IntegrityError, UnsignedError, VerificationError
@@ -119,7 +120,7 @@ def verify_bundle(
 ) -> VerifyResult:
     """Return on success; raise VerificationError naming the first member that fails."""
     check_policy(pub, allow_unsigned=allow_unsigned, fips=fips)
-    with path.open("rb") as f:
+    with open_bundle(path) as f:
         raw = _HashingFile(f)
         failure: VerificationError | None = None
         try:

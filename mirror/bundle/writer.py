@@ -20,6 +20,7 @@ import zstandard
 
 from mirror.bundle import tarfmt
 from mirror.bundle.manifest import MANIFEST_PATH, SIGNATURE_PATH, parse_manifest
+from mirror.bundle.parts import split_output
 from mirror.bundle.toc import TocEntry, encode_footer, encode_toc
 from mirror.errors import IntegrityError, OperationError, UsageError
 from mirror.streams import atomic_file
@@ -97,11 +98,16 @@ def write_bundle(
     level: int = LEVEL,
     compressed_level: int = COMPRESSED_LEVEL,
     threads: int = -1,
+    split_size: int | None = None,
 ) -> WrittenBundle:
-    """Write FILE atomically: a temp file beside it, fsync, rename; on any failure no FILE."""
+    """Write FILE atomically: a temp file beside it, fsync, rename; on any failure no FILE.
+
+    With `split_size`, FILE.001, FILE.002, ... instead (bundle/parts.py), just as atomic.
+    """
     items = _plan(manifest, signature, members, mtime)
+    out = split_output(output, split_size) if split_size else atomic_file(output)
     try:
-        with atomic_file(output) as raw:
+        with out as raw:
             sink = _Sink(raw)  # type: ignore[arg-type]
             _write_all(sink, items, mtime, observer, level, compressed_level, threads)
     except OSError as exc:

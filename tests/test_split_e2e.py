@@ -1,0 +1,107 @@
+"""Split bundles: parts that fit the media, read as one file, joined by `cat` if wanted."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror.bundle.parts import JoinedFile, parse_size, part_path, parts_of
+from mirror.cli import main
+from mirror.errors import UsageError
+
+
+def _spec(tmp_path: Path, url: str) -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"registries:\n  - {{name: Lab, kind: oci, url: '{url}', basePath: production,"
+        " repositories: [images/web, images/api-00]}\n"
+    )
+    return spec
+
+
+def test_split_bundle_round_trip(
+    seeded_registry: Any,
+    registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    spec = _spec(tmp_path, seeded_registry.url)
+    whole, split = tmp_path / "whole" / "b.tar.zst", tmp_path / "split" / "b.tar.zst"
+    whole.parent.mkdir()
+    split.parent.mkdir()
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["export", str(spec), "-o", str(whole), *cache]) == 0
+    assert main(["export", str(spec), "-o", str(split), "--split-size", "128K", *cache]) == 0
+
+    parts = parts_of(split)
+    assert len(parts) > 2 and not split.exists()
+    assert all(p.stat().st_size <= 128 * 1024 for p in parts)
+    joined = b"".join(p.read_bytes() for p in parts)
+    assert joined == whole.read_bytes()  # `cat FILE.0* > FILE` gives the unsplit bundle
+    subprocess.run(["sha256sum", "-c", "b.tar.zst.parts.sha256"], cwd=split.parent, check=True)
+    (tmp_path / "cat.tar.zst").write_bytes(joined)
+    sums = (split.parent / "b.tar.zst.sha256").read_text().replace("b.tar.zst", "cat.tar.zst")
+    (tmp_path / "cat.tar.zst.sha256").write_text(sums)
+    subprocess.run(["sha256sum", "-c", "cat.tar.zst.sha256"], cwd=tmp_path, check=True)
+
+    capsys.readouterr()
+    assert main(["verify", str(split), "--allow-unsigned"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(split), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["size"] == len(joined)
+    imp = ["import", str(split), "--target", registry.url, "--allow-unsigned"]
+    assert main([*imp, "--catalog", str(tmp_path / "c.json")]) == 0
+
+    data = bytearray(parts[1].read_bytes())
+    data[100] ^= 0x01
+    parts[1].write_bytes(bytes(data))
+    assert main(["verify", str(split), "--allow-unsigned"]) == 3
+    parts[-1].unlink()
+    assert main(["verify", str(split), "--allow-unsigned"]) == 3
+
+
+def test_a_new_split_export_removes_stale_parts(seeded_registry: Any, tmp_path: Path) -> None:
+    spec = _spec(tmp_path, seeded_registry.url)
+    out = tmp_path / "b.tar.zst"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["export", str(spec), "-o", str(out), "--split-size", "64K", *cache]) == 0
+    many = len(parts_of(out))
+    assert main(["export", str(spec), "-o", str(out), "--split-size", "1M", *cache]) == 0
+    assert len(parts_of(out)) < many and not part_path(out, many).exists()
+    assert main(["verify", str(out), "--allow-unsigned"]) == 0
+
+
+def test_joined_file_reads_and_seeks_across_parts(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    paths = []
+    for n, start in enumerate(range(0, len(data), 3000), 1):
+        p = tmp_path / f"x.{n:03d}"
+        p.write_bytes(data[start : start + 3000])
+        paths.append(p)
+    with JoinedFile(paths) as f:
+        assert f.read() == data
+        f.seek(2990)
+        assert f.read(20) == data[2990:3010]
+        f.seek(-5, io.SEEK_END)
+        assert f.read() == data[-5:]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("700M", 700 << 20), ("4G", 4 << 30), ("4GiB", 4 << 30), ("4GB", 4 * 10**9), ("65536", 65536)],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "lots", "1K", "-5M", "4X"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_size(text)
