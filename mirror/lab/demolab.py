@@ -10,15 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
 PORT_ENV = "MIRROR_DEMO_PORT"
 DEFAULT_PORT = 5780  # source registry; the Helm repository is +1, the air-gapped target +2
@@ -93,57 +90,21 @@ def require_binary() -> str:
 
 
 def start_registry_at(port: int, run_dir: Path, what: str, storage: Path | None = None) -> Any:
-    """Debian's docker-registry on a fixed loopback port (the lab's own picks a free one).
+    """The lab's registry on a fixed loopback port, named by the demo preset.
 
     Storage under `run_dir` goes when the registry stops; a `storage` passed in stays.
     """
-    from mirror.lab.registry import LabRegistry, log_tail
+    from mirror.errors import OperationError
+    from mirror.lab.registry import start_registry
 
-    binary = require_binary()
-    run_dir.mkdir(parents=True)
-    owns = storage is None
-    storage = storage or run_dir / "storage"
-    config = {
-        "version": 0.1,
-        "log": {"level": "info"},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": os.urandom(16).hex()},
-    }
-    config_path, log_path = run_dir / "config.yml", run_dir / "registry.log"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [binary, "serve", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # our Ctrl-C is not its Ctrl-C: we stop it ourselves
-        )
-    url = f"http://127.0.0.1:{port}"
-    host = f"127.0.0.1:{port}"
-    reg = LabRegistry(url, host, "anon", storage, log_path, config_path, proc, _owns_storage=owns)
+    require_binary()
     try:
-        _wait_listening(proc, url, log_path)
-    except DemoError:
-        reg.stop()
-        tail = log_tail(log_path, 5)
-        if "address already in use" in tail:
+        return start_registry(run_dir, port=port, storage_dir=storage, ready_timeout=15)
+    except OperationError as exc:
+        if "address already in use" in str(exc):
             raise DemoError(port_message(port, what)) from None
-        last = tail.splitlines()[-1] if tail.strip() else "no log"
-        raise DemoError(f"the {what} did not start ({last}); see {log_path}") from None
-    return reg
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    listening = f"listening on {url.split('://', 1)[1]}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and proc.poll() is None:
-        if listening in log.read_text(errors="replace"):
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/v2/", timeout=1).status_code == 200:
-                    return
-        time.sleep(0.05)
-    raise DemoError("not ready")
+        last = str(exc).strip().splitlines()[-1]
+        raise DemoError(f"the {what} did not start ({last})") from None
 
 
 @contextlib.contextmanager

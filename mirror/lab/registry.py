@@ -176,12 +176,14 @@ def start_registry(
     password: str | None = None,
     storage_dir: Path | None = None,
     ready_timeout: float = 10.0,
+    port: int | None = None,
 ) -> LabRegistry:
     """Start `docker-registry serve` on a free loopback port and wait until /v2/ answers.
 
     Each call gets its own run directory under `workdir` (a temp dir when None), so a test
     can run a source and a target side by side. Storage made here is removed by `stop()`;
-    a `storage_dir` passed in is kept (benchmarks reuse a seeded store).
+    a `storage_dir` passed in is kept (benchmarks reuse a seeded store). A fixed `port`
+    (the demo's, named by its preset) is tried once; a busy one fails at once.
     """
     if flavour not in FLAVOURS:
         raise OperationError(f"unknown lab registry flavour {flavour!r}: use one of {FLAVOURS}")
@@ -198,8 +200,9 @@ def start_registry(
     auth, tls, ca_file, cleanups, token = _auth_and_tls(flavour, run_dir, username, password)
     scheme = "https" if tls else "http"
     last_log = ""
-    for _ in range(_START_ATTEMPTS):
-        port = free_port()
+    fixed = port
+    for _ in range(1 if fixed else _START_ATTEMPTS):
+        port = fixed or free_port()
         config_path = run_dir / "config.yml"
         doc = _config(port, storage, auth, tls)
         config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
