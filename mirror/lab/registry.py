@@ -191,7 +191,9 @@ def start_registry(
     if binary is None:
         raise OperationError(INSTALL_HINT)
     if workdir is not None:
+        workdir = workdir.resolve()  # the registry runs in its run dir: relative paths break
         workdir.mkdir(parents=True, exist_ok=True)
+    storage_dir = storage_dir.resolve() if storage_dir is not None else None
     run_dir = Path(tempfile.mkdtemp(prefix=f"registry-{flavour}-", dir=workdir))
     owns = storage_dir is None
     storage = storage_dir or run_dir / "storage"
