@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 ACTIONS = ("status", "corrupt", "truncate", "slow", "hang", "rewrite", "drop")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "te"}
 UNKNOWN_MEDIA_TYPE = "application/vnd.example.unknown.manifest.v1+json"
@@ -411,3 +413,25 @@ class Reg:
                     f"{repo}:{tag} -> {b}" for b in sorted(blobs) if not self.blob_ok(repo, b)
                 ]
         return problems
+
+
+@contextmanager
+def isolated_env(
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    set_env: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+) -> Iterator[None]:
+    """A module's environment: no docker config, cache, catalog or target credentials of
+    the machine running the tests leaks in; `set_env` and `drop` adjust the rest."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "docker").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCKER_CONFIG", str(home / "docker"))
+        mp.setenv("XDG_CACHE_HOME", str(home / "cache"))
+        mp.setenv("XDG_DATA_HOME", str(home / "data"))
+        for key, value in (set_env or {}).items():
+            mp.setenv(key, value)
+        for name in ("MIRROR_TARGET_USERNAME", "MIRROR_TARGET_PASSWORD", *drop):
+            mp.delenv(name, raising=False)
+        yield

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import BLOB_GET, FaultProxy, Reg, mirror, write_spec
+from faultproxy import BLOB_GET, FaultProxy, Reg, isolated_env, mirror, write_spec
 
 from mirror.lab import LabRegistry, start_registry
 from mirror.lab.content import image_family
@@ -48,20 +48,8 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module", autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No docker config, cache or catalog of the machine running the tests leaks in."""
-    home = tmp_path_factory.mktemp("home")
-    (home / "docker").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKER_CONFIG", str(home / "docker"))
-        mp.setenv("XDG_CACHE_HOME", str(home / "cache"))
-        mp.setenv("XDG_DATA_HOME", str(home / "data"))
-        mp.setenv("SOURCE_DATE_EPOCH", EPOCH)
-        for name in (
-            "REQUESTS_CA_BUNDLE",
-            "CURL_CA_BUNDLE",
-            "SSL_CERT_FILE",
-            "MIRROR_KEY_PASSWORD",
-        ):
-            mp.delenv(name, raising=False)
+    drop = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "MIRROR_KEY_PASSWORD")
+    with isolated_env(tmp_path_factory, set_env={"SOURCE_DATE_EPOCH": EPOCH}, drop=drop):
         yield
 
 

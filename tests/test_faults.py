@@ -27,6 +27,7 @@ from faultproxy import (
     UPLOAD,
     FaultProxy,
     Reg,
+    isolated_env,
     mirror,
     write_spec,
 )
@@ -40,14 +41,7 @@ MIRROR = (sys.executable, "-m", "mirror")
 
 @pytest.fixture(scope="module", autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    home = tmp_path_factory.mktemp("home")
-    (home / "docker").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKER_CONFIG", str(home / "docker"))
-        mp.setenv("XDG_CACHE_HOME", str(home / "cache"))
-        mp.setenv("XDG_DATA_HOME", str(home / "data"))
-        for name in ("MIRROR_TARGET_USERNAME", "MIRROR_TARGET_PASSWORD", "REQUESTS_CA_BUNDLE"):
-            mp.delenv(name, raising=False)
+    with isolated_env(tmp_path_factory, drop=("REQUESTS_CA_BUNDLE",)):
         yield
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from faultproxy import MANIFEST, UPLOAD, FaultProxy, Reg, mirror, write_spec
+from faultproxy import MANIFEST, UPLOAD, FaultProxy, Reg, isolated_env, mirror, write_spec
 
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.toc import FOOTER_SIZE, TocEntry, decode_footer, encode_footer, encode_toc
@@ -37,16 +37,8 @@ MIRROR = (sys.executable, "-m", "mirror")
 
 @pytest.fixture(scope="module", autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    home = tmp_path_factory.mktemp("home")
-    (home / "docker").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DOCKER_CONFIG", str(home / "docker"))
-        mp.setenv("XDG_CACHE_HOME", str(home / "cache"))
-        mp.setenv("XDG_DATA_HOME", str(home / "data"))
-        mp.setenv("MIRROR_KEY_PASSWORD", PASSWORD)
-        mp.setenv("SOURCE_DATE_EPOCH", "1700000000")
-        for name in ("MIRROR_TARGET_USERNAME", "MIRROR_TARGET_PASSWORD"):
-            mp.delenv(name, raising=False)
+    env = {"MIRROR_KEY_PASSWORD": PASSWORD, "SOURCE_DATE_EPOCH": "1700000000"}
+    with isolated_env(tmp_path_factory, set_env=env):
         yield
 
 
