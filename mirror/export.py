@@ -97,23 +97,48 @@ class ExportResult:
 
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
+    """Select, copy into the cache, describe, then write FILE (and its sidecars)."""
     held = load_held(opts.since) if opts.since else Held()  # bad receipts fail before work
     selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs)
     if not selection.found:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     cache = BlobCache(opts.cache_dir)
     target = BundleTarget(cache, held.where)
-    copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run)
     if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
         packs = check_packs(selection, cache, add=opts.with_dependencies, store=False)
-    tasks = [_task(f, target) for f in selection.found]
-    report = copy_graphs(tasks, options=copy, observer=observer)
-    if not opts.dry_run:  # pack.json was read by the copy workers as the layers arrived
+        report = _copy(selection, target, opts, observer)
+    else:  # pack.json is read by the copy workers as the layers arrive
+        report = _copy(selection, target, opts, observer)
         packs = _pack_check(selection, cache, target, opts, report, observer)
     selection.notes += packs.notes
     external = _external(report, target, held)
+    result = _summary(opts, report, external, selection.notes)
+    if not opts.dry_run:
+        records = _artifact_records(selection, report, cache, packs.infos)
+        members = _members(target, report, cache)
+        manifest = _manifest(spec, records, members, opts.key)
+        if opts.since:
+            manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
+        _write(opts, manifest, members, cache, observer)
+    return result
+
+
+def _copy(
+    selection: Selection, target: BundleTarget, opts: ExportOptions, observer: Observer
+) -> CopyReport:
+    tasks = [_task(f, target) for f in selection.found]
+    copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run)
+    return copy_graphs(tasks, options=copy, observer=observer)
+
+
+def _summary(
+    opts: ExportOptions,
+    report: CopyReport,
+    external: Sequence[ExternalBlob],
+    notes: Sequence[str],
+) -> ExportResult:
     left_out = sum(e.size for e in external)
-    result = ExportResult(
+    return ExportResult(
         output=str(opts.output),
         artifacts=len(report.graphs),
         blobs=report.blobs + _manifest_count(report) - len(external),
@@ -124,24 +149,27 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         external_bytes=left_out,
         signed=opts.key is not None,
         dry_run=opts.dry_run,
-        notes=list(selection.notes),
+        notes=list(notes),
         plan=[_plan_row(g) for g in report.graphs],
     )
-    if opts.dry_run:
-        return result
-    records = _artifact_records(selection, report, cache, packs.infos)
-    members = _members(target, report, cache)
-    manifest = _manifest(spec, records, members, opts.key)
-    if opts.since:
-        manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
-    manifest_bytes = manifest.to_bytes()
+
+
+def _write(
+    opts: ExportOptions,
+    manifest: BundleManifest,
+    members: Sequence[Member],
+    cache: BlobCache,
+    observer: Observer,
+) -> None:
+    """Sign manifest.json, write the archive atomically, then FILE.sha256 and FILE.sig."""
+    data = manifest.to_bytes()
     _check_space(opts.output, members)
-    signature = sign_bytes(opts.key, manifest_bytes) if opts.key is not None else None
+    signature = sign_bytes(opts.key, data) if opts.key is not None else None
     observer.planned(len(members), sum(m.size for m in members))
     try:
         written = write_bundle(
             opts.output,
-            manifest_bytes,
+            data,
             signature,
             members,
             mtime=_epoch(),
@@ -151,13 +179,12 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     except IntegrityError as exc:
         raise _forget_corrupt(exc, cache) from None
     write_detached(written.path, written.sha256, opts.key)
-    return result
 
 
 def _external(report: CopyReport, target: BundleTarget, held: Held) -> tuple[ExternalBlob, ...]:
     """The blobs a delta leaves out, each with a repository on the target that holds it."""
     blobs = {b.digest: b for g in report.graphs for b in g.blobs if target.external(b)}
-    return tuple(ExternalBlob(d, blobs[d].size, held.repository(d) or "") for d in sorted(blobs))
+    return tuple(ExternalBlob(d, blobs[d].size, held.where[d]) for d in sorted(blobs))
 
 
 def _forget_corrupt(exc: IntegrityError, cache: BlobCache) -> MirrorError:

@@ -35,9 +35,6 @@ class Held:
     where: dict[str, str] = field(default_factory=dict)  # digest -> repository on the target
     bundles: list[str] = field(default_factory=list)  # the receipts' bundle digests
 
-    def repository(self, digest: str) -> str | None:
-        return self.where.get(digest)
-
 
 def load_held(paths: Sequence[Path]) -> Held:
     """Read receipts; a missing, unreadable or malformed one is a usage error (exit 2)."""
