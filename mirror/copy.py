@@ -63,6 +63,7 @@ class Graph:
     manifests: list[tuple[Descriptor, bytes]]  # post-order: children first, root last
     blobs: list[Descriptor]
     complete: bool = False  # the tag already names the root there: the subtree is whole
+    repair: bool = False  # the tag names the root, but its manifest can't be read back
 
     @property
     def size(self) -> int:
@@ -196,7 +197,10 @@ def _conflicts(graphs: Sequence[Graph], jobs: int) -> list[str]:
                 return
             current = t.dst.resolve(t.tag)
             g.complete = current is not None and current.digest == t.root.digest
-            if current is not None and not g.complete:
+            readable = getattr(t.dst, "readable", None)
+            if g.complete and readable is not None and not readable(t.root):
+                g.complete, g.repair = False, True  # push its manifests again, then the tag
+            if current is not None and current.digest != t.root.digest:
                 found.append(
                     f"{t.dst.where}:{t.tag} is {current.digest[:19]}, "
                     f"the source has {t.root.digest[:19]}"
@@ -333,7 +337,7 @@ def _manifest_pusher(graphs: list[Graph]) -> Callable[[], None]:
             if graph.complete:
                 continue
             for desc, data in graph.manifests:
-                if desc.digest not in done and not task.dst.exists(desc):
+                if desc.digest not in done and (graph.repair or not task.dst.exists(desc)):
                     task.dst.push(desc, io.BytesIO(data))
                 done.add(desc.digest)
             if task.tag is not None:

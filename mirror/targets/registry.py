@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import IO
 
+from mirror.errors import RegistryError
 from mirror.oci.descriptor import Descriptor, check_bytes
 from mirror.registry.client import RegistryClient
 
@@ -40,6 +41,16 @@ class RegistryTarget:
 
     def resolve(self, ref: str) -> Descriptor | None:
         return self.client.resolve(self.repo, ref)
+
+    def readable(self, desc: Descriptor) -> bool:
+        """Can the manifest really be read back? A push killed mid-way can leave a tag whose
+        HEAD answers while its content does not (Distribution then answers GET with 500)."""
+        try:
+            data = self.client.get_manifest(self.repo, desc.digest)[1]
+        except RegistryError:
+            return False
+        self._pushed[desc.digest] = data
+        return True
 
     def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
         # Re-PUT the bytes under the tag: Distribution has no "tag this digest" call.

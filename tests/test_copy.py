@@ -1,0 +1,141 @@
+"""The copy engine on in-memory stores: the hard claims, without a network."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO
+
+import pytest
+
+from mirror.copy import CopyOptions, CopyTask, copy_graphs
+from mirror.errors import ConflictError, IntegrityError
+from mirror.oci import mediatypes as mt
+from mirror.oci.artifact import OciArtifact, single_layer_artifact
+from mirror.oci.descriptor import Descriptor
+from mirror.sources.memory import MemorySource
+from mirror.streams import VerifyingReader, drain
+
+
+def _artifact(layer: bytes) -> OciArtifact:
+    return single_layer_artifact(b"{}", mt.UNKNOWN_CONFIG, layer, mt.OCI_LAYER_TAR)
+
+
+class CountingSource(MemorySource):
+    def __init__(self, *arts: OciArtifact) -> None:
+        super().__init__("memory", arts)
+        self.fetched: list[str] = []
+
+    @contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
+        self.fetched.append(desc.digest)
+        with super().fetch(desc) as stream:
+            yield stream
+
+
+class FailingSource(MemorySource):
+    """Hands out the right length of wrong bytes for one digest."""
+
+    def __init__(self, bad: str, *arts: OciArtifact) -> None:
+        super().__init__("memory", arts)
+        self.bad = bad
+
+    @contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
+        if desc.digest != self.bad:
+            with super().fetch(desc) as stream:
+                yield stream
+            return
+        yield VerifyingReader(io.BytesIO(b"\0" * desc.size), desc, "bad")  # type: ignore[misc]
+
+
+class MemoryTarget:
+    """A registry-like target: verifies as it writes, tags, resolves, can lose a manifest."""
+
+    def __init__(self) -> None:
+        self.where = "memory-target"
+        self.blobs: dict[str, bytes] = {}
+        self.tags: dict[str, Descriptor] = {}
+        self.unreadable: set[str] = set()
+        self.pushes: list[str] = []
+
+    def exists(self, desc: Descriptor) -> bool:
+        return desc.digest in self.blobs
+
+    def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
+        sink = io.BytesIO()
+        drain(VerifyingReader(stream, desc, self.where), sink)
+        self.blobs[desc.digest] = sink.getvalue()
+        self.pushes.append(desc.digest)
+        self.unreadable.discard(desc.digest)
+
+    def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
+        self.tags[ref] = desc
+
+    def resolve(self, ref: str) -> Descriptor | None:
+        return self.tags.get(ref)
+
+    def readable(self, desc: Descriptor) -> bool:
+        return desc.digest in self.blobs and desc.digest not in self.unreadable
+
+    def commit(self) -> None:
+        pass
+
+
+def _task(src: MemorySource, dst: MemoryTarget, art: OciArtifact, tag: str) -> CopyTask:
+    return CopyTask(src, dst, art.descriptor, tag, f"test:{tag}")  # type: ignore[arg-type]
+
+
+def test_a_second_copy_fetches_nothing() -> None:
+    a, b = _artifact(b"layer a" * 100), _artifact(b"layer b" * 100)
+    src, dst = CountingSource(a, b), MemoryTarget()
+    tasks = [_task(src, dst, a, "a"), _task(src, dst, b, "b")]
+    first = copy_graphs(tasks, options=CopyOptions(jobs=4))
+    assert first.copied_blobs == 3  # one shared config, two layers
+    assert set(dst.tags) == {"a", "b"}
+    src.fetched.clear()
+    again = copy_graphs(tasks, options=CopyOptions(jobs=4))
+    assert src.fetched == [] and again.copied_blobs == 0
+    assert again.present_blobs == 3
+
+
+def test_a_bad_blob_leaves_no_partial_blob_and_no_tag() -> None:
+    art = _artifact(b"layer" * 1000)
+    layer = art.blobs[1][0]
+    src, dst = FailingSource(layer.digest, art), MemoryTarget()
+    with pytest.raises(IntegrityError):
+        copy_graphs([_task(src, dst, art, "t")], options=CopyOptions(jobs=2))
+    assert layer.digest not in dst.blobs
+    assert dst.tags == {} and art.descriptor.digest not in dst.blobs
+
+
+def test_a_tag_naming_other_content_is_a_conflict_unless_overwritten() -> None:
+    old, new = _artifact(b"old" * 50), _artifact(b"new" * 50)
+    src, dst = MemorySource("memory", [old, new]), MemoryTarget()
+    copy_graphs([_task(src, dst, old, "1.0")])
+    with pytest.raises(ConflictError, match="--force"):
+        copy_graphs([_task(src, dst, new, "1.0")])
+    assert dst.tags["1.0"].digest == old.descriptor.digest
+    assert new.blobs[1][0].digest not in dst.blobs  # nothing moved before the refusal
+    copy_graphs([_task(src, dst, new, "1.0")], options=CopyOptions(overwrite=True))
+    assert dst.tags["1.0"].digest == new.descriptor.digest
+
+
+def test_a_tag_whose_manifest_cannot_be_read_is_repaired() -> None:
+    art = _artifact(b"x" * 300)
+    src, dst = CountingSource(art), MemoryTarget()
+    copy_graphs([_task(src, dst, art, "t")])
+    dst.unreadable.add(art.descriptor.digest)  # as a push killed mid-way can leave it
+    dst.pushes.clear()
+    report = copy_graphs([_task(src, dst, art, "t")])
+    assert dst.pushes == [art.descriptor.digest]  # the manifest again, no blob
+    assert report.copied_blobs == 0 and dst.readable(art.descriptor)
+
+
+def test_dry_run_moves_nothing() -> None:
+    art = _artifact(b"y" * 300)
+    src, dst = CountingSource(art), MemoryTarget()
+    report = copy_graphs([_task(src, dst, art, "t")], options=CopyOptions(dry_run=True))
+    assert report.blobs == 2 and report.present_blobs == 0
+    assert src.fetched == [] and dst.blobs == {} and dst.tags == {}
