@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import IO
 
-from mirror.errors import RegistryError
+from mirror.errors import IntegrityError, NotFoundError, RegistryError
 from mirror.oci.descriptor import Descriptor, check_bytes
 from mirror.registry.client import RegistryClient
 
@@ -18,6 +18,7 @@ class RegistryTarget:
         self.repo = repo
         self.where = f"{client.host}/{repo}"
         self._pushed: dict[str, bytes] = {}
+        self._broken: set[str] = set()
 
     def exists(self, desc: Descriptor) -> bool:
         if desc.is_manifest:
@@ -40,17 +41,24 @@ class RegistryTarget:
         return self.client.mount_blob(self.repo, desc, sibling.repo)
 
     def resolve(self, ref: str) -> Descriptor | None:
-        return self.client.resolve(self.repo, ref)
+        """What the tag names now, read whole: one GET shows both the digest and that the
+        manifest can be read back (a push killed mid-way can leave a tag whose HEAD answers
+        while its content does not; Distribution then answers GET with 500)."""
+        try:
+            desc, data = self.client.get_manifest(self.repo, ref)
+        except NotFoundError:
+            return None
+        except (RegistryError, IntegrityError):
+            found = self.client.resolve(self.repo, ref)  # HEAD still names the digest
+            if found is not None:
+                self._broken.add(found.digest)
+            return found
+        self._pushed[desc.digest] = data
+        return desc
 
     def readable(self, desc: Descriptor) -> bool:
-        """Can the manifest really be read back? A push killed mid-way can leave a tag whose
-        HEAD answers while its content does not (Distribution then answers GET with 500)."""
-        try:
-            data = self.client.get_manifest(self.repo, desc.digest)[1]
-        except RegistryError:
-            return False
-        self._pushed[desc.digest] = data
-        return True
+        """False for a manifest `resolve` found named but unreadable: push it again."""
+        return desc.digest not in self._broken
 
     def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
         # Re-PUT the bytes under the tag: Distribution has no "tag this digest" call.
