@@ -202,3 +202,21 @@ def test_unreachable_registry_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=f"cannot reach 127.0.0.1:{port}") as err:
         RegistryClient(f"http://127.0.0.1:{port}").ping()
     assert "\n" not in str(err.value)
+
+
+@responses.activate
+def test_target_tag_that_cannot_be_read_is_named_but_marked_for_repair() -> None:
+    from mirror.targets.registry import RegistryTarget
+
+    digest = "sha256:" + "ab" * 32
+    responses.get(f"{BASE}/v2/r/manifests/t", status=500)
+    responses.head(
+        f"{BASE}/v2/r/manifests/t",
+        headers={"Docker-Content-Digest": digest, "Content-Type": mt.OCI_MANIFEST},
+    )
+    target = RegistryTarget(RegistryClient(BASE), "r")
+    found = target.resolve("t")
+    assert found is not None and found.digest == digest
+    assert not target.readable(found)
+    responses.get(f"{BASE}/v2/r/manifests/gone", status=404)
+    assert target.resolve("gone") is None
