@@ -373,6 +373,7 @@ def test_killed_export_resumes_and_fetches_only_missing_blobs(
     cached_blobs = {d: p for d, p in before.items() if not _is_manifest(p)}
     assert cached_blobs, "the kill came before any blob was cached"
 
+    time.sleep(1.0)  # requests the killed run left in the proxy's 0.4 s delay finish first
     clean_proxy.clear()
     run = mirror("export", spec, "--output", out, "--cache-dir", cache, "--json")
     assert run.rc == 0, run.err
