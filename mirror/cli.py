@@ -233,7 +233,8 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
             )
     except VerificationError as exc:
         if as_json:
-            emit({"ok": False, "error": redact(str(exc))})
+            keys = ("artifacts", "blobs", "bytes", "signer", "fips")
+            emit({"ok": False, **dict.fromkeys(keys), "error": redact(str(exc))})
         raise
     doc = {
         "ok": True,

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,26 @@ def test_python_dash_m_and_completion() -> None:
         [sys.executable, "-m", "mirror"], env=env, capture_output=True, text=True, check=False
     )
     assert "_mirror_completion" in script.stdout or "complete " in script.stdout
+
+
+def test_verify_json_has_every_contract_key_on_success_and_failure(
+    seeded_registry: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"registries:\n  - {{name: Lab, kind: oci, url: '{seeded_registry.url}',"
+        " basePath: production, repositories: [images/api-00]}\n"
+    )
+    bundle = tmp_path / "b.tar.zst"
+    assert main(["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "c")]) == 0
+    keys = {"ok", "artifacts", "blobs", "bytes", "signer", "fips", "error"}
+    capsys.readouterr()
+    assert main(["verify", str(bundle), "--json"]) == 3
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert set(doc) >= keys and doc["ok"] is False and "--allow-unsigned" in doc["error"]
+    assert len(out.err.strip().splitlines()) == 1
+    assert main(["verify", str(bundle), "--json", "--allow-unsigned"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= keys and doc["ok"] is True and doc["artifacts"] == 1
+    assert doc["signer"] is None and doc["error"] is None
