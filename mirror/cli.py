@@ -177,7 +177,7 @@ def export(
         since=since,
         split_size=parts,
     )
-    with Progress("export") as progress:
+    with Progress("export", phases=("fetch", "pack")) as progress:
         result = run_export(spec, opts, progress)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

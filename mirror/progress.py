@@ -13,8 +13,11 @@ from mirror.oci.descriptor import Descriptor
 class Progress:
     """An observer for the copy engine and the bundle writer: bytes, blobs, rate, ETA."""
 
-    def __init__(self, label: str, *, enabled: bool | None = None) -> None:
+    def __init__(
+        self, label: str, *, phases: tuple[str, ...] = (), enabled: bool | None = None
+    ) -> None:
         self.label = label
+        self._phases = list(phases)  # names for successive bars: export fetches, then packs
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._bar: Any = None
         self._blobs = 0
@@ -41,6 +44,7 @@ class Progress:
         from tqdm import tqdm
 
         self.close()
+        desc = f"{self.label} {self._phases.pop(0)}" if self._phases else self.label
         with self._lock:
             self._blobs = 0
             self._bar = tqdm(
@@ -48,7 +52,7 @@ class Progress:
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
-                desc=self.label,
+                desc=desc,
                 file=sys.stderr,
                 dynamic_ncols=True,
                 leave=True,
