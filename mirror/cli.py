@@ -339,7 +339,7 @@ def import_(
         force=force,
         memo=default_memo_path(),
     )
-    with Progress("import") as progress:
+    with Progress("import", phases=("push",)) as progress:
         result = import_bundle(opts, progress)
     palette = []
     if palette_url and not dry_run:

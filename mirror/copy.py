@@ -27,7 +27,7 @@ from mirror.targets.interface import Mounter, TagResolver, Target
 class Observer(Protocol):
     """Progress, reported by the engine; the CLI draws it (the core never prints)."""
 
-    def planned(self, blobs: int, nbytes: int) -> None: ...
+    def planned(self, blobs: int, nbytes: int, label: str = "") -> None: ...
 
     def advance(self, nbytes: int) -> None: ...
 
@@ -35,7 +35,7 @@ class Observer(Protocol):
 
 
 class NullObserver:
-    def planned(self, blobs: int, nbytes: int) -> None:
+    def planned(self, blobs: int, nbytes: int, label: str = "") -> None:
         pass
 
     def advance(self, nbytes: int) -> None:

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from mirror.bundle.manifest import ArtifactRecord, BundleManifest, RegistryRecord
 from mirror.bundle.memo import Proof, VerifiedMemo
+from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
-from mirror.bundle.verify import check_manifest, check_policy, open_verified, verify_bundle
+from mirror.bundle.verify import check_manifest, check_policy, verify_bundle
 from mirror.catalog import CatalogEntry, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.keys import fingerprint
@@ -28,6 +29,7 @@ from mirror.oci.names import slug
 from mirror.receipt import write_receipt
 from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
 from mirror.registry.client import RegistryClient
+from mirror.signing import sha256_file, verify_detached
 from mirror.sources.bundle import BundleSource
 from mirror.targets.interface import Target
 from mirror.targets.registry import RegistryTarget
@@ -89,7 +91,7 @@ def target_credentials(host: str) -> Credentials | None:
 
 
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
-    manifest, signer = _trust(opts)
+    manifest, signer = _trust(opts, observer)
     head = BundleReader(opts.bundle).head()[0]
     bundle_digest = "sha256:" + hashlib.sha256(head).hexdigest()
     source = BundleSource(BundleReader(opts.bundle), manifest)
@@ -128,31 +130,42 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     return result
 
 
-def _trust(opts: ImportOptions) -> tuple[BundleManifest, str | None]:
+def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str | None]:
     """Prove the whole bundle before the first byte reaches the target.
 
-    With FILE.sig, its check hashes every byte of the file. Without it, only the manifest
-    is signed, so every member is checked in one streaming pass first; either way a
-    tampered bundle pushes nothing, and the push re-checks each blob as it streams. A file
-    proven whole before and unchanged since (bundle/memo.py) skips the full pass.
+    A file proven whole before and unchanged since (bundle/memo.py) skips the full pass;
+    the manifest's signature and schema are checked every time, and the push re-checks
+    each blob as it streams out of the archive.
     """
     check_policy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
     proof = Proof.of(opts.bundle, fingerprint(opts.pub) if opts.pub else None, opts.fips)
     memo = VerifiedMemo(opts.memo) if opts.memo else None
-    if memo is not None and memo.holds(proof):
-        data, signature = BundleReader(opts.bundle).head()
-        return check_manifest(
-            data, signature, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
-        )
-    sidecar = opts.bundle.with_name(opts.bundle.name + ".sig")
-    if opts.pub is None or not sidecar.exists():
-        verify_bundle(opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
-    trusted = open_verified(
-        opts.bundle, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
+    if memo is None or not memo.holds(proof):
+        _prove_whole(opts, observer)
+        if memo is not None:
+            memo.record(proof)
+    data, signature = BundleReader(opts.bundle).head()
+    return check_manifest(
+        data, signature, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
     )
-    if memo is not None:
-        memo.record(proof)
-    return trusted
+
+
+def _prove_whole(opts: ImportOptions, observer: Observer) -> None:
+    """Every byte: FILE.sig over the whole file, or, without it, every member against the
+    signed manifest; either way a tampered bundle pushes nothing."""
+    observer.planned(0, total_size(opts.bundle), "verify")
+    sidecar = opts.bundle.with_name(opts.bundle.name + ".sig")
+    if opts.pub is not None and sidecar.exists():
+        digest = sha256_file(opts.bundle, observer.advance)
+        verify_detached(opts.bundle, opts.pub, digest=digest)
+    else:
+        verify_bundle(
+            opts.bundle,
+            opts.pub,
+            allow_unsigned=opts.allow_unsigned,
+            fips=opts.fips,
+            observer=observer,
+        )
 
 
 def landing_path(art: ArtifactRecord, base_path: str) -> str:

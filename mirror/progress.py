@@ -37,14 +37,15 @@ class Progress:
                 self._bar.close()
                 self._bar = None
 
-    def planned(self, blobs: int, nbytes: int) -> None:
+    def planned(self, blobs: int, nbytes: int, label: str = "") -> None:
         """Start a new bar; each phase (fetch, write, verify) calls this once."""
         if not self.enabled:
             return
         from tqdm import tqdm
 
         self.close()
-        desc = f"{self.label} {self._phases.pop(0)}" if self._phases else self.label
+        phase = label or (self._phases.pop(0) if self._phases else "")
+        desc = f"{self.label} {phase}" if phase else self.label
         with self._lock:
             self._blobs = 0
             self._bar = tqdm(

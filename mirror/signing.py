@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -65,12 +66,14 @@ def verify_bytes(
     verify_digest(pub, hashlib.sha256(data).digest(), signature_b64, what)
 
 
-def sha256_file(path: Path) -> bytes:
-    """The raw SHA-256 of a file of any size, in bounded memory."""
+def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> bytes:
+    """The raw SHA-256 of a file of any size, in bounded memory; `on_bytes` for progress."""
     h = hashlib.sha256()
     with open_bundle(path) as f:  # a split bundle's parts, read as the one file they are
         while chunk := f.read(CHUNK):
             h.update(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
     return h.digest()
 
 
