@@ -45,13 +45,16 @@ class VerifyResult:
 class _HashingFile:
     """The raw file, hashed as the decompressor pulls it: FILE.sig costs no second read."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, observer: Observer | None) -> None:
         self._raw = raw
+        self._observer = observer
         self.hash = hashlib.sha256()
 
     def read(self, n: int = -1, /) -> bytes:
         data = self._raw.read(n)
         self.hash.update(data)
+        if self._observer is not None:  # progress in file bytes: the bar's total is the file
+            self._observer.advance(len(data))
         return data
 
     def drain(self) -> None:
@@ -121,12 +124,10 @@ def verify_bundle(
     """Return on success; raise VerificationError naming the first member that fails."""
     check_policy(pub, allow_unsigned=allow_unsigned, fips=fips)
     with open_bundle(path) as f:
-        raw = _HashingFile(f)
+        raw = _HashingFile(f, observer)
         failure: VerificationError | None = None
         try:
-            result = _check_archive(
-                path, decompressing(raw, str(path)), pub, allow_unsigned, fips, observer
-            )
+            result = _check_archive(path, decompressing(raw, str(path)), pub, allow_unsigned, fips)
         except VerificationError as exc:
             failure = exc
         raw.drain()
@@ -153,7 +154,6 @@ def _check_archive(
     pub: EllipticCurvePublicKey | None,
     allow_unsigned: bool,
     fips: bool,
-    observer: Observer | None,
 ) -> VerifyResult:
     head = read_head_entries(stream)
     manifest, signer = check_manifest(
@@ -162,7 +162,7 @@ def _check_archive(
     walk = _Walk(expected=manifest.member_map())
     entry = head.pending
     while entry is not None:
-        _check_member(stream, entry, walk, observer)
+        _check_member(stream, entry, walk)
         entry = tarfmt.next_entry(stream)
     _check_trailer(stream)
     missing = sorted(set(walk.expected) - set(walk.seen))
@@ -180,9 +180,7 @@ def _check_archive(
     )
 
 
-def _check_member(
-    stream: Readable, entry: tarfmt.Entry, walk: _Walk, observer: Observer | None
-) -> None:
+def _check_member(stream: Readable, entry: tarfmt.Entry, walk: _Walk) -> None:
     path = entry.path
     if entry.kind != "file":
         raise VerificationError(f"{path}: {entry.kind} entries are not allowed")
@@ -213,8 +211,6 @@ def _check_member(
             kept.append(chunk)
         else:
             keep = False
-        if observer is not None:
-            observer.advance(len(chunk))
     if digest.hexdigest() != record.sha256:
         raise IntegrityError(f"{path}: sha256 does not match manifest.json")
     tarfmt.skip_padding(stream, record.size)
