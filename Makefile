@@ -37,7 +37,7 @@ clean:
 
 # The whole mission on loopback: a connected lab, keygen, export, verify, inspect, import.
 demo: debs $(STAMP)
-	$(BIN)/python -m mirror.lab.demo
+	$(BIN)/python -m mirror.lab.demo $(DEMO_ARGS)
 
 # Every benchmark side by side with skopeo in one run; rewrites docs/BENCHMARKS.md.
 bench: debs $(STAMP)

@@ -82,8 +82,12 @@ def test_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         base = _free_base()  # a demo of the user's own is running; this one uses a copy
     env[demolab.PORT_ENV] = str(base)
     storage = tmp_path / "target-storage"
+    # `make demo` itself, in the clone, with this test run's venv: `-o STAMP` keeps make from
+    # reinstalling the package into it (that would point this venv at the temporary clone).
+    venv = Path(sys.prefix)
+    make = ["make", "-s", "demo", f"VENV={venv}", "-o", f"{venv}/.installed"]
     proc = subprocess.run(
-        [sys.executable, "-m", "mirror.lab.demo", "--target-storage", str(storage)],
+        [*make, f"DEMO_ARGS=--target-storage {storage}"],
         cwd=clone,
         env=env,
         capture_output=True,
