@@ -50,12 +50,8 @@ class TagFilter:
             raise UsageError(f"{where}: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"include": list(self.include), "exclude": list(self.exclude)}
-        if self.semver is not None:
-            out["semver"] = self.semver
-        if self.latest is not None:
-            out["latest"] = self.latest
-        return out
+        doc = {"include": list(self.include), "exclude": list(self.exclude)}
+        return _with_range(doc, self.semver, self.latest)
 
 
 @dataclass(frozen=True)
@@ -65,12 +61,16 @@ class ChartFilter:
     latest: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
-        if self.semver is not None:
-            out["semver"] = self.semver
-        if self.latest is not None:
-            out["latest"] = self.latest
-        return out
+        return _with_range({"name": self.name}, self.semver, self.latest)
+
+
+def _with_range(doc: dict[str, Any], semver: str | None, latest: int | None) -> dict[str, Any]:
+    """The optional version bounds of a tag or chart filter, only when set."""
+    if semver is not None:
+        doc["semver"] = semver
+    if latest is not None:
+        doc["latest"] = latest
+    return doc
 
 
 @dataclass(frozen=True)

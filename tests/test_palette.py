@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import os
@@ -14,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 import responses
+from test_catalog import entry  # one CatalogEntry builder for both files
 
-from mirror.catalog import CatalogEntry
 from mirror.errors import AuthError, ConflictError, OperationError, UsageError
 from mirror.palette import PaletteClient, RegistryAuth, registry_auth_from_env
 
@@ -79,22 +78,6 @@ def check_calls(openapi: dict[str, Any]) -> list[tuple[str, str, Any]]:
             jsonschema.Draft4Validator(body_schema(openapi, method, path)).validate(body)
         seen.append((method, path, body))
     return seen
-
-
-def entry(**changes: Any) -> CatalogEntry:
-    base = CatalogEntry(
-        name="Palette Registry",
-        kind="oci",
-        provider_type="pack",
-        endpoint="registry.local:5000",
-        base_content_path="production",
-        fips=False,
-        source_url="415789037893.dkr.ecr.us-east-1.amazonaws.com",
-        source_base_path="production",
-        bundle_digest=DIGEST,
-        imported_at="2024-05-01T10:00:00Z",
-    )
-    return dataclasses.replace(base, **changes)
 
 
 def metadata(*items: dict[str, Any]) -> None:
