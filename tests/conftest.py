@@ -191,3 +191,20 @@ def helm_repo(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Iterato
     repo = build_helm_repo(work / "repo", sources)
     with serve_directory(repo) as url:
         yield HelmRepo(url, repo, sorted(repo.glob("*.tgz")))
+
+
+@pytest.fixture(scope="module")
+def proxy(seeded_registry: SeededRegistry) -> Iterator[Any]:
+    """A fault-injecting proxy in front of the module's seeded registry (tests/faultproxy.py)."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy.running(seeded_registry.url) as p:
+        yield p
+
+
+@pytest.fixture
+def faults(proxy: Any) -> Iterator[Any]:
+    """The module's proxy with no fault and no request log, before and after each test."""
+    proxy.clear()
+    yield proxy
+    proxy.clear()

@@ -69,19 +69,6 @@ def exported(spec: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     return {"run": run, "doc": run.json(), "bundle": out, "cache": work / "cache", "work": work}
 
 
-@pytest.fixture(scope="module")
-def proxy(seeded_registry: Any) -> Iterator[FaultProxy]:
-    with FaultProxy.running(seeded_registry.url) as p:
-        yield p
-
-
-@pytest.fixture
-def clean_proxy(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.clear()
-    yield proxy
-    proxy.clear()
-
-
 def _extract(bundle: Path, into: Path) -> dict[str, Any]:
     into.mkdir()
     subprocess.run(f"zstd -dc '{bundle}' | tar -x -C '{into}'", shell=True, check=True)
@@ -238,32 +225,32 @@ def test_selection_filters_end_to_end(seeded_registry: Any, tmp_path: Path) -> N
 
 
 def test_dry_run_fetches_only_pack_layers_and_prints_the_plan(
-    clean_proxy: FaultProxy, seeded_registry: Any, tmp_path: Path
+    faults: FaultProxy, seeded_registry: Any, tmp_path: Path
 ) -> None:
     """No blob is fetched except each pack's tar layer, read (not cached) for pack.json's
     dependencies, which a dry run must warn about (issue 6). The cache stays empty."""
-    spec = write_spec(tmp_path / "s.yaml", clean_proxy.url)
+    spec = write_spec(tmp_path / "s.yaml", faults.url)
     out = tmp_path / "out" / "b.tar.zst"
     out.parent.mkdir()
     cache = tmp_path / "cache"
     pack_layers = _pack_layers(Reg(seeded_registry.url), seeded_registry.of_kind("pack"))
     run = mirror("export", spec, "--output", out, "--cache-dir", cache, "--dry-run")
     assert run.rc == 0, run.err
-    _assert_fetched_at_most(clean_proxy, pack_layers)
+    _assert_fetched_at_most(faults, pack_layers)
     assert _cache_files(cache) == {}
     assert list(out.parent.iterdir()) == []
     for s in seeded_registry.seeded:
         assert s.ref in run.out
     assert f"{len(seeded_registry.seeded)} artifacts" in run.out
 
-    clean_proxy.clear()
+    faults.clear()
     as_json = mirror("export", spec, "--output", out, "--cache-dir", cache, "--dry-run", "--json")
     assert as_json.rc == 0, as_json.err
     doc = as_json.json()
     assert set(doc) >= CONTRACT_KEYS
     assert doc["artifacts"] == len(seeded_registry.seeded)
     assert doc["bytes"] > 0 and doc["downloadedBytes"] == 0 and doc["cachedBytes"] == 0
-    _assert_fetched_at_most(clean_proxy, pack_layers)
+    _assert_fetched_at_most(faults, pack_layers)
     assert _cache_files(cache) == {}
     assert not out.exists()
 
@@ -300,10 +287,10 @@ def test_dry_run_reports_bytes_already_cached(exported: dict[str, Any], spec: Pa
 
 
 def test_export_with_warm_cache_downloads_nothing_and_is_byte_identical(
-    exported: dict[str, Any], spec: Path, clean_proxy: FaultProxy, tmp_path: Path
+    exported: dict[str, Any], spec: Path, faults: FaultProxy, tmp_path: Path
 ) -> None:
     """Same content, same cache, another file name: same bytes, and no blob fetched."""
-    proxied = write_spec(tmp_path / "p.yaml", clean_proxy.url)
+    proxied = write_spec(tmp_path / "p.yaml", faults.url)
     again = tmp_path / "again.tar.zst"
     run = mirror("export", proxied, "--output", again, "--cache-dir", exported["cache"], "--json")
     assert run.rc == 0, run.err
@@ -311,7 +298,7 @@ def test_export_with_warm_cache_downloads_nothing_and_is_byte_identical(
     first = exported["doc"]
     assert doc["downloadedBytes"] == 0
     assert doc["cachedBytes"] == first["downloadedBytes"] + first["cachedBytes"]
-    assert clean_proxy.seen("GET", BLOB_GET) == 0
+    assert faults.seen("GET", BLOB_GET) == 0
     # The spec's URL differs (proxy), so compare a spec-identical run for bytes below.
     same = tmp_path / "same.tar.zst"
     assert mirror("export", spec, "--output", same, "--cache-dir", exported["cache"]).rc == 0
@@ -340,14 +327,14 @@ def test_source_date_epoch_is_the_creation_time(exported: dict[str, Any]) -> Non
 
 
 def test_killed_export_resumes_and_fetches_only_missing_blobs(
-    clean_proxy: FaultProxy, seeded_registry: Any, tmp_path: Path
+    faults: FaultProxy, seeded_registry: Any, tmp_path: Path
 ) -> None:
-    spec = write_spec(tmp_path / "s.yaml", clean_proxy.url)
+    spec = write_spec(tmp_path / "s.yaml", faults.url)
     outdir = tmp_path / "out"
     outdir.mkdir()
     out = outdir / "b.tar.zst"
     cache = tmp_path / "cache"
-    clean_proxy.add("slow", method="GET", path=BLOB_GET, delay=0.4)
+    faults.add("slow", method="GET", path=BLOB_GET, delay=0.4)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     argv = [sys.executable, "-m", "mirror", "export", str(spec), "--output", str(out)]
     proc = subprocess.Popen(
@@ -374,7 +361,7 @@ def test_killed_export_resumes_and_fetches_only_missing_blobs(
     assert cached_blobs, "the kill came before any blob was cached"
 
     time.sleep(1.0)  # requests the killed run left in the proxy's 0.4 s delay finish first
-    clean_proxy.clear()
+    faults.clear()
     run = mirror("export", spec, "--output", out, "--cache-dir", cache, "--json")
     assert run.rc == 0, run.err
     doc = run.json()
@@ -382,7 +369,7 @@ def test_killed_export_resumes_and_fetches_only_missing_blobs(
     assert 0 < doc["downloadedBytes"] < doc["bytes"]
     after = _cache_files(cache)
     fetched = [d for d, p in after.items() if d not in before and not _is_manifest(p)]
-    assert clean_proxy.seen("GET", BLOB_GET) == len(fetched) > 0
+    assert faults.seen("GET", BLOB_GET) == len(fetched) > 0
     assert mirror("verify", out, "--allow-unsigned").rc == 0
 
 

@@ -45,19 +45,6 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def proxy(seeded_registry: Any) -> Iterator[FaultProxy]:
-    with FaultProxy.running(seeded_registry.url) as p:
-        yield p
-
-
-@pytest.fixture
-def faults(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.clear()
-    yield proxy
-    proxy.clear()
-
-
 @pytest.fixture
 def outdir(tmp_path: Path) -> Path:
     out = tmp_path / "out"
