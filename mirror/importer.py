@@ -91,9 +91,7 @@ def target_credentials(host: str) -> Credentials | None:
 
 
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
-    manifest, signer = _trust(opts, observer)
-    head = BundleReader(opts.bundle).head()[0]
-    bundle_digest = "sha256:" + hashlib.sha256(head).hexdigest()
+    manifest, signer, bundle_digest = _trust(opts, observer)
     source = BundleSource(BundleReader(opts.bundle), manifest)
     client = RegistryClient(
         opts.target, credentials=target_credentials(_host(opts.target)), ca_file=opts.ca_file
@@ -130,12 +128,13 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     return result
 
 
-def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str | None]:
+def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str | None, str]:
     """Prove the whole bundle before the first byte reaches the target.
 
     A file proven whole before and unchanged since (bundle/memo.py) skips the full pass;
     the manifest's signature and schema are checked every time, and the push re-checks
-    each blob as it streams out of the archive.
+    each blob as it streams out of the archive. Returns the manifest, the signer, and the
+    bundle's identity (the digest of its signed manifest.json).
     """
     check_policy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
     proof = Proof.of(opts.bundle, fingerprint(opts.pub) if opts.pub else None, opts.fips)
@@ -145,9 +144,10 @@ def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str
         if memo is not None:
             memo.record(proof)
     data, signature = BundleReader(opts.bundle).head()
-    return check_manifest(
+    manifest, signer = check_manifest(
         data, signature, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
     )
+    return manifest, signer, "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _prove_whole(opts: ImportOptions, observer: Observer) -> None:
