@@ -77,6 +77,13 @@ class _State:
     faults: list[Fault] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    idle: threading.Condition = field(default_factory=threading.Condition)
+    in_flight: int = 0
+
+    def settle(self, timeout: float) -> bool:
+        """Wait for requests already inside the proxy; they still reach the registry."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.in_flight == 0, timeout)
 
 
 class FaultProxy:
@@ -105,6 +112,9 @@ class FaultProxy:
             proxy._server.shutdown()
             proxy._server.server_close()
             proxy._thread.join(5)
+            # A killed client's last PUT may sit in a `slow` fault and land later; Distribution
+            # writes link files in place, so a check racing that write would read half a file.
+            assert proxy.state.settle(30), "a request stayed in the fault proxy for 30 s"
 
     @property
     def host(self) -> str:
@@ -159,6 +169,16 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def _handle(self) -> None:
+        with self.state.idle:
+            self.state.in_flight += 1
+        try:
+            self._handle_counted()
+        finally:
+            with self.state.idle:
+                self.state.in_flight -= 1
+                self.state.idle.notify_all()
+
+    def _handle_counted(self) -> None:
         body = self._read_body()
         fault = self._take_fault()
         action = fault.action if fault else ""
@@ -365,11 +385,19 @@ class Reg:
 
     def manifest(self, repo: str, ref: str) -> tuple[str, str, bytes] | None:
         """(digest, media type, bytes) or None; the digest is computed, not trusted."""
-        resp = self.s.get(
-            f"{self.url}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=10
-        )
+        url = f"{self.url}/v2/{repo}/manifests/{ref}"
+        for pause in (0.2, 0.5, 0.0):
+            resp = self.s.get(url, headers={"Accept": ACCEPT}, timeout=10)
+            # Distribution rewrites a link file in place (truncate, then write), so a read
+            # that meets a write of the same tag answers 500 for a moment. A 404 is the
+            # answer that matters here, and a lasting 500 still fails below.
+            if resp.status_code < 500 or not pause:
+                break
+            time.sleep(pause)
         if resp.status_code == 404:
             return None
+        if resp.status_code >= 500:
+            raise AssertionError(f"{repo}@{ref}: HTTP {resp.status_code}: {resp.text[:300]}")
         resp.raise_for_status()
         digest = "sha256:" + hashlib.sha256(resp.content).hexdigest()
         return digest, resp.headers.get("Content-Type", ""), resp.content
