@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 import os
+import random
 import shutil
 import stat
 import tarfile
@@ -321,6 +322,15 @@ def _with_fextra(gz: bytes) -> bytes:
     return gz[:3] + bytes([gz[3] | 4]) + gz[4:10] + b"\x03\x00abc" + gz[10:]
 
 
+def _two_gzip_members(entries: dict[str, bytes]) -> bytes:
+    """The tar split across two concatenated gzip members, which gzip -d accepts."""
+    raw = _tar(entries, gz=False)
+    return gzip.compress(raw[:5000]) + gzip.compress(raw[5000:])
+
+
+_NOISE = random.Random(7).randbytes(3 * 1024 * 1024)  # inflates over several calls
+
+
 def test_read_pack_json_from_built_archive(tmp_path: Path) -> None:
     _, archive = build_pack_archive(make_pack(tmp_path))
     info = read_pack_json_from_archive(OneWayStream(archive), "reg/hello:1.2.3")  # type: ignore[arg-type]
@@ -340,6 +350,9 @@ def test_read_pack_json_from_built_archive(tmp_path: Path) -> None:
         (_tar({"pack.json": pj(name=...)}), False),
         (_tar({"pack.json": b" " * (1024 * 1024 + 1)}), False),
         (_tar({"pack.json": pj()})[:40], False),
+        (_tar({"charts/big.tgz": _NOISE, "pack.json": pj()}), True),
+        (_tar({"charts/big.tgz": _NOISE, "pack.json": pj()})[:-2000], False),
+        (_two_gzip_members({"values.yaml": b"x" * 9000, "pack.json": pj()}), True),
         (b"not an archive at all", False),
         (b"", False),
     ],
