@@ -220,3 +220,29 @@ def test_target_tag_that_cannot_be_read_is_named_but_marked_for_repair() -> None
     assert not target.readable(found)
     responses.get(f"{BASE}/v2/r/manifests/gone", status=404)
     assert target.resolve("gone") is None
+
+
+def test_environment_is_read_once_per_host_and_still_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Proxies, no_proxy and REQUESTS_CA_BUNDLE work as in plain requests, looked up once."""
+    from mirror.registry.http import _Session
+
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "inside.invalid")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/env/ca.pem")
+    s = _Session()
+    outside = s.merge_environment_settings("https://reg.invalid/v2/", None, None, True, None)
+    assert outside["proxies"].get("https") == "http://proxy.invalid:3128"
+    assert outside["verify"] == "/env/ca.pem"
+    inside = s.merge_environment_settings("https://inside.invalid/v2/x", None, None, True, None)
+    assert "https" not in inside["proxies"]
+    pinned = s.merge_environment_settings("https://reg.invalid/v2/", None, None, "/ca.pem", None)
+    assert pinned["verify"] == "/ca.pem"  # --ca-file beats the environment, as before
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere.invalid:1")
+    again = s.merge_environment_settings("https://reg.invalid/v2/other", None, None, True, None)
+    assert again["proxies"].get("https") == "http://proxy.invalid:3128"  # cached per host
