@@ -94,13 +94,19 @@ def test_broken_defaults_file_is_reported_with_pointer(
         default_registries()
 
 
-def test_schemas_are_valid_2020_12_and_share_the_registry_shape() -> None:
+def test_every_shipped_schema_is_valid_2020_12() -> None:
+    """mirror builds validators without checking the schemas: this is where they are."""
+    names = sorted(p.name for p in (Path(__file__).parents[1] / "schemas").glob("*.json"))
+    assert len(names) >= 5
+    for name in names:
+        schema = json.loads(schema_path(name).read_text())
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", name
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_schemas_share_the_registry_shape() -> None:
     registry = json.loads(schema_path("registry.schema.json").read_text())
     bundle = json.loads(schema_path("bundle-spec.schema.json").read_text())
-    catalog = json.loads(schema_path("registry-catalog.schema.json").read_text())
-    for schema in (registry, bundle, catalog):
-        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-        jsonschema.Draft202012Validator.check_schema(schema)
     entry = bundle["$defs"]["registryEntry"]
     assert entry["properties"] == registry["properties"]
     assert entry["additionalProperties"] is False

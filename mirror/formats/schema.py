@@ -18,8 +18,9 @@ from mirror.formats import schema_path
 
 @cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
+    """The schemas ship with mirror and are checked against the metaschema by the tests
+    (tests/test_spec.py), not on every run: that check cost more than the validation."""
     schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
 
