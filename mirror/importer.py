@@ -131,23 +131,31 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
 def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str | None, str]:
     """Prove the whole bundle before the first byte reaches the target.
 
-    A file proven whole before and unchanged since (bundle/memo.py) skips the full pass;
-    the manifest's signature and schema are checked every time, and the push re-checks
-    each blob as it streams out of the archive. Returns the manifest, the signer, and the
-    bundle's identity (the digest of its signed manifest.json).
+    A file proven whole before and unchanged since (bundle/memo.py) skips the full pass and
+    the schema check of the same manifest bytes; the manifest's signature is checked every
+    time, and the push re-checks each blob as it streams out of the archive. Returns the
+    manifest, the signer, and the bundle's identity (the digest of its signed manifest.json).
     """
     check_policy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
-    proof = Proof.of(opts.bundle, fingerprint(opts.pub) if opts.pub else None, opts.fips)
-    memo = VerifiedMemo(opts.memo) if opts.memo else None
-    if memo is None or not memo.holds(proof):
-        _prove_whole(opts, observer)
-        if memo is not None:
-            memo.record(proof)
     data, signature = BundleReader(opts.bundle).head()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    signer_id = fingerprint(opts.pub) if opts.pub else None
+    proof = Proof.of(opts.bundle, signer_id, opts.fips, digest)
+    memo = VerifiedMemo(opts.memo) if opts.memo else None
+    proven = memo is not None and memo.holds(proof)
+    if not proven:
+        _prove_whole(opts, observer)
     manifest, signer = check_manifest(
-        data, signature, opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips
+        data,
+        signature,
+        opts.pub,
+        allow_unsigned=opts.allow_unsigned,
+        fips=opts.fips,
+        schema_checked=proven,
     )
-    return manifest, signer, "sha256:" + hashlib.sha256(data).hexdigest()
+    if memo is not None and not proven:
+        memo.record(proof)
+    return manifest, signer, digest
 
 
 def _prove_whole(opts: ImportOptions, observer: Observer) -> None:

@@ -78,5 +78,9 @@ def test_a_proof_is_for_one_key_and_mode(tmp_path: Path) -> None:
     assert not memo.holds(Proof.of(f, "other", fips=False))
     assert not memo.holds(Proof.of(f, "abc", fips=True))
     assert not memo.holds(Proof.of(f, None, fips=False))
+    # The schema check is skipped on a hit: only for the manifest bytes that passed it.
+    memo.record(Proof.of(f, "abc", False, "sha256:" + "1" * 64))
+    assert memo.holds(Proof.of(f, "abc", False, "sha256:" + "1" * 64))
+    assert not memo.holds(Proof.of(f, "abc", False, "sha256:" + "2" * 64))
     (tmp_path / "memo.json").write_text("not json")
     assert not memo.holds(Proof.of(f, "abc", fips=False))

@@ -202,15 +202,19 @@ def _validate(doc: Any) -> None:
         raise VerificationError(f"{MANIFEST_PATH}: a member is listed twice")
 
 
-def parse_manifest(data: bytes) -> BundleManifest:
-    """Untrusted bytes to a BundleManifest; any problem is a VerificationError."""
+def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
+    """Untrusted bytes to a BundleManifest; any problem is a VerificationError.
+
+    `validate=False` only for bytes whose digest already passed the schema here.
+    """
     if len(data) > MAX_MANIFEST_BYTES:
         raise VerificationError(f"{MANIFEST_PATH}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise VerificationError(f"{MANIFEST_PATH}: not valid JSON: {exc}") from None
-    _validate(doc)
+    if validate:
+        _validate(doc)
     return BundleManifest(
         schema_version=doc["schemaVersion"],
         name=doc["name"],

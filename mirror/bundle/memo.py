@@ -5,7 +5,8 @@ recorded: device, inode, size, mtime and ctime in nanoseconds, with the key and 
 passed under. ctime is set by the kernel on any change to the file and cannot be set back
 by a user, so a bundle modified since its check no longer matches and is checked again in
 full, as git's index and rsync trust a file's stat. Even on a match, the manifest's
-signature is checked again, and every blob still streams through its digest check.
+signature is checked again, and every blob still streams through its digest check; only
+the schema check of those same manifest bytes (recorded by digest) is not repeated.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ class Proof:
     stamp: tuple[int, ...]
     signer: str | None
     fips: bool
+    manifest: str = ""  # digest of the manifest.json that passed its schema
 
     @classmethod
-    def of(cls, path: Path, signer: str | None, fips: bool) -> Proof:
-        return cls(str(path.resolve()), stamp(path), signer, fips)
+    def of(cls, path: Path, signer: str | None, fips: bool, manifest: str = "") -> Proof:
+        return cls(str(path.resolve()), stamp(path), signer, fips, manifest)
 
 
 class VerifiedMemo:
@@ -53,6 +55,7 @@ class VerifiedMemo:
                 "stamp": list(proof.stamp),
                 "signer": proof.signer,
                 "fips": proof.fips,
+                "manifest": proof.manifest,
             }
         )
         try:
@@ -75,6 +78,7 @@ def _same(entry: dict[str, Any], proof: Proof) -> bool:
         and tuple(entry.get("stamp") or ()) == proof.stamp
         and entry.get("signer") == proof.signer
         and (entry.get("fips") is True or not proof.fips)
+        and entry.get("manifest", "") == proof.manifest
     )
 
 
