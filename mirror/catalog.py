@@ -23,7 +23,6 @@ from typing import Any
 
 from mirror.errors import OperationError, UsageError
 from mirror.formats.schema import schema_problem
-from mirror.spec import default_registries
 from mirror.streams import atomic_file
 
 CATALOG_SCHEMA = "registry-catalog.schema.json"
@@ -175,6 +174,8 @@ def list_rows(scope: str, fips: bool, catalog_path: Path | None = None) -> list[
         raise UsageError(f"--scope {scope!r}: expected one of {', '.join(SCOPES)}")
     rows: list[dict[str, Any]] = []
     if scope in ("default", "all"):
+        from mirror.spec import default_registries  # YAML: only `registries list` needs it
+
         rows += [r.to_row("default") for r in default_registries()]
     if scope in ("system", "all"):
         catalog = load_catalog(catalog_path or default_catalog_path())

@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import nacl.exceptions
-import nacl.secret
-import nacl.utils
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -35,6 +32,7 @@ _PKCS8_TYPES = ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "EC PRIVATE KEY")
 SCRYPT_N = 65536
 _SCRYPT_NS = (32768, 65536, 131072)  # what cosign (go-securesystemslib) accepts
 _SCRYPT_R, _SCRYPT_P = 8, 1
+_NONCE_SIZE = 24  # nacl.secret.SecretBox.NONCE_SIZE (XSalsa20-Poly1305)
 PASSWORD_ENV = "MIRROR_KEY_PASSWORD"
 PKCS8_HINT = (
     "FIPS mode needs a PKCS#8 key: openssl genpkey -algorithm EC "
@@ -77,6 +75,9 @@ def encode_cosign_key(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    import nacl.secret  # only cosign keys need it: keep it off every other command's start
+    import nacl.utils
+
     salt = os.urandom(32)
     nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
     box = nacl.secret.SecretBox(_scrypt(password, salt, n))
@@ -173,6 +174,9 @@ def key_password(*, confirm: bool = False) -> bytes:
 def _load_cosign(path: Path, data: bytes, password: bytes | None) -> object:
     if password is None:
         raise UsageError(f"{path} is encrypted: set {PASSWORD_ENV} or run in a terminal")
+    import nacl.exceptions
+    import nacl.secret
+
     body = _parse_cosign_body(path, data)
     salt, nonce, ciphertext, n = body
     try:
@@ -206,7 +210,7 @@ def _parse_cosign_body(path: Path, data: bytes) -> tuple[bytes, bytes, bytes, in
         raise UsageError(f"{path}: damaged cosign key (bad JSON envelope)") from None
     if n not in _SCRYPT_NS or (r, p) != (_SCRYPT_R, _SCRYPT_P):
         raise UsageError(f"{path}: unsupported scrypt parameters N={n} r={r} p={p}")
-    if len(nonce) != nacl.secret.SecretBox.NONCE_SIZE or not salt:
+    if len(nonce) != _NONCE_SIZE or not salt:
         raise UsageError(f"{path}: damaged cosign key (bad salt or nonce)")
     return salt, nonce, ciphertext, int(n)
 

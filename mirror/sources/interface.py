@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from mirror.oci.descriptor import Descriptor
-from mirror.spec import Registry
+
+if TYPE_CHECKING:  # a type only: the spec's YAML loader is not needed on the import side
+    from mirror.spec import Registry
 
 
 class Source(Protocol):
