@@ -132,6 +132,8 @@ def _config(
         "version": 0.1,
         "log": {"level": "info", "fields": {"service": "mirror-lab-registry"}},
         "storage": {
+            # As Debian's /etc/docker/registry/config.yml and the upstream image ship it.
+            "cache": {"blobdescriptor": "inmemory"},
             "filesystem": {"rootdirectory": str(storage)},
             "delete": {"enabled": True},
             "maintenance": {"uploadpurging": {"enabled": False}},
