@@ -140,8 +140,8 @@ def copy_graphs(
     """Copy every task's graph. Raises on the first failure; tags only complete graphs."""
     opts = options or CopyOptions()
     obs = observer or NullObserver()
-    report = CopyReport(graphs=list(graphs) if graphs is not None else _resolve_all(tasks, opts))
-    report.conflicts = _conflicts(report.graphs, opts.jobs)
+    resolved, conflicts = _resolve_and_check(tasks, graphs, opts.jobs)
+    report = CopyReport(graphs=resolved, conflicts=conflicts)
     if report.conflicts and not opts.overwrite and not opts.dry_run:
         raise ConflictError(
             f"{len(report.conflicts)} tag(s) on the target point at other content "
@@ -169,47 +169,45 @@ def copy_graphs(
     return report
 
 
-def _resolve_all(tasks: Sequence[CopyTask], opts: CopyOptions) -> list[Graph]:
-    out: list[Graph | None] = [None] * len(tasks)
+def _resolve_and_check(
+    tasks: Sequence[CopyTask], graphs: Sequence[Graph] | None, jobs: int
+) -> tuple[list[Graph], list[str]]:
+    """Each root's graph and what its tag names at the destination, in one parallel pass:
+    reading the source and asking the destination overlap instead of running in turn."""
+    out: list[Graph | None] = list(graphs) if graphs is not None else [None] * len(tasks)
+    found: list[str] = []
 
     def job(i: int) -> Callable[[], None]:
         def run() -> None:
-            out[i] = resolve_graph(tasks[i])
+            graph = out[i] or resolve_graph(tasks[i])
+            out[i] = graph
+            conflict = _check_tag(graph)
+            if conflict:
+                found.append(conflict)
 
         return run
 
-    _parallel(opts.jobs, [job(i) for i in range(len(tasks))])
-    return [g for g in out if g is not None]
+    _parallel(jobs, [job(i) for i in range(len(out))])
+    return [g for g in out if g is not None], sorted(found)
 
 
-def _conflicts(graphs: Sequence[Graph], jobs: int) -> list[str]:
-    """Tags that name other content at the destination; marks graphs already in place.
-
-    A tag that already names the root implies its whole subtree is there (children are
-    always written before parents), so such a graph is skipped without a HEAD per blob.
-    """
-    found: list[str] = []
-
-    def check(g: Graph) -> Callable[[], None]:
-        def run() -> None:
-            t = g.task
-            if not t.tag or not isinstance(t.dst, TagResolver):
-                return
-            current = t.dst.resolve(t.tag)
-            g.complete = current is not None and current.digest == t.root.digest
-            readable = getattr(t.dst, "readable", None)
-            if g.complete and readable is not None and not readable(t.root):
-                g.complete, g.repair = False, True  # push its manifests again, then the tag
-            if current is not None and current.digest != t.root.digest:
-                found.append(
-                    f"{t.dst.where}:{t.tag} is {current.digest[:19]}, "
-                    f"the source has {t.root.digest[:19]}"
-                )
-
-        return run
-
-    _parallel(jobs, [check(g) for g in graphs])
-    return sorted(found)
+def _check_tag(g: Graph) -> str | None:
+    """Marks a graph whose tag already names its root (children are always written before
+    parents, so its whole subtree is there: no HEAD per blob); a conflict if it names
+    other content."""
+    t = g.task
+    if not t.tag or not isinstance(t.dst, TagResolver):
+        return None
+    current = t.dst.resolve(t.tag)
+    g.complete = current is not None and current.digest == t.root.digest
+    readable = getattr(t.dst, "readable", None)
+    if g.complete and readable is not None and not readable(t.root):
+        g.complete, g.repair = False, True  # push its manifests again, then the tag
+    if current is not None and current.digest != t.root.digest:
+        return (
+            f"{t.dst.where}:{t.tag} is {current.digest[:19]}, the source has {t.root.digest[:19]}"
+        )
+    return None
 
 
 @dataclass
