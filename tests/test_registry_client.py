@@ -243,6 +243,15 @@ def test_environment_is_read_once_per_host_and_still_honoured(
     pinned = s.merge_environment_settings("https://reg.invalid/v2/", None, None, "/ca.pem", None)
     assert pinned["verify"] == "/ca.pem"  # --ca-file beats the environment, as before
 
+    import requests
+
+    # A redirect from a registry inside NO_PROXY to storage outside it takes the proxy.
+    hop = requests.Request("GET", "https://storage.invalid/blob").prepare()
+    assert s.rebuild_proxies(hop, {}).get("https") == "http://proxy.invalid:3128"
+    back = requests.Request("GET", "https://inside.invalid/blob").prepare()
+    assert "https" not in s.rebuild_proxies(back, outside["proxies"])
+    assert s.trust_env is False  # so requests never looks for ~/.netrc per request
+
     monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere.invalid:1")
     again = s.merge_environment_settings("https://reg.invalid/v2/other", None, None, True, None)
     assert again["proxies"].get("https") == "http://proxy.invalid:3128"  # cached per host

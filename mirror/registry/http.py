@@ -5,6 +5,7 @@ Each thread gets its own `requests.Session`; tokens are shared through `TokenCac
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
@@ -27,29 +28,45 @@ TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can han
 class _Session(requests.Session):
     """A Session that reads proxies and CA settings from the environment once per host.
 
-    requests scans every environment variable, twice, on each request to find proxies:
-    a third of the client's time on a manifest GET. The environment does not change
-    during a run. Redirects still take requests' own per-request lookup.
+    requests scans every environment variable twice on each request to find proxies, and
+    looks for ~/.netrc: a third of the client's own time on a manifest GET. The
+    environment does not change during a run, so it is read once per scheme and host,
+    redirects included. ~/.netrc is not consulted: registry credentials come from docker's
+    config.json, its helpers or the environment.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._env: dict[tuple[str, str], dict[str, Any]] = {}
+        self.trust_env = False  # we read the environment ourselves, below
+        self._env: dict[tuple[str, str], tuple[dict[str, str], bool | str]] = {}
+
+    def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
+        parts = urlsplit(url)
+        found = self._env.get((parts.scheme, parts.netloc))
+        if found is None:
+            ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            found = (requests.utils.get_environ_proxies(url), ca or True)
+            self._env[(parts.scheme, parts.netloc)] = found
+        return found
 
     def merge_environment_settings(  # type: ignore[override]
         self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
-        parts = urlsplit(url)
-        env = self._env.get((parts.scheme, parts.netloc))
-        if env is None:
-            env = dict(super().merge_environment_settings(url, {}, None, True, None))
-            self._env[(parts.scheme, parts.netloc)] = env
+        env_proxies, env_verify = self._environment(url)
         return {
-            "proxies": {**self.proxies, **env["proxies"], **(proxies or {})},
+            "proxies": {**self.proxies, **env_proxies, **(proxies or {})},
             "stream": self.stream if stream is None else stream,
-            "verify": env["verify"] if verify in (True, None) else verify,
+            "verify": env_verify if verify in (True, None) else verify,
             "cert": self.cert if cert is None else cert,
         }
+
+    def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
+        """A redirect (to blob storage, say) gets the proxies of the host it goes to."""
+        env_proxies, _ = self._environment(str(prepared_request.url))
+        rebuilt: dict[str, str] = super().rebuild_proxies(  # type: ignore[no-untyped-call]
+            prepared_request, {**env_proxies, **self.proxies}
+        )
+        return rebuilt
 
 
 class ConnectionLost(RegistryError):
