@@ -44,8 +44,15 @@ def run_measured(
     cwd: Path | None = None,
     stdout: Path | None = None,
     watch: DiskWatch | None = None,
+    settle: bool = True,
 ) -> Measured:
-    """Run one command to completion; stdout goes to a file so no pipe can stall it."""
+    """Run one command to completion; stdout goes to a file so no pipe can stall it.
+
+    `settle` first flushes what earlier runs left dirty in the page cache: otherwise the
+    kernel writes it back (about 30 s later) during whichever run happens to be next.
+    """
+    if settle:
+        os.sync()
     with tempfile.TemporaryFile() as err, contextlib.ExitStack() as stack:
         out = stack.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
         start = time.perf_counter()
@@ -76,10 +83,11 @@ def median_of(runs: Sequence[Measured]) -> Measured:
 
 def run_all(cmds: Sequence[Sequence[str]], *, env: dict[str, str] | None = None) -> Measured:
     """A shell-loop baseline: one process per command, timed as a whole, the peak RSS of any."""
+    os.sync()
     start = time.perf_counter()
     peak = 0
     for cmd in cmds:
-        peak = max(peak, run_measured(cmd, env=env).rss_kb)
+        peak = max(peak, run_measured(cmd, env=env, settle=False).rss_kb)
     return Measured(time.perf_counter() - start, peak, runs=len(cmds))
 
 

@@ -319,6 +319,10 @@ def _method(repeat: int) -> list[str]:
         "shell loop would; `--src-tls-verify=false` / `--dest-tls-verify=false` on loopback.",
         "- Every registry is a real `docker-registry` on 127.0.0.1 with its storage on the "
         "same disk; the content is already in the page cache for both tools.",
+        "- Before each timed run (for the skopeo + tar pipeline: before its first copy) "
+        "`sync` flushes what earlier runs left dirty, so the kernel's write-back of one "
+        "tool's output does not land in the other tool's time. mirror's own `fsync` of "
+        "the bundle is inside its time; skopeo and tar do not fsync.",
         "- Export goals compare the cold-cache export with skopeo + tar; `--jobs` is "
         "mirror's default.",
         f"- PASS/MISS: {mark(True)} when the measured value meets the issue's goal.",

@@ -141,6 +141,7 @@ def skopeo_export(b: Bench, src: LabRegistry, items: Sequence[BenchItem]) -> tup
         ["bash", "-c", 'set -o pipefail; tar -C "$1" -cf - . | zstd -q -T0 > "$2"', "tar",
          str(layout), str(tarball)],
         env=b.env,
+        settle=False,  # one pipeline with the copies: skopeo's writes are not flushed first
     )  # fmt: skip
     size = tarball.stat().st_size
     shutil.rmtree(layout)
