@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -437,4 +438,15 @@ def _fail(message: str, code: int, debug: bool) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console script and `python -m mirror`.
+
+    Exits without tearing the interpreter down: by now every file is closed and every
+    worker joined, and freeing each module and object one by one took 30-50 ms, a tenth
+    of a re-import that finds everything in place. An unexpected exception still takes
+    Python's normal path, traceback included.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
