@@ -312,6 +312,8 @@ def _method(repeat: int) -> list[str]:
         "",
         "- One process per run, started by `bench/run.py`; wall time from start to exit, "
         "peak RSS from `wait4(2)` of that process (for a pipeline, its largest process).",
+        "- mirror runs as `python -m mirror` from the editable install, byte-compiled first "
+        "(`make pyc`, as `pip install` does for a regular install).",
         f"- Each comparison ran {repeat} time(s), mirror and the baseline in turns: the "
         "tables show the median time and the highest peak RSS (the 1 GB runs: once; verify: "
         "at least 3 times; zstd levels: the best of 3).",
