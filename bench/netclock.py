@@ -10,12 +10,11 @@ bytes downloaded at a known rate; the warm-cache export downloads none.
 
 from __future__ import annotations
 
-import atexit
 import json
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,8 @@ def union_seconds(spans: Sequence[Span]) -> float:
     return total
 
 
-def install(out: Path) -> None:
+def install(out: Path) -> Callable[[], None]:
+    """Time every request from now on; call the returned function to write OUT.json."""
     import requests
 
     lock = threading.Lock()
@@ -58,17 +58,19 @@ def install(out: Path) -> None:
         out.write_text(json.dumps(doc))
 
     requests.Session.send = send  # type: ignore[method-assign]
-    atexit.register(report)
+    return report
 
 
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
         raise SystemExit("usage: netclock.py OUT.json -- MIRROR-ARGS...")
-    install(Path(argv[0]))
-    sys.argv = ["mirror", *argv[2:]]
-    from mirror.cli import run
+    report = install(Path(argv[0]))
+    from mirror.cli import exit_now
+    from mirror.cli import main as mirror_main
 
-    run()
+    code = mirror_main(argv[2:])
+    report()
+    exit_now(code)  # as the console script ends, so the run is timed the same way
 
 
 if __name__ == "__main__":
