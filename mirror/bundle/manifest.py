@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from mirror.errors import VerificationError
 from mirror.formats.schema import validator
 
@@ -193,7 +191,9 @@ def _serialize(doc: dict[str, Any]) -> bytes:
 
 
 def _validate(doc: Any) -> None:
-    error = jsonschema.exceptions.best_match(validator(SCHEMA_NAME).iter_errors(doc))
+    from jsonschema.exceptions import best_match
+
+    error = best_match(validator(SCHEMA_NAME).iter_errors(doc))
     if error is not None:
         pointer = "/" + "/".join(str(p) for p in error.absolute_path)
         raise VerificationError(f"{MANIFEST_PATH}: schema violation at {pointer}: {error.message}")

@@ -30,9 +30,10 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import jsonschema
+if TYPE_CHECKING:  # jsonschema is imported where a document is validated
+    import jsonschema
 
 from mirror.errors import UsageError
 from mirror.formats import open_tar_stream

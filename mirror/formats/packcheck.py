@@ -7,9 +7,10 @@ list. Fatal problems (no name, no version) are raised by pack.py before these ru
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:  # jsonschema is imported where a document is validated
+    import jsonschema
 
 from mirror.formats.semver import parse_version
 

@@ -1,17 +1,22 @@
 """JSON Schema validation in one place: every format that has a schema checks it here.
 
 Validators are built once per schema file; messages are one line, `/pointer: reason`.
+`ValidMemo` remembers documents (by digest) that passed, so a file mirror wrote itself is
+not validated again on every read, and a re-import need not even import jsonschema.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
+if TYPE_CHECKING:  # jsonschema costs 40 ms to import: only when something is validated
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 from mirror.formats import schema_path
 
@@ -20,6 +25,8 @@ from mirror.formats import schema_path
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """The schemas ship with mirror and are checked against the metaschema by the tests
     (tests/test_spec.py), not on every run: that check cost more than the validation."""
+    import jsonschema
+
     schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
@@ -42,6 +49,8 @@ def schema_problem(schema_name: str, doc: Any, prefix: Sequence[str | int] = ())
     The deepest error wins: a typo in `kind` matters more than the `url` requirement it
     switched on. Schemas may carry `x-message` beside a keyword whose own text is cryptic.
     """
+    from jsonschema.exceptions import best_match
+
     errors = list(validator(schema_name).iter_errors(doc))
     if not errors:
         return None
@@ -49,3 +58,43 @@ def schema_problem(schema_name: str, doc: Any, prefix: Sequence[str | int] = ())
     error = best_match(e for e in errors if len(e.absolute_path) == depth)
     assert error is not None
     return f"{json_pointer([*prefix, *error.absolute_path])}: {_reason(error)}"
+
+
+MEMO_ENTRIES = 16
+
+
+class ValidMemo:
+    """Digests of documents that passed their schema, kept in a small JSON file.
+
+    Validation is a pure function of the schema's bytes and the document's bytes, so a
+    match on both digests stands for the check. Unreadable memo content proves nothing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def holds(self, schema_name: str, data: bytes) -> bool:
+        return _memo_key(schema_name, data) in self._load()
+
+    def record(self, schema_name: str, data: bytes) -> None:
+        from mirror.streams import atomic_file
+
+        keys = [k for k in self._load() if k != _memo_key(schema_name, data)]
+        keys.append(_memo_key(schema_name, data))
+        try:
+            with atomic_file(self.path, 0o600, durable=False) as fh:
+                fh.write(json.dumps(keys[-MEMO_ENTRIES:], indent=1).encode())
+        except OSError:
+            pass  # a memo that can't be written only costs a validation next time
+
+    def _load(self) -> list[str]:
+        try:
+            doc = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [k for k in doc if isinstance(k, str)] if isinstance(doc, list) else []
+
+
+def _memo_key(schema_name: str, data: bytes) -> str:
+    schema = hashlib.sha256(schema_path(schema_name).read_bytes()).hexdigest()
+    return f"{schema_name}:{schema}:{hashlib.sha256(data).hexdigest()}"
