@@ -6,12 +6,18 @@ is, not how to log in.
 
 Identity: an entry is the same registry as another when kind, endpoint, baseContentPath and
 fips agree (endpoint and path normalised). Re-importing a bundle therefore updates in place,
-while FIPS and non-FIPS content at one place stay two registries, as VerteX needs.
+while FIPS and non-FIPS content at one place stay two registries, as VerteX needs. An entry
+that would change only its importedAt (the same bundle imported again) is kept as it was,
+so the file is not rewritten at all.
+
+Reads are validated against the schema, except bytes this host already validated
+(formats/schema.ValidMemo): the catalog mirror itself wrote last time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.errors import OperationError, UsageError
-from mirror.formats.schema import schema_problem
+from mirror.formats.schema import ValidMemo, schema_problem
 from mirror.streams import atomic_file
 
 CATALOG_SCHEMA = "registry-catalog.schema.json"
@@ -119,11 +125,12 @@ def _validate(path: Path, doc: Any) -> list[CatalogEntry]:
     return [CatalogEntry.from_json(e) for e in doc["registries"]]
 
 
-def load_catalog(path: Path) -> list[CatalogEntry]:
+def load_catalog(path: Path, memo: ValidMemo | None = None) -> list[CatalogEntry]:
     """Entries in file order; a missing file is an empty catalog (nothing imported yet)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as exc:
@@ -133,7 +140,12 @@ def load_catalog(path: Path) -> list[CatalogEntry]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    return _validate(path, doc)
+    if memo is not None and memo.holds(CATALOG_SCHEMA, data):
+        return [CatalogEntry.from_json(e) for e in doc["registries"]]
+    entries = _validate(path, doc)
+    if memo is not None:
+        memo.record(CATALOG_SCHEMA, data)
+    return entries
 
 
 @contextlib.contextmanager
@@ -147,22 +159,30 @@ def _locked_dir(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def upsert(path: Path, entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
+def upsert(
+    path: Path, entries: Sequence[CatalogEntry], memo: ValidMemo | None = None
+) -> list[CatalogEntry]:
     """Add or update entries by identity (see module docstring); return the whole catalog."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked_dir(path.parent):
-            current = load_catalog(path)
+            current = load_catalog(path, memo)
             merged = {e.key: e for e in current}
             for entry in entries:
-                merged[entry.key] = entry  # dicts keep first-insertion order: updates stay put
+                old = merged.get(entry.key)
+                if old is None or dataclasses.replace(entry, imported_at=old.imported_at) != old:
+                    merged[entry.key] = entry  # dicts keep insertion order: updates stay put
             result = list(merged.values())
+            if result == current and path.exists():
+                return result  # the same bundle again: nothing to record
             doc = {"version": 1, "registries": [e.to_json() for e in result]}
             _validate(path, doc)  # never write what we could not read back
-            text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+            data = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
             with atomic_file(path) as fh:
-                fh.write(text.encode())
+                fh.write(data)
+            if memo is not None:
+                memo.record(CATALOG_SCHEMA, data)
     except OSError as exc:
         raise OperationError(f"{path}: cannot write the catalog: {exc.strerror or exc}") from None
     return result

@@ -23,6 +23,7 @@ from mirror.bundle.reader import BundleReader
 from mirror.bundle.verify import check_manifest, check_policy, verify_bundle
 from mirror.catalog import CatalogEntry, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
+from mirror.formats.schema import ValidMemo
 from mirror.keys import fingerprint
 from mirror.oci import mediatypes as mt
 from mirror.oci.names import slug
@@ -86,6 +87,9 @@ class ImportResult:
         }
 
 
+VALID_MEMO_NAME = "valid-documents.json"  # formats/schema.ValidMemo
+
+
 def target_credentials(host: str) -> Credentials | None:
     return credentials_from_env(TARGET_USER_ENV, TARGET_PASSWORD_ENV) or docker_credentials(host)
 
@@ -122,7 +126,9 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
         manifest.registries, client.endpoint.base, opts.base_path, bundle_digest
     )
     result.registered = entries
-    upsert(opts.catalog, entries)
+    # Beside the bundle memo: the catalog this host wrote last need not be validated again.
+    valid = ValidMemo(opts.memo.with_name(VALID_MEMO_NAME)) if opts.memo else None
+    upsert(opts.catalog, entries, valid)
     if opts.receipt is not None:
         write_receipt(opts.receipt, receipt_doc(result, report))
     return result

@@ -96,6 +96,38 @@ def test_reimport_updates_in_place(tmp_path: Path) -> None:
     assert load_catalog(path) == result
 
 
+def test_the_same_bundle_again_keeps_the_entry_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "registries.json"
+    upsert(path, [entry(), fips_entry()])
+    before, stamp = path.read_bytes(), path.stat().st_mtime_ns
+    later = entry(imported_at="2024-07-01T00:00:00Z")
+    assert upsert(path, [later])[0].imported_at == "2024-05-01T10:00:00Z"
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == stamp  # not rewritten
+    moved = dataclasses.replace(later, bundle_digest=OTHER_DIGEST)
+    assert upsert(path, [moved])[0].imported_at == "2024-07-01T00:00:00Z"  # new content
+
+
+def test_a_catalog_this_host_wrote_is_not_validated_again_but_an_edit_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mirror.catalog as catalog_module
+    from mirror.formats.schema import ValidMemo
+
+    path, memo = tmp_path / "registries.json", ValidMemo(tmp_path / "valid.json")
+    upsert(path, [entry()], memo)
+    calls: list[object] = []
+    real = catalog_module.schema_problem
+    monkeypatch.setattr(catalog_module, "schema_problem", lambda *a: calls.append(a) or real(*a))
+    assert load_catalog(path, memo) == [entry()]
+    assert calls == []  # the bytes mirror validated and wrote last time
+    doc = json.loads(path.read_text())
+    doc["registries"][0]["kind"] = "ftp"  # a hand edit the schema forbids
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match=r"registries\.json: /registries/0/kind"):
+        load_catalog(path, memo)
+    assert len(calls) == 1
+
+
 def test_fips_and_non_fips_at_one_place_stay_separate(tmp_path: Path) -> None:
     path = tmp_path / "registries.json"
     same_place = fips_entry()

@@ -84,3 +84,36 @@ def test_a_proof_is_for_one_key_and_mode(tmp_path: Path) -> None:
     assert not memo.holds(Proof.of(f, "abc", False, "sha256:" + "2" * 64))
     (tmp_path / "memo.json").write_text("not json")
     assert not memo.holds(Proof.of(f, "abc", fips=False))
+
+
+def test_a_reimport_validates_nothing_it_validated_before(
+    signed_bundle: tuple[Path, Path], registry: Any, tmp_path: Path
+) -> None:
+    """The second import of a proven bundle checks the signature and the target, but not
+    the manifest's or the catalog's schema again: jsonschema is not even imported."""
+    import os
+    import sys
+
+    bundle, pub = signed_bundle
+    assert _import(bundle, pub, registry.url, tmp_path) == 0
+    argv = ["import", str(bundle), "--target", registry.url, "--key", str(pub),
+            "--catalog", str(tmp_path / "cat.json"), "--json"]  # fmt: skip
+    code = (
+        "import sys; from mirror.cli import main; rc = main(sys.argv[1:]); "
+        "print('JSONSCHEMA' if 'jsonschema' in sys.modules else 'NONE', file=sys.stderr); "
+        "sys.exit(rc)"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    run = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip().endswith("NONE"), run.stderr
+    assert json.loads(run.stdout)["skippedBlobs"] > 0
+
+    (tmp_path / "cat.json").write_text((tmp_path / "cat.json").read_text() + " ")  # an edit
+    run = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip().endswith("JSONSCHEMA")  # changed bytes are checked again
