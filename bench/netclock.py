@@ -3,9 +3,10 @@
     python bench/netclock.py OUT.json -- export SPEC ...
 
 Network time is the wall time during which at least one request was in flight (parallel
-requests count once), measured around `requests.Session.send`, which mirror's HTTP layer
-uses for every call. A streamed body read later is outside the span, so callers add the
-bytes downloaded at a known rate; the warm-cache export downloads none.
+requests count once), measured around `requests.adapters.HTTPAdapter.send`, the transport
+every request of mirror's HTTP layer passes through, whether or not it used a Session. A
+streamed body read later is outside the span, so callers add the bytes downloaded at a
+known rate; the warm-cache export downloads none.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def install(out: Path) -> Callable[[], None]:
 
     lock = threading.Lock()
     spans: list[Span] = []
-    original = requests.Session.send
+    original = requests.adapters.HTTPAdapter.send
 
-    def send(self: requests.Session, request: Any, **kwargs: Any) -> Any:
+    def send(self: requests.adapters.HTTPAdapter, request: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return original(self, request, **kwargs)
@@ -57,7 +58,7 @@ def install(out: Path) -> Callable[[], None]:
             doc = {"seconds": union_seconds(spans), "requests": len(spans)}
         out.write_text(json.dumps(doc))
 
-    requests.Session.send = send  # type: ignore[method-assign]
+    requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign,assignment]
     return report
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -201,16 +202,31 @@ def test_median_and_network_union() -> None:
     assert union_seconds([]) == 0.0
 
 
-def test_netclock_writes_its_figures_although_mirror_exits_fast(tmp_path: Path) -> None:
+def test_netclock_counts_every_request_and_survives_the_fast_exit(
+    tmp_path: Path, seeded_registry: Any
+) -> None:
     """mirror's console script skips interpreter teardown (and so atexit): the stopwatch
-    must write its report before that exit, or the bench loses its network figure."""
+    must write its report before that exit. It times the transport adapter, which every
+    request passes, Session or not: a dry-run export makes requests, a list makes none."""
     import json
     import subprocess
 
-    out = tmp_path / "clock.json"
     script = Path(__file__).resolve().parents[1] / "bench" / "netclock.py"
-    argv = [sys.executable, str(script), str(out), "--", "registries", "list", "--json"]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert len(json.loads(run.stdout)) >= 1  # mirror's own output survived the fast exit
-    assert json.loads(out.read_text()) == {"seconds": 0.0, "requests": 0}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"registries:\n  - {{name: Lab, kind: oci, url: '{seeded_registry.url}',"
+        " basePath: production, repositories: [images/api-00]}\n"
+    )
+    cases = {
+        "list": (["registries", "list", "--json"], 0),
+        "export": (["export", str(spec), "-o", str(tmp_path / "b.tar.zst"), "--dry-run"], 2),
+    }
+    for name, (args, at_least) in cases.items():
+        out = tmp_path / f"{name}.json"
+        argv = [sys.executable, str(script), str(out), "--", *args, "--json"]
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)  # mirror's own output survived the fast exit
+        clock = json.loads(out.read_text())
+        assert clock["requests"] >= at_least, (name, clock)
+        assert (clock["seconds"] > 0) is (at_least > 0)
