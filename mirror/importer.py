@@ -12,9 +12,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+if TYPE_CHECKING:  # cryptography is imported only when a key is in play
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from mirror.bundle.manifest import ArtifactRecord, BundleManifest, RegistryRecord
 from mirror.bundle.memo import Proof, VerifiedMemo
@@ -24,13 +25,11 @@ from mirror.bundle.verify import check_manifest, check_policy, verify_bundle
 from mirror.catalog import CatalogEntry, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.formats.schema import ValidMemo
-from mirror.keys import fingerprint
 from mirror.oci import mediatypes as mt
 from mirror.oci.names import slug
 from mirror.receipt import write_receipt
 from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
 from mirror.registry.client import RegistryClient
-from mirror.signing import sha256_file, verify_detached
 from mirror.sources.bundle import BundleSource
 from mirror.targets.interface import Target
 from mirror.targets.registry import RegistryTarget
@@ -145,7 +144,11 @@ def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str
     check_policy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
     data, signature = BundleReader(opts.bundle).head()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    signer_id = fingerprint(opts.pub) if opts.pub else None
+    signer_id = None
+    if opts.pub is not None:
+        from mirror.keys import fingerprint  # cryptography: only once a key is in play
+
+        signer_id = fingerprint(opts.pub)
     proof = Proof.of(opts.bundle, signer_id, opts.fips, digest)
     memo = VerifiedMemo(opts.memo) if opts.memo else None
     proven = memo is not None and memo.holds(proof)
@@ -170,6 +173,8 @@ def _prove_whole(opts: ImportOptions, observer: Observer) -> None:
     observer.planned(0, total_size(opts.bundle), "verify")
     sidecar = opts.bundle.with_name(opts.bundle.name + ".sig")
     if opts.pub is not None and sidecar.exists():
+        from mirror.signing import sha256_file, verify_detached
+
         digest = sha256_file(opts.bundle, observer.advance)
         verify_detached(opts.bundle, opts.pub, digest=digest)
     else:

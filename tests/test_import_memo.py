@@ -54,7 +54,7 @@ def test_reimport_skips_the_full_pass_until_the_file_changes(
         raise AssertionError("full pass ran")
 
     with monkeypatch.context() as m:
-        m.setattr("mirror.importer.sha256_file", boom)
+        m.setattr("mirror.signing.sha256_file", boom)
         m.setattr("mirror.importer.verify_bundle", boom)
         assert _import(bundle, pub, registry.url, tmp_path) == 0
         bundle.write_bytes(bundle.read_bytes())  # same bytes, new ctime: proves nothing

@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-
-from mirror import keys, signing
 from mirror.bundle import layout, tarfmt
 from mirror.bundle.manifest import (
     MANIFEST_PATH,
@@ -28,7 +25,9 @@ from mirror.bundle.reader import BundleReader, decompressing, read_head_entries
 from mirror.errors import FipsError, IntegrityError, UnsignedError, VerificationError
 from mirror.streams import Readable
 
-if TYPE_CHECKING:  # the writer (and zstd's compressor set-up) is not needed to verify
+if TYPE_CHECKING:  # the writer, and cryptography (for an unsigned bundle), are not needed
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
     from mirror.bundle.writer import Observer
 
 CHUNK = 1024 * 1024
@@ -92,6 +91,8 @@ def check_manifest(
                 "pass --allow-unsigned to check its digests only"
             )
     elif pub is not None:
+        from mirror import keys, signing  # cryptography: imported only once a key is in play
+
         signing.verify_bytes(pub, data, signature, MANIFEST_PATH)
         signer = keys.fingerprint(pub)
     manifest = parse_manifest(data, validate=not schema_checked)
@@ -114,6 +115,8 @@ def open_verified(
     one by one, as BundleReader.open_member streams them."""
     check_policy(pub, allow_unsigned=allow_unsigned, fips=fips)
     if pub is not None:
+        from mirror import signing
+
         signing.verify_detached(path, pub)
     data, signature = BundleReader(path).head()
     return check_manifest(data, signature, pub, allow_unsigned=allow_unsigned, fips=fips)
@@ -138,6 +141,8 @@ def verify_bundle(
             failure = exc
         raw.drain()
     if pub is not None:  # FILE.sig comes first: its failure outranks any later one
+        from mirror import signing
+
         signing.verify_detached(path, pub, digest=raw.hash.digest())
     if failure is not None:
         raise failure
