@@ -327,6 +327,9 @@ def _method(repeat: int) -> list[str]:
         "the bundle is inside its time; skopeo and tar do not fsync.",
         "- Export goals compare the cold-cache export with skopeo + tar; `--jobs` is "
         "mirror's default.",
+        "- `mirror import` again runs as an operator's second import on the same host: "
+        "same target, same catalog, same cache folder (where mirror remembers bundles it "
+        "proved whole, `bundle/memo.py`).",
         f"- PASS/MISS: {mark(True)} when the measured value meets the issue's goal.",
         "",
     ]
