@@ -5,17 +5,27 @@ temporary name renamed into place; so an interrupted export, run again, fetches 
 is missing. The bundle writer hashes every blob again as it packs it (except those this very
 process just verified on their way in), which catches a cache corrupted on disk between
 runs; the entry is then dropped so the next run fetches it afresh.
+
+Manifests are cached too, so a warm export asks the registry only what changed: each tag
+is fetched with `If-None-Match` naming the digest it had last time (`tags.json`), and a
+`304 Not Modified`, or an index's child named by digest, is answered from here, checked
+against its digest.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
-from mirror.oci.descriptor import Descriptor
+from mirror.errors import IntegrityError
+from mirror.oci.descriptor import Descriptor, digest_of
 from mirror.streams import VerifyingReader, atomic_file, drain
+
+TAGS_FILE = "tags.json"  # "host/repository:tag" -> the descriptor it named last time
+MAX_TAGS = 100_000
 
 
 def default_cache_dir() -> Path:
@@ -29,6 +39,7 @@ class BlobCache:
         self.stored_bytes = 0  # fetched into the cache by this process: "downloaded"
         self.fresh: set[str] = set()  # digests this process verified on their way in
         self._lock = threading.Lock()
+        self._seen: dict[str, Descriptor] | None = None  # tags.json, loaded on first use
 
     def path(self, digest: str) -> Path:
         algo, _, hexpart = digest.partition(":")
@@ -53,3 +64,48 @@ class BlobCache:
 
     def drop(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
+
+    def manifest(self, desc: Descriptor) -> bytes | None:
+        """A manifest an earlier run kept, if it is exactly `desc`; else None."""
+        try:
+            data = self.path(desc.digest).read_bytes()
+        except OSError:
+            return None
+        if len(data) != desc.size or digest_of(data) != desc.digest:
+            return None
+        return data
+
+    def last_seen(self, ref: str) -> Descriptor | None:
+        """What `host/repository:tag` named the last time it was looked up."""
+        with self._lock:
+            if self._seen is None:
+                self._seen = _load_tags(self.root / TAGS_FILE)
+            return self._seen.get(ref)
+
+    def saw(self, ref: str, desc: Descriptor) -> None:
+        self.last_seen(ref)  # loads the file first, so save() keeps its other tags
+        with self._lock:
+            assert self._seen is not None
+            self._seen.pop(ref, None)
+            self._seen[ref] = desc  # newest last: save() keeps the newest MAX_TAGS
+
+    def save_seen(self) -> None:
+        """Write tags.json; failing to only costs full manifest GETs next time."""
+        with self._lock:
+            if self._seen is None:
+                return
+            doc = {ref: d.to_json() for ref, d in list(self._seen.items())[-MAX_TAGS:]}
+        try:
+            with atomic_file(self.root / TAGS_FILE, durable=False) as fh:
+                fh.write(json.dumps(doc, sort_keys=True).encode())
+        except OSError:
+            pass
+
+
+def _load_tags(path: Path) -> dict[str, Descriptor]:
+    """Unreadable or foreign content is an empty memo: it is only ever a hint."""
+    try:
+        doc: Any = json.loads(path.read_text())
+        return {str(ref): Descriptor.from_json(d) for ref, d in doc.items()}
+    except (OSError, ValueError, AttributeError, IntegrityError):
+        return {}

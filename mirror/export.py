@@ -99,10 +99,10 @@ class ExportResult:
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
     """Select, copy into the cache, describe, then write FILE (and its sidecars)."""
     held = load_held(opts.since) if opts.since else Held()  # bad receipts fail before work
-    selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs)
+    cache = BlobCache(opts.cache_dir)
+    selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
     if not selection.found:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
-    cache = BlobCache(opts.cache_dir)
     target = BundleTarget(cache, held.where)
     if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
         packs = check_packs(selection, cache, add=opts.with_dependencies, store=False)
@@ -120,6 +120,7 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         if opts.since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
         _write(opts, manifest, members, cache, observer)
+        cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
     return result
 
 

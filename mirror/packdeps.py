@@ -122,10 +122,9 @@ def _candidates(like: Found, name: str, allows: object) -> list[Found]:
         return []
     fitting = [t for t in version_order(tags) if callable(allows) and allows(t)]
     out = []
-    source = RegistrySource(src.client, full)
+    source = RegistrySource(src.client, full, src.known)
     for tag in fitting[:MAX_CANDIDATES]:
-        desc, data = src.client.get_manifest(full, tag)
-        source.remember(desc, data)
+        desc, data = source.get_tag(tag)
         out.append(Found(like.registry, repo, tag, full, desc, source, kind_of(desc, data), ()))
     return out
 

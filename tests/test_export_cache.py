@@ -39,3 +39,65 @@ def test_corrupt_cache_blob_is_caught_dropped_and_refetched(
     summary = json.loads(capsys.readouterr().out)
     assert summary["downloadedBytes"] == len(data)
     assert second.read_bytes() == first.read_bytes() or second.stat().st_size > 0
+
+
+def test_a_warm_export_asks_only_what_changed(registry: Any, tmp_path: Path) -> None:
+    """Tags are asked with If-None-Match and answered 304 from the cache; an index's
+    children (named by digest) are not asked at all. A moved tag is fetched afresh."""
+    from faultproxy import MANIFEST, FaultProxy, mirror
+
+    from mirror.lab.content import make_image, make_layer
+    from mirror.lab.seed import client_for, seed_artifact, seed_many, standard_items
+
+    client = client_for(registry)
+    seed_many(client, [i for i in standard_items("production") if "/images/" in i[0]])
+    cache = tmp_path / "cache"
+    with FaultProxy.running(registry.url) as proxy:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            f"registries:\n  - {{name: Lab, kind: oci, url: '{proxy.url}', "
+            "basePath: production, repositories: ['images/*']}\n"
+        )
+
+        def export(name: str) -> dict[str, Any]:
+            proxy.clear()
+            run = mirror("export", spec, "-o", tmp_path / name, "--cache-dir", cache, "--json")
+            assert run.rc == 0, run.err
+            return dict(json.loads(run.out))
+
+        first = export("a.tar.zst")
+        tags = proxy.seen("GET", MANIFEST + "[^s]")  # by tag, not by sha256:
+        assert tags >= 5 and proxy.seen("GET", MANIFEST + "sha256:") >= 2  # index children
+        export("b.tar.zst")
+        assert proxy.seen("GET", MANIFEST, status=304) == tags
+        assert proxy.seen("GET", MANIFEST, status=200) == 0
+        assert (tmp_path / "b.tar.zst").read_bytes() == (tmp_path / "a.tar.zst").read_bytes()
+
+        moved = make_image("moved-on", layers=[make_layer("moved-on", 4096)])
+        seed_artifact(client, "production/images/api-00", "1.0.0", moved, "image")
+        third = export("c.tar.zst")
+        assert proxy.seen("GET", MANIFEST, status=200) == 1  # only the tag that moved
+        assert third["artifacts"] == first["artifacts"]
+    client.close()
+
+
+def test_kept_manifests_and_tags_are_hints_checked_before_use(tmp_path: Path) -> None:
+    from mirror.cache import TAGS_FILE, BlobCache
+    from mirror.oci.descriptor import descriptor_for
+
+    data = b'{"schemaVersion": 2, "layers": []}'
+    desc = descriptor_for(data, "application/vnd.oci.image.manifest.v1+json")
+    cache = BlobCache(tmp_path)
+    cache.path(desc.digest).parent.mkdir(parents=True)
+    cache.path(desc.digest).write_bytes(data)
+    assert cache.manifest(desc) == data
+    cache.path(desc.digest).write_bytes(data.replace(b"2", b"3"))  # same size, other bytes
+    assert cache.manifest(desc) is None  # so the registry is asked in full
+
+    cache.saw("reg.example/a/b:1.0", desc)
+    cache.save_seen()
+    assert BlobCache(tmp_path).last_seen("reg.example/a/b:1.0") == desc
+    assert BlobCache(tmp_path).last_seen("reg.example/a/b:2.0") is None
+    for junk in ("not json", "[1, 2]", '{"x": {"digest": "md5:1"}}'):
+        (tmp_path / TAGS_FILE).write_text(junk)
+        assert BlobCache(tmp_path).last_seen("x") is None

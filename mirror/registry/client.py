@@ -84,17 +84,29 @@ class RegistryClient:
 
     # ---- manifests -------------------------------------------------------------------
 
-    def get_manifest(self, repo: str, ref: str) -> tuple[Descriptor, bytes]:
-        """The exact bytes, so digests survive; checked against the ref when it is a digest."""
+    def get_manifest(
+        self, repo: str, ref: str, known: tuple[Descriptor, bytes] | None = None
+    ) -> tuple[Descriptor, bytes]:
+        """The exact bytes, so digests survive; checked against the ref when it is a digest.
+
+        `known`: what the ref named last time, bytes already checked. It is sent as
+        `If-None-Match`, and a `304 Not Modified` returns it without a body.
+        """
+        headers = {"Accept": mt.ACCEPT}
+        if known is not None:
+            headers["If-None-Match"] = f'"{known[0].digest}"'
         resp = self.http.request(
             "GET",
             f"/v2/{repo}/manifests/{ref}",
             scope=_pull(repo),
-            headers={"Accept": mt.ACCEPT},
+            headers=headers,
             stream=True,
+            ok=(200, 304) if known is not None else (200,),
             what=f"manifest {repo}:{ref} not found",
         )
         with resp:
+            if resp.status_code == 304 and known is not None:
+                return known
             data = _read_capped(resp, MAX_MANIFEST, f"{self.host}/{repo}:{ref}")
         media = media_type_of(data, resp.headers.get("Content-Type"))
         if media not in mt.ALL_MANIFESTS:

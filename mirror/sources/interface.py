@@ -24,6 +24,20 @@ class Source(Protocol):
         ...
 
 
+class KnownManifests(Protocol):
+    """Manifests an earlier run kept (the export cache), so a warm run asks only what changed."""
+
+    def last_seen(self, ref: str) -> Descriptor | None:
+        """What `host/repository:tag` named last time."""
+        ...
+
+    def saw(self, ref: str, desc: Descriptor) -> None: ...
+
+    def manifest(self, desc: Descriptor) -> bytes | None:
+        """The bytes of `desc` if kept, checked against its digest; else None."""
+        ...
+
+
 @dataclass(frozen=True)
 class Found:
     """One artifact a source offers: where it came from and where it will land.

@@ -12,14 +12,16 @@ from mirror.errors import NotFoundError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.client import RegistryClient
-from mirror.sources.interface import Found, Selection
+from mirror.sources.interface import Found, KnownManifests, Selection
 from mirror.sources.registry import RegistrySource
 from mirror.spec import Registry
 
 _GLOB = re.compile(r"[*?\[]")
 
 
-def discover(reg: Registry, client: RegistryClient, *, jobs: int = 8) -> Selection:
+def discover(
+    reg: Registry, client: RegistryClient, *, jobs: int = 8, known: KnownManifests | None = None
+) -> Selection:
     """Resolve the spec's selection to root descriptors; fetched manifests are remembered.
 
     Repositories are listed and resolved in parallel (a registry of a thousand packs is a
@@ -28,7 +30,7 @@ def discover(reg: Registry, client: RegistryClient, *, jobs: int = 8) -> Selecti
     base = reg.base_path.strip("/")
     repos = _repositories(reg, client, base)
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="discover") as pool:
-        parts = list(pool.map(lambda repo: _one_repository(reg, client, base, repo), repos))
+        parts = list(pool.map(lambda repo: _one_repository(reg, client, base, repo, known), repos))
     out = Selection()
     for part in parts:
         out.found.extend(part.found)
@@ -36,16 +38,17 @@ def discover(reg: Registry, client: RegistryClient, *, jobs: int = 8) -> Selecti
     return out
 
 
-def _one_repository(reg: Registry, client: RegistryClient, base: str, repo: str) -> Selection:
+def _one_repository(
+    reg: Registry, client: RegistryClient, base: str, repo: str, known: KnownManifests | None
+) -> Selection:
     full = f"{base}/{repo}" if base else repo
-    source = RegistrySource(client, full)
+    source = RegistrySource(client, full, known)
     tags = reg.tags.apply(client.list_tags(full), f"registry {reg.name}")
     if not tags and literal_repositories(reg.repositories):
         raise NotFoundError(f"registry {reg.name}: no tag of {full} matches the spec's tag filter")
     part = Selection()
     for tag in tags:
-        desc, data = client.get_manifest(full, tag)
-        source.remember(desc, data)
+        desc, data = source.get_tag(tag)
         item = _found(reg, source, repo, full, tag, desc, data, part.notes)
         if item is not None:
             part.found.append(item)

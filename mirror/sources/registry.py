@@ -9,17 +9,35 @@ from typing import IO
 
 from mirror.oci.descriptor import Descriptor, check_bytes
 from mirror.registry.client import RegistryClient
+from mirror.sources.interface import KnownManifests
 
 
 class RegistrySource:
-    """Reads one repository. Manifests are remembered: discovery already fetched the roots."""
+    """Reads one repository. Manifests are remembered: discovery already fetched the roots;
+    a manifest named by digest that an earlier run kept (`known`) is not fetched again."""
 
-    def __init__(self, client: RegistryClient, repo: str) -> None:
+    def __init__(
+        self, client: RegistryClient, repo: str, known: KnownManifests | None = None
+    ) -> None:
         self.client = client
         self.repo = repo
         self.where = f"{client.host}/{repo}"
+        self.known = known
         self._manifests: dict[str, bytes] = {}
         self._lock = threading.Lock()
+
+    def get_tag(self, tag: str) -> tuple[Descriptor, bytes]:
+        """The manifest a tag names now, asked as a conditional GET when it was seen before."""
+        ref = f"{self.where}:{tag}"
+        last = self.known.last_seen(ref) if self.known is not None else None
+        kept = self.known.manifest(last) if self.known is not None and last else None
+        desc, data = self.client.get_manifest(
+            self.repo, tag, (last, kept) if last is not None and kept is not None else None
+        )
+        self.remember(desc, data)
+        if self.known is not None:
+            self.known.saw(ref, desc)
+        return desc, data
 
     def remember(self, desc: Descriptor, data: bytes) -> None:
         check_bytes(desc, data, self.where)
@@ -29,6 +47,8 @@ class RegistrySource:
     def fetch_manifest(self, desc: Descriptor) -> bytes:
         with self._lock:
             hit = self._manifests.get(desc.digest)
+        if hit is None and self.known is not None:
+            hit = self.known.manifest(desc)  # content-addressed: checked against desc
         if hit is not None:
             return hit
         _, data = self.client.get_manifest(self.repo, desc.digest)

@@ -6,7 +6,7 @@ from mirror.errors import UsageError
 from mirror.registry.auth import credentials_from_env, docker_credentials
 from mirror.registry.client import RegistryClient
 from mirror.sources import oci
-from mirror.sources.interface import Selection
+from mirror.sources.interface import KnownManifests, Selection
 from mirror.spec import BundleSpec, Registry
 
 
@@ -25,11 +25,21 @@ def client_for(reg: Registry, *, ca_file: str | None = None) -> RegistryClient:
     return client
 
 
-def discover_all(spec: BundleSpec, *, ca_file: str | None = None, jobs: int = 8) -> Selection:
-    """Every registry's selection, in spec order; refs must be unique across registries."""
+def discover_all(
+    spec: BundleSpec,
+    *,
+    ca_file: str | None = None,
+    jobs: int = 8,
+    known: KnownManifests | None = None,
+) -> Selection:
+    """Every registry's selection, in spec order; refs must be unique across registries.
+
+    `known`: manifests an earlier run kept (the export cache): OCI registries are then
+    asked with conditional GETs, and only for what is not already here.
+    """
     out = Selection()
     for reg in spec.registries:
-        part = _discover(reg, ca_file, jobs)
+        part = _discover(reg, ca_file, jobs, known)
         out.found.extend(part.found)
         out.notes.extend(part.notes)
     seen: dict[str, str] = {}
@@ -40,9 +50,11 @@ def discover_all(spec: BundleSpec, *, ca_file: str | None = None, jobs: int = 8)
     return out
 
 
-def _discover(reg: Registry, ca_file: str | None, jobs: int) -> Selection:
+def _discover(
+    reg: Registry, ca_file: str | None, jobs: int, known: KnownManifests | None
+) -> Selection:
     if reg.kind == "oci":
-        return oci.discover(reg, client_for(reg, ca_file=ca_file), jobs=jobs)
+        return oci.discover(reg, client_for(reg, ca_file=ca_file), jobs=jobs, known=known)
     if reg.kind == "pack" and reg.path:
         from mirror.sources import packdir
 
