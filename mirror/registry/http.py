@@ -26,13 +26,13 @@ TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can han
 
 
 class _Session(requests.Session):
-    """A Session that reads proxies and CA settings from the environment once per host.
+    """requests.Session, trimmed for many small registry requests.
 
-    requests scans every environment variable twice on each request to find proxies, and
-    looks for ~/.netrc: a third of the client's own time on a manifest GET. The
-    environment does not change during a run, so it is read once per scheme and host,
-    redirects included. ~/.netrc is not consulted: registry credentials come from docker's
-    config.json, its helpers or the environment.
+    The environment (proxies, REQUESTS_CA_BUNDLE) is read once per scheme and host,
+    redirects included: requests scanned every variable twice on each request and looked
+    for ~/.netrc, a third of the client's own time on a manifest GET. ~/.netrc is not
+    consulted: registry credentials come from docker's config.json, its helpers or the
+    environment. `send_plain` skips the Session bookkeeping mirror never uses.
     """
 
     def __init__(self) -> None:
@@ -83,15 +83,8 @@ class _Session(requests.Session):
         merged.update(headers)
         prepared.prepare_headers(merged)
         prepared.prepare_body(data, None)
-        env_proxies, env_verify = self._environment(url)
-        resp = self.get_adapter(url).send(
-            prepared,
-            stream=stream,
-            timeout=timeout,
-            verify=env_verify if verify is True else verify,
-            cert=self.cert,
-            proxies={**self.proxies, **env_proxies},
-        )
+        settings = self.merge_environment_settings(url, None, stream, verify, None)
+        resp = self.get_adapter(url).send(prepared, timeout=timeout, **settings)
         if not stream:
             resp.content  # noqa: B018 -- read the body now, as Session.send does
         return resp
