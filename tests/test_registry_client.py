@@ -255,3 +255,28 @@ def test_environment_is_read_once_per_host_and_still_honoured(
     monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere.invalid:1")
     again = s.merge_environment_settings("https://reg.invalid/v2/other", None, None, True, None)
     assert again["proxies"].get("https") == "http://proxy.invalid:3128"  # cached per host
+
+
+def test_a_conditional_get_answered_304_returns_what_was_known_and_keeps_the_connection(
+    registry: LabRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    client = RegistryClient(registry.url)
+    art = _artifact()
+    _push(client, "lab/cond", "1.0", art)
+    known = client.get_manifest("lab/cond", "1.0")
+    connects: list[object] = []
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(
+        socket.socket,
+        "connect",
+        lambda self, addr: connects.append(addr) or real_connect(self, addr),
+    )
+    for _ in range(5):
+        assert client.get_manifest("lab/cond", "1.0", known) == known
+    assert connects == []  # a 304 without its (empty) body read would close the connection
+    other = _artifact()
+    _push(client, "lab/cond", "1.0", other)  # the tag moves: a 200 with the new bytes
+    desc, data = client.get_manifest("lab/cond", "1.0", known)
+    assert desc.digest != known[0].digest and data == other.manifest

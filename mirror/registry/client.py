@@ -106,6 +106,7 @@ class RegistryClient:
         )
         with resp:
             if resp.status_code == 304 and known is not None:
+                resp.raw.read()  # the empty body: read, so the connection is kept, not closed
                 return known
             data = _read_capped(resp, MAX_MANIFEST, f"{self.host}/{repo}:{ref}")
         media = media_type_of(data, resp.headers.get("Content-Type"))
