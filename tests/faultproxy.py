@@ -17,7 +17,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -347,13 +347,23 @@ def mirror(*argv: object) -> Run:
     return Run(rc, out.getvalue(), err.getvalue())
 
 
-def write_spec(path: Path, url: str, *, base: str = "production", extra: str = "") -> Path:
-    """The brief's lab spec; `extra` adds YAML to the registry: `, repositories: [...]`."""
-    path.write_text(
-        "name: t\n"
-        f'registries: [{{name: Lab, kind: oci, url: "{url}", basePath: {base}, '
-        f"providerType: pack{extra}}}]\n"
-    )
+def write_spec(
+    path: Path,
+    url: str,
+    *,
+    base: str = "production",
+    extra: str = "",
+    repositories: Sequence[str] = (),
+    provider: str | None = "pack",
+) -> Path:
+    """The brief's lab spec: one OCI registry at URL under BASE, optionally only REPOSITORIES
+    (globs allowed); `extra` adds YAML to the registry entry: `, tags: {...}`."""
+    fields = f'name: Lab, kind: oci, url: "{url}", basePath: {base}'
+    if provider:
+        fields += f", providerType: {provider}"
+    if repositories:
+        fields += f", repositories: [{', '.join(repr(r) for r in repositories)}]"
+    path.write_text(f"name: t\nregistries: [{{{fields}{extra}}}]\n")
     return path
 
 

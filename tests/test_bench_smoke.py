@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from faultproxy import write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,10 +213,8 @@ def test_netclock_counts_every_request_and_survives_the_fast_exit(
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "bench" / "netclock.py"
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"registries:\n  - {{name: Lab, kind: oci, url: '{seeded_registry.url}',"
-        " basePath: production, repositories: [images/api-00]}\n"
+    spec = write_spec(
+        tmp_path / "spec.yaml", seeded_registry.url, repositories=["images/api-00"], provider=None
     )
     cases = {
         "list": (["registries", "list", "--json"], 0),

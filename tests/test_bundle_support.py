@@ -177,15 +177,18 @@ def hostile_bundle(
     head: bool = True,
 ) -> Path:
     """An archive made by tarfile + zstandard directly, no TOC; manifest signed by K."""
+    head_entries = signed_head(manifest, k) if head else []
+    out.write_bytes(zstandard.ZstdCompressor().compress(plain_tar([*head_entries, *entries])))
+    return out
+
+
+def plain_tar(entries: Sequence[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    """The uncompressed tar of ENTRIES, end blocks included, for tests that cut or pad it."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        if head:
-            for info, data in signed_head(manifest, k):
-                tar.addfile(info, io.BytesIO(data))
         for info, data in entries:
             tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    out.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
-    return out
+    return buf.getvalue()
 
 
 def signed_head(manifest: bytes, k: Keys) -> list[tuple[tarfile.TarInfo, bytes]]:

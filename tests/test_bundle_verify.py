@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import time
@@ -19,6 +18,7 @@ from test_bundle_support import (
     make_keys,
     make_layout,
     manifest_doc,
+    plain_tar,
     sha,
     signed_head,
     tar_entry,
@@ -156,11 +156,7 @@ def test_truncated_archive(tmp_path: Path, k: Keys, keep: float) -> None:
 def test_truncated_member_data(tmp_path: Path, k: Keys) -> None:
     """A cut inside a member (not at a frame boundary) names the member."""
     files = make_layout().files
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in [*signed_head(_manifest(files, k), k), *layout_entries(files)]:
-            tar.addfile(info, io.BytesIO(data))
-    raw = buf.getvalue()
+    raw = plain_tar([*signed_head(_manifest(files, k), k), *layout_entries(files)])
     cut = raw.index(files["index.json"]) + 10
     (tmp_path / "t.tar.zst").write_bytes(zstandard.ZstdCompressor().compress(raw[:cut]))
     with pytest.raises(VerificationError, match=r"index.json: archive is truncated"):
@@ -259,11 +255,8 @@ def test_index_json_lacks_an_artifact(tmp_path: Path, k: Keys) -> None:
 def test_member_far_larger_than_declared_is_refused_before_reading(tmp_path: Path, k: Keys) -> None:
     """The header claims 10 GiB; no data follows. Refused at the header, instantly."""
     files = make_layout().files
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in [*signed_head(_manifest(files, k), k), *layout_entries(files)[:1]]:
-            tar.addfile(info, io.BytesIO(data))
-    raw = buf.getvalue().rstrip(b"\0")
+    raw = plain_tar([*signed_head(_manifest(files, k), k), *layout_entries(files)[:1]])
+    raw = raw.rstrip(b"\0")
     raw += b"\0" * (-len(raw) % 512) + tarfmt.header("index.json", 10 * 2**30, 0)
     (tmp_path / "l.tar.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
     with pytest.raises(IntegrityError, match=r"index.json: archive says 10737418240 bytes"):
@@ -273,11 +266,7 @@ def test_member_far_larger_than_declared_is_refused_before_reading(tmp_path: Pat
 def _bomb(tmp_path: Path, k: Keys, filler: bytes) -> Path:
     """A good archive without its end blocks, then 2 GiB of FILLER compressed to kilobytes."""
     files = make_layout().files
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in [*signed_head(_manifest(files, k), k), *layout_entries(files)]:
-            tar.addfile(info, io.BytesIO(data))
-    raw = buf.getvalue().rstrip(b"\0")
+    raw = plain_tar([*signed_head(_manifest(files, k), k), *layout_entries(files)]).rstrip(b"\0")
     raw += b"\0" * (-len(raw) % 512)
     chunker = zstandard.ZstdCompressor(level=1).chunker(chunk_size=1 << 20)
     parts = [*chunker.compress(raw)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultproxy import write_spec
 
 from mirror.cli import main
 
@@ -159,10 +160,8 @@ def test_python_dash_m_and_completion() -> None:
 def test_verify_json_has_every_contract_key_on_success_and_failure(
     seeded_registry: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"registries:\n  - {{name: Lab, kind: oci, url: '{seeded_registry.url}',"
-        " basePath: production, repositories: [images/api-00]}\n"
+    spec = write_spec(
+        tmp_path / "spec.yaml", seeded_registry.url, repositories=["images/api-00"], provider=None
     )
     bundle = tmp_path / "b.tar.zst"
     assert main(["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "c")]) == 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import require_registry
+from faultproxy import write_spec
 
 from mirror.bundle.reader import BundleReader
 from mirror.cli import main
@@ -33,12 +34,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRegistry]:
 
 
 def _spec(tmp_path: Path, reg: LabRegistry) -> Path:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"registries:\n  - {{name: Lab, kind: oci, url: '{reg.url}', basePath: production,"
-        " repositories: [images/app]}\n"
-    )
-    return spec
+    return write_spec(tmp_path / "spec.yaml", reg.url, repositories=["images/app"], provider=None)
 
 
 def test_delta_ships_only_what_the_far_side_lacks(

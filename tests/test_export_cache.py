@@ -44,7 +44,7 @@ def test_corrupt_cache_blob_is_caught_dropped_and_refetched(
 def test_a_warm_export_asks_only_what_changed(registry: Any, tmp_path: Path) -> None:
     """Tags are asked with If-None-Match and answered 304 from the cache; an index's
     children (named by digest) are not asked at all. A moved tag is fetched afresh."""
-    from faultproxy import MANIFEST, FaultProxy, mirror
+    from faultproxy import MANIFEST, FaultProxy, mirror, write_spec
 
     from mirror.lab.content import make_image, make_layer
     from mirror.lab.seed import client_for, seed_artifact, seed_many, standard_items
@@ -53,10 +53,8 @@ def test_a_warm_export_asks_only_what_changed(registry: Any, tmp_path: Path) -> 
     seed_many(client, [i for i in standard_items("production") if "/images/" in i[0]])
     cache = tmp_path / "cache"
     with FaultProxy.running(registry.url) as proxy:
-        spec = tmp_path / "spec.yaml"
-        spec.write_text(
-            f"registries:\n  - {{name: Lab, kind: oci, url: '{proxy.url}', "
-            "basePath: production, repositories: ['images/*']}\n"
+        spec = write_spec(
+            tmp_path / "spec.yaml", proxy.url, repositories=["images/*"], provider=None
         )
 
         def export(name: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultproxy import write_spec
 
 from mirror.bundle.memo import Proof, VerifiedMemo
 from mirror.cli import main
@@ -22,10 +23,8 @@ def signed_bundle(
     gen = ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
     subprocess.run([*gen, "-out", str(key)], check=True)
     subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)], check=True)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"registries:\n  - {{name: Lab, kind: oci, url: '{seeded_registry.url}',"
-        " basePath: production, repositories: [images/api-00]}\n"
+    spec = write_spec(
+        tmp_path / "spec.yaml", seeded_registry.url, repositories=["images/api-00"], provider=None
     )
     bundle = tmp_path / "b.tar.zst"
     assert main(["export", str(spec), "-o", str(bundle), "--key", str(key)]) == 0

@@ -283,14 +283,12 @@ def test_import_registers_in_palette_through_the_cli(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from faultproxy import write_spec
+
     from mirror.cli import main
 
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        "name: p\nregistries:\n"
-        f"  - {{name: Lab, kind: oci, url: '{seeded_registry.url}', basePath: production,"
-        " providerType: pack, repositories: ['spectro-packs/archive/*']}\n"
-    )
+    packs = ["spectro-packs/archive/*"]
+    spec = write_spec(tmp_path / "spec.yaml", seeded_registry.url, repositories=packs)
     bundle = tmp_path / "b.tar.zst"
     assert main(["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "c")]) == 0
     capsys.readouterr()

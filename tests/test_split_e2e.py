@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultproxy import write_spec
 
 from mirror.bundle.parts import JoinedFile, parse_size, part_path, parts_of
 from mirror.cli import main
@@ -16,12 +17,8 @@ from mirror.errors import UsageError
 
 
 def _spec(tmp_path: Path, url: str) -> Path:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"registries:\n  - {{name: Lab, kind: oci, url: '{url}', basePath: production,"
-        " repositories: [images/web, images/api-00]}\n"
-    )
-    return spec
+    repositories = ["images/web", "images/api-00"]
+    return write_spec(tmp_path / "spec.yaml", url, repositories=repositories, provider=None)
 
 
 def test_split_bundle_round_trip(
