@@ -14,15 +14,14 @@ against its digest.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from mirror.errors import IntegrityError
-from mirror.oci.descriptor import Descriptor, digest_of
-from mirror.streams import VerifyingReader, atomic_file, drain
+from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of
+from mirror.streams import VerifyingReader, atomic_file, drain, read_hint, write_hint
 
 TAGS_FILE = "tags.json"  # "host/repository:tag" -> the descriptor it named last time
 MAX_TAGS = 100_000
@@ -66,9 +65,15 @@ class BlobCache:
         self.path(digest).unlink(missing_ok=True)
 
     def manifest(self, desc: Descriptor) -> bytes | None:
-        """A manifest an earlier run kept, if it is exactly `desc`; else None."""
+        """A manifest an earlier run kept, if it is exactly `desc`; else None.
+
+        `desc` may come from tags.json, a hint: nothing bigger than a manifest can be is read.
+        """
+        if desc.size > MAX_MANIFEST:
+            return None
         try:
-            data = self.path(desc.digest).read_bytes()
+            with self.path(desc.digest).open("rb") as fh:
+                data = fh.read(desc.size + 1)
         except OSError:
             return None
         if len(data) != desc.size or digest_of(data) != desc.digest:
@@ -90,22 +95,18 @@ class BlobCache:
             self._seen[ref] = desc  # newest last: save() keeps the newest MAX_TAGS
 
     def save_seen(self) -> None:
-        """Write tags.json; failing to only costs full manifest GETs next time."""
+        """Write tags.json, newest last; failing to only costs full manifest GETs next time."""
         with self._lock:
             if self._seen is None:
                 return
             doc = {ref: d.to_json() for ref, d in list(self._seen.items())[-MAX_TAGS:]}
-        try:
-            with atomic_file(self.root / TAGS_FILE, durable=False) as fh:
-                fh.write(json.dumps(doc, sort_keys=True).encode())
-        except OSError:
-            pass
+        write_hint(self.root / TAGS_FILE, doc)
 
 
 def _load_tags(path: Path) -> dict[str, Descriptor]:
     """Unreadable or foreign content is an empty memo: it is only ever a hint."""
     try:
-        doc: Any = json.loads(path.read_text())
+        doc: Any = read_hint(path)
         return {str(ref): Descriptor.from_json(d) for ref, d in doc.items()}
-    except (OSError, ValueError, AttributeError, IntegrityError):
+    except (AttributeError, IntegrityError):
         return {}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from mirror.errors import IntegrityError
 from mirror.oci.descriptor import Descriptor
@@ -128,6 +129,24 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def read_hint(path: Path) -> Any:
+    """A JSON file kept only as a hint (a memo, a cache index); unreadable means None."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_hint(path: Path, doc: Any) -> None:
+    """Replace a hint file atomically, private to the user; failing only costs the work the
+    hint would have saved next time, so it is not an error, and it is not fsynced."""
+    try:
+        with atomic_file(path, 0o600, durable=False) as fh:
+            fh.write(json.dumps(doc, indent=1).encode())
+    except OSError:
+        pass
 
 
 def fsync_dir(path: Path) -> None:

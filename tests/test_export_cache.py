@@ -81,7 +81,7 @@ def test_a_warm_export_asks_only_what_changed(registry: Any, tmp_path: Path) -> 
 
 def test_kept_manifests_and_tags_are_hints_checked_before_use(tmp_path: Path) -> None:
     from mirror.cache import TAGS_FILE, BlobCache
-    from mirror.oci.descriptor import descriptor_for
+    from mirror.oci.descriptor import MAX_MANIFEST, descriptor_for
 
     data = b'{"schemaVersion": 2, "layers": []}'
     desc = descriptor_for(data, "application/vnd.oci.image.manifest.v1+json")
@@ -91,6 +91,13 @@ def test_kept_manifests_and_tags_are_hints_checked_before_use(tmp_path: Path) ->
     assert cache.manifest(desc) == data
     cache.path(desc.digest).write_bytes(data.replace(b"2", b"3"))  # same size, other bytes
     assert cache.manifest(desc) is None  # so the registry is asked in full
+    cache.path(desc.digest).write_bytes(data + b" " * 10)  # longer than the hint says
+    assert cache.manifest(desc) is None
+    # A hint naming something bigger than any manifest (a blob, say) is refused unread.
+    blob = b"x" * (MAX_MANIFEST + 1)
+    huge = descriptor_for(blob, desc.media_type)
+    cache.path(huge.digest).write_bytes(blob)
+    assert cache.manifest(huge) is None
 
     cache.saw("reg.example/a/b:1.0", desc)
     cache.save_seen()

@@ -11,14 +11,13 @@ the schema check of those same manifest bytes (recorded by digest) is not repeat
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mirror.bundle.parts import stamp
-from mirror.streams import atomic_file
+from mirror.streams import read_hint, write_hint
 
 MAX_ENTRIES = 64
 
@@ -58,17 +57,10 @@ class VerifiedMemo:
                 "manifest": proof.manifest,
             }
         )
-        try:
-            with atomic_file(self.path, 0o600) as fh:
-                fh.write(json.dumps(entries[-MAX_ENTRIES:], indent=1).encode())
-        except OSError:
-            pass  # a memo that can't be written only costs a full check next time
+        write_hint(self.path, entries[-MAX_ENTRIES:])  # unwritten: a full check next time
 
     def _load(self) -> list[dict[str, Any]]:
-        try:
-            doc = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return []
+        doc = read_hint(self.path)
         return [e for e in doc if isinstance(e, dict)] if isinstance(doc, list) else []
 
 

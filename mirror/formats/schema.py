@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # jsonschema costs 40 ms to import: only when something is va
     from jsonschema.exceptions import ValidationError
 
 from mirror.formats import schema_path
+from mirror.streams import read_hint, write_hint
 
 
 @cache
@@ -77,21 +78,12 @@ class ValidMemo:
         return _memo_key(schema_name, data) in self._load()
 
     def record(self, schema_name: str, data: bytes) -> None:
-        from mirror.streams import atomic_file
-
         keys = [k for k in self._load() if k != _memo_key(schema_name, data)]
         keys.append(_memo_key(schema_name, data))
-        try:
-            with atomic_file(self.path, 0o600, durable=False) as fh:
-                fh.write(json.dumps(keys[-MEMO_ENTRIES:], indent=1).encode())
-        except OSError:
-            pass  # a memo that can't be written only costs a validation next time
+        write_hint(self.path, keys[-MEMO_ENTRIES:])
 
     def _load(self) -> list[str]:
-        try:
-            doc = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return []
+        doc = read_hint(self.path)
         return [k for k in doc if isinstance(k, str)] if isinstance(doc, list) else []
 
 
