@@ -118,8 +118,9 @@ def default_catalog_path() -> Path:
     return base / "mirror" / "registries.json"
 
 
-def _validate(path: Path, doc: Any) -> list[CatalogEntry]:
-    problem = schema_problem(CATALOG_SCHEMA, doc)
+def _validate(path: Path, doc: Any, *, checked: bool = False) -> list[CatalogEntry]:
+    """Entries of a catalog document; `checked`: these bytes passed the schema before."""
+    problem = None if checked else schema_problem(CATALOG_SCHEMA, doc)
     if problem:
         raise UsageError(f"{path}: {problem}")
     return [CatalogEntry.from_json(e) for e in doc["registries"]]
@@ -140,10 +141,9 @@ def load_catalog(path: Path, memo: ValidMemo | None = None) -> list[CatalogEntry
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    if memo is not None and memo.holds(CATALOG_SCHEMA, data):
-        return [CatalogEntry.from_json(e) for e in doc["registries"]]
-    entries = _validate(path, doc)
-    if memo is not None:
+    checked = memo is not None and memo.holds(CATALOG_SCHEMA, data)
+    entries = _validate(path, doc, checked=checked)
+    if memo is not None and not checked:
         memo.record(CATALOG_SCHEMA, data)
     return entries
 
