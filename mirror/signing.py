@@ -116,7 +116,8 @@ def _check_sums_file(path: Path, digest: bytes) -> None:
     """A PATH.sha256 that disagrees with a good signature means someone edited one of them."""
     sums = _sidecar(path, ".sha256")
     try:
-        text = sums.read_bytes()[:_MAX_SIG_FILE].decode("ascii", "replace")
+        with sums.open("rb") as f:  # a sidecar is one line: never read a huge one whole
+            text = f.read(_MAX_SIG_FILE).decode("ascii", "replace")
     except FileNotFoundError:
         return
     recorded = text.split(maxsplit=1)[0].lower() if text.strip() else ""
