@@ -193,25 +193,13 @@ def test_verify_detached_rejects_edited_sha256_and_huge_sig(
     bundle = tmp_path / "b"
     bundle.write_bytes(DATA)
     signing.write_detached(bundle, signing.sha256_file(bundle), key)
-    (tmp_path / "b.sha256").write_text("0" * 64 + "  b\n")
-    with pytest.raises(IntegrityError, match=r"b\.sha256"):
-        signing.verify_detached(bundle, key.public_key())
-    (tmp_path / "b.sig").write_bytes(b"A" * 100_000)
-    with pytest.raises(VerificationError, match="too large"):
-        signing.verify_detached(bundle, key.public_key())
-
-
-def test_a_sha256_sidecar_that_disagrees_with_a_good_signature_is_refused(
-    tmp_path: Path, key: ec.EllipticCurvePrivateKey
-) -> None:
-    bundle = tmp_path / "b.tar.zst"
-    bundle.write_bytes(DATA)
-    signing.write_detached(bundle, signing.sha256_file(bundle), key)
-    sums = tmp_path / "b.tar.zst.sha256"
-    assert signing.verify_detached(bundle, key.public_key()) is not None
-    for edited in (f"{'0' * 64}  b.tar.zst\n", "\n", "0" * (64 << 20)):  # the last: 64 MiB
+    sums = tmp_path / "b.sha256"
+    for edited in ("0" * 64 + "  b\n", "\n", "0" * (64 << 20)):  # the last: 64 MiB, read capped
         sums.write_text(edited)
-        with pytest.raises(IntegrityError, match=r"b\.tar\.zst\.sha256: recorded digest"):
+        with pytest.raises(IntegrityError, match=r"b\.sha256: recorded digest"):
             signing.verify_detached(bundle, key.public_key())
     sums.unlink()  # no sidecar: the signature alone decides
     assert signing.verify_detached(bundle, key.public_key()) is not None
+    (tmp_path / "b.sig").write_bytes(b"A" * 100_000)
+    with pytest.raises(VerificationError, match="too large"):
+        signing.verify_detached(bundle, key.public_key())
