@@ -316,7 +316,10 @@ def _method(repeat: int) -> list[str]:
         "(`make pyc`, as `pip install` does for a regular install).",
         f"- Each comparison ran {repeat} time(s), mirror and the baseline in turns: the "
         "tables show the median time and the highest peak RSS (the 1 GB runs: once; verify: "
-        "at least 3 times; zstd levels: the best of 3).",
+        'at least 3 times; zstd levels: the best of 3). A goal\'s "runs" are the lowest and '
+        "highest of its repeats: each cold export against the skopeo + tar run beside it, each "
+        "warm run against the median cold run, each import and re-import against its own "
+        "skopeo run and first import.",
         "- The skopeo baselines run one `skopeo copy --all` per artifact in sequence, as a "
         "shell loop would; `--src-tls-verify=false` / `--dest-tls-verify=false` on loopback.",
         "- Every registry is a real `docker-registry` on 127.0.0.1 with its storage on the "

@@ -197,6 +197,11 @@ def export_bench(
         tar_bytes=tar_bytes,
         big=big_m,
         big_bytes=big_bytes,
+        speedups=tuple(
+            (s.seconds + t.seconds) / c.seconds
+            for c, s, t in zip(colds, skopeos, tars, strict=True)
+        ),
+        warm_network_runs=tuple(float(d["seconds"]) for d in nets),
     )
     return result, bundle, big_bundle
 
@@ -286,6 +291,8 @@ def import_bench(
         layout_bytes=tree_bytes([layout]),
         big=big_m,
         big_disk=big_disk,
+        speedups=tuple(s.seconds / f.seconds for f, s in zip(firsts, skopeos, strict=True)),
+        reimport_shares=tuple(a.seconds / f.seconds for f, a in zip(firsts, agains, strict=True)),
     )
     return result, layout
 

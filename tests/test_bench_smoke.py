@@ -121,6 +121,23 @@ def test_render_marks_each_goal_and_escapes_pipes() -> None:
     assert "Quick smoke run" not in text
 
 
+def test_goals_show_the_spread_of_their_repeats() -> None:
+    report = _report()
+    export = dataclasses.replace(
+        report.export, speedups=(2.4, 2.9, 2.6), warm_network_runs=(0.4, 0.5, 1.2)
+    )
+    imports = dataclasses.replace(report.imports, speedups=(2.1, 2.7), reimport_shares=(0.3,))
+    text = run.render(dataclasses.replace(report, export=export, imports=imports))
+    assert "2.60x (runs: 2.40x-2.90x) | PASS |" in _row(text, "export vs skopeo copy + tar\\|zstd")
+    # the median passes while one run missed: both are in the row
+    assert "5.0% (runs: 4.0%-12.0%) | PASS |" in _row(
+        text, "warm-cache export: network time / first run"
+    )
+    assert "(runs: 2.10x-2.70x)" in _row(text, "import vs skopeo copy from the layout")
+    assert "runs" not in _row(text, "re-import / first import")  # one run: no spread
+    assert "runs" not in _row(run.render(report), "export vs skopeo copy + tar\\|zstd")
+
+
 def test_render_changes_with_the_numbers() -> None:
     slow = _report(verify=VerifyBench(Measured(1.0, 1024), Measured(1.0, 1024), 301 * MB))
     text = run.render(slow)
