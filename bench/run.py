@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--big-layer-mb", type=int, default=1024, help="0 skips the big-layer runs")
     p.add_argument("--packs", type=int, default=None, help="corpus packs (default: all)")
     p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}")
-    p.add_argument("--repeat", type=int, default=3, help="runs per comparison; median time")
+    p.add_argument("--repeat", type=int, default=5, help="runs per comparison; median time")
     p.add_argument("--quick", action="store_true", help="smoke run: 50 MB, 10 packs, no 1 GB")
     p.add_argument("--workdir", type=Path, default=None, help="default: a new temp folder")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
