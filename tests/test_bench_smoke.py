@@ -47,7 +47,7 @@ def _report(**over: object) -> Report:
         skopeo=m(20.0, 40 * 1024, runs=98),
         tar=m(6.0, 30 * 1024),
         warm=m(1.5, 60 * 1024),
-        warm_network=0.5,
+        warm_network_runs=(0.5,),
         warm_requests=200,
         downloaded=300 * MB,
         warm_downloaded=0,
