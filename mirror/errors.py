@@ -63,13 +63,71 @@ class FipsError(VerificationError):
     """Content or an algorithm that FIPS mode forbids."""
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_SECRET_HEADER = re.compile(
-    r"(?i)(authorization|apikey|x-api-key)(['\"]?\s*[:=]\s*['\"]?)([^\s'\",}]+)"
+# The lookbehind starts a scheme only at a word's start: linear time on long words.
+_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s'\"<>]+@")
+
+# Where a field name may start: not inside a word, a path or a `name:tag` / scope string
+# (`org/vault-token:1.0`, `repository:x-api-key:pull`), but right after an escaped `\r\n`
+# as in the bytes repr of a raw request. An optional quote (also JSON-escaped) opens a key.
+_NAME = r"(?:(?<![\w/:-])|(?<=\\[nrt]))\\?['\"]?"
+# `:` or `=`, with the key's closing quote if it had one.
+_SEP = r"\\?['\"]?[ \t]*[:=][ \t]*"
+# A quoted value (`'...'`, `"..."`, `b'...'`, `\"...\"`) runs to its closing quote or the
+# end of the line; escaped quotes inside it do not end it.
+_OPEN = r"(?P<open>b?(?P<q>\\?['\"]))?"
+_QUOTED = r"(?:(?!(?P=q))(?:\\.|[^\\\n]))+"
+# One unquoted credential: token68, a JWT, a PAT; stops at space, quote, comma, bracket.
+_TOKEN = r"[^\s'\"`\\,;()<>\[\]{}]+"
+# Digest-style auth-params: `username="bob", realm="r", response="..."`.
+_PARAM = rf'[\w-]+=(?:"(?:\\.|[^"\\])*"|{_TOKEN})'
+_PARAMS = rf"{_PARAM}(?:[ \t]*,[ \t]*{_PARAM})*"
+# Kept in the output: which kind of credential it was helps debugging and gives nothing away.
+_SCHEME = (
+    r"(?:basic|bearer|digest|token|negotiate|ntlm|hoba|mutual|oauth|aws4-hmac-sha256"
+    r"|scram-sha-1|scram-sha-256|vapid|jwt|apikey)"
+)
+_AUTH_FIELD = re.compile(
+    rf"(?i)(?P<lead>{_NAME}[\w-]*authorization{_SEP}){_OPEN}"
+    rf"(?P<scheme>{_SCHEME}[ \t]+(?=[^\s'\"]))?"
+    # Quoted: all of it. Unquoted after a known scheme: its one credential. Unquoted after
+    # an unknown first word: that word too, since it may be the credential itself (unless
+    # it is our own `***`, so that redacting twice takes no more words).
+    rf"(?(q){_QUOTED}|(?(scheme)(?:{_PARAMS}|{_TOKEN})"
+    rf"|(?:(?!\*\*\*[ \t]){_TOKEN}[ \t]+)?(?:{_PARAMS}|{_TOKEN})))"
+)
+# Every `name=value` pair of a Cookie or Set-Cookie header.
+_COOKIE_FIELD = re.compile(
+    rf"(?i)(?P<lead>{_NAME}[\w-]*cookie{_SEP}){_OPEN}"
+    r"(?(q)" + _QUOTED + r"|[^\s;'\"\\]+(?:;[ \t]*[^\s;'\"\\]+)*)"
+)
+_SECRET_WORD = (
+    r"(?:auth|token|secret|passw(?:or)?d|passphrase|pwd|api[_-]?key|access[_-]?key"
+    r"|private[_-]?key|signature|credentials?|session[_-]?id)"
+)
+_SECRET_FIELD = re.compile(
+    rf"(?i)(?P<lead>{_NAME}(?:"
+    # Header names: any `:` or `=` form, as in `X-Api-Key:abc`.
+    r"(?:x-registry-auth|x-registry-config|x-api-key|api-?key|x-amz-security-token"
+    rf"|private-token|job-token|x-auth-token|x-vault-token){_SEP}"
+    # Any name ending in a secret word (`token`, `identitytoken`, `X-Amz-Signature`) as a
+    # key: `=` or a quoted key. Prose such as "no key password: set X" keeps its words.
+    rf"|[\w-]*{_SECRET_WORD}(?:\\?['\"][ \t]*[:=]|[ \t]*=)[ \t]*"
+    # `client_secret: x`, `X-Custom-Token: x`: a compound name, then `: ` with a space
+    # (a tag such as `vault-token:1.0` has none).
+    rf"|[\w-]*[-_]{_SECRET_WORD}[ \t]*:[ \t]+"
+    # Short query parameters: Azure SAS `sig`, Google `key`, an OAuth `code`.
+    r"|(?<=[?&;])(?:sig|key|code)="
+    rf")){_OPEN}(?(q){_QUOTED}|[^\s'\"`\\,;&()<>\[\]{{}}]+)"
 )
 
 
 def redact(text: str) -> str:
-    """Strip credentials from URLs and header dumps before anything is shown or logged."""
+    """Strip credentials from URLs and header dumps before anything is shown or logged.
+
+    A value is hidden whole, scheme words included unless known (`Basic ***`): a partial
+    match that hides `Basic` and shows the credential is the leak this guards against.
+    """
     text = _USERINFO.sub(r"\g<scheme>***@", text)
-    return _SECRET_HEADER.sub(r"\1\2***", text)
+    text = _AUTH_FIELD.sub(r"\g<lead>\g<open>\g<scheme>***", text)
+    text = _COOKIE_FIELD.sub(r"\g<lead>\g<open>***", text)
+    return _SECRET_FIELD.sub(r"\g<lead>\g<open>***", text)

@@ -339,7 +339,7 @@ class Http:
     def _error(self, method: str, url: str, resp: requests.Response, what: str) -> RegistryError:
         code = resp.status_code
         where = f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}"
-        detail = _registry_message(resp)
+        detail = redact(_registry_message(resp))  # registries may echo a token or URL back
         resp.close()
         if code in (401, 403):
             hint = "" if self._credentials else "; no credentials configured for this registry"
