@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from mirror.errors import IntegrityError
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of
 from mirror.streams import VerifyingReader, atomic_file, drain, read_hint, write_hint
+
+if TYPE_CHECKING:
+    from mirror.sources.interface import Source
 
 TAGS_FILE = "tags.json"  # "host/repository:tag" -> the descriptor it named last time
 MAX_TAGS = 100_000
@@ -101,6 +106,27 @@ class BlobCache:
                 return
             doc = {ref: d.to_json() for ref, d in list(self._seen.items())[-MAX_TAGS:]}
         write_hint(self.root / TAGS_FILE, doc)
+
+
+class CacheFirst:
+    """A source read through the cache: what an export already holds is not asked again."""
+
+    def __init__(self, cache: BlobCache, source: Source) -> None:
+        self.cache = cache
+        self.source = source
+        self.where = source.where
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes:
+        return self.cache.manifest(desc) or self.source.fetch_manifest(desc)
+
+    @contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
+        if not self.cache.has(desc):
+            with self.source.fetch(desc) as stream:
+                yield stream
+            return
+        with self.cache.open(desc) as fh:
+            yield VerifyingReader(fh, desc, f"cache {desc.digest}")  # type: ignore[misc]
 
 
 def _load_tags(path: Path) -> dict[str, Descriptor]:

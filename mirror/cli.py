@@ -124,6 +124,11 @@ def keygen(output_dir: Path, name: str) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--with-dependencies", is_flag=True, help="Add packs that selected packs require.")
 @click.option(
+    "--no-images",
+    is_flag=True,
+    help="Carry no images; the bundle records the closure as skipped on purpose.",
+)
+@click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
     help="CA bundle for source registries with a private CA.",
@@ -131,7 +136,7 @@ def keygen(output_dir: Path, name: str) -> None:
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Resolve and print the plan; fetch no blobs (only pack layers, for their dependencies).",
+    help="Resolve and print the plan; fetch only pack and chart layers (dependencies, images).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def export(
@@ -147,6 +152,7 @@ def export(
     jobs: int,
     cache_dir: Path | None,
     with_dependencies: bool,
+    no_images: bool,
     ca_file: str | None,
     dry_run: bool,
     as_json: bool,
@@ -177,6 +183,7 @@ def export(
         ca_file=ca_file,
         since=since,
         split_size=parts,
+        images=not no_images,
     )
     with Progress("export", phases=("fetch", "pack")) as progress:
         result = run_export(spec, opts, progress)
@@ -201,12 +208,76 @@ def _print_export(result: Any) -> None:
     verb = "would copy" if result.dry_run else "wrote"
     for row in result.plan if result.dry_run else []:
         click.echo(f"  {row['kind']:<6} {row['ref']}  {row['digest'][:19]}")
+    if result.images or result.skipped_images:
+        carried = f"{len(result.images)} images" + (" (planned)" if result.dry_run else "")
+        skipped = f", {len(result.skipped_images)} skipped (--no-images)"
+        click.echo(carried + (skipped if result.skipped_images else ""))
     click.echo(
         f"{verb} {result.artifacts} artifacts, {result.blobs} blobs, {human(result.bytes)}"
         f" ({human(result.downloaded_bytes)} downloaded, {human(result.cached_bytes)} cached)"
         + ("" if result.dry_run else f" -> {result.output}")
         + (" [signed]" if result.signed and not result.dry_run else "")
     )
+
+
+# ---- images ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", "presets", multiple=True, help="A shipped spec: palette-default, ...")
+@click.option("--registry", "registry_names", multiple=True, help="Pick registries by name.")
+@click.option("--fips", is_flag=True, help="VerteX-style: FIPS registries only.")
+@click.option("--allow-non-fips", is_flag=True, help="Let non-FIPS registries into FIPS mode.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle for source registries with a private CA.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the closure as a JSON array.")
+def images(
+    specs: tuple[Path, ...],
+    presets: tuple[str, ...],
+    registry_names: tuple[str, ...],
+    fips: bool,
+    allow_non_fips: bool,
+    jobs: int,
+    ca_file: str | None,
+    as_json: bool,
+) -> None:
+    """Print the image closure of a selection: every image export would carry.
+
+    Reads the selected packs' and charts' archives, and asks no image host anything.
+    "maybe" lines (stderr with --json) are image-looking values that no list names: they
+    are not carried unless listed in the pack or the spec's `images:`.
+    """
+    from mirror.cache import BlobCache, default_cache_dir
+    from mirror.closure import closure_of
+    from mirror.sources.select import discover_all
+    from mirror.spec import load_preset, load_spec, select
+
+    loaded = [load_spec(p) for p in specs] + [load_preset(n) for n in presets]
+    spec = select(loaded, registry_names, fips=fips, allow_non_fips=allow_non_fips)
+    cache = BlobCache(default_cache_dir())
+    selection = discover_all(spec, ca_file=ca_file, jobs=jobs, known=cache)
+    closure = closure_of(spec, selection.found, cache, jobs=jobs)
+    for note in closure.notes:
+        click.echo(f"warning: {note}", err=True)
+    if as_json:
+        emit([n.to_json() for n in closure.images])
+        for n in closure.maybe:
+            click.echo(f"maybe: {n.ref} (in {', '.join(n.needed_by)})", err=True)
+        return
+    for n in closure.images:
+        click.echo(f"{n.ref}  <- {', '.join(n.needed_by)}")
+    if closure.maybe:
+        click.echo("maybe (named in values, in no list; not carried):")
+        for n in closure.maybe:
+            click.echo(f"  {n.ref}  <- {', '.join(n.needed_by)}")
+    click.echo(f"{len(closure.images)} images, {len(closure.unresolved)} unresolved", err=True)
 
 
 # ---- verify / inspect ------------------------------------------------------------------
@@ -221,7 +292,7 @@ def _print_export(result: Any) -> None:
 def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_json: bool) -> None:
     """Check a bundle end to end, fail-closed: signatures, every member, the OCI layout."""
     from mirror.bundle.parts import total_size
-    from mirror.bundle.verify import verify_bundle
+    from mirror.bundle.verify import MissingImagesError, verify_bundle
     from mirror.errors import VerificationError
 
     _require_file(bundle)
@@ -234,16 +305,26 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
             )
     except VerificationError as exc:
         if as_json:
-            keys = ("artifacts", "blobs", "bytes", "signer", "fips")
-            emit({"ok": False, **dict.fromkeys(keys), "error": redact(str(exc))})
+            keys = ("artifacts", "blobs", "bytes", "signer", "fips", "images")
+            missing = exc.missing if isinstance(exc, MissingImagesError) else []
+            emit(
+                {
+                    "ok": False,
+                    **dict.fromkeys(keys),
+                    "missingImages": missing,
+                    "error": redact(str(exc)),
+                }
+            )
         raise
-    doc = {
+    doc: dict[str, Any] = {
         "ok": True,
         "artifacts": res.artifacts,
         "blobs": res.blobs,
         "bytes": res.bytes,
         "signer": res.signer,
         "fips": res.fips,
+        "images": res.images,
+        "missingImages": [],
         "error": None,
     }
     if as_json:
@@ -251,7 +332,8 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     else:
         signer = res.signer or "UNSIGNED (accepted with --allow-unsigned)"
         click.echo(
-            f"OK: {res.artifacts} artifacts, {res.blobs} blobs, {res.bytes} bytes; signer {signer}"
+            f"OK: {res.artifacts} artifacts, {res.images} images, {res.blobs} blobs, "
+            f"{res.bytes} bytes; signer {signer}"
         )
 
 
@@ -286,6 +368,17 @@ def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
 @click.option("--allow-unsigned", is_flag=True)
 @click.option("--fips", is_flag=True, help="Refuse non-FIPS content and unsigned bundles.")
 @click.option("--base-path", default="", help="Prefix for every repository on the target.")
+@click.option(
+    "--images-base-path",
+    default="spectro-images",
+    show_default=True,
+    help="Where images land under the target: BASE/IMAGES-BASE/HOST/PATH.",
+)
+@click.option(
+    "--mirror-config",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write mirror-registries.txt (image-swap) and containerd certs.d/ here.",
+)
 @click.option("--helm-repo-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--catalog", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--palette-url", help="Register in Palette too (key from PALETTE_API_KEY).")
@@ -308,6 +401,8 @@ def import_(
     allow_unsigned: bool,
     fips: bool,
     base_path: str,
+    images_base_path: str,
+    mirror_config: Path | None,
     helm_repo_dir: Path | None,
     catalog: Path | None,
     palette_url: str | None,
@@ -332,6 +427,8 @@ def import_(
         allow_unsigned=allow_unsigned,
         fips=fips,
         base_path=base_path.strip("/"),
+        images_base_path=images_base_path.strip("/"),
+        mirror_config=mirror_config,
         helm_repo_dir=helm_repo_dir,
         receipt=receipt,
         ca_file=ca_file,
@@ -381,6 +478,10 @@ def _print_import(result: Any) -> None:
     for reg in doc["registered"]:
         fips = " (FIPS)" if reg["fips"] else ""
         click.echo(f"registered {reg['name']}{fips}: {reg['endpoint']}/{reg['baseContentPath']}")
+    for m in doc["mirrors"]:
+        click.echo(f"mirror {m['upstream']} -> {m['endpoint']}")
+    for path in doc.get("mirrorConfig") or []:
+        click.echo(f"wrote {path}")
 
 
 # ---- shared helpers --------------------------------------------------------------------

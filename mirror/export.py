@@ -28,12 +28,14 @@ from mirror.bundle.manifest import (
     BundleManifest,
     ChartInfo,
     ExternalBlob,
+    ImageRecord,
     MemberRecord,
     PackInfo,
     RegistryRecord,
 )
 from mirror.bundle.writer import Member, write_bundle
 from mirror.cache import BlobCache
+from mirror.closure import image_records, image_round, unresolved_records
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
 from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationError
 from mirror.formats.pack import PackInfo as FormatPackInfo
@@ -43,6 +45,7 @@ from mirror.packdeps import PackReport, check_packs
 from mirror.receipt import Held, load_held
 from mirror.signing import sign_bytes, write_detached
 from mirror.sources.interface import Found, Selection
+from mirror.sources.memory import Remembering
 from mirror.sources.select import discover_all
 from mirror.spec import BundleSpec
 from mirror.streams import free_bytes
@@ -62,6 +65,7 @@ class ExportOptions:
     ca_file: str | None = None  # for source registries with a private CA
     since: tuple[Path, ...] = ()  # receipts: a delta against what the far side holds
     split_size: int | None = None  # FILE.001, FILE.002, ... of at most this many bytes
+    images: bool = True  # carry the image closure (`--no-images`: record it as skipped)
 
 
 @dataclass
@@ -78,6 +82,9 @@ class ExportResult:
     external_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    unresolved_images: list[dict[str, Any]] = field(default_factory=list)
+    skipped_images: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +100,9 @@ class ExportResult:
             "externalBytes": self.external_bytes,
             "notes": self.notes,
             "plan": self.plan,
+            "images": self.images,
+            "unresolvedImages": self.unresolved_images,
+            "skippedImages": self.skipped_images,
         }
 
 
@@ -101,27 +111,60 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     held = load_held(opts.since) if opts.since else Held()  # bad receipts fail before work
     cache = BlobCache(opts.cache_dir)
     selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
-    if not selection.found:
+    if not selection.found and not spec.images:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     target = BundleTarget(cache, held.where)
     if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
+        _remember_layers(selection)
         packs = check_packs(selection, cache, add=opts.with_dependencies, store=False)
         report = _copy(selection, target, opts, observer)
     else:  # pack.json is read by the copy workers as the layers arrive
         report = _copy(selection, target, opts, observer)
         packs = _pack_check(selection, cache, target, opts, report, observer)
     selection.notes += packs.notes
+    images, more = image_round(
+        spec,
+        selection.found,
+        cache,
+        target,
+        options=CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run),
+        observer=observer,
+        ca_file=opts.ca_file,
+        carry=opts.images,
+    )
+    report.absorb(more)
+    selection.notes += images.notes
     external = _external(report, target, held)
     result = _summary(opts, report, external, selection.notes)
+    result.artifacts -= len(more.graphs)  # images are counted on their own
+    records = image_records(images, more)
+    result.images = [_image_row(i) for i in records]
+    result.unresolved_images = [u.to_json() for u in unresolved_records(images)]
+    result.skipped_images = images.skipped
     if not opts.dry_run:
-        records = _artifact_records(selection, report, cache, packs.infos)
+        artifacts = _artifact_records(selection, report, cache, packs.infos)
         members = _members(target, report, cache)
-        manifest = _manifest(spec, records, members, opts.key)
+        manifest = dataclasses.replace(
+            _manifest(spec, artifacts, members, opts.key),
+            images=tuple(records),
+            unresolved_images=tuple(unresolved_records(images)),
+            skipped_images=tuple(images.skipped),
+            images_from=spec.images_from,
+        )
         if opts.since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
         _write(opts, manifest, members, cache, observer)
         cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
     return result
+
+
+def _remember_layers(selection: Selection) -> None:
+    """A dry run reads each pack layer for pack.json and again for images: fetch it once."""
+    wrapped: dict[int, Remembering] = {}
+    for i, f in enumerate(selection.found):
+        if f.kind in ("pack", "chart"):
+            keep = wrapped.setdefault(id(f.source), Remembering(f.source))
+            selection.found[i] = dataclasses.replace(f, source=keep)
 
 
 def _copy(
@@ -235,6 +278,19 @@ def _task(found: Found, target: BundleTarget) -> CopyTask:
             mt.ANN_KIND: found.kind,
         },
     )
+
+
+def _image_row(record: ImageRecord) -> dict[str, Any]:
+    """The contract's `images` row; `signed` is null until signatures travel (issue 13)."""
+    return {
+        "ref": record.ref,
+        "digest": record.digest,
+        "neededBy": list(record.needed_by),
+        "signed": None,
+        "layoutRef": record.layout_ref,
+        "platforms": list(record.platforms),
+        "size": record.size,
+    }
 
 
 def _manifest_count(report: CopyReport) -> int:

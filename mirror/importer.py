@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # cryptography is imported only when a key is in play
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-from mirror.bundle.manifest import ArtifactRecord, BundleManifest, RegistryRecord
+from mirror.bundle.manifest import ArtifactRecord, BundleManifest, ImageRecord, RegistryRecord
 from mirror.bundle.memo import Proof, VerifiedMemo
 from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
-from mirror.bundle.verify import check_manifest, check_policy, verify_bundle
+from mirror.bundle.verify import check_closure, check_manifest, check_policy, verify_bundle
 from mirror.catalog import CatalogEntry, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.formats.schema import ValidMemo
+from mirror.mirrorconfig import Mirror
 from mirror.oci import mediatypes as mt
-from mirror.oci.names import slug
+from mirror.oci.names import host_segment, slug
 from mirror.receipt import write_receipt
 from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
 from mirror.registry.client import RegistryClient
@@ -34,6 +35,7 @@ from mirror.sources.bundle import BundleSource
 from mirror.targets.interface import Target
 from mirror.targets.registry import RegistryTarget
 
+IMAGES_BASE = "spectro-images"  # Palette's air-gap layout: <registry>/spectro-images/<host>/...
 TARGET_USER_ENV = "MIRROR_TARGET_USERNAME"
 TARGET_PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
 
@@ -47,6 +49,8 @@ class ImportOptions:
     allow_unsigned: bool = False
     fips: bool = False
     base_path: str = ""
+    images_base_path: str = IMAGES_BASE
+    mirror_config: Path | None = None  # mirror-registries.txt and certs.d/ go here
     helm_repo_dir: Path | None = None
     receipt: Path | None = None
     ca_file: str | None = None
@@ -65,6 +69,9 @@ class ImportResult:
     report: CopyReport
     registered: list[CatalogEntry] = field(default_factory=list)
     dry_run: bool = False
+    images: list[dict[str, Any]] = field(default_factory=list)
+    mirrors: list[Mirror] = field(default_factory=list)
+    mirror_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         r = self.report
@@ -83,6 +90,9 @@ class ImportResult:
             "toPushBytes": r.bytes - r.present_bytes,
             "conflicts": r.conflicts,
             "registered": [_registered_row(e) for e in self.registered],
+            "images": self.images,
+            "mirrors": [{"upstream": m.upstream, "endpoint": m.endpoint} for m in self.mirrors],
+            "mirrorConfig": self.mirror_files,
         }
 
 
@@ -96,16 +106,18 @@ def target_credentials(host: str) -> Credentials | None:
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     manifest, signer, bundle_digest = _trust(opts, observer)
     source = BundleSource(BundleReader(opts.bundle), manifest)
+    check_closure(manifest, source)  # before the target sees a byte
     client = RegistryClient(
         opts.target, credentials=target_credentials(_host(opts.target)), ca_file=opts.ca_file
     )
     client.ping()
     tasks = _tasks(manifest, source, client, opts)
+    image_tasks = _image_tasks(manifest, source, client, opts)
     donors = {
         e.digest: [RegistryTarget(client, _join(e.held_at))] for e in manifest.external if e.held_at
     }
     report = copy_graphs(
-        tasks,
+        tasks + [t for t, _ in image_tasks],
         options=CopyOptions(
             jobs=opts.jobs, dry_run=opts.dry_run, overwrite=opts.force, donors=donors
         ),
@@ -118,9 +130,17 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
         artifacts=[_artifact_row(t, client) for t in tasks if isinstance(t.dst, RegistryTarget)],
         report=report,
         dry_run=opts.dry_run,
+        images=[_image_row(t, rec, client) for t, rec in image_tasks],
+        mirrors=mirrors_for(manifest.images, client.host, opts),
     )
     if opts.dry_run:
         return result
+    if opts.mirror_config is not None:
+        from mirror.mirrorconfig import write_mirror_config
+
+        scheme = client.endpoint.scheme
+        written = write_mirror_config(opts.mirror_config, result.mirrors, scheme=scheme)
+        result.mirror_files = [str(p) for p in written]
     entries = registrations(
         manifest.registries, client.endpoint.base, opts.base_path, bundle_digest
     )
@@ -214,6 +234,46 @@ def _tasks(
     return tasks
 
 
+def image_landing(image: ImageRecord, opts: ImportOptions) -> str:
+    """TARGET/[--base-path/]<--images-base-path>/<host>/<path>: Palette's documented layout."""
+    return _join(opts.base_path, opts.images_base_path, host_segment(image.host), image.repository)
+
+
+def _image_tasks(
+    manifest: BundleManifest, source: BundleSource, client: RegistryClient, opts: ImportOptions
+) -> list[tuple[CopyTask, ImageRecord]]:
+    """Each image by tag, or by digest alone when its reference pinned one."""
+    out = []
+    for image in manifest.images:
+        dst = RegistryTarget(client, image_landing(image, opts))
+        root = source.descriptor(image.digest, image.media_type)
+        tag = None if image.pin else image.tag
+        task = CopyTask(source, dst, root, tag, f"image {image.ref}", {mt.ANN_KIND: "image"})
+        out.append((task, image))
+    return out
+
+
+def mirrors_for(
+    images: Sequence[ImageRecord], target_host: str, opts: ImportOptions
+) -> list[Mirror]:
+    """One mirror per upstream host: where its images now live on the target."""
+    hosts = sorted({i.host for i in images})
+    base = _join(opts.base_path, opts.images_base_path)
+    return [Mirror(h, f"{target_host}/{_join(base, host_segment(h))}") for h in hosts]
+
+
+def _image_row(task: CopyTask, image: ImageRecord, client: RegistryClient) -> dict[str, Any]:
+    dst = task.dst
+    assert isinstance(dst, RegistryTarget)
+    where = f"{client.host}/{dst.repo}"
+    return {
+        "ref": image.ref,
+        "source": image.layout_ref,
+        "target": f"{where}:{task.tag}" if task.tag else f"{where}@{image.digest}",
+        "digest": image.digest,
+    }
+
+
 def registrations(
     registries: Sequence[RegistryRecord], endpoint: str, base_path: str, bundle_digest: str
 ) -> list[CatalogEntry]:
@@ -257,7 +317,15 @@ def receipt_doc(result: ImportResult, report: CopyReport) -> dict[str, Any]:
         "target": result.target,
         "bundleDigest": result.bundle_digest,
         "importedAt": utc_now(),
-        "artifacts": [{**row, "blobs": blobs.get(row["digest"], [])} for row in result.artifacts],
+        "artifacts": [
+            {
+                "source": row["source"],
+                "target": row["target"],
+                "digest": row["digest"],
+                "blobs": blobs.get(row["digest"], []),
+            }
+            for row in [*result.artifacts, *result.images]
+        ],
     }
 
 

@@ -25,6 +25,7 @@ from mirror.formats.semver import version_order
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.sources.interface import Found, Selection
+from mirror.sources.memory import Remembering
 from mirror.sources.oci import kind_of
 from mirror.sources.registry import RegistrySource
 
@@ -96,7 +97,7 @@ def _probe(pool: _Pool, cache: BlobCache, store: bool) -> bool:
     for issue in issues:
         name = issue.dependency.pack_name
         origin = pool.selected.get(issue.pack.ref) or pool.available.get(issue.pack.ref)
-        if origin is None or not isinstance(origin[1].source, RegistrySource):
+        if origin is None or not isinstance(_registry(origin[1]), RegistrySource):
             continue
         key = f"{origin[1].registry.name}/{name}"
         if key in pool.probed:
@@ -110,8 +111,14 @@ def _probe(pool: _Pool, cache: BlobCache, store: bool) -> bool:
     return new
 
 
+def _registry(found: Found) -> object:
+    """The registry behind a found pack, through a dry run's in-memory wrapper."""
+    src = found.source
+    return src.source if isinstance(src, Remembering) else src
+
+
 def _candidates(like: Found, name: str, allows: object) -> list[Found]:
-    src = like.source
+    src = _registry(like)
     assert isinstance(src, RegistrySource)
     base = like.registry.base_path.strip("/")
     repo = f"spectro-packs/archive/{name}"

@@ -52,7 +52,7 @@ def load_held(paths: Sequence[Path]) -> Held:
         if doc["bundleDigest"] not in held.bundles:
             held.bundles.append(doc["bundleDigest"])
         for art in doc["artifacts"]:
-            repo = art["target"].split("/", 1)[-1].rsplit(":", 1)[0]
+            repo = art["target"].split("/", 1)[-1].split("@", 1)[0].rsplit(":", 1)[0]
             for digest in [art["digest"], *art["blobs"]]:
                 held.where.setdefault(digest, repo)
     return held

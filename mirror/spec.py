@@ -132,6 +132,9 @@ class Registry:
         return out
 
 
+IMAGE_SOURCES = ("packs", "charts")
+
+
 @dataclass(frozen=True)
 class BundleSpec:
     name: str
@@ -139,14 +142,30 @@ class BundleSpec:
     registries: tuple[Registry, ...]
     allow_non_fips: bool = False
     source: str | None = field(default=None, compare=False)  # file it came from, for messages
+    images: tuple[str, ...] = ()  # carried besides those that packs and charts name
+    images_from: tuple[str, ...] = IMAGE_SOURCES
+    upstreams: tuple[tuple[str, str], ...] = ()  # image host -> where to pull it from
+    platforms: tuple[str, ...] = ()  # the images' platform filter; empty: all
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
             "fips": self.fips,
             "allowNonFips": self.allow_non_fips,
             "registries": [r.to_json() for r in self.registries],
         }
+        # Only when set, so a v1 spec keeps the digest it always had.
+        if self.images:
+            doc["images"] = list(self.images)
+        if self.images_from != IMAGE_SOURCES:
+            doc["imagesFrom"] = list(self.images_from)
+        if self.platforms:
+            doc["platforms"] = list(self.platforms)
+        # upstreams say where to pull from, not what: they leave the selection's digest alone.
+        return doc
+
+    def upstream(self, host: str) -> str | None:
+        return dict(self.upstreams).get(host)
 
     @property
     def digest(self) -> str:
@@ -297,7 +316,7 @@ def load_spec(path: Path) -> BundleSpec:
     defaults = _defaults_by_name()
     seen: dict[str, int] = {}
     registries = []
-    for i, entry in enumerate(doc["registries"]):
+    for i, entry in enumerate(doc.get("registries", ())):
         if entry["name"] in seen:
             first = seen[entry["name"]]
             raise SpecError(
@@ -310,12 +329,20 @@ def load_spec(path: Path) -> BundleSpec:
             raise SpecError(f"{path}: {problem}")
         assert registry is not None
         registries.append(registry)
+    upstreams = doc.get("upstreams") or {}
+    for host, url in upstreams.items():
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+            raise SpecError(f"{path}: /upstreams/{host}: credentials don't belong in a url")
     return BundleSpec(
         name=doc.get("name", path.stem),
         fips=doc.get("fips", False),
         registries=tuple(registries),
         allow_non_fips=doc.get("allowNonFips", False),
         source=str(path),
+        images=tuple(doc.get("images", ())),
+        images_from=tuple(doc.get("imagesFrom", IMAGE_SOURCES)),
+        upstreams=tuple(sorted((h.lower(), u) for h, u in upstreams.items())),
+        platforms=tuple(doc.get("platforms", ())),
     )
 
 
@@ -401,4 +428,22 @@ def select(
                 "pass --allow-non-fips to include them"
             )
     name = specs[0].name if len(specs) == 1 else "bundle"
-    return BundleSpec(name, fips_mode, tuple(chosen), allow_non_fips=allow)
+    return BundleSpec(name, fips_mode, tuple(chosen), allow_non_fips=allow, **_image_fields(specs))
+
+
+def _image_fields(specs: Sequence[BundleSpec]) -> dict[str, Any]:
+    """The image settings of several specs, merged; one host pulled from two places is an error."""
+    if not specs:
+        return {}
+    upstreams: dict[str, str] = {}
+    for spec in specs:
+        for host, url in spec.upstreams:
+            if upstreams.setdefault(host, url) != url:
+                raise SpecError(f"{spec.source or spec.name}: /upstreams/{host}: set differently")
+    origins = {o for s in specs for o in s.images_from}
+    return {
+        "images": tuple(dict.fromkeys(i for s in specs for i in s.images)),
+        "images_from": tuple(o for o in IMAGE_SOURCES if o in origins),
+        "upstreams": tuple(sorted(upstreams.items())),
+        "platforms": tuple(dict.fromkeys(p for s in specs for p in s.platforms)),
+    }

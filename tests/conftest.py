@@ -32,6 +32,35 @@ _REGISTRY_FIXTURES = {
 }
 
 
+def _loopback_only() -> None:
+    """Tests never reach an address outside loopback: a connect elsewhere fails at once.
+
+    Covers everything in this process (requests, urllib3, http.client); the CLI tests that
+    run a subprocess point every upstream at the lab through the spec's `upstreams:`.
+    """
+    import ipaddress
+    import socket
+
+    original = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            try:
+                loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                raise ConnectionRefusedError(f"test guard: {host} is outside loopback")
+        original(self, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _loopback_only()
+
+
 @pytest.fixture(autouse=True)
 def _own_xdg_dirs(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
@@ -128,7 +157,17 @@ def token_registry(registry_factory: RegistryFactory) -> LabRegistry:
 @dataclass(frozen=True)
 class SeededRegistry:
     registry: LabRegistry
-    seeded: list[Seeded]
+    everything: list[Seeded]
+
+    @property
+    def seeded(self) -> list[Seeded]:
+        """What the source registry offers under `production/`."""
+        return [s for s in self.everything if s.kind != "upstream"]
+
+    @property
+    def images(self) -> list[Seeded]:
+        """The images the seeded packs list, where their upstream hosts stand in."""
+        return [s for s in self.everything if s.kind == "upstream"]
 
     @property
     def url(self) -> str:

@@ -363,7 +363,10 @@ def write_spec(
         fields += f", providerType: {provider}"
     if repositories:
         fields += f", repositories: [{', '.join(repr(r) for r in repositories)}]"
-    path.write_text(f"name: t\nregistries: [{{{fields}{extra}}}]\n")
+    from mirror.lab.upstream import upstreams_yaml
+
+    # The corpus packs' images live in the same lab registry under their hosts' names.
+    path.write_text(f"name: t\nregistries: [{{{fields}{extra}}}]\n{upstreams_yaml(url)}")
     return path
 
 

@@ -130,11 +130,16 @@ def test_extracted_layout_has_every_seeded_artifact_with_its_digest(
         for m in index["manifests"]
     }
     want = {s.ref: s.digest for s in seeded_registry.seeded}
-    assert got == want
+    # The packs' images travel too, named by their upstream host and path.
+    want |= {s.ref: s.digest for s in seeded_registry.images}
+    assert seeded_registry.images and got == want
     kinds = {s.ref: s.kind for s in seeded_registry.seeded}
     for m in index["manifests"]:
         ann = m["annotations"]
         ref = ann[mt.ANN_REF_NAME]
+        if ref not in kinds:
+            assert ann[mt.ANN_KIND] == "image" and ann[mt.ANN_REPOSITORY] == ref.rsplit(":", 1)[0]
+            continue
         # Source registry, repository (relative to basePath) and tag are named on each one.
         assert ann[mt.ANN_REGISTRY] == "Lab"
         assert f"production/{ann[mt.ANN_REPOSITORY]}:{ann[mt.ANN_TAG]}" == ref
@@ -157,7 +162,7 @@ def test_skopeo_copies_every_artifact_out_of_the_layout_with_its_digest(
     dest = start_registry(tmp_path / "dest", flavour="anon")
     try:
         other = Reg(dest.url)
-        want = {s.ref: s.digest for s in seeded_registry.seeded}
+        want = {s.ref: s.digest for s in [*seeded_registry.seeded, *seeded_registry.images]}
         refused = []
         for m in index["manifests"]:
             ref = m["annotations"]["org.opencontainers.image.ref.name"]
@@ -233,7 +238,9 @@ def test_dry_run_fetches_only_pack_layers_and_prints_the_plan(
     out = tmp_path / "out" / "b.tar.zst"
     out.parent.mkdir()
     cache = tmp_path / "cache"
+    # Pack layers (dependencies, images) and chart layers (image annotations): nothing else.
     pack_layers = _pack_layers(Reg(seeded_registry.url), seeded_registry.of_kind("pack"))
+    pack_layers |= _pack_layers(Reg(seeded_registry.url), seeded_registry.of_kind("chart"))
     run = mirror("export", spec, "--output", out, "--cache-dir", cache, "--dry-run")
     assert run.rc == 0, run.err
     _assert_fetched_at_most(faults, pack_layers)
@@ -264,7 +271,7 @@ def _pack_layers(reg: Reg, packs: list[Any]) -> set[str]:
         out |= {
             layer["digest"]
             for layer in json.loads(got[2])["layers"]
-            if layer["mediaType"] == mt.OCI_LAYER_TAR
+            if layer["mediaType"] in (mt.OCI_LAYER_TAR, mt.HELM_CHART)
         }
     return out
 

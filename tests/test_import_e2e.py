@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,13 @@ def do_import(bundle: Path, target: str, work: Path, *more: object) -> Any:
     return mirror("import", bundle, "--target", target, "--catalog", work / "catalog.json", *more)
 
 
-def assert_landed(reg: Reg, seeded: list[Any], base: str = "") -> None:
+def assert_landed(reg: Reg, seeded: list[Any], base: str = "", images: Sequence[Any] = ()) -> None:
+    """Each artifact at its ref, each image under spectro-images/<host>/<path>, none dangling."""
     prefix = f"{base}/" if base else ""
     for s in seeded:
         assert reg.digest(prefix + s.repository, s.tag) == s.digest, s.ref
+    for s in images:
+        assert reg.digest(f"{prefix}spectro-images/{s.repository}", s.tag) == s.digest, s.ref
     assert reg.dangling() == []
 
 
@@ -122,7 +125,8 @@ def imported(
 def test_every_artifact_lands_at_its_ref_with_the_source_digest(
     imported: dict[str, Any], seeded_registry: Any
 ) -> None:
-    assert_landed(Reg(imported["reg"].url), seeded_registry.seeded)
+    assert seeded_registry.images
+    assert_landed(Reg(imported["reg"].url), seeded_registry.seeded, images=seeded_registry.images)
 
 
 def test_import_json_has_the_contract_keys(imported: dict[str, Any], seeded_registry: Any) -> None:
@@ -155,7 +159,12 @@ def test_receipt_lists_target_refs_digests_and_blobs(
     assert receipt["target"] == imported["reg"].url
     assert receipt["bundleDigest"] == imported["doc"]["bundleDigest"]
     by_target = {a["target"]: a for a in receipt["artifacts"]}
-    assert len(by_target) == len(seeded_registry.seeded)
+    assert len(by_target) == len(seeded_registry.seeded) + len(seeded_registry.images)
+    for s in seeded_registry.images:  # images are in the receipt, so a delta leaves them out
+        row = by_target[f"{imported['reg'].host}/spectro-images/{s.ref}"]
+        assert row["digest"] == s.digest
+        children, blobs = reg.graph_blobs(f"spectro-images/{s.repository}", s.tag)
+        assert set(row["blobs"]) == children | blobs, s.ref
     for s in seeded_registry.seeded:
         row = by_target[f"{imported['reg'].host}/{s.ref}"]
         assert row["digest"] == s.digest
@@ -243,8 +252,11 @@ def test_base_path_prefixes_every_landing_ref(
         "--json",
     )
     assert run.rc == 0, run.err
-    assert_landed(Reg(target.url), seeded_registry.seeded, base="edge/m1")
-    assert all(r.startswith("edge/m1/production/") for r in Reg(target.url).catalog())
+    assert_landed(
+        Reg(target.url), seeded_registry.seeded, base="edge/m1", images=seeded_registry.images
+    )
+    landed = Reg(target.url).catalog()
+    assert all(r.startswith(("edge/m1/production/", "edge/m1/spectro-images/")) for r in landed)
     (entry,) = run.json()["registered"]
     assert entry["baseContentPath"] == "edge/m1/production"
 

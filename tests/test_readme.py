@@ -14,9 +14,11 @@ from pathlib import Path
 
 import click
 import pytest
+from faultproxy import Reg
 
 from mirror.cli import cli, main
 from mirror.lab.demo import cli_reference
+from mirror.lab.upstream import upstreams_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -130,7 +132,10 @@ def test_readme_flow_runs_against_lab_registries(
     source_url = seeded_registry.url  # type: ignore[attr-defined]
     target = registry_factory("anon")  # type: ignore[operator]
     spec = tmp_path / "palette-lab.yaml"
-    spec.write_text(f"name: lab\nregistries:\n  - name: Palette Registry\n    url: {source_url}\n")
+    spec.write_text(
+        f"name: lab\nregistries:\n  - name: Palette Registry\n    url: {source_url}\n"
+        + upstreams_yaml(source_url)  # the packs' images, where their hosts stand in
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MIRROR_KEY_PASSWORD", "readme")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
@@ -142,5 +147,13 @@ def test_readme_flow_runs_against_lab_registries(
         line = line.replace("https://registry.airgap.example:5000", target.url)
         assert main(shlex.split(line)[1:]) == 0, line
     assert (tmp_path / "palette.tar.zst.sig").is_file()
+    images = seeded_registry.images  # type: ignore[attr-defined]
+    assert images
+    for s in images:  # every image a pack lists is on the target, at Palette's layout
+        assert Reg(target.url).digest(f"spectro-images/{s.repository}", s.tag) == s.digest
+    line = (tmp_path / "mirror-config" / "mirror-registries.txt").read_text().strip()
+    host = target.url.split("://", 1)[1]
+    assert f"quay.io::{host}/spectro-images/quay.io" in line.split(",")
+    assert (tmp_path / "mirror-config" / "certs.d" / "quay.io" / "hosts.toml").is_file()
     catalog = tmp_path / "data" / "mirror" / "registries.json"
     assert "Palette Registry" in catalog.read_text()

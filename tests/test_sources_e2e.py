@@ -23,6 +23,8 @@ from mirror.formats.helm import chart_tag
 from mirror.formats.pack import build_pack_archive, load_pack_dir
 from mirror.lab.legacyserver import serve_legacy
 from mirror.lab.registry import LabRegistry
+from mirror.lab.seed import client_for, seed_many
+from mirror.lab.upstream import lab_upstreams, pack_image_refs, upstream_items
 from mirror.oci import mediatypes as mt
 from mirror.registry.client import RegistryClient
 
@@ -48,9 +50,16 @@ def sources(
         yield Sources(helm_repo, root / "folder", url)
 
 
-def _spec(tmp_path: Path, src: Sources) -> Path:
+def _spec(tmp_path: Path, src: Sources, upstream: LabRegistry) -> Path:
+    """The three kinds of source; the packs' images come from `upstream`'s stand-ins."""
+    client = client_for(upstream)
+    try:
+        seed_many(client, upstream_items(pack_image_refs(sorted(src.packs.iterdir()))))
+    finally:
+        client.close()
     doc = {
         "name": "mixed",
+        "upstreams": lab_upstreams(upstream.url),
         "registries": [
             {"name": "Team Charts", "kind": "helm", "url": src.helm.url},
             {"name": "Local Packs", "kind": "pack", "path": str(src.packs)},
@@ -77,11 +86,16 @@ def test_helm_packs_and_legacy_round_trip(
     monkeypatch.setenv("LEGACY_USER", "u")
     monkeypatch.setenv("LEGACY_PASS", "legacy-pw")
     bundle = tmp_path / "b.tar.zst"
-    spec = _spec(tmp_path, sources)
+    spec = _spec(tmp_path, sources, registry)
     args = ["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "cache")]
     assert main([*args, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["artifacts"] == len(sources.helm.charts) + len(PACKS) + 1
+    # vast-block lists two images, one a Docker Hub short name: both travel.
+    assert {i["ref"] for i in summary["images"]} == {
+        "cgr.dev/chainguard/wolfi-base:latest",
+        "docker.io/vastdataorg/csi:v2.6.5",
+    }
     assert "legacy-pw" not in json.dumps(summary)
 
     helm_dir = tmp_path / "helm"
@@ -118,7 +132,8 @@ def _check_receipt(path: Path, result: dict[str, object], registry: LabRegistry)
     doc = json.loads(path.read_text())
     assert schema_problem("receipt.schema.json", doc) is None
     assert doc["bundleDigest"] == result["bundleDigest"]
-    assert len(doc["artifacts"]) == len(result["artifacts"])  # type: ignore[arg-type]
+    rows = [*result["artifacts"], *result["images"]]  # type: ignore[misc]
+    assert len(doc["artifacts"]) == len(rows)
     client = RegistryClient(registry.url)
     for art in doc["artifacts"]:
         repo, _, tag = art["target"].split("/", 1)[1].rpartition(":")

@@ -124,7 +124,7 @@ BAD_SPECS = [
      "/registries/0: Additional properties are not allowed ('urll' was unexpected)"),
     ({"registry": [], "registries": [{"name": "Bitnami"}]},
      "/: Additional properties are not allowed ('registry' was unexpected)"),
-    ({"name": "x"}, "/: 'registries' is a required property"),
+    ({"name": "x"}, "/: a spec needs registries, images, or both"),
     ({"registries": []}, "/registries: [] should be non-empty"),
     ({"registries": [{"kind": "oci", "url": "h"}]}, "/registries/0: 'name' is a required property"),
     ({"registries": [{"name": "x", "kind": "oci"}]}, "/registries/0: 'url' is a required property"),

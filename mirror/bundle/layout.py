@@ -72,6 +72,9 @@ def check(
     for a in manifest.artifacts:
         if (a.ref, a.digest) not in refs:
             raise VerificationError(f"{INDEX}: artifact {a.ref} ({a.digest}) is not in it")
+    for i in manifest.images:
+        if (i.layout_ref, i.digest) not in refs:
+            raise VerificationError(f"{INDEX}: image {i.layout_ref} ({i.digest}) is not in it")
     stack = [(d, INDEX) for d in roots]
     done: set[str] = set()
     external = {e.digest: e.size for e in manifest.external}  # a delta's, held by the target

@@ -105,6 +105,67 @@ class ArtifactRecord:
 
 
 @dataclass(frozen=True)
+class ImageRecord:
+    """An image of the closure: what a reviewer approves and where import puts it."""
+
+    ref: str  # normalized: host/repository[:tag][@pin]
+    original: str  # as the pack, chart or spec wrote it
+    host: str
+    repository: str
+    tag: str | None
+    pin: str | None  # the digest the reference pinned
+    digest: str  # what is carried: the pin, or what the tag named (or its one kept child)
+    media_type: str
+    size: int
+    platforms: tuple[str, ...]
+    needed_by: tuple[str, ...]
+    layout_ref: str  # org.opencontainers.image.ref.name in index.json
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "original": self.original,
+            "host": self.host,
+            "repository": self.repository,
+            "tag": self.tag,
+            "pin": self.pin,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "size": self.size,
+            "platforms": list(self.platforms),
+            "neededBy": list(self.needed_by),
+            "layoutRef": self.layout_ref,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ImageRecord:
+        return cls(
+            ref=d["ref"],
+            original=d["original"],
+            host=d["host"],
+            repository=d["repository"],
+            tag=d["tag"],
+            pin=d["pin"],
+            digest=d["digest"],
+            media_type=d["mediaType"],
+            size=d["size"],
+            platforms=tuple(d["platforms"]),
+            needed_by=tuple(d["neededBy"]),
+            layout_ref=d["layoutRef"],
+        )
+
+
+@dataclass(frozen=True)
+class UnresolvedImage:
+    ref: str
+    needed_by: tuple[str, ...]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "neededBy": list(self.needed_by), "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class MemberRecord:
     path: str
     sha256: str  # bare hex
@@ -140,6 +201,10 @@ class BundleManifest:
     schema_version: int = field(default=SCHEMA_VERSION)
     since: tuple[str, ...] = ()  # a delta: receipts' bundle digests it was cut against
     external: tuple[ExternalBlob, ...] = ()
+    images: tuple[ImageRecord, ...] = ()
+    unresolved_images: tuple[UnresolvedImage, ...] = ()
+    skipped_images: tuple[str, ...] = ()
+    images_from: tuple[str, ...] | None = None  # None: a bundle from before images travelled
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -154,6 +219,11 @@ class BundleManifest:
             "artifacts": [a.to_json() for a in self.artifacts],
             "members": [m.to_json() for m in self.members],
         }
+        if self.images_from is not None:  # v2: the closure, and where it was looked for
+            doc["imagesFrom"] = list(self.images_from)
+            doc["images"] = [i.to_json() for i in self.images]
+            doc["unresolvedImages"] = [u.to_json() for u in self.unresolved_images]
+            doc["skippedImages"] = list(self.skipped_images)
         if self.since:  # only deltas carry these, so full bundles read as before
             doc["since"] = list(self.since)
             doc["external"] = [e.to_json() for e in self.external]
@@ -230,6 +300,13 @@ def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
         external=tuple(
             ExternalBlob(e["digest"], e["size"], e["heldAt"]) for e in doc.get("external", ())
         ),
+        images=tuple(ImageRecord.from_json(i) for i in doc.get("images", ())),
+        unresolved_images=tuple(
+            UnresolvedImage(u["ref"], tuple(u["neededBy"]), u["reason"])
+            for u in doc.get("unresolvedImages", ())
+        ),
+        skipped_images=tuple(doc.get("skippedImages", ())),
+        images_from=tuple(doc["imagesFrom"]) if "imagesFrom" in doc else None,
     )
 
 

@@ -23,7 +23,11 @@ from mirror.bundle.manifest import (
 from mirror.bundle.parts import open_bundle
 from mirror.bundle.reader import BundleReader, decompressing, read_head_entries
 from mirror.errors import FipsError, IntegrityError, UnsignedError, VerificationError
+from mirror.oci.descriptor import Descriptor
 from mirror.streams import Readable
+
+if TYPE_CHECKING:
+    from mirror.sources.interface import Source
 
 if TYPE_CHECKING:  # the writer, and cryptography (for an unsigned bundle), are not needed
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -41,6 +45,15 @@ class VerifyResult:
     bytes: int
     signer: str | None
     fips: bool
+    images: int = 0
+
+
+class MissingImagesError(VerificationError):
+    """The bundle's packs or charts need images that it neither carries nor skipped."""
+
+    def __init__(self, missing: list[str], message: str) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class _HashingFile:
@@ -181,6 +194,9 @@ def _check_archive(
         raise VerificationError(f"{missing[0]}: listed in manifest.json but not in the archive")
     layout.check(manifest, walk.docs, walk.seen, walk.edges)
     _check_toc(path, walk.seen, head.signature is not None)
+    from mirror.sources.bundle import BundleSource
+
+    check_closure(manifest, BundleSource(BundleReader(path), manifest))
     blobs = sum(1 for p in walk.seen if p.startswith(layout.BLOBS))
     return VerifyResult(
         artifacts=len(manifest.artifacts),
@@ -188,7 +204,48 @@ def _check_archive(
         bytes=sum(walk.seen.values()),
         signer=signer,
         fips=manifest.fips,
+        images=len(manifest.images),
     )
+
+
+def check_closure(manifest: BundleManifest, source: Source) -> None:
+    """Every image a bundled pack or chart needs is carried, or was skipped on purpose.
+
+    The needs are read again from the packs' and charts' own archives in the bundle, with
+    the same discovery export used, so a manifest that simply leaves an image out cannot
+    pass. A bundle from before images travelled records no `imagesFrom`: both are assumed.
+    """
+    from mirror.sources.images import build_closure, content_layers, scan_all
+
+    origins = manifest.images_from if manifest.images_from is not None else ("packs", "charts")
+    members = manifest.member_map()
+    items = []
+    for a in manifest.artifacts:
+        if a.kind not in ("pack", "chart"):
+            continue
+        root = Descriptor(a.media_type, a.digest, _member_size(members, a.digest))
+        layers = content_layers(source, root)
+        if any(layout.BLOBS + d.hex not in members for d in layers):
+            continue  # a delta's: the base bundle that carried this layer proved its closure
+        items.append((a.ref, source, root))
+    closure = build_closure(scan_all(items, origins, jobs=4))
+    held = {i.ref for i in manifest.images} | set(manifest.skipped_images)
+    missing = [n for n in closure.images if str(n.ref) not in held]
+    if missing:
+        first = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise MissingImagesError(
+            [str(n.ref) for n in missing],
+            f"image {first.ref}, needed by {', '.join(first.needed_by)}, is not in the bundle"
+            f"{more}",
+        )
+
+
+def _member_size(members: dict[str, MemberRecord], digest: str) -> int:
+    record = members.get(layout.BLOBS + digest.split(":", 1)[-1])
+    if record is None:
+        raise VerificationError(f"{digest}: an artifact's manifest is not in the bundle")
+    return record.size
 
 
 def _check_member(stream: Readable, entry: tarfmt.Entry, walk: _Walk) -> None:

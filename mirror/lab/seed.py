@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 from mirror.formats.helm import chart_tag
 from mirror.lab import content
 from mirror.lab.content import Artifact
+from mirror.oci.artifact import OciArtifact
 from mirror.oci.descriptor import Descriptor
 
 if TYPE_CHECKING:
@@ -108,12 +109,28 @@ def _corpus_items(
     from mirror.lab import corpus as lab_corpus
 
     items: list[tuple[str, str, Artifact, str]] = []
-    for name, version, art in lab_corpus.corpus_packs(corpus, packs, smallest=True):
+    chosen = lab_corpus.corpus_packs(corpus, packs, smallest=True)
+    for name, version, art in chosen:
         items.append((f"{base}/spectro-packs/archive/{name}", version, art, "pack"))
+    items += pack_images([art for _, _, art in chosen])
     if charts:
         for name, version, art in lab_corpus.corpus_chart_artifacts(corpus, charts):
             items.append((f"{base}/charts/{name}", chart_tag(version), art, "chart"))
     return items
+
+
+def pack_images(packs: Sequence[OciArtifact]) -> list[tuple[str, str, Artifact, str]]:
+    """The images these packs list, at `<host>/<path>:<tag>` (mirror.lab.upstream)."""
+    from mirror.lab.upstream import upstream_items
+    from mirror.sources.images import build_closure, scan_artifact
+    from mirror.sources.memory import MemorySource
+
+    source = MemorySource("lab packs", packs)
+    scans = [
+        ("lab", scan_artifact(source, art.descriptor, packs=True, charts=True)) for art in packs
+    ]
+    refs = [n.ref for n in build_closure(scans).images if n.ref.digest is None]
+    return list(upstream_items(refs))
 
 
 def seed_standard(

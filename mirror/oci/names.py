@@ -33,3 +33,11 @@ def oci_tag(version: str) -> str:
 def pack_repository(registry_name: str, pack_name: str) -> str:
     """Where a pack from a pack folder or legacy registry named `registry_name` lands."""
     return f"{slug(registry_name)}/spectro-packs/archive/{pack_name}"
+
+
+def host_segment(host: str) -> str:
+    """An image host as one repository path segment: `127.0.0.1:5000` -> `127.0.0.1_5000`.
+
+    A `:` may not appear in a repository name; hosts without a port are kept as they are.
+    """
+    return host.replace(":", "_")

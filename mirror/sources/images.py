@@ -1,0 +1,271 @@
+"""The image closure: which container images the selected packs and charts will run.
+
+Discovery only, apart from every store: it reads pack and chart archives through any
+`Source` (a registry, the export cache, the bundle) and returns what to copy. Export,
+`mirror images` and `verify` call the same functions, so what export carries and what
+verify demands cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mirror.formats import open_tar_stream
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import Descriptor
+from mirror.oci.reference import ImageRef, parse_reference
+from mirror.sources.interface import Source
+
+SPEC = "spec"  # neededBy for the spec's own `images:` list
+MAX_ARCHIVE = 64 * 1024 * 1024  # a pack or chart layer bigger than this is not scanned
+MAX_FILE = 4 * 1024 * 1024  # values.yaml, Chart.yaml, a nested chart
+MAX_DEPTH = 3  # charts inside charts inside a pack
+ANNOTATIONS = ("artifacthub.io/images", "helm.sh/images")
+_CONTENT_LAYERS = (mt.OCI_LAYER_TAR, mt.HELM_CHART)
+
+
+@dataclass(frozen=True)
+class Need:
+    """One image and every artifact (or the spec) that needs it."""
+
+    ref: ImageRef
+    needed_by: tuple[str, ...]
+    original: str  # the text as first written, for messages and the manifest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": str(self.ref),
+            "host": self.ref.host,
+            "repository": self.ref.repository,
+            "tag": self.ref.tag,
+            "digest": self.ref.digest,
+            "neededBy": list(self.needed_by),
+        }
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """A listed reference that cannot be carried: a template or a malformed name."""
+
+    text: str
+    needed_by: tuple[str, ...]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.text, "neededBy": list(self.needed_by), "reason": self.reason}
+
+    def warning(self) -> str:
+        return f"image {self.text!r} needed by {', '.join(self.needed_by)}: {self.reason}"
+
+
+@dataclass
+class Scan:
+    """What one artifact's content names: listed images, and image-looking values."""
+
+    listed: list[str] = field(default_factory=list)
+    maybe: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Closure:
+    images: list[Need] = field(default_factory=list)
+    unresolved: list[Unresolved] = field(default_factory=list)
+    maybe: list[Need] = field(default_factory=list)  # named in values only: not carried
+
+    @property
+    def notes(self) -> list[str]:
+        return [u.warning() for u in self.unresolved]
+
+
+# ---------------------------------------------------------------- building the closure
+
+
+def build_closure(scans: Iterable[tuple[str, Scan]], spec_images: Sequence[str] = ()) -> Closure:
+    """Normalize, deduplicate and attribute; the order is by reference, so it is stable."""
+    needs: dict[ImageRef, tuple[str, list[str]]] = {}
+    bad: dict[str, tuple[str, list[str]]] = {}
+    maybe: dict[ImageRef, tuple[str, list[str]]] = {}
+    sources = [(SPEC, Scan(listed=list(spec_images))), *scans]
+    for who, scan in sources:
+        for text in scan.listed:
+            try:
+                _add(needs, parse_reference(text), text, who)
+            except ValueError as exc:
+                _add(bad, text, str(exc), who)
+    for who, scan in sources:
+        for text in scan.maybe:
+            try:
+                ref = parse_reference(text)
+            except ValueError:
+                continue
+            if ref not in needs:
+                _add(maybe, ref, text, who)
+    return Closure(
+        images=[Need(r, tuple(w), t) for r, (t, w) in sorted(needs.items(), key=_by_ref)],
+        unresolved=[Unresolved(t, tuple(w), why) for t, (why, w) in sorted(bad.items())],
+        maybe=[Need(r, tuple(w), t) for r, (t, w) in sorted(maybe.items(), key=_by_ref)],
+    )
+
+
+def _by_ref(item: tuple[ImageRef, Any]) -> str:
+    return str(item[0])
+
+
+def _add(into: dict[Any, tuple[str, list[str]]], key: Any, first: str, who: str) -> None:
+    _, whos = into.setdefault(key, (first, []))
+    if who not in whos:
+        whos.append(who)
+
+
+def scan_all(
+    items: Sequence[tuple[str, Source, Descriptor]], origins: Sequence[str], *, jobs: int = 8
+) -> list[tuple[str, Scan]]:
+    """Scan each (who, source, root) in parallel; the result keeps the input's order.
+
+    `origins` is the spec's `imagesFrom`: "packs" (values.yaml lists), "charts" (annotations
+    of charts and of the charts packs ship).
+    """
+    packs, charts = "packs" in origins, "charts" in origins
+
+    def one(item: tuple[str, Source, Descriptor]) -> tuple[str, Scan]:
+        who, source, root = item
+        return who, scan_artifact(source, root, packs=packs, charts=charts)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="images") as pool:
+        return list(pool.map(one, items))
+
+
+# ---------------------------------------------------------------- reading content
+
+
+def scan_artifact(source: Source, root: Descriptor, *, packs: bool, charts: bool) -> Scan:
+    """A pack's values.yaml list (and its charts' annotations), or a chart's annotations."""
+    scan = Scan()
+    if not (packs or charts):
+        return scan
+    for layer in content_layers(source, root):
+        with source.fetch(layer) as stream:
+            data = stream.read(MAX_ARCHIVE + 1)
+            while stream.read(1 << 20):  # let a verifying stream reach EOF and check itself
+                pass
+        pack = packs and layer.media_type != mt.HELM_CHART
+        _scan_archive(data, scan, charts=charts, depth=0, pack=pack)
+    return scan
+
+
+def content_layers(source: Source, root: Descriptor) -> list[Descriptor]:
+    """The tar layers of a pack or chart manifest that are small enough to read."""
+    if not root.is_manifest or root.media_type in mt.INDEXES:
+        return []
+    doc = json.loads(source.fetch_manifest(root))
+    layers = [Descriptor.from_json(d) for d in doc.get("layers") or []]
+    return [d for d in layers if d.media_type in _CONTENT_LAYERS and d.size <= MAX_ARCHIVE]
+
+
+def _scan_archive(data: bytes, scan: Scan, *, charts: bool, depth: int, pack: bool) -> None:
+    if len(data) > MAX_ARCHIVE or depth > MAX_DEPTH:
+        return
+    for name, body in _members(data):
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if not parts:
+            continue
+        leaf = parts[-1]
+        if pack and depth == 0 and leaf == "values.yaml" and len(parts) <= 2:
+            listed, maybe = values_images(body)
+            scan.listed += listed
+            scan.maybe += maybe
+        elif charts and leaf == "Chart.yaml":
+            scan.listed += chart_annotation_images(body)
+        elif charts and leaf.endswith(".tgz") and "charts" in parts[:-1]:
+            _scan_archive(body, scan, charts=charts, depth=depth + 1, pack=False)
+
+
+def _members(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """Regular files of a .tar(.gz) under MAX_FILE; a broken archive simply ends."""
+    try:
+        with open_tar_stream(io.BytesIO(data)) as tar:
+            for member in tar:
+                if not member.isfile() or member.size > MAX_FILE:
+                    continue
+                if not _wanted(member.name):
+                    continue
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    yield member.name, fh.read(MAX_FILE)
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return
+
+
+def _wanted(name: str) -> bool:
+    leaf = name.rsplit("/", 1)[-1]
+    return leaf in ("values.yaml", "Chart.yaml") or leaf.endswith(".tgz")
+
+
+def _yaml(data: bytes) -> Any:
+    try:
+        return yaml.safe_load(data.decode("utf-8", errors="replace"))
+    except yaml.YAMLError:
+        return None
+
+
+def values_images(data: bytes) -> tuple[list[str], list[str]]:
+    """`pack.content.images` (`- image: REF`), and the image-looking values elsewhere."""
+    doc = _yaml(data)
+    if not isinstance(doc, dict):
+        return [], []
+    pack = doc.get("pack")
+    content = pack.get("content") if isinstance(pack, dict) else None
+    items = content.get("images") if isinstance(content, dict) else None
+    listed = []
+    for item in items if isinstance(items, list) else []:
+        value = item.get("image") if isinstance(item, dict) else item
+        if isinstance(value, str | int | float) and str(value).strip():
+            listed.append(str(value).strip())
+    return listed, list(_fuzzy(doc, 0))
+
+
+def _fuzzy(node: Any, depth: int) -> Iterator[str]:
+    """Zarf-style guesses: `image: REF`, and `repository:` beside `tag:` (and `registry:`)."""
+    if depth > 32:
+        return
+    if isinstance(node, list):
+        for item in node:
+            yield from _fuzzy(item, depth + 1)
+        return
+    if not isinstance(node, dict):
+        return
+    image, repo, tag = node.get("image"), node.get("repository"), node.get("tag")
+    if isinstance(image, str) and ("/" in image or ":" in image):
+        yield image
+    if isinstance(repo, str) and isinstance(tag, str | int | float) and str(tag):
+        registry = node.get("registry")
+        prefix = f"{registry}/" if isinstance(registry, str) and registry else ""
+        yield f"{prefix}{repo}:{tag}"
+    for value in node.values():
+        yield from _fuzzy(value, depth + 1)
+
+
+def chart_annotation_images(data: bytes) -> list[str]:
+    """`artifacthub.io/images` and `helm.sh/images`: YAML strings of `{name, image}` lists."""
+    doc = _yaml(data)
+    notes = doc.get("annotations") if isinstance(doc, dict) else None
+    if not isinstance(notes, dict):
+        return []
+    out = []
+    for key in ANNOTATIONS:
+        value = notes.get(key)
+        entries = _yaml(value.encode()) if isinstance(value, str) else value
+        for entry in entries if isinstance(entries, list) else []:
+            image = entry.get("image") if isinstance(entry, dict) else entry
+            if isinstance(image, str) and image.strip():
+                out.append(image.strip())
+    return out

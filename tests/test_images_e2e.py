@@ -1,0 +1,246 @@
+"""The image closure across the gap, against real docker-registry processes.
+
+Real corpus packs with their real references (short Docker Hub names, an image two packs
+share), a templated reference, a digest pin and a multi-arch image from the spec's own
+`images:`, all pulled through `upstreams:` from a lab registry standing in for ghcr.io,
+quay.io, registry.k8s.io, cgr.dev and Docker Hub.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from faultproxy import Reg, mirror
+
+from mirror.bundle.manifest import parse_manifest
+from mirror.bundle.reader import BundleReader
+from mirror.bundle.verify import MissingImagesError, check_closure
+from mirror.lab.content import make_image, make_layer, multiarch
+from mirror.lab.registry import LabRegistry, start_registry
+from mirror.lab.seed import client_for, seed_artifact, seed_many
+from mirror.lab.upstream import lab_upstreams, pack_image_refs, upstream_items
+from mirror.oci.reference import parse_reference
+from mirror.sources.bundle import BundleSource
+
+PACKS = ["kubevirt-csi-driver-infra-add-on-1.0.0", "kubevirt-csi-driver-1.0.0", "vast-block-2.6.5"]
+TEMPLATED = "{{ .spectro.system.registry.url }}/kubehunter:312"
+SHARED = "registry.k8s.io/sig-storage/csi-attacher:v4.8.0"
+
+
+@dataclasses.dataclass
+class Lab:
+    up: LabRegistry
+    packs: Path
+    spec: Path
+    pin: str  # the spec's digest-pinned reference
+    multi: dict[str, str]  # platform -> child digest of the multi-arch image
+    work: Path
+
+
+def _pack_folder(corpus: Path, root: Path) -> Path:
+    for name in PACKS:
+        shutil.copytree(corpus / name, root / name)
+    hunter = root / "kubehunter-1.0.3"
+    shutil.copytree(corpus / "kubehunter-1.0.3", hunter)
+    values = yaml.safe_load((hunter / "values.yaml").read_text())
+    values.setdefault("pack", {})["content"] = {"images": [{"image": TEMPLATED}]}
+    (hunter / "values.yaml").write_text(yaml.safe_dump(values))
+    return root
+
+
+def _write_spec(path: Path, packs: Path, up: LabRegistry, images: list[str], **extra: Any) -> Path:
+    doc: dict[str, Any] = {
+        "name": "closure",
+        "registries": [{"name": "Local Packs", "kind": "pack", "path": str(packs)}],
+        "images": images,
+        "upstreams": lab_upstreams(up.url),
+        "platforms": ["linux/amd64"],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    work = tmp_path_factory.mktemp("closure")
+    up = start_registry(work / "up", flavour="anon")
+    try:
+        packs = _pack_folder(corpus, work / "packs")
+        client = client_for(up)
+        seed_many(client, upstream_items(pack_image_refs([packs / n for n in PACKS])))
+        pause = make_image("pause", layers=[make_layer("pause", 4096)])
+        pinned = seed_artifact(client, "registry.k8s.io/pause", "3.9", pause)
+        art = multiarch("multi")
+        seed_artifact(client, "ghcr.io/acme/multi", "1.0", art)
+        children = json.loads(art.manifest)["manifests"]
+        client.close()
+        multi = {
+            f"{c['platform']['os']}/{c['platform']['architecture']}": c["digest"] for c in children
+        }
+        pin = f"registry.k8s.io/pause@{pinned.digest}"
+        spec = _write_spec(work / "spec.yaml", packs, up, [pin, "ghcr.io/acme/multi:1.0"])
+        yield Lab(up, packs, spec, pin, multi, work)
+    finally:
+        up.stop()
+
+
+@pytest.fixture(scope="module")
+def exported(lab: Lab) -> dict[str, Any]:
+    bundle = lab.work / "b.tar.zst"
+    run = mirror("export", lab.spec, "-o", bundle, "--cache-dir", lab.work / "cache", "--json")
+    assert run.rc == 0, run.err
+    return {"bundle": bundle, "doc": run.json(), "err": run.err}
+
+
+def test_mirror_images_prints_the_closure_without_export(lab: Lab) -> None:
+    run = mirror("images", lab.spec, "--json")
+    assert run.rc == 0, run.err
+    rows = {r["ref"]: r for r in run.json()}
+    assert set(rows) >= {
+        "docker.io/vastdataorg/csi:v2.6.5",  # a Docker Hub short name, normalized
+        "cgr.dev/chainguard/wolfi-base:latest",
+        SHARED,
+        lab.pin,
+        "ghcr.io/acme/multi:1.0",
+    }
+    shared = rows[SHARED]
+    assert shared["host"] == "registry.k8s.io" and shared["tag"] == "v4.8.0"
+    assert len(shared["neededBy"]) == 2 and all("kubevirt" in w for w in shared["neededBy"])
+    assert rows[lab.pin]["digest"] == lab.pin.split("@")[1] and rows[lab.pin]["tag"] is None
+    assert rows[lab.pin]["neededBy"] == ["spec"]
+    assert TEMPLATED in run.err and "kubehunter" in run.err  # one warning line, not a crash
+    assert not any(TEMPLATED in r for r in rows)
+
+
+def test_export_carries_every_image_and_records_it(lab: Lab, exported: dict[str, Any]) -> None:
+    doc = exported["doc"]
+    refs = {i["ref"]: i for i in doc["images"]}
+    assert SHARED in refs and lab.pin in refs and "docker.io/vastdataorg/csi:v2.6.5" in refs
+    assert all(set(i) >= {"ref", "digest", "neededBy", "signed"} for i in doc["images"])
+    assert refs[lab.pin]["digest"] == lab.pin.split("@")[1]  # a pin is fetched by digest
+    # platforms: [linux/amd64] keeps the one matching child of the multi-arch index.
+    assert refs["ghcr.io/acme/multi:1.0"]["digest"] == lab.multi["linux/amd64"]
+    assert "kept only linux/amd64" in exported["err"]
+    assert TEMPLATED in exported["err"]
+    manifest = parse_manifest(BundleReader(exported["bundle"]).head()[0])
+    (bad,) = manifest.unresolved_images
+    assert bad.ref == TEMPLATED and bad.needed_by[0].endswith("kubehunter:1.0.3")
+    short = next(i for i in manifest.images if i.ref == "docker.io/vastdataorg/csi:v2.6.5")
+    assert short.original == "vastdataorg/csi:v2.6.5" and short.platforms == ()
+    assert short.layout_ref == "docker.io/vastdataorg/csi:v2.6.5" and short.size > 0
+    shared = next(i for i in manifest.images if i.ref == SHARED)
+    assert len(shared.needed_by) == 2
+
+
+def test_verify_proves_the_closure(exported: dict[str, Any]) -> None:
+    run = mirror("verify", exported["bundle"], "--allow-unsigned", "--json")
+    assert run.rc == 0, run.err
+    doc = run.json()
+    assert doc["ok"] is True and doc["missingImages"] == [] and doc["images"] >= 8
+
+
+def test_a_manifest_that_leaves_an_image_out_fails_the_closure(exported: dict[str, Any]) -> None:
+    """verify reads the packs' own archives again: dropping a record cannot hide a need."""
+    reader = BundleReader(exported["bundle"])
+    manifest = parse_manifest(reader.head()[0])
+    trimmed = dataclasses.replace(
+        manifest, images=tuple(i for i in manifest.images if i.ref != SHARED)
+    )
+    with pytest.raises(MissingImagesError) as caught:
+        check_closure(trimmed, BundleSource(reader, trimmed))
+    assert caught.value.missing == [SHARED]
+    assert "kubevirt" in str(caught.value)
+    check_closure(manifest, BundleSource(reader, manifest))  # the real one passes
+    # Recorded as skipped on purpose (--no-images), the same need passes.
+    skipped = dataclasses.replace(trimmed, skipped_images=(SHARED,))
+    check_closure(skipped, BundleSource(reader, skipped))
+
+
+def test_import_lands_images_at_palettes_layout_and_writes_mirrors(
+    lab: Lab, exported: dict[str, Any], registry: LabRegistry
+) -> None:
+    config = lab.work / "mirror-config"
+    run = mirror(
+        "import", exported["bundle"], "--target", registry.url, "--allow-unsigned",
+        "--catalog", lab.work / "catalog.json", "--mirror-config", config, "--json",
+        "--receipt", lab.work / "receipt.json",
+    )  # fmt: skip
+    assert run.rc == 0, run.err
+    doc = run.json()
+    reg = Reg(registry.url)
+    by_ref = {i["ref"]: i for i in doc["images"]}
+    for image in exported["doc"]["images"]:
+        row = by_ref[image["ref"]]
+        assert row["digest"] == image["digest"]
+        parsed = parse_reference(image["ref"])
+        repo = f"spectro-images/{parsed.name}"
+        ref = parsed.digest or parsed.tag or "latest"
+        assert reg.digest(repo, ref) == image["digest"], image["ref"]
+    # A digest pin is pushed by digest: no tag names it.
+    assert reg.tags("spectro-images/registry.k8s.io/pause") == []
+    assert reg.dangling() == []
+    mirrors = {m["upstream"]: m["endpoint"] for m in doc["mirrors"]}
+    assert mirrors["docker.io"] == f"{registry.host}/spectro-images/docker.io"
+    line = (config / "mirror-registries.txt").read_text().strip()
+    assert line == ",".join(f"{u}::{e}" for u, e in sorted(mirrors.items()))
+    hosts = (config / "certs.d" / "ghcr.io" / "hosts.toml").read_text()
+    assert 'server = "https://ghcr.io"' in hosts
+    assert f'[host."http://{registry.host}/v2/spectro-images/ghcr.io"]' in hosts
+    receipt = json.loads((lab.work / "receipt.json").read_text())
+    targets = {a["target"] for a in receipt["artifacts"]}
+    assert f"{registry.host}/spectro-images/{SHARED}" in targets
+
+
+def test_a_delta_leaves_out_the_image_blobs_the_far_side_holds(
+    lab: Lab, exported: dict[str, Any], registry: LabRegistry
+) -> None:
+    receipt = lab.work / "receipt.json"
+    if not receipt.exists():
+        pytest.fail("the import test writes the receipt this test needs; run the module whole")
+    out = lab.work / "delta.tar.zst"
+    run = mirror(
+        "export", lab.spec, "-o", out, "--cache-dir", lab.work / "cache", "--since", receipt,
+        "--json",
+    )  # fmt: skip
+    assert run.rc == 0, run.err
+    doc = run.json()
+    assert doc["externalBlobs"] > 0 and len(doc["images"]) == len(exported["doc"]["images"])
+    manifest = parse_manifest(BundleReader(out).head()[0])
+    members = {m.path for m in manifest.members}
+    layers = {e.digest for e in manifest.external}
+    assert layers and not any(f"blobs/sha256/{d.split(':')[1]}" in members for d in layers)
+    assert mirror("verify", out, "--allow-unsigned").rc == 0
+
+
+def test_an_image_missing_upstream_fails_naming_it_and_leaves_nothing(
+    lab: Lab, tmp_path: Path
+) -> None:
+    spec = _write_spec(tmp_path / "s.yaml", lab.packs, lab.up, ["ghcr.io/acme/absent:9.9"])
+    out = tmp_path / "out" / "b.tar.zst"
+    out.parent.mkdir()
+    run = mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "cache")
+    assert run.rc == 1, run.err
+    assert "ghcr.io/acme/absent:9.9" in run.err and "needed by spec" in run.err
+    assert run.err.count("\n") == 1
+    assert list(out.parent.iterdir()) == []
+    # --no-images: the same selection exports, and records what it left out on purpose.
+    run = mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "cache", "--no-images")
+    assert run.rc == 0, run.err
+    manifest = parse_manifest(BundleReader(out).head()[0])
+    assert manifest.images == () and "ghcr.io/acme/absent:9.9" in manifest.skipped_images
+    assert SHARED in manifest.skipped_images
+    assert mirror("verify", out, "--allow-unsigned").rc == 0
+
+
+def test_images_from_nowhere_carries_only_the_spec_list(lab: Lab, tmp_path: Path) -> None:
+    spec = _write_spec(tmp_path / "s.yaml", lab.packs, lab.up, [lab.pin], imagesFrom=[])
+    run = mirror("images", spec, "--json")
+    assert run.rc == 0, run.err
+    assert [r["ref"] for r in run.json()] == [lab.pin]
