@@ -244,3 +244,56 @@ def test_images_from_nowhere_carries_only_the_spec_list(lab: Lab, tmp_path: Path
     run = mirror("images", spec, "--json")
     assert run.rc == 0, run.err
     assert [r["ref"] for r in run.json()] == [lab.pin]
+
+
+def test_inspect_shows_each_pack_its_images_with_digests(exported: dict[str, Any]) -> None:
+    doc = mirror("inspect", exported["bundle"], "--json").json()
+    assert {i["ref"] for i in doc["images"]} == {i["ref"] for i in exported["doc"]["images"]}
+    assert all(set(i) >= {"ref", "digest", "neededBy", "signed"} for i in doc["images"])
+    assert doc["unresolvedImages"][0]["ref"] == TEMPLATED
+    run = mirror("inspect", exported["bundle"], "--format", "markdown")
+    assert run.rc == 0, run.err
+    md = run.out
+    section = md.split("## Images each artifact will run", 1)[1]
+    vast = section.split("vast-block:2.6.5`", 1)[1].split("###", 1)[0]
+    wolfi = next(i for i in doc["images"] if i["ref"].startswith("cgr.dev/chainguard"))
+    assert f"| {wolfi['ref']} | `{wolfi['digest']}` |" in vast
+    assert SHARED not in vast  # only the images that pack runs
+    assert TEMPLATED in section.split("cannot be resolved", 1)[1]
+
+
+@pytest.mark.parametrize("flavour", ["basic", "token"])
+def test_an_upstream_uses_docker_config_credentials_for_its_host(
+    flavour: str, registry_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials are looked up for the host actually asked; without them, exit 1 naming
+    the image (denied), and nothing at --output."""
+    import base64
+
+    private: LabRegistry = registry_factory(flavour)
+    client = client_for(private)
+    seeded = seed_artifact(
+        client, "ghcr.io/acme/private", "1", make_image("p", layers=[make_layer("p", 2048)])
+    )
+    client.close()
+    spec = tmp_path / "s.yaml"
+    doc = {
+        "name": "p",
+        "images": ["ghcr.io/acme/private:1"],
+        "upstreams": lab_upstreams(private.url),
+    }
+    spec.write_text(yaml.safe_dump(doc))
+    config = tmp_path / "docker"
+    config.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    out = tmp_path / "b.tar.zst"
+    denied = mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "c")
+    assert denied.rc == 1 and "ghcr.io/acme/private:1 needed by spec" in denied.err
+    assert not out.exists()
+    auth = base64.b64encode(f"{private.username}:{private.password}".encode()).decode()
+    (config / "config.json").write_text(json.dumps({"auths": {private.host: {"auth": auth}}}))
+    run = mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "c", "--json")
+    assert run.rc == 0, run.err
+    (image,) = run.json()["images"]
+    assert image["digest"] == seeded.digest
+    assert str(private.password) not in run.out + run.err

@@ -53,12 +53,19 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "since": list(m.since),
         "external": {"blobs": len(m.external), "bytes": sum(e.size for e in m.external)},
         "artifacts": artifacts,
+        "images": [
+            {**i.to_json(), "signed": None}  # signatures travel with issue 13
+            for i in m.images
+        ],
+        "unresolvedImages": [u.to_json() for u in m.unresolved_images],
+        "skippedImages": list(m.skipped_images),
         "totals": {
             "artifacts": len(artifacts),
             "nonFips": sum(1 for a in artifacts if not a["fips"]),
             "byKind": dict(sorted(Counter(a["kind"] for a in artifacts).items())),
             "blobs": len(blobs),
             "bytes": sum(mem.size for mem in m.members),
+            "images": len(m.images),
         },
     }
 
@@ -129,11 +136,17 @@ def render_table(doc: dict[str, Any]) -> str:
             lines.append(f"  {name}  {a['digest'][:19]}  {size}{mark}")
             if a.get("pack"):
                 lines.append(f"    {_pack_line(a['pack'])}")
+    if doc["images"]:
+        lines += ["", f"Images ({len(doc['images'])})"]
+        for i in doc["images"]:
+            lines.append(f"  {i['ref']}  {i['digest'][:19]}  {human(i['size']).rjust(10)}")
+    for u in doc["unresolvedImages"]:
+        lines.append(f"  UNRESOLVED {u['ref']}: {u['reason']} ({', '.join(u['neededBy'])})")
     t = doc["totals"]
     kinds = ", ".join(f"{k} {n}" for k, n in t["byKind"].items()) or "none"
     lines += [
         "",
-        f"Totals     {t['artifacts']} artifacts ({kinds}), {t['nonFips']} non-FIPS, "
+        f"Totals     {t['images']} images, {t['artifacts']} artifacts ({kinds}), {t['nonFips']} non-FIPS, "
         f"{t['blobs']} blobs, {human(t['bytes'])} uncompressed",
     ]
     return "\n".join(lines) + "\n"
@@ -148,6 +161,34 @@ def _pack_line(pack: dict[str, Any]) -> str:
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _images_markdown(doc: dict[str, Any]) -> list[str]:
+    """Per pack or chart, the images it will run, with digests: what a reviewer approves."""
+    if not (doc["images"] or doc["unresolvedImages"] or doc["skippedImages"]):
+        return []
+    lines = ["", "## Images each artifact will run"]
+    users = sorted({w for i in doc["images"] for w in i["neededBy"]})
+    for who in users:
+        mine = [i for i in doc["images"] if who in i["neededBy"]]
+        title = "the spec's `images:`" if who == "spec" else f"`{_cell(who)}`"
+        lines += ["", f"### {title} ({len(mine)})", "", "| Image | Digest | Platforms |"]
+        lines.append("| --- | --- | --- |")
+        lines += [
+            f"| {_cell(i['ref'])} | `{i['digest']}` | {_cell(', '.join(i['platforms']) or '-')} |"
+            for i in mine
+        ]
+    if doc["unresolvedImages"]:
+        lines += ["", "### Not carried: cannot be resolved", "", "| Reference | Needed by | Why |"]
+        lines.append("| --- | --- | --- |")
+        lines += [
+            f"| {_cell(u['ref'])} | {_cell(', '.join(u['neededBy']))} | {_cell(u['reason'])} |"
+            for u in doc["unresolvedImages"]
+        ]
+    if doc["skippedImages"]:
+        lines += ["", "### Not carried: skipped on purpose (--no-images)", ""]
+        lines += [f"- {_cell(ref)}" for ref in doc["skippedImages"]]
+    return lines
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
@@ -194,6 +235,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"| {_cell(_pack_line(a['pack'])) if a.get('pack') else ''} |"
             for a in rows
         ]
+    lines += _images_markdown(doc)
     lines += [
         "",
         "## How to check this report",
