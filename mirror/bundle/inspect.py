@@ -146,8 +146,8 @@ def render_table(doc: dict[str, Any]) -> str:
     kinds = ", ".join(f"{k} {n}" for k, n in t["byKind"].items()) or "none"
     lines += [
         "",
-        f"Totals     {t['images']} images, {t['artifacts']} artifacts ({kinds}), {t['nonFips']} non-FIPS, "
-        f"{t['blobs']} blobs, {human(t['bytes'])} uncompressed",
+        f"Totals     {t['images']} images, {t['artifacts']} artifacts ({kinds}), "
+        f"{t['nonFips']} non-FIPS, {t['blobs']} blobs, {human(t['bytes'])} uncompressed",
     ]
     return "\n".join(lines) + "\n"
 
