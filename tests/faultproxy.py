@@ -55,6 +55,7 @@ class Fault:
     status: int = 503
     delay: float = 0.0
     hits: int = 0
+    retry_after: str = "0"  # what a 429 says
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -183,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self._take_fault()
         action = fault.action if fault else ""
         if fault and action == "status":
-            self._answer_status(fault.status)
+            self._answer_status(fault.status, fault.retry_after)
             return
         if fault and action == "drop":
             self._log(0)
@@ -242,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
-    def _answer_status(self, status: int) -> None:
+    def _answer_status(self, status: int, retry_after: str = "0") -> None:
         payload = json.dumps(
             {"errors": [{"code": "INJECTED", "message": f"injected {status}"}]}
         ).encode()
@@ -251,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 401:
             self.send_header("WWW-Authenticate", 'Basic realm="faultproxy"')
         if status == 429:
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", retry_after)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Connection", "close")

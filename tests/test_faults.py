@@ -178,17 +178,19 @@ def test_persistent_429_gives_up_in_one_line(
     assert_nothing_left(outdir)
 
 
-def test_http_500_fails_at_once_in_one_line(
-    faults: FaultProxy, outdir: Path, tmp_path: Path
+def test_a_lasting_500_gives_up_after_the_bounded_retries_in_one_line(
+    faults: FaultProxy, outdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Distribution answers 500 for requests it will never serve: no retry, no 7 s wait."""
-    fault = faults.add("status", status=500, method="GET", path=r"/tags/list")
+    """A passing 500 is retried like a 503 (issue 12: one rule for every server); one that
+    lasts fails after exactly the policy's attempts, in one line, leaving nothing."""
+    from mirror.registry.retry import DEFAULT
+
+    monkeypatch.setattr("mirror.registry.retry.time.sleep", lambda s: None)
+    fault = faults.add("status", status=500, method="GET", path=r"/web/tags/list")
     run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url))
     assert run.rc == 1
     assert "500" in run.error_line()
-    # Repositories are listed in parallel, so several may be asked; none is asked twice.
-    listed = faults.paths("GET", r"/tags/list")
-    assert fault.hits == len(listed) == len(set(listed)) >= 1
+    assert fault.hits == len(faults.paths("GET", r"/web/tags/list")) == DEFAULT.attempts
     assert_nothing_left(outdir)
 
 
@@ -196,6 +198,7 @@ def test_http_500_fails_at_once_in_one_line(
     ("action", "status", "path"),
     [
         ("status", 503, BLOB_GET),
+        ("status", 500, BLOB_GET),  # twice, then the blob: the export survives
         ("status", 502, r"/tags/list"),
         ("status", 429, MANIFEST),
         ("drop", 0, r"/images/.*/blobs/sha256:"),
@@ -211,6 +214,20 @@ def test_transient_failures_are_retried(
     assert run.rc == 0, run.err
     assert fault.hits == 2
     assert mirror("verify", outdir / "b.tar.zst", "--allow-unsigned").rc == 0
+
+
+def test_a_429_waits_as_long_as_retry_after_says(
+    faults: FaultProxy, outdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Retry-After: 1` is honoured (within the policy's jitter), through the injected clock."""
+    waits: list[float] = []
+    monkeypatch.setattr("mirror.registry.retry.time.sleep", waits.append)
+    fault = faults.add("status", status=429, method="GET", path=MANIFEST, times=1)
+    fault.retry_after = "1"
+    run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url), "--jobs", "1")
+    assert run.rc == 0, run.err
+    assert fault.hits == 1
+    assert len(waits) == 1 and 0.75 <= waits[0] <= 1.25
 
 
 @pytest.mark.parametrize(

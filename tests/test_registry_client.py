@@ -92,7 +92,7 @@ BASE = "https://reg.example"
 
 @responses.activate
 def test_retries_429_and_503_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mirror.registry.http.time.sleep", lambda s: None)
+    monkeypatch.setattr("mirror.registry.retry.time.sleep", lambda s: None)
     url = f"{BASE}/v2/r/tags/list?n=1000"
     responses.get(url, status=429, headers={"Retry-After": "1"})
     responses.get(url, status=503)
@@ -103,7 +103,7 @@ def test_retries_429_and_503_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> N
 
 @responses.activate
 def test_gives_up_after_bounded_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mirror.registry.http.time.sleep", lambda s: None)
+    monkeypatch.setattr("mirror.registry.retry.time.sleep", lambda s: None)
     responses.get(f"{BASE}/v2/r/tags/list?n=1000", status=502)
     with pytest.raises(RegistryError, match="502"):
         RegistryClient(BASE).list_tags("r")

@@ -6,10 +6,8 @@ Each thread gets its own `requests.Session`; tokens are shared through `TokenCac
 from __future__ import annotations
 
 import os
-import random
 import re
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +17,9 @@ import requests
 
 from mirror.errors import AuthError, NotFoundError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
+from mirror.registry.retry import DEFAULT, RetryPolicy
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
-RETRY_STATUS = frozenset({429, 502, 503, 504})  # a 500 is usually a real answer
 TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
 
 
@@ -142,12 +140,12 @@ class Http:
         credentials: Credentials | None,
         *,
         timeout: tuple[float, float] = TIMEOUT,
-        attempts: int = 5,
+        retry: RetryPolicy = DEFAULT,
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
         self._timeout = timeout
-        self._attempts = attempts
+        self.retry = retry
         self._tokens = TokenCache()
         self._local = threading.local()
         self._basic = threading.Event()
@@ -182,21 +180,23 @@ class Http:
         ok: tuple[int, ...] = (200,),
         what: str = "",
     ) -> requests.Response:
-        """Send, answering auth challenges; retry transient failures when the body allows."""
+        """Send, answering auth challenges; retry transient failures when the body allows.
+
+        This is where a request is retried, by the one rule in `registry/retry.py`.
+        """
         url = self.url(path)
         replayable = data is None or isinstance(data, bytes)
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, self.retry.attempts + 1):
             try:
                 resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
             except ConnectionLost:
-                # Fewer tries than for 429/503: a refused connection rarely heals in seconds.
-                if not replayable or attempt >= min(3, self._attempts):
+                if not replayable or not self.retry.retries_lost(attempt):
                     raise
-                self._backoff(attempt, None)
+                self.retry.pause(attempt)
                 continue
-            if resp.status_code in RETRY_STATUS and replayable and attempt < self._attempts:
+            if replayable and self.retry.retries_status(resp.status_code, attempt):
                 resp.close()
-                self._backoff(attempt, resp.headers.get("Retry-After"))
+                self.retry.pause(attempt, resp.headers.get("Retry-After"))
                 continue
             if resp.status_code in ok:
                 return resp
@@ -329,12 +329,6 @@ class Http:
         if not token:
             raise AuthError(f"{self.endpoint.host}: token service sent no token")
         return str(token), expires
-
-    def _backoff(self, attempt: int, retry_after: str | None) -> None:
-        delay = min(0.25 * 2**attempt, 8.0)
-        if retry_after and retry_after.isdigit():
-            delay = min(float(retry_after), 30.0)
-        time.sleep(delay * (0.75 + random.random() / 2))
 
     def _error(self, method: str, url: str, resp: requests.Response, what: str) -> RegistryError:
         code = resp.status_code

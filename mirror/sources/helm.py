@@ -15,7 +15,6 @@ import hashlib
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ import requests
 from mirror.errors import (
     AuthError,
     IntegrityError,
-    MirrorError,
     NotFoundError,
     OperationError,
     RegistryError,
@@ -36,7 +34,8 @@ from mirror.errors import (
 from mirror.formats.helm import ChartVersion, chart_artifact, chart_tag, parse_index, select_charts
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.names import oci_tag, slug
-from mirror.registry.auth import Credentials, credentials_from_env
+from mirror.registry.auth import Credentials, credentials_from_env, resolve_credentials
+from mirror.registry.retry import DEFAULT, RetryPolicy
 from mirror.sources.interface import Found, Selection
 from mirror.sources.memory import MemorySource
 from mirror.spec import Registry
@@ -46,7 +45,6 @@ MAX_CHART = 512 * 1024 * 1024
 TIMEOUT = (10.0, 120.0)
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
@@ -100,11 +98,15 @@ def _repo(reg: Registry) -> _Repo:
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
-    creds, hint = None, "no credentials; the spec can name auth variables"
-    if reg.auth is not None:
-        creds = credentials_from_env(reg.auth.username_env, reg.auth.password_env)
-        names = f"${reg.auth.username_env}/${reg.auth.password_env}"
-        hint = f"credentials from {names}" if creds else f"{names} not set"
+    names = reg.auth.names if reg.auth is not None else None
+    creds = resolve_credentials(_host(base), names)
+    hint = "no credentials in docker's config.json; the spec can name auth variables"
+    if names is not None and credentials_from_env(*names) is not None:
+        hint = f"credentials from ${names[0]}/${names[1]}"
+    elif creds is not None:
+        hint = "credentials from docker's config.json"
+    elif names is not None:
+        hint = f"${names[0]}/${names[1]} not set"
     return _Repo(reg.name, base, creds, hint)
 
 
@@ -220,22 +222,39 @@ def _chart(session: requests.Session, repo: _Repo, cv: ChartVersion) -> OciArtif
     return art
 
 
-def _get(session: requests.Session, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
-    """GET with bounded retries; redirects followed by hand so credentials stay home."""
-    last: MirrorError | None = None
-    for attempt in range(3):
-        if attempt:
-            time.sleep(0.5 * attempt)
+def _get(
+    session: requests.Session,
+    repo: _Repo,
+    url: str,
+    cap: int,
+    *,
+    index: bool,
+    retry: RetryPolicy = DEFAULT,
+) -> bytes:
+    """GET under the one retry rule; redirects followed by hand so credentials stay home."""
+    for attempt in range(1, retry.attempts + 1):
         try:
             return _get_once(session, repo, url, cap, index=index)
         except _Transient as exc:
-            last = RegistryError(str(exc))
-    assert last is not None
-    raise last
+            again = (
+                retry.retries_lost(attempt)
+                if exc.status is None
+                else (retry.retries_status(exc.status, attempt))
+            )
+            if not again:
+                raise RegistryError(str(exc)) from None
+            retry.pause(attempt, exc.retry_after)
+    raise RegistryError(f"{repo.where}: {redact(url)}: gave up")  # pragma: no cover
 
 
 class _Transient(RegistryError):
-    """A failure worth one more try (connection reset, 5xx, 429)."""
+    """A failure worth another try: a lost connection (no status), or a status the rule
+    retries."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 def _get_once(session: requests.Session, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
@@ -282,8 +301,8 @@ def _check_status(resp: requests.Response, repo: _Repo, url: str, *, index: bool
         raise NotFoundError(f"{repo.where}: no index.yaml at {shown}: not a Helm repository?")
     if code == 404:
         raise NotFoundError(f"{repo.where}: {shown} is not there (404)")
-    if code in RETRY_STATUS:
-        raise _Transient(f"{repo.where}: {code} for {shown}")
+    if code in DEFAULT.statuses:
+        raise _Transient(f"{repo.where}: {code} for {shown}", code, resp.headers.get("Retry-After"))
     raise RegistryError(f"{repo.where}: {code} for {shown}")
 
 

@@ -24,9 +24,10 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.descriptor import Descriptor, parse_manifest
 from mirror.oci.names import oci_tag, pack_repository
-from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
+from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint, Http
+from mirror.registry.retry import RetryPolicy
 from mirror.sources.interface import Found, Selection, Source
 from mirror.sources.memory import MemorySource
 from mirror.sources.packdir import pick
@@ -121,7 +122,7 @@ class LegacyPackRegistry:
         self.where = f"legacy pack registry {self.endpoint.host}"
         self._credentials = credentials
         # Two attempts: a health check that fails should say so quickly, not after backoff.
-        self._http = Http(self.endpoint, credentials, attempts=2)
+        self._http = Http(self.endpoint, credentials, retry=RetryPolicy(attempts=2))
         self.client = RegistryClient(url, credentials=credentials, ca_file=ca_file)
 
     def _headers(self) -> dict[str, str]:
@@ -168,10 +169,7 @@ class LegacyPackRegistry:
 
 def credentials_for(reg: Registry, host: str) -> Credentials | None:
     """The spec's variables, else Docker's config.json for the host (as for OCI registries)."""
-    creds = None
-    if reg.auth is not None:
-        creds = credentials_from_env(reg.auth.username_env, reg.auth.password_env)
-    return creds if creds is not None else docker_credentials(host)
+    return resolve_credentials(host, reg.auth.names if reg.auth is not None else None)
 
 
 def discover(reg: Registry, *, ca_file: str | None = None) -> Selection:
