@@ -29,7 +29,7 @@ from mirror.mirrorconfig import Mirror
 from mirror.oci import mediatypes as mt
 from mirror.oci.names import host_segment, slug
 from mirror.receipt import write_receipt
-from mirror.registry.auth import Credentials, credentials_from_env, docker_credentials
+from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.sources.bundle import BundleSource
 from mirror.targets.interface import Target
@@ -100,7 +100,7 @@ VALID_MEMO_NAME = "valid-documents.json"  # formats/schema.ValidMemo
 
 
 def target_credentials(host: str) -> Credentials | None:
-    return credentials_from_env(TARGET_USER_ENV, TARGET_PASSWORD_ENV) or docker_credentials(host)
+    return resolve_credentials(host, (TARGET_USER_ENV, TARGET_PASSWORD_ENV))
 
 
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:

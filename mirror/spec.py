@@ -80,6 +80,10 @@ class AuthEnv:
     username_env: str
     password_env: str
 
+    @property
+    def names(self) -> tuple[str, str]:
+        return self.username_env, self.password_env
+
 
 @dataclass(frozen=True)
 class Registry:

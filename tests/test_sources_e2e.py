@@ -179,3 +179,30 @@ def _check_packs(client: RegistryClient, folder: Path) -> None:
 
         with client.open_blob(repo, Descriptor.from_json(layer)) as stream:
             assert stream.read() == data
+
+
+def test_a_private_helm_repository_uses_docker_config_credentials(
+    helm_repo: HelmRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One credential rule for every kind: a Helm repository whose credentials are only in
+    docker's config.json (issue 12) exports; without them it is one line, exit 1."""
+    import base64
+
+    from mirror.lab.httpserver import serve_directory
+
+    config = tmp_path / "docker"
+    config.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    with serve_directory(helm_repo.path, basic=("helm-user", "helm-pw")) as url:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(yaml.safe_dump({"name": "h", "registries": [
+            {"name": "Private", "kind": "helm", "url": url}
+        ]}))  # fmt: skip
+        out = tmp_path / "b.tar.zst"
+        args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+        assert main(args) == 1 and not out.exists()
+        host = url.split("://", 1)[1]
+        auth = base64.b64encode(b"helm-user:helm-pw").decode()
+        (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+        assert main([*args, "--json"]) == 0
+    assert out.is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import threading
@@ -19,12 +20,32 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         return
 
 
+class _BasicHandler(_QuietHandler):
+    """The same folder behind HTTP basic auth, as a private Helm repository is."""
+
+    expected = ""  # the Authorization header that lets a request through
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="lab"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+
 @contextlib.contextmanager
-def serve_directory(path: Path) -> Iterator[str]:
-    """Yield the base URL (no trailing slash) of `path` served on 127.0.0.1 at a free port."""
+def serve_directory(path: Path, *, basic: tuple[str, str] | None = None) -> Iterator[str]:
+    """Yield the base URL (no trailing slash) of `path` served on 127.0.0.1 at a free port;
+    with `basic` (user, password), only to requests that carry them."""
     if not path.is_dir():
         raise NotADirectoryError(str(path))
-    with serve(functools.partial(_QuietHandler, directory=str(path)), "lab-http") as url:
+    handler: type[_QuietHandler] = _QuietHandler
+    if basic is not None:
+        token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        handler = type("Basic", (_BasicHandler,), {"expected": f"Basic {token}"})
+    with serve(functools.partial(handler, directory=str(path)), "lab-http") as url:
         yield url
 
 

@@ -73,6 +73,23 @@ def docker_credentials(host: str) -> Credentials | None:
     return None
 
 
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # how `docker login` files Docker Hub
+
+
+def resolve_credentials(host: str, env: tuple[str, str] | None = None) -> Credentials | None:
+    """The one rule for every kind of server: the variables the spec (or the CLI) names,
+    then docker's config.json and its helpers for the host, then anonymous."""
+    if env is not None:
+        creds = credentials_from_env(*env)
+        if creds is not None:
+            return creds
+    creds = docker_credentials(host)
+    if creds is None and host.lower() in DOCKER_HUB_HOSTS:
+        creds = docker_credentials(DOCKER_HUB_KEY)
+    return creds
+
+
 class TokenCache:
     """Bearer tokens keyed by scope, shared by a client's threads behind one lock."""
 
@@ -88,6 +105,8 @@ class TokenCache:
         return None
 
     def put(self, scope: str, token: str, expires_in: float) -> None:
-        # Renew ten seconds early so a token never expires mid-request.
+        # Renew early so a token never expires mid-request: ten seconds before, or at half
+        # its life for a short-lived one (a 2-second token is renewed after one).
         with self._lock:
-            self._tokens[scope] = (token, time.monotonic() + max(expires_in - 10, 5))
+            life = max(expires_in - 10, expires_in / 2)
+            self._tokens[scope] = (token, time.monotonic() + life)

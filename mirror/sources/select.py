@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from mirror.errors import UsageError
-from mirror.registry.auth import credentials_from_env, docker_credentials
+from mirror.registry.auth import resolve_credentials
 from mirror.registry.client import RegistryClient
+from mirror.registry.http import Endpoint
 from mirror.sources import oci
 from mirror.sources.interface import KnownManifests, Selection
 from mirror.spec import BundleSpec, Registry
@@ -14,15 +15,9 @@ def client_for(reg: Registry, *, ca_file: str | None = None) -> RegistryClient:
     """Credentials from the spec's variables, else Docker's config.json for the host."""
     if not reg.url:
         raise UsageError(f"registry {reg.name}: no url")
-    client = RegistryClient(reg.url, ca_file=ca_file)
-    creds = None
-    if reg.auth is not None:
-        creds = credentials_from_env(reg.auth.username_env, reg.auth.password_env)
-    if creds is None:
-        creds = docker_credentials(client.host)
-    if creds is not None:
-        client = RegistryClient(reg.url, credentials=creds, ca_file=ca_file)
-    return client
+    host = Endpoint.parse(reg.url).host
+    creds = resolve_credentials(host, reg.auth.names if reg.auth is not None else None)
+    return RegistryClient(reg.url, credentials=creds, ca_file=ca_file)
 
 
 def discover_all(

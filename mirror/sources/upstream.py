@@ -16,15 +16,12 @@ from urllib.parse import urlsplit
 from mirror.errors import MirrorError, NotFoundError, RegistryError, UsageError, redact
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
-from mirror.oci.reference import DOCKER_HUB
-from mirror.registry.auth import Credentials, docker_credentials
+from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.sources.images import Need
 from mirror.sources.interface import KnownManifests
 from mirror.sources.registry import RegistrySource
 from mirror.spec import BundleSpec
-
-DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"  # how `docker login` files Docker Hub
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ class Upstreams:
             if client is None:
                 client = RegistryClient(
                     scheme_url,
-                    credentials=_credentials(scheme_url, ref.host),
+                    credentials=_credentials(scheme_url),
                     ca_file=self._ca_file,
                 )
                 self._clients[scheme_url] = client
@@ -86,12 +83,8 @@ def split_upstream(url: str, host: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", parts.path.strip("/")
 
 
-def _credentials(url: str, image_host: str) -> Credentials | None:
-    host = urlsplit(url).netloc
-    creds = docker_credentials(host)
-    if creds is None and image_host == DOCKER_HUB and host.endswith("docker.io"):
-        creds = docker_credentials(DOCKER_HUB_CONFIG_KEY)
-    return creds
+def _credentials(url: str) -> Credentials | None:
+    return resolve_credentials(urlsplit(url).netloc)
 
 
 def resolve_all(
