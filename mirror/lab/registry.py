@@ -179,6 +179,7 @@ def start_registry(
     storage_dir: Path | None = None,
     ready_timeout: float = 10.0,
     port: int | None = None,
+    token_ttl: int | None = None,
 ) -> LabRegistry:
     """Start `docker-registry serve` on a free loopback port and wait until /v2/ answers.
 
@@ -201,7 +202,9 @@ def start_registry(
     storage = storage_dir or run_dir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     password = password or secrets.token_urlsafe(12)
-    auth, tls, ca_file, cleanups, token = _auth_and_tls(flavour, run_dir, username, password)
+    auth, tls, ca_file, cleanups, token = _auth_and_tls(
+        flavour, run_dir, username, password, token_ttl
+    )
     scheme = "https" if tls else "http"
     last_log = ""
     fixed = port
@@ -251,7 +254,7 @@ def start_registry(
 
 
 def _auth_and_tls(
-    flavour: str, run_dir: Path, username: str, password: str
+    flavour: str, run_dir: Path, username: str, password: str, token_ttl: int | None = None
 ) -> tuple[
     dict[str, Any] | None, dict[str, str] | None, Path | None, list[Any], TokenServer | None
 ]:
@@ -267,7 +270,8 @@ def _auth_and_tls(
     if flavour == "token":
         from mirror.lab.tokenserver import start_token_server
 
-        server = start_token_server(run_dir / "token", users={username: password})
+        ttl = {"ttl": token_ttl} if token_ttl is not None else {}
+        server = start_token_server(run_dir / "token", users={username: password}, **ttl)
         auth = {
             "token": {
                 "realm": server.realm,

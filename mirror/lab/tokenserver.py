@@ -94,7 +94,11 @@ class TokenServer:
 
 
 def _handler(
-    users: dict[str, str], key: ec.EllipticCurvePrivateKey, cert_der: bytes, box: list[TokenServer]
+    users: dict[str, str],
+    key: ec.EllipticCurvePrivateKey,
+    cert_der: bytes,
+    box: list[TokenServer],
+    ttl: int = TOKEN_TTL,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -125,7 +129,7 @@ def _handler(
                 "iss": ISSUER,
                 "sub": user,
                 "aud": query.get("service", [SERVICE])[0],
-                "exp": now + TOKEN_TTL,
+                "exp": now + ttl,
                 "nbf": now - 10,
                 "iat": now,
                 "jti": secrets.token_hex(16),
@@ -133,7 +137,7 @@ def _handler(
             }
             token = sign_jwt(claims, key, cert_der)
             box[0].record(Grant(user, scopes))
-            self._send(200, {"token": token, "access_token": token, "expires_in": TOKEN_TTL})
+            self._send(200, {"token": token, "access_token": token, "expires_in": ttl})
 
         def _send(self, status: int, doc: dict[str, Any]) -> None:
             body = json.dumps(doc).encode()
@@ -148,7 +152,9 @@ def _handler(
     return Handler
 
 
-def start_token_server(workdir: Path, *, users: dict[str, str]) -> TokenServer:
+def start_token_server(
+    workdir: Path, *, users: dict[str, str], ttl: int = TOKEN_TTL
+) -> TokenServer:
     """Make a CA and signing certificate, write the root bundle, serve /token on loopback."""
     import datetime as dt
 
@@ -158,7 +164,7 @@ def start_token_server(workdir: Path, *, users: dict[str, str]) -> TokenServer:
     root = workdir / "token-root.pem"
     root.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     box: list[TokenServer] = []
-    handler = _handler(dict(users), key, cert.public_bytes(serialization.Encoding.DER), box)
+    handler = _handler(dict(users), key, cert.public_bytes(serialization.Encoding.DER), box, ttl)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
