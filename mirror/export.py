@@ -116,7 +116,9 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     target = BundleTarget(cache, held.where)
     if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
         _remember_layers(selection)
-        packs = check_packs(selection, cache, add=opts.with_dependencies, store=False)
+        packs = check_packs(
+            selection, cache, add=opts.with_dependencies, store=False, jobs=opts.jobs
+        )
         report = _copy(selection, target, opts, observer)
     else:  # pack.json is read by the copy workers as the layers arrive
         report = _copy(selection, target, opts, observer)
@@ -254,7 +256,12 @@ def _pack_check(
     """Dependencies of the copied packs; with --with-dependencies, copy what they need."""
     before = len(selection.found)
     packs = check_packs(
-        selection, cache, add=opts.with_dependencies, store=True, known=target.packs
+        selection,
+        cache,
+        add=opts.with_dependencies,
+        store=True,
+        jobs=opts.jobs,
+        known=target.packs,
     )
     added = [_task(f, target) for f in selection.found[before:]]
     if added:
