@@ -3,7 +3,10 @@
 The end-to-end test clones HEAD into a temp dir (only committed files count), puts
 ../shared beside it as CI does, and runs `python -m mirror.lab.demo` there with THIS venv's
 python and PYTHONPATH at the clone: `make demo` would only add building a second venv and
-apt-get, which `make test` has already done for this checkout.
+apt-get, which `make test` has already done for this checkout. It runs twice: with the
+corpus packs, and with the generated packs a checkout without ../shared gets. Both times
+every proxy variable points at a closed loopback port, so a request to any host outside
+loopback fails the demo.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from mirror.cli import main
 from mirror.lab import demo, demolab
 from mirror.lab.httpserver import serve_directory
 from mirror.lab.registry import INSTALL_HINT, registry_binary, start_registry
+from mirror.lab.upstream import pack_image_refs, upstream_image
 from mirror.oci.mediatypes import ACCEPT
+from mirror.oci.reference import parse_reference
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -67,16 +72,44 @@ def _processes_mentioning(text: str) -> list[str]:
 # ---------------------------------------------------------------- the whole demo
 
 
+# What the generated packs list (mirror/lab/demolab.py), written out again on purpose.
+GENERATED_IMAGES = {
+    "docker.io/library/nginx:1.25",
+    "ghcr.io/spectrocloud-labs/demo-addon:1.0.0",
+    "quay.io/spectrocloud-labs/demo-csi-driver:1.0.0",
+    "registry.k8s.io/sig-storage/csi-provisioner:v5.1.0",
+}
+
+
+@pytest.fixture
+def no_way_out() -> Iterator[dict[str, str]]:
+    """Proxy variables that send every non-loopback request to a port that refuses it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: a connect is refused
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        names = ("http_proxy", "https_proxy", "all_proxy")
+        env = {n: dead for n in names} | {n.upper(): dead for n in names}
+        yield env | {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+
+
 @pytest.mark.registry
 @pytest.mark.timeout(150)
-def test_demo_from_a_fresh_clone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("packs", ["corpus", "generated"])
+def test_demo_from_a_fresh_clone(tmp_path: Path, packs: str, no_way_out: dict[str, str]) -> None:
     _need_registry()
+    corpus = SHARED / "corpus" / "pack-central"
+    if packs == "corpus" and not corpus.is_dir():
+        pytest.skip(f"{corpus} is missing: the generated run covers this checkout")
     clone = tmp_path / "main"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     if SHARED.is_dir():
         (tmp_path / "shared").symlink_to(SHARED)
-    env = {**os.environ, "PYTHONPATH": str(clone)}
+    env = {**os.environ, **no_way_out, "PYTHONPATH": str(clone)}
     env.pop("MIRROR_KEY_PASSWORD", None)
+    if packs == "generated":
+        env["MIRROR_CORPUS"] = str(tmp_path / "no-corpus")  # as if ../shared were absent
+    else:
+        env.pop("MIRROR_CORPUS", None)
     base = demolab.DEFAULT_PORT
     if any(demolab.port_taken(base + i) for i in range(3)):
         base = _free_base()  # a demo of the user's own is running; this one uses a copy
@@ -96,18 +129,39 @@ def test_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
-    for step in ("keygen", "export", "verify", "inspect", "import", "registries list"):
-        assert f"$ mirror {step}" in proc.stdout
+    steps = ("keygen", "images", "export", "verify", "inspect", "import", "registries list")
+    at = [proc.stdout.find(f"$ mirror {step}") for step in steps]
+    assert -1 not in at and at == sorted(at), at  # each step, in this order
+    assert "--mirror-config demo-out/mirror-config" in proc.stdout
     # No process left behind: no registry serving from the clone, no port still listening.
     assert _processes_mentioning(str(clone)) == []
     assert not any(demolab.port_taken(base + i) for i in range(3))
 
     out = clone / "demo-out"
     manifest = _bundle_manifest(out / "demo.tar.zst")
-    _assert_target_serves(storage, tmp_path, manifest["artifacts"])
+    images = manifest["images"]
+    carried = {i["ref"] for i in images}
+    if packs == "generated":
+        assert carried == GENERATED_IMAGES
+    else:
+        listed = {str(r) for r in pack_image_refs(_bundled_pack_dirs(corpus, manifest))}
+        assert listed and listed <= carried
+    counts = f"{len(manifest['artifacts'])} artifacts and {len(images)} images"
+    assert f"the bundle carries {counts}" in proc.stdout
+    # The digest each image has at the lab's stand-in for its host (mirror.lab.upstream makes
+    # the same bytes for the same reference): the bundle carries exactly that ...
+    upstream = {ref: upstream_image(parse_reference(ref)).descriptor.digest for ref in carried}
+    assert {i["ref"]: i["digest"] for i in images} == upstream
+    # ... and the target serves it at spectro-images/<host>/<path>:<tag>.
+    landed = {f"spectro-images/{i['host']}/{i['repository']}:{i['tag']}": i["ref"] for i in images}
+    expect = {where: upstream[ref] for where, ref in landed.items()}
+    _assert_target_serves(storage, tmp_path, manifest["artifacts"], expect)
+    first = sorted(landed)[0]
+    assert f"-> 127.0.0.1:{base + 2}/{first}  {upstream[landed[first]][:19]}" in proc.stdout
     kinds = {a["kind"] for a in manifest["artifacts"]}
     assert {"image", "pack", "chart"} <= kinds
     assert (out / "demo.tar.zst.sig").is_file() and (out / "keys" / "demo.pub").is_file()
+    _assert_mirror_files(out / "mirror-config", {i["host"] for i in images}, base + 2, proc.stdout)
 
     catalog = json.loads((out / "registries.json").read_text())
     rows = {r["name"]: r for r in catalog["registries"]}
@@ -121,6 +175,48 @@ def test_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True
     )
     assert "demo-out" not in status.stdout
+
+
+def _bundled_pack_dirs(corpus: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The corpus folders of the packs the bundle carries, by pack.json name and version."""
+    wanted = {
+        tuple(a["ref"].rsplit("/", 1)[1].split(":", 1))
+        for a in manifest["artifacts"]
+        if a["kind"] == "pack"
+    }
+    out = []
+    for pack_json in sorted(corpus.glob("*/pack.json")):
+        try:
+            doc = json.loads(pack_json.read_text())
+        except ValueError:
+            continue
+        if (doc.get("name"), str(doc.get("version"))) in wanted:
+            out.append(pack_json.parent)
+    assert out, wanted
+    return out
+
+
+def _assert_mirror_files(folder: Path, hosts: set[str], port: int, stdout: str) -> None:
+    """mirror-registries.txt and one hosts.toml per image host, pointing at the target."""
+    assert hosts
+    endpoint = {h: f"127.0.0.1:{port}/spectro-images/{h}" for h in hosts}
+    line = ",".join(f"{h}::{endpoint[h]}" for h in sorted(hosts))
+    assert (folder / "mirror-registries.txt").read_text() == line + "\n"
+    assert line in stdout.splitlines()  # the demo prints the file as it is
+    certs = folder / "certs.d"
+    assert sorted(p.name for p in certs.iterdir()) == sorted(hosts)
+    shown = 0
+    for host in hosts:
+        text = (certs / host / "hosts.toml").read_text()
+        server = "registry-1.docker.io" if host == "docker.io" else host
+        assert text == (
+            f'server = "https://{server}"\n\n'
+            f'[host."http://127.0.0.1:{port}/v2/spectro-images/{host}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+            "  override_path = true\n"
+        ), host
+        shown += text.rstrip("\n") in stdout
+    assert shown == 1  # the demo prints one of them
 
 
 def _bundle_manifest(bundle: Path) -> dict[str, Any]:
@@ -142,17 +238,44 @@ def _bundle_manifest(bundle: Path) -> dict[str, Any]:
         return doc
 
 
-def _assert_target_serves(storage: Path, tmp_path: Path, artifacts: list[Any]) -> None:
-    """A fresh registry on the target's kept storage serves every artifact by tag, same digest."""
-    assert artifacts
+def _assert_target_serves(
+    storage: Path, tmp_path: Path, artifacts: list[Any], images: dict[str, str]
+) -> None:
+    """A fresh registry on the target's kept storage serves every artifact by tag with its
+    digest, and each of `images` (`repository:tag` -> digest) likewise."""
+    assert artifacts and images
+    wanted = {a["ref"]: a["digest"] for a in artifacts} | images
     with start_registry(tmp_path / "readback", storage_dir=storage) as reg:
-        for art in artifacts:
-            repo, tag = art["ref"].rsplit(":", 1)
+        for ref, digest in wanted.items():
+            repo, tag = ref.rsplit(":", 1)
             resp = requests.head(
                 f"{reg.url}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10
             )
-            assert resp.status_code == 200, art["ref"]
-            assert resp.headers["Docker-Content-Digest"] == art["digest"], art["ref"]
+            assert resp.status_code == 200, ref
+            assert resp.headers["Docker-Content-Digest"] == digest, ref
+
+
+def test_demo_spec_sends_every_image_host_to_the_lab() -> None:
+    """bundles/demo.yaml maps the hosts the demo's packs name to its source registry."""
+    ups = demo.spec_upstreams(["--preset", demo.PRESET])
+    lab = f"http://127.0.0.1:{demolab.DEFAULT_PORT}"
+    assert ups and all(url == f"{lab}/{host}" for host, url in ups.items()), ups
+    demolab.check_upstreams([parse_reference(r) for r in sorted(GENERATED_IMAGES)], ups)
+
+
+@pytest.mark.parametrize(
+    ("ref", "ups", "expect"),
+    [
+        ("gcr.io/x/y:1", {}, "no upstreams entry for gcr.io"),
+        ("gcr.io/x/y:1", {"gcr.io": "https://gcr.io/"}, "not on loopback"),
+        ("gcr.io/x/y@sha256:" + "0" * 64, {"gcr.io": "http://127.0.0.1:1/gcr.io"}, "pins"),
+    ],
+)
+def test_demo_refuses_an_image_it_would_fetch_from_outside(
+    ref: str, ups: dict[str, str], expect: str
+) -> None:
+    with pytest.raises(demolab.DemoError, match=expect):
+        demolab.check_upstreams([parse_reference(ref)], ups)
 
 
 # ---------------------------------------------------------------- the demo's own errors

@@ -1,10 +1,12 @@
 """`make demo`: the whole mission on loopback in one command, for someone who just cloned.
 
 A connected side (a registry with `production` and `production-fips`, a static Helm
-repository) on fixed ports that `bundles/demo.yaml` names, then the real CLI, run as a user
-would run it: keygen, export, verify, inspect, import into an "air-gapped" registry, and the
-system-scope registries it registered. Every process started here is stopped on the way
-out, on success, failure, Ctrl-C or SIGTERM. Errors are one line that says what to do.
+repository, and the images the packs list under their hosts' names) on fixed ports that
+`bundles/demo.yaml` names, then the real CLI, run as a user would run it: keygen, images,
+export, verify, inspect, import into an "air-gapped" registry with the mirror files for
+clusters, and the system-scope registries it registered. Nothing leaves 127.0.0.1. Every
+process started here is stopped on the way out, on success, failure, Ctrl-C or SIGTERM.
+Errors are one line that says what to do.
 
 `python -m mirror.lab.demo --cli-doc` prints docs/CLI.md (click's help of every command).
 """
@@ -28,10 +30,13 @@ from types import FrameType
 from mirror.lab.demolab import (
     DEFAULT_PORT,
     DemoError,
+    Landed,
     Ports,
+    Seeding,
     build_helm,
     check_ports,
     landed_digests,
+    landed_images,
     require_binary,
     seed_source,
     serve_at,
@@ -85,6 +90,15 @@ class Paths:
     def lab(self) -> Path:
         return self.out / "lab"
 
+    @property
+    def mirror_config(self) -> Path:
+        return self.out / "mirror-config"
+
+    @property
+    def xdg_cache(self) -> Path:
+        """XDG_CACHE_HOME for the demo's commands: `mirror images` caches what it reads."""
+        return self.out / "xdg-cache"
+
 
 def show(path: Path) -> str:
     """A path as the user would type it from here."""
@@ -128,6 +142,14 @@ def export_args(ports: Ports, paths: Paths) -> list[str]:
     return [show(spec)]
 
 
+def spec_upstreams(args: Sequence[str]) -> dict[str, str]:
+    """The `upstreams:` of the spec that `export_args` names: image host -> lab URL."""
+    from mirror.spec import load_preset, load_spec
+
+    spec = load_preset(PRESET) if args[0] == "--preset" else load_spec(Path(args[0]))
+    return dict(spec.upstreams)
+
+
 # ---------------------------------------------------------------- the demo
 
 
@@ -142,19 +164,25 @@ def prepare_out(out: Path) -> Paths:
     return Paths(out)
 
 
-def connected_side(ports: Ports, paths: Paths, stack: contextlib.ExitStack) -> None:
+def connected_side(
+    ports: Ports, paths: Paths, stack: contextlib.ExitStack, upstreams: dict[str, str]
+) -> Seeding:
     from mirror.lab.content import corpus_dir
 
     section("The connected side: lab registries standing in for Palette's defaults")
     source = start_registry_at(ports.source, paths.lab / "source", "source registry")
     stack.callback(source.stop)
     corpus = corpus_dir()
-    for line in seed_source(source, corpus):
+    helm = build_helm(paths.lab / "helm", corpus)
+    seeding = seed_source(source, corpus, sorted(helm.glob("*.tgz")), upstreams)
+    for line in seeding.lines:
         say(f"  {line}")
-    url = stack.enter_context(serve_at(build_helm(paths.lab / "helm", corpus), ports.helm))
+    url = stack.enter_context(serve_at(helm, ports.helm))
     say(f"  {url}: Helm repository (index.yaml + charts)")
+    say("  the demo spec's upstreams: sends those hosts to the lab; nothing leaves 127.0.0.1")
     if corpus is None:
         say("  note: ../shared/corpus/pack-central not found ($MIRROR_CORPUS): generated packs")
+    return seeding
 
 
 def run_demo(out: Path, target_storage: Path | None = None) -> None:
@@ -163,15 +191,25 @@ def run_demo(out: Path, target_storage: Path | None = None) -> None:
     ports = Ports.from_env()
     check_ports(ports)
     paths = prepare_out(out)
-    env = {**os.environ, "MIRROR_KEY_PASSWORD": PASSWORD}
+    env = {
+        **os.environ,
+        "MIRROR_KEY_PASSWORD": PASSWORD,
+        "XDG_CACHE_HOME": str(paths.xdg_cache.resolve()),
+    }
+    spec = export_args(ports, paths)
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, paths.lab, True)
-        connected_side(ports, paths, stack)
-        say(f"\nThe demo sets MIRROR_KEY_PASSWORD={PASSWORD} (on real hosts: your own secret).")
+        seeding = connected_side(ports, paths, stack, spec_upstreams(spec))
+        say(f"\nThe demo sets MIRROR_KEY_PASSWORD={PASSWORD} (on real hosts: your own secret)")
+        say(f"and XDG_CACHE_HOME={show(paths.xdg_cache)}, so your own cache is left alone.")
         mirror(["keygen", "--output-dir", show(paths.keys), "--name", "demo"], env)
+        say("\nThe image closure: every image the packs and charts list (no image is fetched).")
+        mirror(["images", *spec], env)
         bundle = show(paths.bundle)
-        export = [*export_args(ports, paths), "--key", show(paths.key), "-o", bundle]
+        export = [*spec, "--key", show(paths.key), "-o", bundle]
         mirror(["export", *export, "--cache-dir", show(paths.cache)], env)
+        artifacts, images = bundle_counts(paths.bundle)
+        say(f"\n  the bundle carries {artifacts} artifacts and {images} images")
         mirror(["verify", bundle, "--key", show(paths.pub)], env)
         mirror(["inspect", bundle], env)
         section("The air-gapped side: a registry of its own, and nothing else")
@@ -184,14 +222,65 @@ def run_demo(out: Path, target_storage: Path | None = None) -> None:
         receipt = show(paths.receipt)
         pub = show(paths.pub)
         imp = ["import", bundle, "--target", target.url, "--key", pub, "--catalog", catalog]
-        mirror([*imp, "--receipt", receipt], env)
+        mirror([*imp, "--mirror-config", show(paths.mirror_config), "--receipt", receipt], env)
         count, bad = landed_digests(paths.bundle, target.url)
         if bad:
             raise DemoError(f"{len(bad)} artifacts differ on the target, first {bad[0]}")
         say(f"\n  checked: the target serves all {count} artifacts with the bundle's digests")
+        upstream = {s.ref: s.digest for s in seeding.images}
+        show_landed(landed_images(paths.bundle, target.url, upstream))
+        show_mirror_files(paths.mirror_config)
         mirror(["registries", "list", "--scope", "system", "--catalog", catalog], env)
         section("Stopping the lab")
     summary(paths, time.monotonic() - started)
+
+
+def bundle_counts(bundle: Path) -> tuple[int, int]:
+    """(artifacts, images) that manifest.json lists."""
+    import json
+
+    from mirror.bundle.reader import BundleReader
+
+    manifest = json.loads(BundleReader(bundle).head()[0])
+    return len(manifest["artifacts"]), len(manifest.get("images") or [])
+
+
+def show_landed(landed: Sequence[Landed], shown: int = 2) -> None:
+    """Fail unless every image landed with its upstream digest; show where a few went."""
+    if not landed:
+        raise DemoError("the bundle carries no images, but the demo's packs list some")
+    bad = [i for i in landed if not i.ok]
+    if bad:
+        b = bad[0]
+        raise DemoError(
+            f"{len(bad)} images differ on the target, first {b.where}: {b.target}, "
+            f"bundle {b.bundle}, upstream {b.upstream}"
+        )
+    say(f"  checked: all {len(landed)} images landed with their upstream digests, for example")
+    for image in landed[:shown]:
+        say(f"    {image.ref}")
+        say(f"      -> {image.where}  {image.target[:19]}")
+    if len(landed) > shown:
+        say(f"    ... and {len(landed) - shown} more under spectro-images/<host>/")
+
+
+def show_mirror_files(folder: Path) -> None:
+    """The two files that make clusters pull from the target: print them as written."""
+    from mirror.mirrorconfig import CERTS_DIR, HOSTS_FILE, MIRROR_FILE
+
+    section("The mirror files: clusters pull these images from the target (docs/AIRGAP-IMAGES.md)")
+    swap = folder / MIRROR_FILE
+    hosts = sorted(p.parent.name for p in (folder / CERTS_DIR).glob(f"*/{HOSTS_FILE}"))
+    if not swap.is_file() or not hosts:
+        raise DemoError(f"import wrote no mirror files in {show(folder)}")
+    say("  image-swap (Palette's mirrorRegistries) reads one line of UPSTREAM::ENDPOINT pairs:")
+    say(f"\n$ cat {show(swap)}")
+    say(swap.read_text().rstrip("\n"))
+    one = next((h for h in hosts if h != "docker.io"), hosts[0])  # docker.io's is the odd one
+    toml = folder / CERTS_DIR / one / HOSTS_FILE
+    say(f"\n  containerd reads one certs.d/<host>/hosts.toml per host ({', '.join(hosts)}):")
+    say(f"\n$ cat {show(toml)}")
+    say(toml.read_text().rstrip("\n"))
 
 
 def summary(paths: Paths, seconds: float) -> None:
@@ -202,12 +291,15 @@ def summary(paths: Paths, seconds: float) -> None:
     say(f"  bundle    {b} ({size:.1f} MiB), {b}.sig, {b}.sha256")
     say(f"  keys      {show(paths.key)} (password {PASSWORD}), {pub}")
     say(f"  catalog   {cat} (system-scope registries), receipt {show(paths.receipt)}")
+    mirrors = show(paths.mirror_config)
+    say(f"  mirrors   {mirrors}/mirror-registries.txt, {mirrors}/certs.d/<host>/hosts.toml")
     section("Try by hand next (mirror is .venv/bin/mirror; `. .venv/bin/activate`)")
     say(f"  mirror inspect {b} --format markdown")
     say(f"  mirror verify {b} --key {pub} --json")
     say(f"  mirror registries list --scope system --catalog {cat} --json")
     say(f"  zstd -dc {b} | tar -tv | head          # a plain .tar.zst")
     say("  docs/VERIFYING.md: the same checks with openssl, sha256sum, zstd and tar only")
+    say("  docs/AIRGAP-IMAGES.md: wiring the mirror files into Palette and containerd")
     say("  README.md, 'The real-world flow': the same commands against Palette's registries")
 
 

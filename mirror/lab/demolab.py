@@ -10,12 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
+
+if TYPE_CHECKING:
+    from mirror.lab.seed import Seeded
+    from mirror.oci.artifact import OciArtifact
+    from mirror.oci.reference import ImageRef
 
 PORT_ENV = "MIRROR_DEMO_PORT"
 DEFAULT_PORT = 5780  # source registry; the Helm repository is +1, the air-gapped target +2
@@ -137,20 +142,49 @@ def serve_at(folder: Path, port: int) -> Iterator[str]:
 # ---------------------------------------------------------------- content
 
 
-def seed_source(reg: Any, corpus: Path | None) -> list[str]:
-    """Images, packs and OCI charts under `production`, packs under `production-fips`."""
+@dataclass(frozen=True)
+class Seeding:
+    """What the source registry now serves: a line per base path, and the packs' images."""
+
+    lines: list[str]
+    images: list[Seeded]  # each at <host>/<path>:<tag>, kind "upstream"
+
+
+def seed_source(
+    reg: Any,
+    corpus: Path | None,
+    charts: Sequence[Path] = (),
+    upstreams: Mapping[str, str] | None = None,
+) -> Seeding:
+    """Images, packs and OCI charts under `production`, packs under `production-fips`.
+
+    Every image those packs and the Helm repository's `charts` list is seeded too, under its
+    upstream host's name (`quay.io/...`), where the demo spec's `upstreams:` sends export.
+    A host that `upstreams` does not map would send export off loopback: refused here.
+    """
     from mirror.lab.seed import client_for, seed_many, standard_items
+    from mirror.lab.upstream import KIND, upstream_items
+    from mirror.oci.artifact import OciArtifact
 
     prod = standard_items("production", corpus=corpus, packs=6, charts=2)
+    prod = [item for item in prod if item[3] != KIND]  # seeded below, with everyone's images
     fips = standard_items("production-fips", corpus=corpus, packs=3, charts=0)
     fips = [item for item in fips if item[3] == "pack"]
     if corpus is None:
         packs = generated_packs(reg.storage_dir.parent / "packs")
         prod += [(f"production/spectro-packs/archive/{n}", v, a, "pack") for n, v, a in packs]
         fips += [(f"production-fips/spectro-packs/archive/{n}", v, a, "pack") for n, v, a in packs]
+    content: list[OciArtifact] = []  # the packs and charts, whose images the lab must serve
+    for _, _, art, kind in prod + fips:
+        if kind in ("pack", "chart"):
+            assert isinstance(art, OciArtifact)  # built in memory, never file-backed
+            content.append(art)
+    refs = listed_images([*content, *helm_chart_artifacts(charts)])
+    if upstreams is not None:
+        check_upstreams(refs, upstreams)
     client = client_for(reg)
     try:
-        seeded = seed_many(client, prod + fips)
+        seeded = seed_many(client, [*prod, *fips, *upstream_items(refs)])
     finally:
         client.close()
     lines = []
@@ -159,11 +193,52 @@ def seed_source(reg: Any, corpus: Path | None) -> list[str]:
         kinds = sorted({s.kind for s in mine})
         counts = ", ".join(f"{sum(s.kind == k for s in mine)} {k}s" for k in kinds)
         lines.append(f"{reg.url}/{base}: {counts}")
-    return lines
+    images = [s for s in seeded if s.kind == KIND]
+    hosts = ", ".join(sorted({r.host for r in refs}))
+    lines.append(f"{reg.url}/<host>/: {len(images)} images the packs list ({hosts})")
+    return Seeding(lines, images)
+
+
+def listed_images(artifacts: Sequence[OciArtifact]) -> list[ImageRef]:
+    """Every image these packs and charts list, as export's closure finds it:
+    pack.content.images, and the images annotations of charts (subcharts too)."""
+    from mirror.sources.images import build_closure, scan_artifact
+    from mirror.sources.memory import MemorySource
+
+    source = MemorySource("demo lab", artifacts)
+    scans = [
+        (str(i), scan_artifact(source, art.descriptor, packs=True, charts=True))
+        for i, art in enumerate(artifacts)
+    ]
+    return [need.ref for need in build_closure(scans).images]
+
+
+def helm_chart_artifacts(charts: Sequence[Path]) -> list[OciArtifact]:
+    from mirror.formats.helm import chart_artifact
+
+    return [chart_artifact(tgz.read_bytes(), where=str(tgz)) for tgz in charts]
+
+
+def check_upstreams(refs: Sequence[ImageRef], upstreams: Mapping[str, str]) -> None:
+    """Every listed image must be pulled from the lab: its host mapped, on loopback, by tag."""
+    for ref in refs:
+        url = upstreams.get(ref.host)
+        if url is None:
+            raise DemoError(
+                f"a demo pack lists {ref}, but bundles/demo.yaml has no upstreams entry for "
+                f"{ref.host}: add `{ref.host}: http://127.0.0.1:{DEFAULT_PORT}/{ref.host}`"
+            )
+        if not url.startswith("http://127.0.0.1:"):
+            raise DemoError(f"bundles/demo.yaml: upstreams: {ref.host}: {url} is not on loopback")
+        if ref.digest is not None:
+            raise DemoError(f"a demo pack pins {ref}: the lab cannot serve someone else's bytes")
 
 
 def build_helm(dest: Path, corpus: Path | None) -> Path:
-    """A static Helm repository of a few small corpus charts (or generated ones)."""
+    """A static Helm repository of a few small corpus charts (or generated ones).
+
+    Its charts are `dest/*.tgz`: their images are seeded with the rest (`seed_source`).
+    """
     from mirror.lab.corpus import build_helm_repo, unique_charts
 
     if corpus is not None:
@@ -173,19 +248,35 @@ def build_helm(dest: Path, corpus: Path | None) -> Path:
     return build_helm_repo(dest, charts)
 
 
+# What the generated packs run: real-looking names on four hosts, one a Docker Hub short
+# name (`nginx:1.25` is docker.io/library/nginx:1.25). The lab serves each under its host.
+GENERATED_IMAGES = {
+    "demo-addon": ("ghcr.io/spectrocloud-labs/demo-addon:1.0.0", "nginx:1.25"),
+    "demo-csi": (
+        "quay.io/spectrocloud-labs/demo-csi-driver:1.0.0",
+        "registry.k8s.io/sig-storage/csi-provisioner:v5.1.0",
+    ),
+}
+
+
 def generated_packs(folder: Path) -> list[tuple[str, str, Any]]:
-    """Two tiny packs, for a checkout without ../shared/corpus."""
+    """Two tiny packs, for a checkout without ../shared/corpus; each lists two images."""
     import json
+
+    import yaml
 
     from mirror.formats.pack import build_pack_archive, pack_artifact
 
     out = []
-    for name in ("demo-addon", "demo-csi"):
+    for name, images in GENERATED_IMAGES.items():
         pack = folder / name
         pack.mkdir(parents=True)
         doc = {"name": name, "version": "1.0.0", "layer": "addon", "cloudTypes": ["all"]}
         (pack / "pack.json").write_text(json.dumps(doc))
-        (pack / "values.yaml").write_text(f"pack:\n  namespace: {name}\n")
+        values = {
+            "pack": {"namespace": name, "content": {"images": [{"image": i} for i in images]}}
+        }
+        (pack / "values.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
         filename, archive = build_pack_archive(pack)
         out.append((name, "1.0.0", pack_artifact(archive, filename)))
     return out
@@ -231,3 +322,57 @@ def landed_digests(bundle: Path, target: str) -> tuple[int, list[str]]:
             if got != art["digest"]:
                 bad.append(f"{art['ref']}: {got}, bundle says {art['digest']}")
     return len(manifest["artifacts"]), bad
+
+
+@dataclass(frozen=True)
+class Landed:
+    """One image of the bundle, where import put it, and the digests that must agree."""
+
+    ref: str  # as the pack lists it, normalized: quay.io/org/name:tag
+    where: str  # TARGET_HOST/spectro-images/<host>/<path>:<tag> (or @digest when pinned)
+    bundle: str  # the digest the bundle carries
+    upstream: str  # the digest the lab's stand-in for the upstream host serves
+    target: str  # the digest the target serves there (or "HTTP <status>")
+
+    @property
+    def ok(self) -> bool:
+        return self.bundle == self.upstream == self.target
+
+
+def landed_images(
+    bundle: Path, target: str, upstream: Mapping[str, str], images_base: str = "spectro-images"
+) -> list[Landed]:
+    """Each image of the bundle as the target serves it at Palette's air-gap layout.
+
+    `upstream` maps `<host>/<path>:<tag>` (where the lab seeded it) to the lab's digest.
+    """
+    import json
+    from urllib.parse import urlsplit
+
+    from mirror.bundle.reader import BundleReader
+    from mirror.oci.mediatypes import ACCEPT
+    from mirror.oci.names import host_segment
+
+    manifest = json.loads(BundleReader(bundle).head()[0])
+    netloc = urlsplit(target).netloc
+    out = []
+    with requests.Session() as session:
+        for image in manifest.get("images") or []:
+            repo = f"{images_base}/{host_segment(image['host'])}/{image['repository']}"
+            ref = image["pin"] or image["tag"]
+            sep = "@" if image["pin"] else ":"
+            resp = session.head(
+                f"{target}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}, timeout=10
+            )
+            got = resp.headers.get("Docker-Content-Digest", f"HTTP {resp.status_code}")
+            seeded = upstream.get(f"{host_segment(image['host'])}/{image['repository']}{sep}{ref}")
+            out.append(
+                Landed(
+                    image["ref"],
+                    f"{netloc}/{repo}{sep}{ref}",
+                    image["digest"],
+                    seeded or "not seeded by the lab",
+                    got,
+                )
+            )
+    return out
