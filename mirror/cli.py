@@ -292,7 +292,8 @@ def images(
 def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_json: bool) -> None:
     """Check a bundle end to end, fail-closed: signatures, every member, the OCI layout."""
     from mirror.bundle.parts import total_size
-    from mirror.bundle.verify import MissingImagesError, verify_bundle
+    from mirror.bundle.trust import TrustPolicy, open_trusted
+    from mirror.bundle.verify import MissingImagesError
     from mirror.errors import VerificationError
 
     _require_file(bundle)
@@ -300,9 +301,9 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     try:
         with Progress("verify") as progress:
             progress.planned(0, total_size(bundle))
-            res = verify_bundle(
-                bundle, pub, allow_unsigned=allow_unsigned, fips=fips, observer=progress
-            )
+            policy = TrustPolicy(pub, allow_unsigned=allow_unsigned, fips=fips)
+            res = open_trusted(bundle, policy, observer=progress).result
+            assert res is not None  # no memo: the full pass always runs here
     except VerificationError as exc:
         if as_json:
             keys = ("artifacts", "blobs", "bytes", "signer", "fips", "images")
@@ -416,9 +417,12 @@ def import_(
     """Verify a bundle, push it into a registry, register it as system-scope registries."""
     from mirror.bundle.memo import default_memo_path
     from mirror.catalog import default_catalog_path
+    from mirror.errors import UsageError
     from mirror.importer import ImportOptions, import_bundle
 
     _require_file(bundle)
+    if palette_url and not dry_run and not os.environ.get("PALETTE_API_KEY"):
+        raise UsageError("--palette-url needs PALETTE_API_KEY in the environment")
     opts = ImportOptions(
         bundle=bundle,
         target=target,

@@ -8,7 +8,6 @@ targets, so re-imports skip what the target holds and tags go last.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +17,16 @@ if TYPE_CHECKING:  # cryptography is imported only when a key is in play
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from mirror.bundle.manifest import ArtifactRecord, BundleManifest, ImageRecord, RegistryRecord
-from mirror.bundle.memo import Proof, VerifiedMemo
 from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
-from mirror.bundle.verify import check_closure, check_manifest, check_policy, verify_bundle
-from mirror.catalog import CatalogEntry, upsert, utc_now
+from mirror.bundle.trust import TrustPolicy, open_trusted
+from mirror.catalog import CatalogEntry, load_catalog, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
+from mirror.errors import UsageError
 from mirror.formats.schema import ValidMemo
 from mirror.mirrorconfig import Mirror
 from mirror.oci import mediatypes as mt
-from mirror.oci.names import host_segment, slug
+from mirror.oci.names import check_repository_prefix, host_segment, slug
 from mirror.receipt import write_receipt
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
@@ -99,14 +98,34 @@ class ImportResult:
 VALID_MEMO_NAME = "valid-documents.json"  # formats/schema.ValidMemo
 
 
+def _valid_memo(opts: ImportOptions) -> ValidMemo | None:
+    """Beside the bundle memo: the catalog this host wrote last need not be validated again."""
+    return ValidMemo(opts.memo.with_name(VALID_MEMO_NAME)) if opts.memo else None
+
+
 def target_credentials(host: str) -> Credentials | None:
     return resolve_credentials(host, (TARGET_USER_ENV, TARGET_PASSWORD_ENV))
 
 
+def check_options(opts: ImportOptions) -> None:
+    """Everything the flags alone can get wrong, refused before the bundle is even read."""
+    for flag, value in (
+        ("--base-path", opts.base_path),
+        ("--images-base-path", opts.images_base_path),
+    ):
+        check_repository_prefix(flag, value)
+    if "@" in opts.target.split("://", 1)[-1].split("/", 1)[0]:
+        raise UsageError(
+            "--target: credentials don't belong in a URL; "
+            f"use {TARGET_USER_ENV}/{TARGET_PASSWORD_ENV} or docker's config.json"
+        )
+    load_catalog(opts.catalog, _valid_memo(opts))  # a bad catalog fails now, not after the push
+
+
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
+    check_options(opts)
     manifest, signer, bundle_digest = _trust(opts, observer)
     source = BundleSource(BundleReader(opts.bundle), manifest)
-    check_closure(manifest, source)  # before the target sees a byte
     client = RegistryClient(
         opts.target, credentials=target_credentials(_host(opts.target)), ca_file=opts.ca_file
     )
@@ -145,66 +164,19 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
         manifest.registries, client.endpoint.base, opts.base_path, bundle_digest
     )
     result.registered = entries
-    # Beside the bundle memo: the catalog this host wrote last need not be validated again.
-    valid = ValidMemo(opts.memo.with_name(VALID_MEMO_NAME)) if opts.memo else None
-    upsert(opts.catalog, entries, valid)
+    upsert(opts.catalog, entries, _valid_memo(opts))
     if opts.receipt is not None:
         write_receipt(opts.receipt, receipt_doc(result, report))
     return result
 
 
 def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str | None, str]:
-    """Prove the whole bundle before the first byte reaches the target.
-
-    A file proven whole before and unchanged since (bundle/memo.py) skips the full pass and
-    the schema check of the same manifest bytes; the manifest's signature is checked every
-    time, and the push re-checks each blob as it streams out of the archive. Returns the
-    manifest, the signer, and the bundle's identity (the digest of its signed manifest.json).
-    """
-    check_policy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
-    data, signature = BundleReader(opts.bundle).head()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    signer_id = None
-    if opts.pub is not None:
-        from mirror.keys import fingerprint  # cryptography: only once a key is in play
-
-        signer_id = fingerprint(opts.pub)
-    proof = Proof.of(opts.bundle, signer_id, opts.fips, digest)
-    memo = VerifiedMemo(opts.memo) if opts.memo else None
-    proven = memo is not None and memo.holds(proof)
-    if not proven:
-        _prove_whole(opts, observer)
-    manifest, signer = check_manifest(
-        data,
-        signature,
-        opts.pub,
-        allow_unsigned=opts.allow_unsigned,
-        fips=opts.fips,
-        schema_checked=proven,
-    )
-    if memo is not None and not proven:
-        memo.record(proof)
-    return manifest, signer, digest
-
-
-def _prove_whole(opts: ImportOptions, observer: Observer) -> None:
-    """Every byte: FILE.sig over the whole file, or, without it, every member against the
-    signed manifest; either way a tampered bundle pushes nothing."""
+    """The same verdict as `mirror verify`, before the first byte reaches the target."""
+    policy = TrustPolicy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
+    policy.check()
     observer.planned(0, total_size(opts.bundle), "verify")
-    sidecar = opts.bundle.with_name(opts.bundle.name + ".sig")
-    if opts.pub is not None and sidecar.exists():
-        from mirror.signing import sha256_file, verify_detached
-
-        digest = sha256_file(opts.bundle, observer.advance)
-        verify_detached(opts.bundle, opts.pub, digest=digest)
-    else:
-        verify_bundle(
-            opts.bundle,
-            opts.pub,
-            allow_unsigned=opts.allow_unsigned,
-            fips=opts.fips,
-            observer=observer,
-        )
+    trusted = open_trusted(opts.bundle, policy, memo=opts.memo, observer=observer)
+    return trusted.manifest, trusted.signer, trusted.digest
 
 
 def landing_path(art: ArtifactRecord, base_path: str) -> str:

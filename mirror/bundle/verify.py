@@ -46,6 +46,7 @@ class VerifyResult:
     signer: str | None
     fips: bool
     images: int = 0
+    manifest_digest: str = ""  # sha256 of the manifest.json bytes this pass read
 
 
 class MissingImagesError(VerificationError):
@@ -205,6 +206,7 @@ def _check_archive(
         signer=signer,
         fips=manifest.fips,
         images=len(manifest.images),
+        manifest_digest="sha256:" + hashlib.sha256(head.manifest).hexdigest(),
     )
 
 

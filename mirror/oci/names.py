@@ -11,6 +11,9 @@ import re
 from mirror.errors import UsageError
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_PATH = re.compile(
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
@@ -41,3 +44,12 @@ def host_segment(host: str) -> str:
     A `:` may not appear in a repository name; hosts without a port are kept as they are.
     """
     return host.replace(":", "_")
+
+
+def check_repository_prefix(flag: str, value: str) -> None:
+    """A repository prefix must be OCI path components, so no request leaves `/v2/<name>`."""
+    if value and not _PATH.fullmatch(value):
+        raise UsageError(
+            f"{flag} {value!r}: not a repository path (lower-case a-z0-9 components, "
+            "separated by '/', '.', '_' or '-')"
+        )
