@@ -393,6 +393,11 @@ def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
     "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
 )
 @click.option("--force", is_flag=True, help="Replace target tags that point elsewhere.")
+@click.option(
+    "--allow-downgrade",
+    is_flag=True,
+    help="Import a bundle older than one of the same name and signer imported before.",
+)
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan; push nothing.")
 @click.option("--json", "as_json", is_flag=True)
 def import_(
@@ -411,6 +416,7 @@ def import_(
     ca_file: str | None,
     jobs: int,
     force: bool,
+    allow_downgrade: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -439,6 +445,7 @@ def import_(
         jobs=jobs,
         dry_run=dry_run,
         force=force,
+        allow_downgrade=allow_downgrade,
         memo=default_memo_path(),
     )
     with Progress("import", phases=("push",)) as progress:

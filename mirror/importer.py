@@ -24,6 +24,8 @@ from mirror.catalog import CatalogEntry, load_catalog, upsert, utc_now
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.errors import UsageError
 from mirror.formats.schema import ValidMemo
+from mirror.freshness import FILE_NAME as FRESHNESS_FILE
+from mirror.freshness import Freshness
 from mirror.mirrorconfig import Mirror
 from mirror.oci import mediatypes as mt
 from mirror.oci.names import check_repository_prefix, host_segment, slug
@@ -56,6 +58,7 @@ class ImportOptions:
     jobs: int = 8
     dry_run: bool = False
     force: bool = False
+    allow_downgrade: bool = False  # import a bundle older than one imported before
     memo: Path | None = None  # where bundles proven whole are remembered (bundle/memo.py)
 
 
@@ -125,6 +128,9 @@ def check_options(opts: ImportOptions) -> None:
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     check_options(opts)
     manifest, signer, bundle_digest = _trust(opts, observer)
+    fresh = Freshness(opts.catalog.with_name(FRESHNESS_FILE))
+    if not opts.allow_downgrade:
+        fresh.check(manifest.name, signer, manifest.created)
     source = BundleSource(BundleReader(opts.bundle), manifest)
     client = RegistryClient(
         opts.target, credentials=target_credentials(_host(opts.target)), ca_file=opts.ca_file
@@ -165,6 +171,7 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     )
     result.registered = entries
     upsert(opts.catalog, entries, _valid_memo(opts))
+    fresh.record(manifest.name, signer, manifest.created, bundle_digest)
     if opts.receipt is not None:
         write_receipt(opts.receipt, receipt_doc(result, report))
     return result
