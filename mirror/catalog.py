@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.errors import OperationError, UsageError
+from mirror.formats import jsondoc
 from mirror.formats.schema import ValidMemo, schema_problem
 from mirror.streams import atomic_file
 
@@ -138,9 +139,9 @@ def load_catalog(path: Path, memo: ValidMemo | None = None) -> list[CatalogEntry
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"{path}: cannot read the catalog: {reason}") from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        doc = jsondoc.loads(text)
+    except jsondoc.DocumentError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     checked = memo is not None and memo.holds(CATALOG_SCHEMA, data)
     entries = _validate(path, doc, checked=checked)
     if memo is not None and not checked:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.errors import VerificationError
+from mirror.formats import jsondoc
 from mirror.streams import atomic_file
 
 FILE_NAME = "imported-bundles.json"  # beside the catalog
@@ -44,8 +45,8 @@ class Freshness:
         except OSError as exc:
             raise VerificationError(f"{self.path}: cannot read: {exc.strerror}") from None
         try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError):
+            doc = jsondoc.loads(data)
+        except ValueError:
             doc = None
         if len(data) > MAX_BYTES or not isinstance(doc, dict):
             # Failing open here would let anyone who can break the file roll the gap back.

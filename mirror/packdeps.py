@@ -8,13 +8,13 @@ the same registry at `<basePath>/spectro-packs/archive/<name>`, newest fitting f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mirror.cache import BlobCache
 from mirror.errors import NotFoundError
+from mirror.formats import jsondoc
 from mirror.formats.pack import (
     PackInfo,
     check_dependencies,
@@ -141,7 +141,7 @@ def pack_json(
 ) -> PackInfo | None:
     """pack.json from the pack's tar layer: already read (`known`), the cache, or the source."""
     data = found.source.fetch_manifest(found.desc)
-    layers = [Descriptor.from_json(d) for d in json.loads(data).get("layers") or []]
+    layers = [Descriptor.from_json(d) for d in jsondoc.loads(data).get("layers") or []]
     for layer in layers:
         if layer.media_type != mt.OCI_LAYER_TAR:
             continue

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.errors import OperationError, SpecError
+from mirror.formats import jsondoc
 from mirror.formats.schema import schema_problem
 from mirror.streams import atomic_file
 
@@ -41,7 +42,7 @@ def load_held(paths: Sequence[Path]) -> Held:
     held = Held()
     for path in paths:
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = jsondoc.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise SpecError(f"{path}: cannot read the receipt: {exc.strerror}") from None
         except ValueError as exc:

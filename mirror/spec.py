@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from mirror.errors import SpecError, UsageError
+from mirror.formats import jsondoc
 from mirror.formats.schema import schema_problem
 
 REGISTRY_SCHEMA = "registry.schema.json"
@@ -189,11 +190,15 @@ def _read_document(path: Path) -> Any:
         raise SpecError(f"{path}: cannot read: {reason}") from None
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+            return jsondoc.loads(text)
+        except jsondoc.DocumentError as exc:
+            raise SpecError(f"{path}: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        doc = yaml.safe_load(text)
+        jsondoc.check_depth(doc)
+        return doc
+    except (RecursionError, jsondoc.DocumentError):
+        raise SpecError(f"{path}: nested deeper than {jsondoc.MAX_DEPTH} levels") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from mirror.errors import IntegrityError
+from mirror.formats import jsondoc
 from mirror.oci.descriptor import Descriptor
 
 COPY_CHUNK = 1024 * 1024
@@ -134,7 +135,7 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
 def read_hint(path: Path) -> Any:
     """A JSON file kept only as a hint (a memo, a cache index); unreadable means None."""
     try:
-        return json.loads(path.read_text())
+        return jsondoc.loads(path.read_text())
     except (OSError, ValueError):
         return None
 

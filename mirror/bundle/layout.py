@@ -8,11 +8,11 @@ must be in index.json under its ref name.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mirror.bundle.manifest import BundleManifest
 from mirror.errors import IntegrityError, VerificationError
+from mirror.formats import jsondoc
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor
 
@@ -45,7 +45,7 @@ def remember(path: str, data: bytes, docs: dict[str, bytes], edges: dict[str, No
         docs[path] = data
         return
     try:
-        doc = json.loads(data)
+        doc = jsondoc.loads(data)
     except ValueError:
         return
     if isinstance(doc, dict):
@@ -119,7 +119,7 @@ def _json(path: str, data: bytes | None) -> dict[str, Any]:
     if data is None:
         raise VerificationError(f"{path}: missing from the bundle")
     try:
-        doc = json.loads(data)
+        doc = jsondoc.loads(data)
     except ValueError:
         raise VerificationError(f"{path}: not valid JSON") from None
     if not isinstance(doc, dict):

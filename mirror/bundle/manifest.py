@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.errors import VerificationError
+from mirror.formats import jsondoc
 from mirror.formats.schema import validator
 
 SCHEMA_NAME = "bundle-manifest.schema.json"
@@ -280,7 +281,7 @@ def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
     if len(data) > MAX_MANIFEST_BYTES:
         raise VerificationError(f"{MANIFEST_PATH}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = jsondoc.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise VerificationError(f"{MANIFEST_PATH}: not valid JSON: {exc}") from None
     if validate:

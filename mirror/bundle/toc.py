@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirror.errors import VerificationError
+from mirror.formats import jsondoc
 
 TOC_MAGIC = 0x184D2A5B
 FOOTER_MAGIC = 0x184D2A5C
@@ -67,7 +68,7 @@ def toc_length(head: bytes, toc_offset: int, file_size: int) -> int:
 
 def decode_toc(payload: bytes, toc_offset: int) -> dict[str, TocEntry]:
     try:
-        doc = json.loads(payload)
+        doc = jsondoc.loads(payload)
         if doc["version"] != TOC_VERSION:
             raise ValueError("unknown version")
         out: dict[str, TocEntry] = {}

@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 import yaml
 
 from mirror.errors import ConflictError, OperationError
-from mirror.formats import open_tar_stream
+from mirror.formats import jsondoc, open_tar_stream
 from mirror.formats.semver import Range, parse_version, version_order
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
@@ -58,8 +58,14 @@ class ChartVersion:
 
 
 def _safe_yaml(data: bytes | str) -> Any:
-    """safe_load, through the C parser when PyYAML has it (same constructors, same safety)."""
-    return yaml.load(data, Loader=_SAFE_LOADER)  # a SafeLoader subclass: safe_load
+    """safe_load, through the C parser when PyYAML has it (same constructors, same safety);
+    a document nested past jsondoc.MAX_DEPTH is a YAMLError, not a RecursionError."""
+    try:
+        doc = yaml.load(data, Loader=_SAFE_LOADER)  # a SafeLoader subclass: safe_load
+        jsondoc.check_depth(doc)
+    except (RecursionError, jsondoc.DocumentError):
+        raise yaml.YAMLError(f"nested deeper than {jsondoc.MAX_DEPTH} levels") from None
+    return doc
 
 
 def _plain(value: Any) -> Any:

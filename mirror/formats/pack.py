@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import stat
 import tarfile
@@ -36,7 +35,7 @@ if TYPE_CHECKING:  # jsonschema is imported where a document is validated
     import jsonschema
 
 from mirror.errors import UsageError
-from mirror.formats import open_tar_stream
+from mirror.formats import jsondoc, open_tar_stream
 from mirror.formats.packcheck import LAYERS, pack_warnings
 from mirror.formats.schema import validator
 from mirror.formats.semver import parse_version, version_order
@@ -173,7 +172,7 @@ def parse_pack_json(data: bytes, where: str) -> tuple[PackInfo, list[str]]:
     if len(data) > MAX_PACK_JSON:
         raise UsageError(f"{where}: pack.json is larger than {MAX_PACK_JSON} bytes")
     try:
-        doc = json.loads(data.decode("utf-8-sig"))
+        doc = jsondoc.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{where}: pack.json is not JSON: {exc}") from None
     if not isinstance(doc, dict):

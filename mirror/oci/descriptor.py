@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.errors import IntegrityError
+from mirror.formats import jsondoc
 from mirror.oci import mediatypes as mt
 
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -95,7 +95,7 @@ def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     if len(data) > MAX_MANIFEST:
         raise IntegrityError(f"{where}: manifest larger than {MAX_MANIFEST} bytes")
     try:
-        doc = json.loads(data)
+        doc = jsondoc.loads(data)
     except ValueError as exc:
         raise IntegrityError(f"{where}: manifest is not JSON: {exc}") from None
     if not isinstance(doc, dict):

@@ -9,7 +9,6 @@ verify demands cannot drift apart.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mirror.formats import open_tar_stream
+from mirror.formats import jsondoc, open_tar_stream
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.oci.reference import ImageRef, parse_reference
@@ -166,7 +165,7 @@ def content_layers(source: Source, root: Descriptor) -> list[Descriptor]:
     """The tar layers of a pack or chart manifest that are small enough to read."""
     if not root.is_manifest or root.media_type in mt.INDEXES:
         return []
-    doc = json.loads(source.fetch_manifest(root))
+    doc = jsondoc.loads(source.fetch_manifest(root))
     layers = [Descriptor.from_json(d) for d in doc.get("layers") or []]
     return [d for d in layers if d.media_type in _CONTENT_LAYERS and d.size <= MAX_ARCHIVE]
 
@@ -213,7 +212,7 @@ def _wanted(name: str) -> bool:
 def _yaml(data: bytes) -> Any:
     try:
         return yaml.safe_load(data.decode("utf-8", errors="replace"))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # a hostile values.yaml names no image
         return None
 
 

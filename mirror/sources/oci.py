@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from mirror.errors import NotFoundError
+from mirror.formats import jsondoc
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.client import RegistryClient
@@ -108,7 +108,7 @@ def _found(
 def kind_of(desc: Descriptor, data: bytes) -> str:
     if desc.media_type in mt.INDEXES:
         return "image"
-    doc = json.loads(data)
+    doc = jsondoc.loads(data)
     config = (doc.get("config") or {}).get("mediaType")
     layers = [str(layer.get("mediaType")) for layer in doc.get("layers") or []]
     return mt.classify(desc.media_type, config, layers)

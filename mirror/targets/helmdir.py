@@ -24,6 +24,7 @@ from typing import IO, Any
 from urllib.parse import unquote
 
 from mirror.errors import ConflictError, IntegrityError, UsageError
+from mirror.formats import jsondoc
 from mirror.formats.helm import ChartVersion, parse_index, write_index
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes, parse_manifest
@@ -203,7 +204,7 @@ class HelmDirTarget:
                     return {"name": c.name, "version": c.version}
             raise UsageError(f"{self.where}: chart config {config.digest} never arrived")
         try:
-            meta = json.loads(data)
+            meta = jsondoc.loads(data)
         except ValueError:
             meta = None
         if not isinstance(meta, dict):
@@ -268,7 +269,7 @@ class HelmDirTarget:
     def _read_record(self) -> dict[str, _Chart]:
         path = self.folder / RECORD
         try:
-            doc = json.loads(path.read_bytes()) if path.is_file() else {}
+            doc = jsondoc.loads(path.read_bytes()) if path.is_file() else {}
             return {
                 name: _Chart(
                     name=str(c["name"]),
