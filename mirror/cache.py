@@ -23,7 +23,14 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from mirror.errors import IntegrityError
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of
-from mirror.streams import VerifyingReader, atomic_file, drain, read_hint, write_hint
+from mirror.streams import (
+    VerifyingReader,
+    atomic_file,
+    drain,
+    read_hint,
+    sweep_stale,
+    write_hint,
+)
 
 if TYPE_CHECKING:
     from mirror.sources.interface import Source
@@ -40,6 +47,10 @@ def default_cache_dir() -> Path:
 class BlobCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # A killed export leaves half-written blobs under temp names; they are never
+        # read (only complete, renamed entries are), but they fill the disk.
+        sweep_stale(root / "blobs" / "sha256")
+        sweep_stale(root)
         self.stored_bytes = 0  # fetched into the cache by this process: "downloaded"
         self.fresh: set[str] = set()  # digests this process verified on their way in
         self._lock = threading.Lock()

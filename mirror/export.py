@@ -48,7 +48,7 @@ from mirror.sources.interface import Found, Selection
 from mirror.sources.memory import Remembering
 from mirror.sources.select import discover_all
 from mirror.spec import BundleSpec
-from mirror.streams import free_bytes
+from mirror.streams import free_bytes, sweep_stale
 from mirror.targets.bundle import BundleTarget
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -209,6 +209,7 @@ def _write(
 ) -> None:
     """Sign manifest.json, write the archive atomically, then FILE.sha256 and FILE.sig."""
     data = manifest.to_bytes()
+    sweep_stale(opts.output.resolve().parent, opts.output.name)  # a killed run's temp files
     _check_space(opts.output, members)
     signature = sign_bytes(opts.key, data) if opts.key is not None else None
     observer.planned(len(members), sum(m.size for m in members))

@@ -115,7 +115,7 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
     whose entries are re-verified on use, passes `durable=False` and skips both fsyncs.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = temp_beside(path, ".tmp")
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -130,6 +130,61 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+TEMP_MARK = ".mirror-"  # .NAME.mirror-PID-RANDOM.tmp: the rule sweep_stale goes by
+
+
+def temp_beside(path: Path, suffix: str) -> tuple[int, str]:
+    """A temp file beside `path`, named with this process's id so a later run can tell a
+    killed writer's leftovers (its process is gone) from a live writer's."""
+    prefix = f".{path.name}{TEMP_MARK}{os.getpid()}-"
+    return tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+
+
+def sweep_stale(folder: Path, name: str | None = None) -> int:
+    """Remove temp files that killed mirror processes left in `folder` (only those of
+    `name` when given); bytes freed. Nothing that does not match the rule is touched."""
+    freed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    head = f".{name}{TEMP_MARK}" if name is not None else None
+    for entry in entries:
+        pid = _writer_pid(entry.name, head)
+        if pid is None or _alive(pid):
+            continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                freed += size
+        except OSError:
+            continue
+    return freed
+
+
+def _writer_pid(filename: str, head: str | None) -> int | None:
+    if not filename.startswith(".") or not filename.endswith((".tmp", ".part")):
+        return None
+    if head is not None and not filename.startswith(head):
+        return None
+    _, mark, rest = filename.rpartition(TEMP_MARK)
+    pid, dash, _ = rest.partition("-")
+    return int(pid) if mark and dash and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def read_hint(path: Path) -> Any:

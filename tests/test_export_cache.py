@@ -113,3 +113,40 @@ def test_kept_manifests_and_tags_are_hints_checked_before_use(tmp_path: Path) ->
     for junk in ("not json", "[1, 2]", '{"x": {"digest": "md5:1"}}'):
         (tmp_path / TAGS_FILE).write_text(junk)
         assert BlobCache(tmp_path).last_seen("x") is None
+
+
+def test_a_rerun_sweeps_what_killed_runs_left_and_nothing_else(
+    seeded_registry: Any, tmp_path: Path
+) -> None:
+    """Temp files of dead writers (by the naming rule: .NAME.mirror-PID-*.tmp) go; a live
+    writer's, and anything not named by the rule, stay (issue 15, item 4)."""
+    import os
+    import subprocess
+    import sys
+
+    from faultproxy import mirror, write_spec
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out_dir, cache = tmp_path / "out", tmp_path / "cache"
+    blobs = cache / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    out_dir.mkdir()
+    stale = [
+        out_dir / f".b.tar.zst.mirror-{dead.pid}-abc.tmp",
+        out_dir / f".b.tar.zst.mirror-{dead.pid}-def.part",
+        blobs / f".{'0' * 64}.mirror-{dead.pid}-ghi.tmp",
+    ]
+    kept = [
+        out_dir / f".b.tar.zst.mirror-{os.getpid()}-live.tmp",  # a live writer's
+        out_dir / ".b.tar.zst.abc.tmp",  # not named by the rule
+        out_dir / f".other.mirror-{dead.pid}-x.tmp",  # another output's: not this run's to take
+        out_dir / "notes.txt",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"x" * 1024)
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=["images/web"])
+    run = mirror("export", spec, "-o", out_dir / "b.tar.zst", "--cache-dir", cache)
+    assert run.rc == 0, run.err
+    assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in kept)

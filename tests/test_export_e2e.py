@@ -352,9 +352,14 @@ def test_killed_export_resumes_and_fetches_only_missing_blobs(
     )
     try:
         deadline = time.monotonic() + 30
-        while len(_cache_files(cache)) < 4 and time.monotonic() < deadline:
+
+        def writing() -> bool:  # some blobs landed, and one is half-written right now
+            temps = (cache / "blobs" / "sha256").glob(".*.mirror-*")
+            return len(_cache_files(cache)) >= 4 and any(True for _ in temps)
+
+        while not writing() and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert len(_cache_files(cache)) >= 4, "no blob landed in the cache in time"
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -367,10 +372,16 @@ def test_killed_export_resumes_and_fetches_only_missing_blobs(
     cached_blobs = {d: p for d, p in before.items() if not _is_manifest(p)}
     assert cached_blobs, "the kill came before any blob was cached"
 
+    # The killed run's half-written blobs stay under temp names until a rerun sweeps them.
+    debris = list((cache / "blobs" / "sha256").glob(f".*.mirror-{proc.pid}-*"))
+    assert debris, "the kill came while no blob was being written"
+
     time.sleep(1.0)  # requests the killed run left in the proxy's 0.4 s delay finish first
     faults.clear()
     run = mirror("export", spec, "--output", out, "--cache-dir", cache, "--json")
     assert run.rc == 0, run.err
+    assert [p for p in debris if p.exists()] == []
+    assert sorted(p.name for p in outdir.iterdir()) == ["b.tar.zst", "b.tar.zst.sha256"]
     doc = run.json()
     assert doc["cachedBytes"] == sum(p.stat().st_size for p in cached_blobs.values())
     assert 0 < doc["downloadedBytes"] < doc["bytes"]

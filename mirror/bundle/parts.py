@@ -13,14 +13,13 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from mirror.errors import UsageError
-from mirror.streams import atomic_file, fsync_dir
+from mirror.streams import atomic_file, fsync_dir, temp_beside
 
 MIN_PART = 64 * 1024
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
@@ -175,9 +174,7 @@ class _SplitWriter:
 
     def _roll(self) -> None:
         self._close_part()
-        fd, name = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part"
-        )
+        fd, name = temp_beside(self.path, ".part")
         self.temps.append(Path(name))
         self._fh = os.fdopen(fd, "wb")
         self._left = self.size
