@@ -20,6 +20,7 @@ from typing import IO, Protocol
 
 from mirror.errors import AuthError, ConflictError, IntegrityError, RegistryError
 from mirror.oci.descriptor import Descriptor, successors
+from mirror.registry.retry import RetriesExhausted
 from mirror.sources.interface import Source
 from mirror.targets.interface import Mounter, TagResolver, Target
 
@@ -271,8 +272,8 @@ def _transfer(item: _Item, donors: list[Target], opts: CopyOptions, obs: Observe
             with item.src.fetch(item.desc) as stream:
                 item.dst.push(item.desc, sent.wrap(stream))
             return "copied"
-        except (AuthError, IntegrityError):
-            raise
+        except (AuthError, IntegrityError, RetriesExhausted):
+            raise  # final, or already retried by the HTTP layer's one budget
         except RegistryError:
             sent.rewind()
             if attempt == opts.attempts:

@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -367,3 +368,62 @@ def test_import_manifest_push_failing_for_good_leaves_no_dangling_tag(
     assert reg.tags("production/images/web") == []
     assert reg.dangling() == []
     assert not (tmp_path / "catalog.json").exists()
+
+
+# ---- bounded faults (issue 15, item 3) -------------------------------------------------
+
+
+def test_a_permanent_503_costs_one_retry_budget_not_nested_ones(
+    faults: FaultProxy, outdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP layer's 5 tries are the whole budget: the engine does not retry them 3 times."""
+    from mirror.registry.retry import DEFAULT
+
+    monkeypatch.setattr("mirror.registry.retry.time.sleep", lambda s: None)
+    fault = faults.add("status", status=503, method="GET", path=r"/images/web/blobs/sha256:")
+    run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url), "--jobs", "1")
+    assert run.rc == 1 and "503" in run.error_line()
+    assert fault.hits == DEFAULT.attempts
+    assert_nothing_left(outdir)
+
+
+def test_a_retry_after_past_the_cap_fails_fast(
+    faults: FaultProxy, outdir: Path, tmp_path: Path
+) -> None:
+    fault = faults.add("status", status=429, method="GET", path=r"/images/web/manifests/2\.0\.0")
+    fault.retry_after = "99999"
+    started = time.monotonic()
+    run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url), "--jobs", "1")
+    assert run.rc == 1
+    assert "asked to wait 99999 s" in run.error_line()
+    assert time.monotonic() - started < 10 and fault.hits == 1
+    assert_nothing_left(outdir)
+
+
+def test_a_trickling_blob_fails_within_the_stated_bound(
+    faults: FaultProxy, outdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body far under the rate floor stops after the grace period, and is retried whole a
+    bounded number of times; it never hangs."""
+    monkeypatch.setenv("MIRROR_MIN_RATE", str(10 << 20))
+    monkeypatch.setenv("MIRROR_RATE_GRACE", "0.2")
+    fault = faults.add("slow", method="GET", path=r"/images/web/blobs/sha256:", delay=2.0)
+    started = time.monotonic()
+    run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url), "--jobs", "1")
+    took = time.monotonic() - started
+    assert run.rc == 1
+    assert "too slow" in run.error_line() and "MIRROR_MIN_RATE" in run.error_line()
+    assert fault.hits == 3 and took < 20  # the engine's three whole-blob tries, then one line
+    assert_nothing_left(outdir)
+
+
+def test_a_transient_500_on_a_manifest_put_is_retried(
+    bundle: Path, registry_factory: Any, tmp_path: Path
+) -> None:
+    target = registry_factory("anon")
+    with FaultProxy.running(target.url) as proxy:
+        put = proxy.add("status", status=500, method="PUT", path=MANIFEST, times=2)
+        run = import_to(bundle, proxy.url, tmp_path, "--jobs", "1")
+    assert run.rc == 0, run.err
+    assert put.hits == 2
+    assert Reg(target.url).dangling() == []

@@ -16,6 +16,7 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
 from mirror.registry.auth import Credentials
 from mirror.registry.http import ConnectionLost, Endpoint, Http
+from mirror.registry.retry import RateFloor
 from mirror.streams import LimitedReader, VerifyingReader
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # above this, blobs go up in PATCH chunks
@@ -267,10 +268,12 @@ class RegistryClient:
 class _Guarded:
     """A response body whose network failures are ours: one line, and retried by the engine."""
 
-    def __init__(self, raw: Any, where: str) -> None:
+    def __init__(self, raw: Any, where: str, floor: RateFloor | None = None) -> None:
         self._raw = raw
         self._where = where
         self._seen = 0
+        self._floor = floor or RateFloor.from_env()
+        self._started = self._floor.clock()
 
     def read(self, n: int = -1, /) -> bytes:
         try:
@@ -280,6 +283,10 @@ class _Guarded:
                 f"{self._where}: connection broken after {self._seen} bytes"
             ) from None
         self._seen += len(chunk)
+        if chunk:
+            problem = self._floor.problem(self._started, self._seen)
+            if problem:
+                raise ConnectionLost(f"{self._where}: too slow: {problem}")
         return chunk
 
 

@@ -17,7 +17,7 @@ import requests
 
 from mirror.errors import AuthError, NotFoundError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
-from mirror.registry.retry import DEFAULT, RetryPolicy
+from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryPolicy
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
 TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
@@ -189,18 +189,28 @@ class Http:
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
-            except ConnectionLost:
-                if not replayable or not self.retry.retries_lost(attempt):
-                    raise
+            except ConnectionLost as exc:
+                if not replayable:
+                    raise  # not retried here: the engine may retry the whole blob
+                if not self.retry.retries_lost(attempt):
+                    raise RetriesExhausted(f"{exc} (after {attempt} tries)") from None
                 self.retry.pause(attempt)
                 continue
+            wait = resp.headers.get("Retry-After")
+            if replayable and self.retry.too_long(wait) and resp.status_code in self.retry.statuses:
+                resp.close()
+                raise RetriesExhausted(
+                    f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}: "
+                    f"{resp.status_code}, asked to wait {wait} s, more than the "
+                    f"{self.retry.retry_after_cap:.0f} s mirror waits"
+                )
             if replayable and self.retry.retries_status(resp.status_code, attempt):
                 resp.close()
-                self.retry.pause(attempt, resp.headers.get("Retry-After"))
+                self.retry.pause(attempt, wait)
                 continue
             if resp.status_code in ok:
                 return resp
-            raise self._error(method, url, resp, what)
+            raise self._error(method, url, resp, what, retried=replayable)
         raise RegistryError(
             f"{self.endpoint.host}: {method} {redact(url)}: gave up"
         )  # pragma: no cover
@@ -330,7 +340,9 @@ class Http:
             raise AuthError(f"{self.endpoint.host}: token service sent no token")
         return str(token), expires
 
-    def _error(self, method: str, url: str, resp: requests.Response, what: str) -> RegistryError:
+    def _error(
+        self, method: str, url: str, resp: requests.Response, what: str, *, retried: bool = False
+    ) -> RegistryError:
         code = resp.status_code
         where = f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}"
         detail = redact(_registry_message(resp))  # registries may echo a token or URL back
@@ -340,6 +352,8 @@ class Http:
             return AuthError(f"{where}: {code} {detail or 'unauthorized'}{hint}")
         if code == 404:
             return NotFoundError(f"{where}: {what or 'not found'}")
+        if retried and code in self.retry.statuses:  # the budget is spent: retry no more
+            return RetriesExhausted(f"{where}: {code} {detail}".rstrip())
         return RegistryError(f"{where}: {code} {detail}".rstrip())
 
 

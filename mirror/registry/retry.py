@@ -8,10 +8,13 @@ answer, not a hiccup. The sleep is injectable so tests count attempts without wa
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from mirror.errors import RegistryError
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -43,5 +46,65 @@ class RetryPolicy:
     def pause(self, attempt: int, retry_after: str | None = None) -> None:
         self.sleep(self.delay(attempt, retry_after))
 
+    def too_long(self, retry_after: str | None) -> bool:
+        """A server that asks for more than the cap is not waited for at all: fail fast."""
+        text = (retry_after or "").strip()
+        return text.isdigit() and float(text) > self.retry_after_cap
+
+
+class RetriesExhausted(RegistryError):
+    """The HTTP layer already spent this request's retry budget: nobody retries it again.
+
+    The copy engine retries a whole blob only after a failure the HTTP layer could not
+    retry itself (a body cut off mid-stream, an upload stream that cannot be replayed), so
+    a permanent 503 costs one budget (5 tries), not 5 x 3.
+    """
+
 
 DEFAULT = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class RateFloor:
+    """A body that trickles is a stall: after `grace` seconds, a blob averaging less than
+    `min_rate` bytes a second fails (and is retried whole); none may take over `deadline`.
+
+    Configurable for slow links: MIRROR_MIN_RATE (bytes/s, 0 = off), MIRROR_RATE_GRACE and
+    MIRROR_BLOB_DEADLINE (seconds, 0 = none). One read can still block for the read timeout
+    (120 s), so a trickle fails within grace + 120 s, a stall within 120 s.
+    """
+
+    min_rate: float = 1024.0
+    grace: float = 60.0
+    deadline: float = 0.0
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    @classmethod
+    def from_env(cls) -> RateFloor:
+        return cls(
+            min_rate=_env_float("MIRROR_MIN_RATE", cls.min_rate),
+            grace=_env_float("MIRROR_RATE_GRACE", cls.grace),
+            deadline=_env_float("MIRROR_BLOB_DEADLINE", cls.deadline),
+        )
+
+    def problem(self, started: float, seen: int) -> str | None:
+        """Why a transfer that began at `started` and moved `seen` bytes must stop, if so."""
+        elapsed = self.clock() - started
+        if self.deadline and elapsed > self.deadline:
+            return f"took longer than {self.deadline:.0f} s (MIRROR_BLOB_DEADLINE)"
+        if self.min_rate and elapsed > self.grace and seen / elapsed < self.min_rate:
+            return (
+                f"{seen / elapsed:.0f} bytes/s after {elapsed:.0f} s, under the "
+                f"{self.min_rate:.0f} bytes/s floor (MIRROR_MIN_RATE)"
+            )
+        return None
+
+
+def _env_float(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    try:
+        return float(text) if text else default
+    except ValueError:
+        from mirror.errors import UsageError
+
+        raise UsageError(f"{name}={text!r}: expected a number") from None
