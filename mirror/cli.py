@@ -124,6 +124,11 @@ def keygen(output_dir: Path, name: str) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--with-dependencies", is_flag=True, help="Add packs that selected packs require.")
 @click.option(
+    "--no-referrers",
+    is_flag=True,
+    help="Leave signatures, SBOMs and attestations behind; the bundle records that.",
+)
+@click.option(
     "--no-images",
     is_flag=True,
     help="Carry no images; the bundle records the closure as skipped on purpose.",
@@ -152,6 +157,7 @@ def export(
     jobs: int,
     cache_dir: Path | None,
     with_dependencies: bool,
+    no_referrers: bool,
     no_images: bool,
     ca_file: str | None,
     dry_run: bool,
@@ -184,6 +190,7 @@ def export(
         since=since,
         split_size=parts,
         images=not no_images,
+        referrers=not no_referrers,
     )
     with Progress("export", phases=("fetch", "pack")) as progress:
         result = run_export(spec, opts, progress)

@@ -31,11 +31,13 @@ from mirror.bundle.manifest import (
     ImageRecord,
     MemberRecord,
     PackInfo,
+    ReferrerRecord,
     RegistryRecord,
 )
 from mirror.bundle.writer import Member, write_bundle
 from mirror.cache import BlobCache
 from mirror.closure import image_records, image_round, unresolved_records
+from mirror.companions import companion_round, signed_digests
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
 from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationError
 from mirror.formats.pack import PackInfo as FormatPackInfo
@@ -66,6 +68,7 @@ class ExportOptions:
     since: tuple[Path, ...] = ()  # receipts: a delta against what the far side holds
     split_size: int | None = None  # FILE.001, FILE.002, ... of at most this many bytes
     images: bool = True  # carry the image closure (`--no-images`: record it as skipped)
+    referrers: bool = True  # signatures, SBOMs, attestations (`--no-referrers`: none)
 
 
 @dataclass
@@ -83,6 +86,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
+    referrers: int = 0
     unresolved_images: list[dict[str, Any]] = field(default_factory=list)
     skipped_images: list[str] = field(default_factory=list)
 
@@ -101,6 +105,7 @@ class ExportResult:
             "notes": self.notes,
             "plan": self.plan,
             "images": self.images,
+            "referrers": self.referrers,
             "unresolvedImages": self.unresolved_images,
             "skippedImages": self.skipped_images,
         }
@@ -136,11 +141,20 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     )
     report.absorb(more)
     selection.notes += images.notes
+    referrers: list[ReferrerRecord] = []
+    if opts.referrers:
+        copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run)
+        referrers, companions = companion_round(
+            report.graphs, target, options=copy, observer=observer
+        )
+        report.absorb(companions)
     external = _external(report, target, held)
     result = _summary(opts, report, external, selection.notes)
-    result.artifacts -= len(more.graphs)  # images are counted on their own
+    result.artifacts = len(selection.found)  # images and companions are counted on their own
+    result.referrers = len(referrers)
     records = image_records(images, more)
-    result.images = [_image_row(i) for i in records]
+    signed = signed_digests(referrers)
+    result.images = [_image_row(i, i.digest in signed) for i in records]
     result.unresolved_images = [u.to_json() for u in unresolved_records(images)]
     result.skipped_images = images.skipped
     if not opts.dry_run:
@@ -152,6 +166,8 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
             unresolved_images=tuple(unresolved_records(images)),
             skipped_images=tuple(images.skipped),
             images_from=spec.images_from,
+            referrers=tuple(referrers),
+            no_referrers=not opts.referrers,
         )
         if opts.since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
@@ -288,13 +304,13 @@ def _task(found: Found, target: BundleTarget) -> CopyTask:
     )
 
 
-def _image_row(record: ImageRecord) -> dict[str, Any]:
-    """The contract's `images` row; `signed` is null until signatures travel (issue 13)."""
+def _image_row(record: ImageRecord, signed: bool) -> dict[str, Any]:
+    """The contract's `images` row; `signed`: a cosign signature travels with it."""
     return {
         "ref": record.ref,
         "digest": record.digest,
         "neededBy": list(record.needed_by),
-        "signed": None,
+        "signed": signed,
         "layoutRef": record.layout_ref,
         "platforms": list(record.platforms),
         "size": record.size,

@@ -21,6 +21,7 @@ from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.trust import TrustPolicy, open_trusted
 from mirror.catalog import CatalogEntry, load_catalog, upsert, utc_now
+from mirror.companions import import_tasks, merge_fallback_indexes
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.errors import UsageError
 from mirror.formats.schema import ValidMemo
@@ -138,16 +139,16 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     client.ping()
     tasks = _tasks(manifest, source, client, opts)
     image_tasks = _image_tasks(manifest, source, client, opts)
+    ref_tasks = import_tasks(manifest.referrers, source, _owners(tasks, image_tasks))
     donors = {
         e.digest: [RegistryTarget(client, _join(e.held_at))] for e in manifest.external if e.held_at
     }
-    report = copy_graphs(
-        tasks + [t for t, _ in image_tasks],
-        options=CopyOptions(
-            jobs=opts.jobs, dry_run=opts.dry_run, overwrite=opts.force, donors=donors
-        ),
-        observer=observer,
-    )
+    copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run, overwrite=opts.force, donors=donors)
+    report = copy_graphs(tasks + [t for t, _ in image_tasks], options=copy, observer=observer)
+    # Subjects first, then what refers to them (signatures, SBOMs, attestations).
+    report.absorb(copy_graphs([t for t, _ in ref_tasks], options=copy, observer=observer))
+    if not opts.dry_run:
+        merge_fallback_indexes(ref_tasks)
     result = ImportResult(
         target=client.endpoint.base,
         bundle_digest=bundle_digest,
@@ -207,10 +208,23 @@ def _tasks(
         dst = repos.setdefault(repo, RegistryTarget(client, repo))
         root = source.descriptor(art.digest, art.media_type)
         label = f"{art.registry}: {art.ref}"
-        tasks.append(CopyTask(source, dst, root, art.tag, label, {mt.ANN_REGISTRY: art.registry}))
+        ann = {mt.ANN_REGISTRY: art.registry, mt.ANN_REF_NAME: art.ref}
+        tasks.append(CopyTask(source, dst, root, art.tag, label, ann))
         if helm_dir is not None and art.kind == "chart":
             tasks.append(CopyTask(source, helm_dir, root, art.tag, label, {}))
     return tasks
+
+
+def _owners(
+    tasks: Sequence[CopyTask], images: Sequence[tuple[CopyTask, ImageRecord]]
+) -> dict[str, RegistryTarget]:
+    """Where each bundle ref (index.json name) lands: its companions land there too."""
+    out: dict[str, RegistryTarget] = {}
+    for task in [*tasks, *(t for t, _ in images)]:
+        ref = task.annotations.get(mt.ANN_REF_NAME)
+        if ref is not None and isinstance(task.dst, RegistryTarget):
+            out[ref] = task.dst
+    return out
 
 
 def image_landing(image: ImageRecord, opts: ImportOptions) -> str:
@@ -227,7 +241,8 @@ def _image_tasks(
         dst = RegistryTarget(client, image_landing(image, opts))
         root = source.descriptor(image.digest, image.media_type)
         tag = None if image.pin else image.tag
-        task = CopyTask(source, dst, root, tag, f"image {image.ref}", {mt.ANN_KIND: "image"})
+        ann = {mt.ANN_KIND: "image", mt.ANN_REF_NAME: image.layout_ref}
+        task = CopyTask(source, dst, root, tag, f"image {image.ref}", ann)
         out.append((task, image))
     return out
 

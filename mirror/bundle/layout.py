@@ -75,6 +75,9 @@ def check(
     for i in manifest.images:
         if (i.layout_ref, i.digest) not in refs:
             raise VerificationError(f"{INDEX}: image {i.layout_ref} ({i.digest}) is not in it")
+    for r in manifest.referrers:
+        if (r.layout_ref, r.digest) not in refs:
+            raise VerificationError(f"{INDEX}: companion {r.layout_ref} ({r.digest}) is not in it")
     stack = [(d, INDEX) for d in roots]
     done: set[str] = set()
     external = {e.digest: e.size for e in manifest.external}  # a delta's, held by the target

@@ -167,6 +167,39 @@ class UnresolvedImage:
 
 
 @dataclass(frozen=True)
+class ReferrerRecord:
+    """A signature, attestation, SBOM or other referrer, travelling with its subject."""
+
+    owner: str  # layout ref of the artifact or image whose repository it lands in
+    subject: str  # the manifest digest it refers to (the owner's root, or a child of it)
+    digest: str
+    media_type: str
+    size: int
+    tag: str | None  # cosign's tag (sha256-H.sig, ...), or None: an OCI 1.1 referrer
+    artifact_type: str | None
+    layout_ref: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "subject": self.subject,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "size": self.size,
+            "tag": self.tag,
+            "artifactType": self.artifact_type,
+            "layoutRef": self.layout_ref,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ReferrerRecord:
+        return cls(
+            d["owner"], d["subject"], d["digest"], d["mediaType"], d["size"], d["tag"],
+            d["artifactType"], d["layoutRef"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class MemberRecord:
     path: str
     sha256: str  # bare hex
@@ -206,6 +239,8 @@ class BundleManifest:
     unresolved_images: tuple[UnresolvedImage, ...] = ()
     skipped_images: tuple[str, ...] = ()
     images_from: tuple[str, ...] | None = None  # None: a bundle from before images travelled
+    referrers: tuple[ReferrerRecord, ...] = ()
+    no_referrers: bool = False  # `--no-referrers`: none were looked for
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -225,6 +260,9 @@ class BundleManifest:
             doc["images"] = [i.to_json() for i in self.images]
             doc["unresolvedImages"] = [u.to_json() for u in self.unresolved_images]
             doc["skippedImages"] = list(self.skipped_images)
+        if self.referrers or self.no_referrers:
+            doc["referrers"] = [r.to_json() for r in self.referrers]
+            doc["noReferrers"] = self.no_referrers
         if self.since:  # only deltas carry these, so full bundles read as before
             doc["since"] = list(self.since)
             doc["external"] = [e.to_json() for e in self.external]
@@ -308,6 +346,8 @@ def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
         ),
         skipped_images=tuple(doc.get("skippedImages", ())),
         images_from=tuple(doc["imagesFrom"]) if "imagesFrom" in doc else None,
+        referrers=tuple(ReferrerRecord.from_json(r) for r in doc.get("referrers", ())),
+        no_referrers=bool(doc.get("noReferrers", False)),
     )
 
 

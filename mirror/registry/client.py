@@ -41,6 +41,7 @@ class RegistryClient:
         self.http = Http(self.endpoint, credentials, timeout=(10.0, timeout))
         self.chunk_size = chunk_size
         self.monolithic_max = monolithic_max
+        self._no_referrers = False  # set once the registry answers 404 to the referrers API
 
     @property
     def host(self) -> str:
@@ -122,6 +123,30 @@ class RegistryClient:
                 f"{self.host}/{repo}@{expected}: manifest bytes hash to {desc.digest}"
             )
         return desc, data
+
+    def referrers(self, repo: str, digest: str) -> list[dict[str, Any]] | None:
+        """OCI 1.1 referrers of `digest`, following pagination; None when the registry has no
+        referrers API (Distribution 2.8 answers 404), which is then not asked again."""
+        if self._no_referrers:
+            return None
+        out: list[dict[str, Any]] = []
+        path: str | None = f"/v2/{repo}/referrers/{digest}"
+        for _ in range(1000):
+            if path is None:
+                break
+            try:
+                resp = self.http.request("GET", path, scope=_pull(repo), what="referrers")
+            except NotFoundError:
+                self._no_referrers = True
+                return None
+            try:
+                found = resp.json().get("manifests") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.host}/{repo}: referrers list is not JSON") from None
+            out += [m for m in found if isinstance(m, dict)]
+            match = _NEXT.search(resp.headers.get("Link", ""))
+            path = match.group(1) if match else None
+        return out
 
     def resolve(self, repo: str, ref: str) -> Descriptor | None:
         """HEAD a manifest; None when absent. Used to detect tag conflicts before pushing."""

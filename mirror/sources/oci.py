@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from mirror.errors import NotFoundError
 from mirror.formats import jsondoc
+from mirror.formats.cosign import subject_of_tag
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.client import RegistryClient
@@ -43,7 +44,10 @@ def _one_repository(
 ) -> Selection:
     full = f"{base}/{repo}" if base else repo
     source = RegistrySource(client, full, known)
-    tags = reg.tags.apply(client.list_tags(full), f"registry {reg.name}")
+    # cosign's companion tags travel with what they sign (sources/referrers.py), not as
+    # artifacts of their own, whatever the tag filter says.
+    listed = [t for t in source.tags() if subject_of_tag(t) is None]
+    tags = reg.tags.apply(listed, f"registry {reg.name}")
     if not tags and literal_repositories(reg.repositories):
         raise NotFoundError(f"registry {reg.name}: no tag of {full} matches the spec's tag filter")
     part = Selection()

@@ -25,6 +25,13 @@ class RegistrySource:
         self.known = known
         self._manifests: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._tags: list[str] | None = None
+
+    def tags(self) -> list[str]:
+        """The repository's tags, listed once: discovery and companions share the list."""
+        if self._tags is None:
+            self._tags = self.client.list_tags(self.repo)
+        return self._tags
 
     def get_tag(self, tag: str) -> tuple[Descriptor, bytes]:
         """The manifest a tag names now, asked as a conditional GET when it was seen before."""

@@ -1,0 +1,141 @@
+"""Signatures and referrers travel with every manifest (issue 13), on real registries.
+
+Distribution 2.8 has no referrers API, so referrers live in the referrers tag schema's
+`sha256-H` index, as `oras attach` leaves them; cosign's signatures are `sha256-H.sig`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultproxy import Reg, mirror, write_spec
+
+from mirror.bundle.manifest import parse_manifest
+from mirror.bundle.reader import BundleReader
+from mirror.formats import cosign
+from mirror.keys import generate_keypair, load_private_key
+from mirror.lab.content import make_image, make_layer, multiarch
+from mirror.lab.cosign import seed_referrer, seed_signature
+from mirror.lab.registry import LabRegistry, start_registry
+from mirror.lab.seed import client_for, seed_artifact
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import Descriptor
+
+SBOM = "application/vnd.example.sbom+json"
+
+
+def _sig_tag(digest: str, suffix: str = ".sig") -> str:
+    return "sha256-" + digest.split(":", 1)[1] + suffix
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    work = tmp_path_factory.mktemp("refs")
+    key_path, _ = generate_keypair(work, "signer", b"pw")
+    key = load_private_key(key_path, b"pw")
+    src = start_registry(work / "src", flavour="anon")
+    try:
+        c = client_for(src)
+        app = seed_artifact(
+            c, "production/images/app", "1.0", make_image("app", layers=[make_layer("app", 4096)])
+        )
+        sig = seed_signature(c, "production/images/app", app.digest, key)
+        att = seed_signature(c, "production/images/app", app.digest, key, suffix=".att")
+        sbom = seed_referrer(
+            c,
+            "production/images/app",
+            Descriptor(mt.OCI_MANIFEST, app.digest, 0),
+            SBOM,
+            b'{"sbom":1}',
+        )
+        sbom_sig = seed_signature(c, "production/images/app", sbom.digest, key)  # a companion's
+        art = multiarch("multi")
+        multi = seed_artifact(c, "production/images/multi", "1.0", art)
+        child = json.loads(art.manifest)["manifests"][1]["digest"]
+        child_sig = seed_signature(c, "production/images/multi", child, key)  # on a child only
+        c.close()
+        seeded = {"app": app, "sig": sig, "att": att, "sbom": sbom, "sbom_sig": sbom_sig,
+                  "multi": multi, "child": child, "child_sig": child_sig}  # fmt: skip
+        yield {"src": src, "work": work, "key": key, "seeded": seeded}
+    finally:
+        src.stop()
+
+
+def _export(lab: Any, tmp: Path, *more: str) -> tuple[Path, Any]:
+    # A tag filter that a `sha256-...` tag never matches: the companions travel anyway.
+    spec = write_spec(
+        tmp / "s.yaml", lab["src"].url, repositories=["images/app", "images/multi"],
+        extra=", tags: {include: ['^1\\.']}",
+    )  # fmt: skip
+    out = tmp / "b.tar.zst"
+    run = mirror("export", spec, "-o", out, "--cache-dir", tmp / "cache", "--json", *more)
+    assert run.rc == 0, run.err
+    return out, run.json()
+
+
+def test_signatures_sboms_and_attestations_travel_whatever_the_tag_filter(
+    lab: Any, tmp_path: Path
+) -> None:
+    s = lab["seeded"]
+    bundle, doc = _export(lab, tmp_path)
+    manifest = parse_manifest(BundleReader(bundle).head()[0])
+    by_digest = {r.digest: r for r in manifest.referrers}
+    assert by_digest[s["sig"].digest].tag == _sig_tag(s["app"].digest)
+    assert by_digest[s["att"].digest].tag == _sig_tag(s["app"].digest, ".att")
+    sbom = by_digest[s["sbom"].digest]
+    assert sbom.tag is None and sbom.artifact_type == SBOM and sbom.subject == s["app"].digest
+    assert by_digest[s["sbom_sig"].digest].subject == s["sbom"].digest  # a companion's own
+    child = by_digest[s["child_sig"].digest]
+    assert child.subject == s["child"] and child.owner == "production/images/multi:1.0"
+    assert {a.tag for a in manifest.artifacts} == {"1.0"}  # no companion is an artifact
+    assert doc["referrers"] == len(manifest.referrers) == 5
+    assert mirror("verify", bundle, "--allow-unsigned").rc == 0
+
+
+def test_no_referrers_leaves_them_behind_and_says_so(lab: Any, tmp_path: Path) -> None:
+    bundle, doc = _export(lab, tmp_path, "--no-referrers")
+    manifest = parse_manifest(BundleReader(bundle).head()[0])
+    assert manifest.referrers == () and manifest.no_referrers and doc["referrers"] == 0
+
+
+def test_import_lands_them_beside_their_subjects_and_merges_the_fallback_index(
+    lab: Any, tmp_path: Path, registry: LabRegistry
+) -> None:
+    s = lab["seeded"]
+    bundle, _ = _export(lab, tmp_path)
+    # The target already lists an older referrer of app: it must survive the import.
+    c = client_for(registry)
+    subject = Descriptor(mt.OCI_MANIFEST, s["app"].digest, 0)
+    seed_artifact(c, "production/images/app", "1.0", _app_copy(lab))
+    old = seed_referrer(c, "production/images/app", subject, "application/x-old", b"old")
+    c.close()
+    base = ["--target", registry.url, "--allow-unsigned", "--catalog", tmp_path / "cat.json"]
+    run = mirror("import", bundle, *base)
+    assert run.rc == 0, run.err
+    reg = Reg(registry.url)
+    assert reg.digest("production/images/app", _sig_tag(s["app"].digest)) == s["sig"].digest
+    assert reg.digest("production/images/app", _sig_tag(s["app"].digest, ".att")) == s["att"].digest
+    assert reg.digest("production/images/multi", _sig_tag(s["child"])) == s["child_sig"].digest
+    assert reg.digest("production/images/app", _sig_tag(s["sbom"].digest)) == s["sbom_sig"].digest
+    got = reg.manifest("production/images/app", _sig_tag(s["app"].digest, ""))
+    assert got is not None
+    listed = {m["digest"]: m for m in json.loads(got[2])["manifests"]}
+    assert set(listed) == {old.digest, s["sbom"].digest}  # merged, never overwritten
+    assert listed[s["sbom"].digest]["artifactType"] == SBOM
+    assert reg.dangling() == []
+    again = mirror("import", bundle, *base, "--json")
+    assert again.rc == 0 and again.json()["pushedBlobs"] == 0  # a re-import pushes nothing
+
+
+def _app_copy(lab: Any) -> Any:
+    return make_image("app", layers=[make_layer("app", 4096)])
+
+
+def test_cosign_payload_names_the_digest() -> None:
+    data = cosign.payload("r", "sha256:" + "a" * 64)
+    assert cosign.signed_digest(data) == "sha256:" + "a" * 64
+    assert cosign.subject_of_tag("sha256-" + "b" * 64 + ".sig") == ("sha256:" + "b" * 64, ".sig")
+    assert cosign.subject_of_tag("1.0") is None
