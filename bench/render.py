@@ -7,10 +7,12 @@ from collections.abc import Sequence
 
 from bench.report import (
     MIB,
+    ClosureBench,
     LevelBench,
     LevelRow,
     Report,
     all_goals,
+    closure_goals,
     export_goals,
     goal_table,
     import_goals,
@@ -63,15 +65,19 @@ def render(r: Report) -> str:
         *goal_table(goals),
         "",
     ]
-    lines += _machine(r) + _content(r) + _export(r) + _import(r) + _verify(r)
-    lines += _levels(r.levels)
+    lines += _machine(r) + _content(r) + _export(r) + _import(r)
+    numbered = 3
+    if r.closure is not None:
+        lines += _closure(r.closure, numbered)
+        numbered += 1
+    lines += _verify(r, numbered) + _levels(r.levels, numbered + 1)
     if r.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
     if r.findings.strip():
         lines += ["## Findings (hand-written, from profiles: bench/FINDINGS.md)", ""]
         lines += re.sub(r"<!--.*?-->", "", r.findings, flags=re.S).strip().splitlines()
         lines += [""]
-    lines += _method(r.repeat)
+    lines += _method(r.repeat, r.closure)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -211,7 +217,105 @@ def _import(r: Report) -> list[str]:
     ]
 
 
-def _verify(r: Report) -> list[str]:
+def _closure(c: ClosureBench, number: int) -> list[str]:
+    rows = [
+        [
+            "`mirror export` (spec `images:` + `upstreams:`)",
+            secs(c.mirror.seconds),
+            rate(c.unique_bytes, c.mirror.seconds),
+            f"{c.mirror.rss_mb:.0f} MB",
+            mb(c.bundle_bytes),
+        ],
+        [
+            f"`skopeo copy --all` x{c.skopeo.runs} into one layout",
+            secs(c.skopeo.seconds),
+            rate(c.unique_bytes, c.skopeo.seconds),
+            f"{c.skopeo.rss_mb:.0f} MB",
+            "",
+        ],
+        [
+            "`tar -c layout | zstd -T0`",
+            secs(c.tar.seconds),
+            rate(c.unique_bytes, c.tar.seconds),
+            f"{c.tar.rss_mb:.0f} MB",
+            mb(c.tar_bytes),
+        ],
+        [
+            "skopeo + tar pipeline",
+            secs(c.pipeline_seconds),
+            rate(c.unique_bytes, c.pipeline_seconds),
+            "",
+            "",
+        ],
+    ]
+    if c.from_packs is not None:
+        rows.append(
+            [
+                f"`mirror export` of the {c.packs} pack folders, closure found (once)",
+                secs(c.from_packs.seconds),
+                "",
+                f"{c.from_packs.rss_mb:.0f} MB",
+                mb(c.from_packs_bytes),
+            ]
+        )
+    rows += [
+        [
+            "`mirror import` (empty target)",
+            secs(c.imported.seconds),
+            rate(c.unique_bytes, c.imported.seconds),
+            f"{c.imported.rss_mb:.0f} MB",
+            f"{c.pushed_blobs} blobs pushed",
+        ],
+        [
+            f"`skopeo copy --all oci:...` x{c.skopeo_import.runs} (empty target)",
+            secs(c.skopeo_import.seconds),
+            rate(c.unique_bytes, c.skopeo_import.seconds),
+            f"{c.skopeo_import.rss_mb:.0f} MB",
+            "",
+        ],
+    ]
+    pins = (
+        f" ({c.pins_dropped} digest pins they list besides are left out: no lab can make "
+        "someone else's bytes)"
+        if c.pins_dropped
+        else ""
+    )
+    low, high = c.top_bytes
+    text = (
+        f"The {c.images} tag references that the {c.packs} corpus packs list in "
+        f"`pack.content.images`, on {c.hosts} hosts{pins}. Each is a synthetic image: one "
+        f"{mb(c.base_bytes)} base layer they all share and a layer of its own of "
+        f"{low // 1024:,}-{high // 1024:,} KB, {mb(c.unique_bytes)} of unique data, in a lab "
+        "registry under `<host>/<path>`. mirror's spec is the list itself (`images:`) with "
+        "`upstreams:` sending every host to the lab; skopeo gets the same list, one `skopeo "
+        "copy --all` per image into one OCI layout, then tar | zstd, as in the export above. "
+        f"mirror is **{c.export_speedup:.2f}x** the speed of the pipeline. Import: the bundle "
+        "into an empty registry (`spectro-images/<host>/<path>`) against `skopeo copy --all` "
+        "of each image of the extracted layout to the same names; extracting is not counted. "
+        f"mirror is **{c.import_speedup:.2f}x** the speed of skopeo."
+    )
+    if c.from_packs is not None:
+        extra = c.from_packs.seconds - c.mirror.seconds
+        text += (
+            " The run marked once exports the pack folders themselves (`kind: pack`, `images:` "
+            "empty): mirror builds the packs' archives, finds the same closure in their "
+            f"values.yaml and carries packs and images, in {secs(abs(extra))} "
+            f"{'more' if extra >= 0 else 'less'} than the list took (not a goal: skopeo "
+            "cannot read a pack folder)."
+        )
+    return [
+        f"## {number}. Image closure",
+        "",
+        text,
+        "",
+        *table(["run", "seconds", "throughput", "peak RSS", "output"], rows),
+        "",
+        *goal_table(closure_goals(c)),
+        "",
+    ]
+
+
+def _verify(r: Report, number: int) -> list[str]:
     v = r.verify
     rows = [
         [
@@ -228,7 +332,7 @@ def _verify(r: Report) -> list[str]:
         ],
     ]
     return [
-        "## 3. Verify",
+        f"## {number}. Verify",
         "",
         f"The export's bundle ({mb(v.bundle_bytes)}), throughput in bundle bytes per second.",
         "",
@@ -254,9 +358,9 @@ def _level_rows(rows: Sequence[LevelRow], current: int) -> list[list[str]]:
     ]
 
 
-def _levels(lv: LevelBench) -> list[str]:
+def _levels(lv: LevelBench, number: int) -> list[str]:
     head = ["level", "seconds", "input rate", "output", "output/input", ""]
-    lines = ["## 4. zstd level", ""]
+    lines = [f"## {number}. zstd level", ""]
     compressed, plain = lv.current[1], lv.current[0]
     sweeps = [
         (
@@ -306,8 +410,8 @@ def _verdict(best: int, current: int) -> str:
     return f"keep {current}" if best == current else f"use {best} (now {current})"
 
 
-def _method(repeat: int) -> list[str]:
-    return [
+def _method(repeat: int, closure: ClosureBench | None = None) -> list[str]:
+    lines = [
         "## Method",
         "",
         "- One process per run, started by `bench/run.py`; wall time from start to exit, "
@@ -334,5 +438,13 @@ def _method(repeat: int) -> list[str]:
         "same target, same catalog, same cache folder (where mirror remembers bundles it "
         "proved whole, `bundle/memo.py`).",
         f"- PASS/MISS: {mark(True)} when the measured value meets the issue's goal.",
-        "",
     ]
+    if closure is not None:
+        lines.insert(
+            -1,
+            f"- The image closure comparisons ran {closure.repeat} time(s) (at most 3: each "
+            f"repeat starts {closure.skopeo.runs + closure.skopeo_import.runs} skopeo "
+            "processes); mirror's export and skopeo's pipeline in turns, each import against "
+            "the skopeo run after it, each into a fresh registry.",
+        )
+    return [*lines, ""]

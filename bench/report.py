@@ -141,6 +141,44 @@ class VerifyBench:
 
 
 @dataclass(frozen=True)
+class ClosureBench:
+    """The images the corpus packs list: mirror's export and import against skopeo's."""
+
+    images: int  # tag references the packs list in pack.content.images
+    hosts: int
+    packs: int  # corpus pack folders the list comes from
+    pins_dropped: int  # digest pins they list besides: no lab can make someone else's bytes
+    unique_bytes: int
+    base_bytes: int  # the base layer every image shares
+    top_bytes: tuple[int, int]  # each image's own layer: smallest and largest size
+    mirror: Measured  # `mirror export`, spec `images:` + `upstreams:`
+    skopeo: Measured  # one `skopeo copy --all` per image, into one layout
+    tar: Measured  # tar -c LAYOUT | zstd -T0
+    bundle_bytes: int
+    tar_bytes: int
+    imported: Measured  # `mirror import` of the bundle into an empty registry
+    skopeo_import: Measured  # one `skopeo copy --all oci:LAYOUT:REF docker://...` per image
+    pushed_blobs: int
+    from_packs: Measured | None = None  # once: the pack folders, the closure found by mirror
+    from_packs_bytes: int = 0
+    export_speedups: tuple[float, ...] = ()  # each export against the pipeline run beside it
+    import_speedups: tuple[float, ...] = ()  # each import against the skopeo run after it
+    repeat: int = 1
+
+    @property
+    def pipeline_seconds(self) -> float:
+        return self.skopeo.seconds + self.tar.seconds
+
+    @property
+    def export_speedup(self) -> float:
+        return self.pipeline_seconds / self.mirror.seconds
+
+    @property
+    def import_speedup(self) -> float:
+        return self.skopeo_import.seconds / self.imported.seconds
+
+
+@dataclass(frozen=True)
 class LevelRow:
     level: int
     seconds: float
@@ -165,6 +203,7 @@ class Report:
     imports: ImportBench
     verify: VerifyBench
     levels: LevelBench
+    closure: ClosureBench | None = None  # None: no corpus, so no pack lists any image
     quick: bool = False
     repeat: int = 1
     minutes: float = 0.0
@@ -263,8 +302,28 @@ def verify_goals(v: VerifyBench) -> list[Goal]:
     ]
 
 
+def closure_goals(c: ClosureBench) -> list[Goal]:
+    return [
+        Goal(
+            "image closure export vs skopeo copy + tar|zstd",
+            f">= {EXPORT_SPEEDUP_GOAL}x faster",
+            f"{c.export_speedup:.2f}x" + spread(c.export_speedups, ".2f", "x"),
+            c.export_speedup >= EXPORT_SPEEDUP_GOAL,
+        ),
+        rss_goal("image closure export peak RSS", c.mirror),
+        Goal(
+            "image closure import vs skopeo copy from the layout",
+            f">= {IMPORT_SPEEDUP_GOAL}x faster",
+            f"{c.import_speedup:.2f}x" + spread(c.import_speedups, ".2f", "x"),
+            c.import_speedup >= IMPORT_SPEEDUP_GOAL,
+        ),
+        rss_goal("image closure import peak RSS", c.imported),
+    ]
+
+
 def all_goals(r: Report) -> list[Goal]:
-    return export_goals(r.export) + import_goals(r.imports) + verify_goals(r.verify)
+    closure = closure_goals(r.closure) if r.closure is not None else []
+    return export_goals(r.export) + import_goals(r.imports) + closure + verify_goals(r.verify)
 
 
 def _cell(text: str) -> str:

@@ -22,6 +22,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script: make `bench` and `mirror` importable
     sys.path.insert(0, str(_ROOT))
 
+from bench.closure import closure_bench, closure_content  # noqa: E402
 from bench.levels import level_bench  # noqa: E402
 from bench.measure import BenchError, machine_info  # noqa: E402
 from bench.render import recommend, render  # noqa: E402
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         exp, bundle, big_bundle = export_bench(b, src, items, big, args.repeat)
         src.stop()
         imp, layout = import_bench(b, bundle, items, big_bundle, big, args.repeat)
+        closure = None
+        if corpus is not None:
+            log("generating the images the corpus packs list")
+            found = closure_content(args.layer_cache, corpus, args.packs)
+            closure = closure_bench(b, found, args.repeat)
         ver = verify_bench(b, bundle, args.repeat)
         log("zstd levels")
         levels = level_bench(layout, b.dir("levels"), quick=args.quick)
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         imports=imp,
         verify=ver,
         levels=levels,
+        closure=closure,
         quick=args.quick,
         repeat=args.repeat,
         minutes=(time.monotonic() - started) / 60,

@@ -27,6 +27,7 @@ run = _load_run()  # puts the repository root on sys.path, as running the script
 
 from bench.measure import BenchError, DiskWatch, Measured, run_measured  # noqa: E402
 from bench.report import (  # noqa: E402
+    ClosureBench,
     Content,
     DiskUse,
     ExportBench,
@@ -78,6 +79,25 @@ def _report(**over: object) -> Report:
             LevelRow(9, 0.3, 15 * MB, 50 * MB),
         ],
     )
+    closure = ClosureBench(
+        images=315,
+        hosts=15,
+        packs=85,
+        pins_dropped=8,
+        unique_bytes=200 * MB,
+        base_bytes=2 * MB,
+        top_bytes=(256 * 1024, MB),
+        mirror=m(5.0, 70 * 1024),
+        skopeo=m(19.0, 50 * 1024, runs=315),
+        tar=m(1.0, 40 * 1024),
+        bundle_bytes=201 * MB,
+        tar_bytes=202 * MB,
+        imported=m(20.0, 60 * 1024),
+        skopeo_import=m(30.0, 50 * 1024, runs=315),
+        pushed_blobs=631,
+        from_packs=m(8.0, 90 * 1024),
+        from_packs_bytes=207 * MB,
+    )
     base = Report(
         date="2000-01-01 00:00 UTC",
         machine={"CPU": "Fake CPU", "Cores": "2"},
@@ -86,6 +106,7 @@ def _report(**over: object) -> Report:
         imports=imports,
         verify=verify,
         levels=levels,
+        closure=closure,
         minutes=9.5,
     )
     return dataclasses.replace(base, **over)  # type: ignore[arg-type]
@@ -105,6 +126,9 @@ def test_goals_are_judged_from_the_numbers() -> None:
     assert not goals["verify throughput / zstd -dc | sha256sum"].ok  # 0.5
     assert not goals["import peak RSS, one 1 GB layer"].ok  # 200 MB
     assert goals["import extra disk (largest blob + 64 MB)"].ok
+    assert goals["image closure export vs skopeo copy + tar|zstd"].ok  # 20 s / 5 s = 4x
+    assert not goals["image closure import vs skopeo copy from the layout"].ok  # 30 s / 20 s
+    assert goals["image closure export peak RSS"].ok
 
 
 def test_render_marks_each_goal_and_escapes_pipes() -> None:
@@ -148,6 +172,28 @@ def test_render_changes_with_the_numbers() -> None:
     noted = run.render(_report(findings="<!-- private\nnote -->\n- packs parsed twice\n"))
     assert "## Findings" in noted and "- packs parsed twice" in noted
     assert "private" not in noted and "<!--" not in noted
+
+
+def test_image_closure_section_and_its_spread() -> None:
+    report = _report()
+    assert report.closure is not None
+    closure = dataclasses.replace(
+        report.closure, export_speedups=(3.1, 4.0, 4.4), import_speedups=(1.2, 1.5, 1.9)
+    )
+    text = run.render(dataclasses.replace(report, closure=closure))
+    assert "## 3. Image closure" in text and "## 4. Verify" in text and "## 5. zstd level" in text
+    assert "4.00x (runs: 3.10x-4.40x) | PASS |" in _row(
+        text, "image closure export vs skopeo copy + tar\\|zstd"
+    )
+    assert "1.50x (runs: 1.20x-1.90x) | MISS |" in _row(
+        text, "image closure import vs skopeo copy from the layout"
+    )
+    assert "The 315 tag references that the 85 corpus packs list" in text
+    assert "8 digest pins" in text and "3.00 s more than the list" in text
+    # no corpus, no closure: the section and its goals are left out, the numbering closes up
+    bare = run.render(dataclasses.replace(report, closure=None))
+    assert "Image closure" not in bare and "image closure" not in bare
+    assert "## 3. Verify" in bare and "## 4. zstd level" in bare
 
 
 def test_big_layer_rows_are_left_out_when_skipped() -> None:
@@ -246,3 +292,35 @@ def test_netclock_counts_every_request_and_survives_the_fast_exit(
         clock = json.loads(out.read_text())
         assert clock["requests"] >= at_least, (name, clock)
         assert (clock["seconds"] > 0) is (at_least > 0)
+
+
+def test_closure_bench_runs_both_tools_in_quick_mode(tmp_path: Path, corpus: Path) -> None:
+    """The image closure comparison end to end on --quick's packs: real registries, real
+    skopeo, every count checked; the times are whatever they are."""
+    import os
+    import shutil
+    from contextlib import ExitStack
+
+    from bench.closure import closure_bench, closure_content
+    from bench.scenarios import Bench, isolated_env
+    from mirror.lab import registry_binary
+
+    if registry_binary() is None or shutil.which("skopeo") is None:
+        pytest.skip("needs docker-registry and skopeo (make debs)")
+    args = run.parse_args(["--quick", "--layer-cache", str(tmp_path / "layers")])
+    found = closure_content(args.layer_cache, corpus, args.packs)
+    assert found.refs and len(found.items) == len(found.refs)
+    assert {repo for repo, *_ in found.items} == {f"{r.host}/{r.repository}" for r in found.refs}
+    work = tmp_path / "work"
+    with ExitStack() as stack:
+        bench = Bench(work, stack, isolated_env(work, dict(os.environ)))
+        closure = closure_bench(bench, found, args.repeat)
+    n = len(found.refs)
+    assert (closure.images, closure.repeat) == (n, 1)
+    assert closure.skopeo.runs == closure.skopeo_import.runs == n
+    assert closure.pushed_blobs >= n + 1  # a config and a layer per image, the shared base once
+    assert closure.from_packs is not None and closure.from_packs_bytes > closure.bundle_bytes
+    assert len(closure.export_speedups) == len(closure.import_speedups) == 1
+    report = dataclasses.replace(_report(), closure=closure)
+    text = run.render(report)
+    assert f"x{n} into one layout" in _row(text, f"`skopeo copy --all` x{n} into one layout")

@@ -20,6 +20,7 @@ from mirror.lab.content import (
 )
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
+from mirror.oci.reference import ImageRef
 
 MB = 1024 * 1024
 BenchItem = tuple[str, str, Artifact, str]  # repository, tag, artifact, kind
@@ -92,6 +93,34 @@ def bench_big_layer(cache: Path, size_mb: int = 1024, *, base: str = "bench") ->
     """One image whose single layer is `size_mb` MB, generated as a file in 1 MB chunks."""
     layer = cached_layer_file(cache, f"{base}/big", size_mb * MB)
     return (f"{base}/images/big", "1.0.0", make_file_image("big", [layer]), "image")
+
+
+def bench_upstream_images(
+    cache: Path,
+    refs: Sequence[ImageRef],
+    *,
+    base_size: int = 2 * MB,
+    top_min: int = 256 * 1024,
+    top_max: int = MB,
+) -> list[BenchItem]:
+    """A synthetic image for each reference, where the lab stands in for its host.
+
+    Every image shares one base layer and has a top layer of its own, `top_min` to `top_max`
+    bytes (picked by the reference's hash, so the same list always gives the same content);
+    layers are files, cached like every bench layer. Repository as `mirror.lab.upstream`
+    names it: `<host>/<path>`, kind "upstream".
+    """
+    from mirror.lab.upstream import KIND, upstream_repository
+
+    base = cached_layer_file(cache, "upstream/base", base_size)
+    items: list[BenchItem] = []
+    for ref in refs:
+        key = int(hashlib.sha256(str(ref).encode()).hexdigest()[:8], 16)
+        size = top_min + key % max(1, top_max - top_min + 1)
+        top = cached_layer_file(cache, f"upstream/{ref}", size)
+        art = make_file_image(str(ref), [base, top])
+        items.append((upstream_repository(ref), ref.tag or "latest", art, KIND))
+    return items
 
 
 def unique_bytes(items: Sequence[BenchItem]) -> int:
