@@ -35,18 +35,19 @@ from mirror.bundle.manifest import (
     RegistryRecord,
 )
 from mirror.bundle.writer import Member, write_bundle
-from mirror.cache import BlobCache
+from mirror.cache import BlobCache, CacheFirst
 from mirror.closure import image_records, image_round, unresolved_records
 from mirror.companions import companion_round, signed_digests
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
-from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationError
+from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationError, UsageError
 from mirror.formats.pack import PackInfo as FormatPackInfo
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.packdeps import PackReport, check_packs
 from mirror.receipt import Held, load_held
 from mirror.signing import sign_bytes, write_detached
-from mirror.sources.interface import Found, Selection
+from mirror.sigpolicy import check_found
+from mirror.sources.interface import Found, Selection, Source
 from mirror.sources.memory import Remembering
 from mirror.sources.select import discover_all
 from mirror.spec import BundleSpec
@@ -114,6 +115,12 @@ class ExportResult:
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
     """Select, copy into the cache, describe, then write FILE (and its sidecars)."""
     held = load_held(opts.since) if opts.since else Held()  # bad receipts fail before work
+    policed = [r.name for r in spec.registries if r.cosign_key]
+    if policed and not opts.referrers:
+        raise UsageError(
+            f"registry {policed[0]} requires cosign signatures (cosignKey), "
+            "which --no-referrers would leave behind"
+        )
     cache = BlobCache(opts.cache_dir)
     selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
     if not selection.found and not spec.images:
@@ -148,6 +155,7 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
             report.graphs, target, options=copy, observer=observer
         )
         report.absorb(companions)
+    signers, keys = check_found(selection.found, referrers, _sources(selection, referrers, cache))
     external = _external(report, target, held)
     result = _summary(opts, report, external, selection.notes)
     result.artifacts = len(selection.found)  # images and companions are counted on their own
@@ -158,7 +166,10 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     result.unresolved_images = [u.to_json() for u in unresolved_records(images)]
     result.skipped_images = images.skipped
     if not opts.dry_run:
-        artifacts = _artifact_records(selection, report, cache, packs.infos)
+        artifacts = [
+            dataclasses.replace(a, signed_by=signers.get(a.digest))
+            for a in _artifact_records(selection, report, cache, packs.infos)
+        ]
         members = _members(target, report, cache)
         manifest = dataclasses.replace(
             _manifest(spec, artifacts, members, opts.key),
@@ -168,12 +179,23 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
             images_from=spec.images_from,
             referrers=tuple(referrers),
             no_referrers=not opts.referrers,
+            cosign_keys=tuple(sorted(keys.items())),
         )
         if opts.since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
         _write(opts, manifest, members, cache, observer)
         cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
     return result
+
+
+def _sources(
+    selection: Selection, referrers: Sequence[ReferrerRecord], cache: BlobCache
+) -> dict[str, Source]:
+    """Where each companion of a selected artifact can be read again: the cache first."""
+    owners = {f.ref: f.source for f in selection.found}
+    return {
+        r.layout_ref: CacheFirst(cache, owners[r.owner]) for r in referrers if r.owner in owners
+    }
 
 
 def _remember_layers(selection: Selection) -> None:

@@ -100,6 +100,7 @@ class Registry:
     platforms: tuple[str, ...] = ()
     auth: AuthEnv | None = None
     charts: tuple[ChartFilter, ...] = ()
+    cosign_key: str | None = None  # a PEM file: artifacts from here must be signed by it
 
     def to_row(self, scope: str) -> dict[str, Any]:
         """The contract's `registries list --json` row; absent values are null, not ""."""
@@ -134,6 +135,8 @@ class Registry:
             }
         if self.charts:
             out["charts"] = [c.to_json() for c in self.charts]
+        if self.cosign_key is not None:
+            out["cosignKey"] = self.cosign_key
         return out
 
 
@@ -230,6 +233,7 @@ def _registry_from_json(d: Mapping[str, Any]) -> Registry:
             ChartFilter(c.get("name", "*"), c.get("semver"), c.get("latest"))
             for c in d.get("charts", ())
         ),
+        cosign_key=d.get("cosignKey"),
     )
 
 
@@ -291,6 +295,11 @@ def _resolve_entry(
         if not folder.is_dir():
             problem = f"{where}/path: no such directory: {folder}"
         merged["path"] = str(folder)
+    if problem is None and "cosignKey" in entry:
+        key = (base_dir / entry["cosignKey"]).resolve()
+        if not key.is_file():
+            problem = f"{where}/cosignKey: no such file: {key}"
+        merged["cosignKey"] = str(key)
     return (None, problem) if problem else (_registry_from_json(merged), None)
 
 

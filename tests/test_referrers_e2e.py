@@ -56,6 +56,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
         multi = seed_artifact(c, "production/images/multi", "1.0", art)
         child = json.loads(art.manifest)["manifests"][1]["digest"]
         child_sig = seed_signature(c, "production/images/multi", child, key)  # on a child only
+        other_path, _ = generate_keypair(work, "other", b"pw")
+        other = load_private_key(other_path, b"pw")
+        for name, kwargs in (
+            ("tampered", {"tamper": True}),
+            ("elsewhere", {"claims": "sha256:" + "0" * 64}),
+            ("otherkey", {}),
+        ):
+            img = make_image(name, layers=[make_layer(name, 2048)])
+            seeded_img = seed_artifact(c, f"production/images/{name}", "1.0", img)
+            signer = other if name == "otherkey" else key
+            seed_signature(c, f"production/images/{name}", seeded_img.digest, signer, **kwargs)
         c.close()
         seeded = {"app": app, "sig": sig, "att": att, "sbom": sbom, "sbom_sig": sbom_sig,
                   "multi": multi, "child": child, "child_sig": child_sig}  # fmt: skip
@@ -139,3 +150,57 @@ def test_cosign_payload_names_the_digest() -> None:
     assert cosign.signed_digest(data) == "sha256:" + "a" * 64
     assert cosign.subject_of_tag("sha256-" + "b" * 64 + ".sig") == ("sha256:" + "b" * 64, ".sig")
     assert cosign.subject_of_tag("1.0") is None
+
+
+def _policed(lab: Any, tmp: Path, repos: list[str]) -> tuple[Path, Any]:
+    spec = write_spec(
+        tmp / "s.yaml", lab["src"].url, repositories=repos,
+        extra=f", cosignKey: {lab['work'] / 'signer.pub'}",
+    )  # fmt: skip
+    out = tmp / "out" / "b.tar.zst"
+    out.parent.mkdir(exist_ok=True)
+    return out, mirror("export", spec, "-o", out, "--cache-dir", tmp / "cache", "--json")
+
+
+def test_cosign_key_policy_records_who_signed_and_verify_checks_it_again(
+    lab: Any, tmp_path: Path
+) -> None:
+    from mirror.keys import fingerprint, load_public_key
+
+    out, run = _policed(lab, tmp_path, ["images/app"])
+    assert run.rc == 0, run.err
+    manifest = parse_manifest(BundleReader(out).head()[0])
+    fp = fingerprint(load_public_key(lab["work"] / "signer.pub"))
+    (app,) = manifest.artifacts
+    assert app.signed_by == fp and dict(manifest.cosign_keys)[fp].startswith("-----BEGIN")
+    assert mirror("verify", out, "--allow-unsigned").rc == 0
+    inspected = mirror("inspect", out, "--format", "markdown")
+    assert fp in inspected.out
+
+
+@pytest.mark.parametrize(
+    ("repo", "why"),
+    [
+        ("images/multi", "no cosign signature"),  # only a child of the index is signed
+        ("images/tampered", "does not verify"),
+        ("images/elsewhere", "a signature for sha256:0000"),
+        ("images/otherkey", "does not verify"),
+    ],
+)
+def test_cosign_key_policy_refuses_what_it_must(
+    repo: str, why: str, lab: Any, tmp_path: Path
+) -> None:
+    out, run = _policed(lab, tmp_path, [repo])
+    assert run.rc == 3, run.err
+    line = run.error_line()
+    assert f"production/{repo}:1.0" in line and why in line
+    assert list(out.parent.iterdir()) == []
+
+
+def test_cosign_key_with_no_referrers_is_a_usage_error(lab: Any, tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path / "s.yaml", lab["src"].url, repositories=["images/app"],
+        extra=f", cosignKey: {lab['work'] / 'signer.pub'}",
+    )  # fmt: skip
+    run = mirror("export", spec, "-o", tmp_path / "b.tar.zst", "--no-referrers")
+    assert run.rc == 2 and "--no-referrers" in run.error_line()

@@ -21,6 +21,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
     """The contract's `inspect --json` document, plus registries, toolVersion and totals."""
     data, signature = BundleReader(path).head()
     m = parse_manifest(data)
+    signed = {r.subject for r in m.referrers if (r.tag or "").endswith(".sig")}
     artifacts = [
         {
             "registry": a.registry,
@@ -35,6 +36,8 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
             "platforms": list(a.platforms),
             "pack": a.pack.to_json() if a.pack else None,
             "chart": a.chart.to_json() if a.chart else None,
+            "signed": a.digest in signed,
+            "signedBy": a.signed_by,
         }
         for a in m.artifacts
     ]
@@ -53,10 +56,8 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "since": list(m.since),
         "external": {"blobs": len(m.external), "bytes": sum(e.size for e in m.external)},
         "artifacts": artifacts,
-        "images": [
-            {**i.to_json(), "signed": None}  # signatures travel with issue 13
-            for i in m.images
-        ],
+        "images": [{**i.to_json(), "signed": i.digest in signed} for i in m.images],
+        "referrers": [r.to_json() for r in m.referrers],
         "unresolvedImages": [u.to_json() for u in m.unresolved_images],
         "skippedImages": list(m.skipped_images),
         "totals": {
@@ -159,6 +160,13 @@ def _pack_line(pack: dict[str, Any]) -> str:
     return f"pack {display} {pack['version']} layer={pack.get('layer') or '-'} clouds={clouds}"
 
 
+def _signed_mark(row: dict[str, Any]) -> str:
+    """The key export checked the signature with, or whether one merely travels."""
+    if row.get("signedBy"):
+        return f"by `{row['signedBy']}` (checked at export)"
+    return "signature carried, not checked" if row.get("signed") else "no"
+
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -172,10 +180,11 @@ def _images_markdown(doc: dict[str, Any]) -> list[str]:
     for who in users:
         mine = [i for i in doc["images"] if who in i["neededBy"]]
         title = "the spec's `images:`" if who == "spec" else f"`{_cell(who)}`"
-        lines += ["", f"### {title} ({len(mine)})", "", "| Image | Digest | Platforms |"]
-        lines.append("| --- | --- | --- |")
+        lines += ["", f"### {title} ({len(mine)})", "", "| Image | Digest | Platforms | Signed |"]
+        lines.append("| --- | --- | --- | --- |")
         lines += [
-            f"| {_cell(i['ref'])} | `{i['digest']}` | {_cell(', '.join(i['platforms']) or '-')} |"
+            f"| {_cell(i['ref'])} | `{i['digest']}` | {_cell(', '.join(i['platforms']) or '-')} "
+            f"| {_signed_mark(i)} |"
             for i in mine
         ]
     if doc["unresolvedImages"]:
@@ -226,12 +235,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
             "",
             f"### {_cell(reg)}: {kind} ({len(rows)})",
             "",
-            "| Repository | Tag | Digest | Size | FIPS | Pack |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| Repository | Tag | Digest | Size | FIPS | Signed | Pack |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
             f"| {_cell(a['repository'])} | {_cell(a['tag'])} | `{a['digest']}` "
-            f"| {a['size']} | {_fips_mark(a['fips'])} "
+            f"| {a['size']} | {_fips_mark(a['fips'])} | {_signed_mark(a)} "
             f"| {_cell(_pack_line(a['pack'])) if a.get('pack') else ''} |"
             for a in rows
         ]

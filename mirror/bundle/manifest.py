@@ -84,6 +84,7 @@ class ArtifactRecord:
     platforms: tuple[str, ...] = ()
     pack: PackInfo | None = None
     chart: ChartInfo | None = None
+    signed_by: str | None = None  # fingerprint of the cosign key export checked it with
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -102,6 +103,8 @@ class ArtifactRecord:
             out["pack"] = self.pack.to_json()
         if self.chart is not None:
             out["chart"] = self.chart.to_json()
+        if self.signed_by is not None:
+            out["signedBy"] = self.signed_by
         return out
 
 
@@ -241,6 +244,7 @@ class BundleManifest:
     images_from: tuple[str, ...] | None = None  # None: a bundle from before images travelled
     referrers: tuple[ReferrerRecord, ...] = ()
     no_referrers: bool = False  # `--no-referrers`: none were looked for
+    cosign_keys: tuple[tuple[str, str], ...] = ()  # (fingerprint, PEM) that signedBy names
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -263,6 +267,8 @@ class BundleManifest:
         if self.referrers or self.no_referrers:
             doc["referrers"] = [r.to_json() for r in self.referrers]
             doc["noReferrers"] = self.no_referrers
+        if self.cosign_keys:
+            doc["cosignKeys"] = dict(self.cosign_keys)
         if self.since:  # only deltas carry these, so full bundles read as before
             doc["since"] = list(self.since)
             doc["external"] = [e.to_json() for e in self.external]
@@ -348,6 +354,7 @@ def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
         images_from=tuple(doc["imagesFrom"]) if "imagesFrom" in doc else None,
         referrers=tuple(ReferrerRecord.from_json(r) for r in doc.get("referrers", ())),
         no_referrers=bool(doc.get("noReferrers", False)),
+        cosign_keys=tuple(sorted((doc.get("cosignKeys") or {}).items())),
     )
 
 
@@ -386,4 +393,5 @@ def _artifact(a: dict[str, Any]) -> ArtifactRecord:
         if pack
         else None,
         chart=ChartInfo(chart["name"], chart["version"]) if chart else None,
+        signed_by=a.get("signedBy"),
     )

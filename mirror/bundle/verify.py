@@ -195,9 +195,12 @@ def _check_archive(
         raise VerificationError(f"{missing[0]}: listed in manifest.json but not in the archive")
     layout.check(manifest, walk.docs, walk.seen, walk.edges)
     _check_toc(path, walk.seen, head.signature is not None)
+    from mirror.sigpolicy import check_bundle
     from mirror.sources.bundle import BundleSource
 
-    check_closure(manifest, BundleSource(BundleReader(path), manifest))
+    source = BundleSource(BundleReader(path), manifest)
+    check_closure(manifest, source)
+    check_bundle(manifest, source)  # the cosign signatures export checked, checked again
     blobs = sum(1 for p in walk.seen if p.startswith(layout.BLOBS))
     return VerifyResult(
         artifacts=len(manifest.artifacts),

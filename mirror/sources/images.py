@@ -30,6 +30,7 @@ MAX_FILE = 4 * 1024 * 1024  # values.yaml, Chart.yaml, a nested chart
 MAX_DEPTH = 3  # charts inside charts inside a pack
 ANNOTATIONS = ("artifacthub.io/images", "helm.sh/images")
 _CONTENT_LAYERS = (mt.OCI_LAYER_TAR, mt.HELM_CHART)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe either way
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ def _wanted(name: str) -> bool:
 
 def _yaml(data: bytes) -> Any:
     try:
-        return yaml.safe_load(data.decode("utf-8", errors="replace"))
+        # The C loader when PyYAML has it: 85 corpus values.yaml took 2.1 s in Python, 0.2 s.
+        return yaml.load(data.decode("utf-8", errors="replace"), Loader=_LOADER)
     except (yaml.YAMLError, RecursionError):  # a hostile values.yaml names no image
         return None
 
