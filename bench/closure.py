@@ -19,9 +19,17 @@ from typing import IO, Any
 
 import yaml
 
-from bench.measure import BenchError, Measured, median_of, run_all, run_measured
+from bench.measure import BenchError, Measured, median_of, run_all
 from bench.report import ClosureBench
-from bench.scenarios import Bench, extract, layout_refs, log, mirror_export, mirror_import
+from bench.scenarios import (
+    Bench,
+    extract,
+    layout_refs,
+    log,
+    mirror_export,
+    mirror_import,
+    skopeo_layout_export,
+)
 from mirror.lab import LabRegistry
 from mirror.lab.benchdata import MB, BenchItem, bench_upstream_images, unique_bytes
 from mirror.lab.upstream import lab_upstreams, pack_image_refs, upstream_repository
@@ -191,26 +199,8 @@ def skopeo_closure_export(b: Bench, up: LabRegistry, refs: Sequence[ImageRef]) -
     Measured, Measured, int
 ]:  # fmt: skip
     """One `skopeo copy --all` per image into one OCI layout, then tar | zstd -T0."""
-    out = b.dir("closure")
-    layout = out / "skopeo-layout"
-    copies = [
-        ["skopeo", "copy", "--all", "-q", "--src-tls-verify=false",
-         f"docker://{up.host}/{upstream_repository(r)}:{_tag(r)}",
-         f"oci:{layout}:{r.name}:{_tag(r)}"]
-        for r in refs
-    ]  # fmt: skip
-    skopeo = run_all(copies, env=b.env)
-    tarball = out / "skopeo.tar.zst"
-    tar = run_measured(
-        ["bash", "-c", 'set -o pipefail; tar -C "$1" -cf - . | zstd -q -T0 > "$2"', "tar",
-         str(layout), str(tarball)],
-        env=b.env,
-        settle=False,  # one pipeline with the copies, as in the main export bench
-    )  # fmt: skip
-    size = tarball.stat().st_size
-    shutil.rmtree(layout)
-    tarball.unlink()
-    return skopeo, tar, size
+    pairs = [(f"{up.host}/{upstream_repository(r)}:{_tag(r)}", f"{r.name}:{_tag(r)}") for r in refs]
+    return skopeo_layout_export(b, "closure", pairs)
 
 
 def _carried(summary: dict[str, Any], want: int, what: str) -> None:

@@ -135,12 +135,21 @@ def skopeo_export(b: Bench, src: LabRegistry, items: Sequence[BenchItem]) -> tup
     Measured, Measured, int
 ]:  # fmt: skip
     """One `skopeo copy --all` per artifact into one layout, then tar | zstd -T0."""
-    out = b.dir("export")
+    pairs = [(f"{src.host}/{repo}:{tag}", f"{repo}:{tag}") for repo, tag, _, _ in items]
+    return skopeo_layout_export(b, "export", pairs)
+
+
+def skopeo_layout_export(
+    b: Bench, folder: str, pairs: Sequence[tuple[str, str]]
+) -> tuple[Measured, Measured, int]:
+    """skopeo's side of an export: each (source ref, layout name) copied with `--all` into one
+    OCI layout, then tar | zstd -T0; the two timings and the archive's size."""
+    out = b.dir(folder)
     layout = out / "skopeo-layout"
     copies = [
         ["skopeo", "copy", "--all", "-q", "--src-tls-verify=false",
-         f"docker://{src.host}/{repo}:{tag}", f"oci:{layout}:{repo}:{tag}"]
-        for repo, tag, _, _ in items
+         f"docker://{source}", f"oci:{layout}:{name}"]
+        for source, name in pairs
     ]  # fmt: skip
     skopeo = run_all(copies, env=b.env)
     tarball = out / "skopeo.tar.zst"

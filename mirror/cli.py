@@ -43,6 +43,36 @@ def emit(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
+def _selection(command: Any) -> Any:
+    """The options that choose what to take, shared by `export` and `images`."""
+    options = [
+        click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--preset", "presets", multiple=True, help=PRESET_HELP),
+        click.option(
+            "--registry", "registry_names", multiple=True, help="Pick registries by name."
+        ),
+        click.option("--fips", is_flag=True, help="VerteX-style: FIPS registries only."),
+        click.option("--allow-non-fips", is_flag=True, help=NON_FIPS_HELP),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+PRESET_HELP = "A shipped spec: palette-default, ..."
+NON_FIPS_HELP = "Let non-FIPS registries into FIPS mode."
+
+
+def _select(
+    specs: Sequence[Path], presets: Sequence[str], names: Sequence[str], fips: bool, allow: bool
+) -> Any:
+    """Specs and presets loaded, narrowed by --registry, checked for FIPS (spec.select)."""
+    from mirror.spec import load_preset, load_spec, select
+
+    loaded = [load_spec(p) for p in specs] + [load_preset(n) for n in presets]
+    return select(loaded, names, fips=fips, allow_non_fips=allow)
+
+
 # ---- registries ------------------------------------------------------------------------
 
 
@@ -101,11 +131,7 @@ def keygen(output_dir: Path, name: str) -> None:
 
 
 @cli.command()
-@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--preset", "presets", multiple=True, help="A shipped spec: palette-default, ...")
-@click.option("--registry", "registry_names", multiple=True, help="Pick registries by name.")
-@click.option("--fips", is_flag=True, help="VerteX-style: FIPS registries only.")
-@click.option("--allow-non-fips", is_flag=True, help="Let non-FIPS registries into FIPS mode.")
+@_selection
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with it.")
 @click.option(
@@ -169,15 +195,13 @@ def export(
     from mirror.errors import UsageError
     from mirror.export import ExportOptions
     from mirror.export import export as run_export
-    from mirror.spec import load_preset, load_spec, select
 
     parts = parse_size(split_size) if split_size else None
     if output is None and not dry_run:
         raise UsageError("missing --output FILE")
     if output is not None and not dry_run and not output.resolve().parent.is_dir():
         raise UsageError(f"{output.parent}: no such directory for --output; create it first")
-    loaded = [load_spec(p) for p in specs] + [load_preset(n) for n in presets]
-    spec = select(loaded, registry_names, fips=fips, allow_non_fips=allow_non_fips)
+    spec = _select(specs, presets, registry_names, fips, allow_non_fips)
     private = _load_signing_key(key, spec.fips) if key else None
     opts = ExportOptions(
         output=output or Path("bundle.tar.zst"),
@@ -231,11 +255,7 @@ def _print_export(result: Any) -> None:
 
 
 @cli.command()
-@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--preset", "presets", multiple=True, help="A shipped spec: palette-default, ...")
-@click.option("--registry", "registry_names", multiple=True, help="Pick registries by name.")
-@click.option("--fips", is_flag=True, help="VerteX-style: FIPS registries only.")
-@click.option("--allow-non-fips", is_flag=True, help="Let non-FIPS registries into FIPS mode.")
+@_selection
 @click.option(
     "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
 )
@@ -264,10 +284,8 @@ def images(
     from mirror.cache import BlobCache, default_cache_dir
     from mirror.closure import closure_of
     from mirror.sources.select import discover_all
-    from mirror.spec import load_preset, load_spec, select
 
-    loaded = [load_spec(p) for p in specs] + [load_preset(n) for n in presets]
-    spec = select(loaded, registry_names, fips=fips, allow_non_fips=allow_non_fips)
+    spec = _select(specs, presets, registry_names, fips, allow_non_fips)
     cache = BlobCache(default_cache_dir())
     selection = discover_all(spec, ca_file=ca_file, jobs=jobs, known=cache)
     closure = closure_of(spec, selection.found, cache, jobs=jobs)
