@@ -7,6 +7,7 @@ Distribution 2.8 has no referrers API, so referrers live in the referrers tag sc
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,26 @@ def test_cosign_key_with_no_referrers_is_a_usage_error(lab: Any, tmp_path: Path)
     )  # fmt: skip
     run = mirror("export", spec, "-o", tmp_path / "b.tar.zst", "--no-referrers")
     assert run.rc == 2 and "--no-referrers" in run.error_line()
+
+
+def test_verifying_md_checks_one_image_signature_with_openssl(lab: Any, tmp_path: Path) -> None:
+    """docs/VERIFYING.md's appendix, run verbatim on a real bundle: openssl says Verified OK."""
+    import re
+    import shutil
+    import subprocess
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "VERIFYING.md").read_text()
+    (block,) = re.findall(r"```shell\n(.*?)```", doc, flags=re.S)
+    bundle, _ = _export(lab, tmp_path)
+    work = tmp_path / "work"
+    (work / "x").mkdir(parents=True)
+    subprocess.run(f'zstd -dc "{bundle}" | tar -xf - -C "{work}/x"', shell=True, check=True)
+    shutil.copy(lab["work"] / "signer.pub", tmp_path / "publisher.pub")
+    script = block.replace("SUBJECT=sha256:...", f"SUBJECT={lab['seeded']['app'].digest}")
+    env = {**os.environ, "WORK": str(work)}
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "Verified OK" in run.stdout and lab["seeded"]["app"].digest in run.stdout
