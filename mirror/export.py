@@ -7,54 +7,33 @@ to copy, describes it in manifest.json, and hands the members to the bundle writ
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
-import json
-import os
-import re
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mirror import __version__
+from mirror import describe
 from mirror.bundle.manifest import (
-    ArtifactRecord,
     BundleManifest,
-    ChartInfo,
     ExternalBlob,
-    ImageRecord,
-    MemberRecord,
-    PackInfo,
     ReferrerRecord,
-    RegistryRecord,
 )
-from mirror.bundle.writer import Member, write_bundle
 from mirror.cache import BlobCache, CacheFirst
-from mirror.closure import image_records, image_round, unresolved_records
+from mirror.closure import ImageRound, image_records, image_round, unresolved_records
 from mirror.companions import companion_round, signed_digests
-from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
-from mirror.errors import IntegrityError, MirrorError, NotFoundError, OperationError, UsageError
-from mirror.formats.pack import PackInfo as FormatPackInfo
+from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
+from mirror.errors import NotFoundError, UsageError
 from mirror.oci import mediatypes as mt
-from mirror.oci.descriptor import Descriptor
 from mirror.packdeps import PackReport, check_packs
 from mirror.receipt import Held, load_held
-from mirror.signing import sign_bytes, write_detached
 from mirror.sigpolicy import check_found
 from mirror.sources.interface import Found, Selection, Source
 from mirror.sources.memory import Remembering
 from mirror.sources.select import discover_all
 from mirror.spec import BundleSpec
-from mirror.streams import free_bytes, sweep_stale
 from mirror.targets.bundle import BundleTarget
-
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
 @dataclass(frozen=True)
@@ -113,19 +92,61 @@ class ExportResult:
 
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
-    """Select, copy into the cache, describe, then write FILE (and its sidecars)."""
+    """Select, copy into the cache in rounds, describe, then write FILE (and its sidecars)."""
     held = load_held(opts.since) if opts.since else Held()  # bad receipts fail before work
+    _check_policy(spec, opts)
+    cache = BlobCache(opts.cache_dir)
+    selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
+    if not selection.found and not spec.images:
+        raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
+    target = BundleTarget(cache, held.where)
+    done = _rounds(spec, selection, cache, target, opts, observer)
+    external = _external(done.report, target, held)
+    result = _result(opts, done, external, selection)
+    if not opts.dry_run:
+        manifest = _describe(spec, opts, done, selection, target, cache)
+        if opts.since:
+            manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
+        members = describe.members(target, done.report, cache)
+        target.seal(
+            opts.output, manifest, members, key=opts.key, observer=observer,
+            split_size=opts.split_size, mtime=describe.epoch(),
+        )  # fmt: skip
+        cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
+    return result
+
+
+@dataclass
+class _Rounds:
+    """What the copy rounds did: artifacts (and their dependencies), images, companions."""
+
+    report: CopyReport
+    packs: PackReport
+    images: ImageRound
+    image_report: CopyReport
+    referrers: list[ReferrerRecord]
+    signers: dict[str, str]  # artifact digest -> cosign key fingerprint
+    keys: dict[str, str]  # fingerprint -> PEM
+
+
+def _check_policy(spec: BundleSpec, opts: ExportOptions) -> None:
     policed = [r.name for r in spec.registries if r.cosign_key]
     if policed and not opts.referrers:
         raise UsageError(
             f"registry {policed[0]} requires cosign signatures (cosignKey), "
             "which --no-referrers would leave behind"
         )
-    cache = BlobCache(opts.cache_dir)
-    selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
-    if not selection.found and not spec.images:
-        raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
-    target = BundleTarget(cache, held.where)
+
+
+def _rounds(
+    spec: BundleSpec,
+    selection: Selection,
+    cache: BlobCache,
+    target: BundleTarget,
+    opts: ExportOptions,
+    observer: Observer,
+) -> _Rounds:
+    """Children before parents across rounds too: what refers to a thing is copied after it."""
     if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
         _remember_layers(selection)
         packs = check_packs(
@@ -136,56 +157,60 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         report = _copy(selection, target, opts, observer)
         packs = _pack_check(selection, cache, target, opts, report, observer)
     selection.notes += packs.notes
+    copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run)
     images, more = image_round(
-        spec,
-        selection.found,
-        cache,
-        target,
-        options=CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run),
-        observer=observer,
-        ca_file=opts.ca_file,
-        carry=opts.images,
-    )
+        spec, selection.found, cache, target, options=copy, observer=observer,
+        ca_file=opts.ca_file, carry=opts.images,
+    )  # fmt: skip
     report.absorb(more)
     selection.notes += images.notes
     referrers: list[ReferrerRecord] = []
     if opts.referrers:
-        copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run)
         referrers, companions = companion_round(
             report.graphs, target, options=copy, observer=observer
         )
         report.absorb(companions)
     signers, keys = check_found(selection.found, referrers, _sources(selection, referrers, cache))
-    external = _external(report, target, held)
-    result = _summary(opts, report, external, selection.notes)
+    return _Rounds(report, packs, images, more, referrers, signers, keys)
+
+
+def _result(
+    opts: ExportOptions, done: _Rounds, external: Sequence[ExternalBlob], selection: Selection
+) -> ExportResult:
+    result = _summary(opts, done.report, external, selection.notes)
     result.artifacts = len(selection.found)  # images and companions are counted on their own
-    result.referrers = len(referrers)
-    records = image_records(images, more)
-    signed = signed_digests(referrers)
-    result.images = [_image_row(i, i.digest in signed) for i in records]
-    result.unresolved_images = [u.to_json() for u in unresolved_records(images)]
-    result.skipped_images = images.skipped
-    if not opts.dry_run:
-        artifacts = [
-            dataclasses.replace(a, signed_by=signers.get(a.digest))
-            for a in _artifact_records(selection, report, cache, packs.infos)
-        ]
-        members = _members(target, report, cache)
-        manifest = dataclasses.replace(
-            _manifest(spec, artifacts, members, opts.key),
-            images=tuple(records),
-            unresolved_images=tuple(unresolved_records(images)),
-            skipped_images=tuple(images.skipped),
-            images_from=spec.images_from,
-            referrers=tuple(referrers),
-            no_referrers=not opts.referrers,
-            cosign_keys=tuple(sorted(keys.items())),
-        )
-        if opts.since:
-            manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
-        _write(opts, manifest, members, cache, observer)
-        cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
+    result.referrers = len(done.referrers)
+    signed = signed_digests(done.referrers)
+    records = image_records(done.images, done.image_report)
+    result.images = [describe.image_row(i, i.digest in signed) for i in records]
+    result.unresolved_images = [u.to_json() for u in unresolved_records(done.images)]
+    result.skipped_images = done.images.skipped
     return result
+
+
+def _describe(
+    spec: BundleSpec,
+    opts: ExportOptions,
+    done: _Rounds,
+    selection: Selection,
+    target: BundleTarget,
+    cache: BlobCache,
+) -> BundleManifest:
+    artifacts = [
+        dataclasses.replace(a, signed_by=done.signers.get(a.digest))
+        for a in describe.artifact_records(selection, done.report, cache, done.packs.infos)
+    ]
+    members = describe.members(target, done.report, cache)
+    return dataclasses.replace(
+        describe.manifest(spec, artifacts, members, opts.key),
+        images=tuple(image_records(done.images, done.image_report)),
+        unresolved_images=tuple(unresolved_records(done.images)),
+        skipped_images=tuple(done.images.skipped),
+        images_from=spec.images_from,
+        referrers=tuple(done.referrers),
+        no_referrers=not opts.referrers,
+        cosign_keys=tuple(sorted(done.keys.items())),
+    )
 
 
 def _sources(
@@ -225,8 +250,8 @@ def _summary(
     return ExportResult(
         output=str(opts.output),
         artifacts=len(report.graphs),
-        blobs=report.blobs + _manifest_count(report) - len(external),
-        bytes=report.bytes + _manifest_bytes(report) - left_out,
+        blobs=report.blobs + describe.manifest_count(report) - len(external),
+        bytes=report.bytes + describe.manifest_bytes(report) - left_out,
         downloaded_bytes=report.copied_bytes,
         cached_bytes=report.present_bytes - left_out,
         external_blobs=len(external),
@@ -234,54 +259,14 @@ def _summary(
         signed=opts.key is not None,
         dry_run=opts.dry_run,
         notes=list(notes),
-        plan=[_plan_row(g) for g in report.graphs],
+        plan=[describe.plan_row(g) for g in report.graphs],
     )
-
-
-def _write(
-    opts: ExportOptions,
-    manifest: BundleManifest,
-    members: Sequence[Member],
-    cache: BlobCache,
-    observer: Observer,
-) -> None:
-    """Sign manifest.json, write the archive atomically, then FILE.sha256 and FILE.sig."""
-    data = manifest.to_bytes()
-    sweep_stale(opts.output.resolve().parent, opts.output.name)  # a killed run's temp files
-    _check_space(opts.output, members)
-    signature = sign_bytes(opts.key, data) if opts.key is not None else None
-    observer.planned(len(members), sum(m.size for m in members))
-    try:
-        written = write_bundle(
-            opts.output,
-            data,
-            signature,
-            members,
-            mtime=_epoch(),
-            observer=observer,
-            split_size=opts.split_size,
-        )
-    except IntegrityError as exc:
-        raise _forget_corrupt(exc, cache) from None
-    write_detached(written.path, written.sha256, opts.key)
 
 
 def _external(report: CopyReport, target: BundleTarget, held: Held) -> tuple[ExternalBlob, ...]:
     """The blobs a delta leaves out, each with a repository on the target that holds it."""
     blobs = {b.digest: b for g in report.graphs for b in g.blobs if target.external(b)}
     return tuple(ExternalBlob(d, blobs[d].size, held.where[d]) for d in sorted(blobs))
-
-
-def _forget_corrupt(exc: IntegrityError, cache: BlobCache) -> MirrorError:
-    """A cache blob changed on disk since it was verified: drop it so a rerun refetches.
-
-    Our own disk failed, not the source: an operation failure (exit 1), not exit 3.
-    """
-    found = re.search(r"blobs/sha256/([a-f0-9]{64})", str(exc))
-    if found is None:
-        return exc
-    cache.drop("sha256:" + found.group(1))
-    return OperationError(f"{exc} (a corrupt cache entry; it was removed, run again)")
 
 
 def _pack_check(
@@ -324,146 +309,3 @@ def _task(found: Found, target: BundleTarget) -> CopyTask:
             mt.ANN_KIND: found.kind,
         },
     )
-
-
-def _image_row(record: ImageRecord, signed: bool) -> dict[str, Any]:
-    """The contract's `images` row; `signed`: a cosign signature travels with it."""
-    return {
-        "ref": record.ref,
-        "digest": record.digest,
-        "neededBy": list(record.needed_by),
-        "signed": signed,
-        "layoutRef": record.layout_ref,
-        "platforms": list(record.platforms),
-        "size": record.size,
-    }
-
-
-def _manifest_count(report: CopyReport) -> int:
-    return len({d.digest for g in report.graphs for d, _ in g.manifests})
-
-
-def _manifest_bytes(report: CopyReport) -> int:
-    return sum({d.digest: d.size for g in report.graphs for d, _ in g.manifests}.values())
-
-
-def _plan_row(graph: Graph) -> dict[str, Any]:
-    t = graph.task
-    return {"ref": t.tag, "digest": t.root.digest, "kind": t.annotations.get(mt.ANN_KIND)}
-
-
-def _artifact_records(
-    selection: Selection,
-    report: CopyReport,
-    cache: BlobCache,
-    packs: Mapping[str, FormatPackInfo],
-) -> list[ArtifactRecord]:
-    sizes = {g.task.root.digest + (g.task.tag or ""): g for g in report.graphs}
-    out = []
-    for f in selection.found:
-        graph = sizes[f.desc.digest + f.ref]
-        out.append(
-            ArtifactRecord(
-                registry=f.registry.name,
-                kind=f.kind,
-                repository=f.repository,
-                tag=f.tag,
-                ref=f.ref,
-                digest=f.desc.digest,
-                media_type=f.desc.media_type,
-                size=graph.size,
-                fips=f.registry.fips,
-                platforms=f.platforms,
-                pack=_pack_record(packs.get(f.desc.digest)),
-                chart=_chart_info(graph, cache) if f.kind == "chart" else None,
-            )
-        )
-    return sorted(out, key=lambda a: a.ref)
-
-
-def _pack_record(info: FormatPackInfo | None) -> PackInfo | None:
-    """What manifest.json records of a pack, from the pack.json read before the copy."""
-    if info is None:
-        return None
-    return PackInfo(
-        name=info.name,
-        version=info.version,
-        layer=info.layer or None,
-        cloud_types=info.cloud_types,
-        display_name=info.display_name or None,
-    )
-
-
-def _chart_info(graph: Graph, cache: BlobCache) -> ChartInfo | None:
-    """Name and version from the chart's config blob (Chart.yaml as JSON), in the cache."""
-    for blob in graph.blobs:
-        if blob.media_type == mt.HELM_CONFIG and blob.size < (1 << 20):
-            meta = json.loads(cache.path(blob.digest).read_bytes())
-            return ChartInfo(str(meta.get("name")), str(meta.get("version")))
-    return None
-
-
-def _members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list[Member]:
-    """The layout's files: oci-layout, index.json, then every node of every graph once."""
-    small = [("oci-layout", OCI_LAYOUT), ("index.json", target.index())]
-    members = [
-        Member(name, len(data), hashlib.sha256(data).hexdigest(), partial(io.BytesIO, data))
-        for name, data in small
-    ]
-    nodes: dict[str, Descriptor] = {}
-    for g in report.graphs:
-        nodes.update((d.digest, d) for d, _ in g.manifests)
-        nodes.update((b.digest, b) for b in g.blobs)
-    for digest in sorted(nodes):
-        desc = nodes[digest]
-        if target.external(desc):
-            continue  # a delta leaves it out: the far side holds it
-        path = f"blobs/sha256/{desc.hex}"
-        fresh = desc.digest in cache.fresh
-        members.append(Member(path, desc.size, desc.hex, partial(cache.open, desc), fresh))
-    return members
-
-
-def _manifest(
-    spec: BundleSpec,
-    records: Sequence[ArtifactRecord],
-    members: Sequence[Member],
-    key: ec.EllipticCurvePrivateKey | None,
-) -> BundleManifest:
-    signer = None
-    if key is not None:
-        from mirror.keys import fingerprint
-
-        signer = fingerprint(key.public_key())
-    return BundleManifest(
-        name=spec.name,
-        created=datetime.fromtimestamp(_epoch(now=True), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        tool_version=__version__,
-        fips=spec.fips,
-        spec_digest=spec.digest,
-        signer=signer,
-        registries=tuple(
-            RegistryRecord(r.name, r.kind, r.url or r.path, r.base_path, r.fips, r.provider_type)
-            for r in spec.registries
-        ),
-        artifacts=tuple(records),
-        members=tuple(MemberRecord(m.path, m.sha256, m.size) for m in members),
-    )
-
-
-def _epoch(now: bool = False) -> int:
-    """SOURCE_DATE_EPOCH makes bundles reproducible; archive mtimes are fixed regardless."""
-    env = os.environ.get("SOURCE_DATE_EPOCH")
-    if env and env.isdigit():
-        return int(env)
-    return int(time.time()) if now else 0
-
-
-def _check_space(output: Path, members: Sequence[Member]) -> None:
-    """Refuse early rather than fail at 90%: the archive can't exceed its members by much."""
-    need = sum(m.size for m in members) // 50 * 51 + (1 << 20)
-    have = free_bytes(output.resolve().parent)
-    if have < need:
-        raise OperationError(
-            f"not enough space for {output}: need up to {need >> 20} MiB, {have >> 20} MiB free"
-        )

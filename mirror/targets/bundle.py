@@ -7,16 +7,24 @@ write, and the export signs it together with the blobs it names.
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mirror.cache import BlobCache
-from mirror.errors import UsageError
+from mirror.errors import IntegrityError, MirrorError, OperationError, UsageError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
+from mirror.streams import free_bytes, sweep_stale
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
+    from mirror.bundle.manifest import BundleManifest
+    from mirror.bundle.writer import Member
+    from mirror.copy import Observer
     from mirror.formats.pack import PackInfo
 
 MAX_PACK_LAYER = 64 * 1024 * 1024  # pack archives are small; a bigger "pack" is not parsed
@@ -66,7 +74,37 @@ class BundleTarget:
             self._refs[ref] = entry
 
     def commit(self) -> None:
-        """Blobs are already durable in the cache; the archive is written by the export."""
+        """After each copy round: blobs are already durable in the cache; `seal` writes the
+        archive once every round is done."""
+
+    def seal(
+        self,
+        output: Path,
+        manifest: BundleManifest,
+        members: Sequence[Member],
+        *,
+        key: EllipticCurvePrivateKey | None,
+        observer: Observer,
+        split_size: int | None,
+        mtime: int,
+    ) -> None:
+        """Sign manifest.json, write the archive atomically, then FILE.sha256 and FILE.sig."""
+        from mirror.bundle.writer import write_bundle
+        from mirror.signing import sign_bytes, write_detached
+
+        data = manifest.to_bytes()
+        sweep_stale(output.resolve().parent, output.name)  # a killed run's temp files
+        _check_space(output, members)
+        signature = sign_bytes(key, data) if key is not None else None
+        observer.planned(len(members), sum(m.size for m in members))
+        try:
+            written = write_bundle(
+                output, data, signature, members, mtime=mtime, observer=observer,
+                split_size=split_size,
+            )  # fmt: skip
+        except IntegrityError as exc:
+            raise _forget_corrupt(exc, self.cache) from None
+        write_detached(written.path, written.sha256, key)
 
     def index(self) -> bytes:
         doc = {
@@ -75,3 +113,25 @@ class BundleTarget:
             "manifests": [self._refs[k] for k in sorted(self._refs)],
         }
         return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+
+
+def _forget_corrupt(exc: IntegrityError, cache: BlobCache) -> MirrorError:
+    """A cache blob changed on disk since it was verified: drop it so a rerun refetches.
+
+    Our own disk failed, not the source: an operation failure (exit 1), not exit 3.
+    """
+    found = re.search(r"blobs/sha256/([a-f0-9]{64})", str(exc))
+    if found is None:
+        return exc
+    cache.drop("sha256:" + found.group(1))
+    return OperationError(f"{exc} (a corrupt cache entry; it was removed, run again)")
+
+
+def _check_space(output: Path, members: Sequence[Member]) -> None:
+    """Refuse early rather than fail at 90%: the archive can't exceed its members by much."""
+    need = sum(m.size for m in members) // 50 * 51 + (1 << 20)
+    have = free_bytes(output.resolve().parent)
+    if have < need:
+        raise OperationError(
+            f"not enough space for {output}: need up to {need >> 20} MiB, {have >> 20} MiB free"
+        )

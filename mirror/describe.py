@@ -1,0 +1,175 @@
+"""What an export says about itself: manifest.json's records, the layout's members, and
+the rows of `export --json`.
+
+Pure description of what the copy rounds did; nothing here fetches or writes. manifest.json
+is signed as exact bytes, so everything it holds is derived deterministically here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mirror import __version__
+from mirror.bundle.manifest import (
+    ArtifactRecord,
+    BundleManifest,
+    ChartInfo,
+    ImageRecord,
+    MemberRecord,
+    PackInfo,
+    RegistryRecord,
+)
+from mirror.bundle.writer import Member
+from mirror.cache import BlobCache
+from mirror.copy import CopyReport, Graph
+from mirror.formats.pack import PackInfo as FormatPackInfo
+from mirror.oci import mediatypes as mt
+from mirror.oci.descriptor import Descriptor
+from mirror.sources.interface import Selection
+from mirror.spec import BundleSpec
+from mirror.targets.bundle import BundleTarget
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+def image_row(record: ImageRecord, signed: bool) -> dict[str, Any]:
+    """The contract's `images` row; `signed`: a cosign signature travels with it."""
+    return {
+        "ref": record.ref,
+        "digest": record.digest,
+        "neededBy": list(record.needed_by),
+        "signed": signed,
+        "layoutRef": record.layout_ref,
+        "platforms": list(record.platforms),
+        "size": record.size,
+    }
+
+
+def manifest_count(report: CopyReport) -> int:
+    return len({d.digest for g in report.graphs for d, _ in g.manifests})
+
+
+def manifest_bytes(report: CopyReport) -> int:
+    return sum({d.digest: d.size for g in report.graphs for d, _ in g.manifests}.values())
+
+
+def plan_row(graph: Graph) -> dict[str, Any]:
+    t = graph.task
+    return {"ref": t.tag, "digest": t.root.digest, "kind": t.annotations.get(mt.ANN_KIND)}
+
+
+def artifact_records(
+    selection: Selection,
+    report: CopyReport,
+    cache: BlobCache,
+    packs: Mapping[str, FormatPackInfo],
+) -> list[ArtifactRecord]:
+    sizes = {g.task.root.digest + (g.task.tag or ""): g for g in report.graphs}
+    out = []
+    for f in selection.found:
+        graph = sizes[f.desc.digest + f.ref]
+        out.append(
+            ArtifactRecord(
+                registry=f.registry.name,
+                kind=f.kind,
+                repository=f.repository,
+                tag=f.tag,
+                ref=f.ref,
+                digest=f.desc.digest,
+                media_type=f.desc.media_type,
+                size=graph.size,
+                fips=f.registry.fips,
+                platforms=f.platforms,
+                pack=_pack_record(packs.get(f.desc.digest)),
+                chart=_chart_info(graph, cache) if f.kind == "chart" else None,
+            )
+        )
+    return sorted(out, key=lambda a: a.ref)
+
+
+def _pack_record(info: FormatPackInfo | None) -> PackInfo | None:
+    """What manifest.json records of a pack, from the pack.json read before the copy."""
+    if info is None:
+        return None
+    return PackInfo(
+        name=info.name,
+        version=info.version,
+        layer=info.layer or None,
+        cloud_types=info.cloud_types,
+        display_name=info.display_name or None,
+    )
+
+
+def _chart_info(graph: Graph, cache: BlobCache) -> ChartInfo | None:
+    """Name and version from the chart's config blob (Chart.yaml as JSON), in the cache."""
+    for blob in graph.blobs:
+        if blob.media_type == mt.HELM_CONFIG and blob.size < (1 << 20):
+            meta = json.loads(cache.path(blob.digest).read_bytes())
+            return ChartInfo(str(meta.get("name")), str(meta.get("version")))
+    return None
+
+
+def members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list[Member]:
+    """The layout's files: oci-layout, index.json, then every node of every graph once."""
+    small = [("oci-layout", OCI_LAYOUT), ("index.json", target.index())]
+    members = [
+        Member(name, len(data), hashlib.sha256(data).hexdigest(), partial(io.BytesIO, data))
+        for name, data in small
+    ]
+    nodes: dict[str, Descriptor] = {}
+    for g in report.graphs:
+        nodes.update((d.digest, d) for d, _ in g.manifests)
+        nodes.update((b.digest, b) for b in g.blobs)
+    for digest in sorted(nodes):
+        desc = nodes[digest]
+        if target.external(desc):
+            continue  # a delta leaves it out: the far side holds it
+        path = f"blobs/sha256/{desc.hex}"
+        fresh = desc.digest in cache.fresh
+        members.append(Member(path, desc.size, desc.hex, partial(cache.open, desc), fresh))
+    return members
+
+
+def manifest(
+    spec: BundleSpec,
+    records: Sequence[ArtifactRecord],
+    members: Sequence[Member],
+    key: ec.EllipticCurvePrivateKey | None,
+) -> BundleManifest:
+    signer = None
+    if key is not None:
+        from mirror.keys import fingerprint
+
+        signer = fingerprint(key.public_key())
+    return BundleManifest(
+        name=spec.name,
+        created=datetime.fromtimestamp(epoch(now=True), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool_version=__version__,
+        fips=spec.fips,
+        spec_digest=spec.digest,
+        signer=signer,
+        registries=tuple(
+            RegistryRecord(r.name, r.kind, r.url or r.path, r.base_path, r.fips, r.provider_type)
+            for r in spec.registries
+        ),
+        artifacts=tuple(records),
+        members=tuple(MemberRecord(m.path, m.sha256, m.size) for m in members),
+    )
+
+
+def epoch(now: bool = False) -> int:
+    """SOURCE_DATE_EPOCH makes bundles reproducible; archive mtimes are fixed regardless."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env and env.isdigit():
+        return int(env)
+    return int(time.time()) if now else 0
