@@ -138,7 +138,8 @@ def keygen(output_dir: Path, name: str) -> None:
     "--since",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="An import receipt from the far side: ship only the blobs it does not hold.",
+    help="What the far side holds: an import receipt, or an earlier bundle or its "
+    "manifest.json (one-way links); ship only the blobs it does not hold.",
 )
 @click.option(
     "--split-size",

@@ -15,6 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mirror import describe
+from mirror.bases import CachedManifests, load_bases
 from mirror.bundle.manifest import (
     BundleManifest,
     ExternalBlob,
@@ -27,7 +28,7 @@ from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.errors import NotFoundError, UsageError
 from mirror.oci import mediatypes as mt
 from mirror.packdeps import PackReport, check_packs
-from mirror.receipt import Held, load_held
+from mirror.receipt import Held
 from mirror.sigpolicy import check_found
 from mirror.sources.interface import Found, Selection, Source
 from mirror.sources.memory import Remembering
@@ -93,9 +94,10 @@ class ExportResult:
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
     """Select, copy into the cache in rounds, describe, then write FILE (and its sidecars)."""
-    held = load_held(opts.since) if opts.since else Held()  # bad receipts fail before work
     _check_policy(spec, opts)
     cache = BlobCache(opts.cache_dir)
+    # Bad receipts or bases fail before any work; a bare manifest.json is read through the cache.
+    held = load_bases(opts.since, CachedManifests(cache)) if opts.since else Held()
     selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
     if not selection.found and not spec.images:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")

@@ -29,7 +29,7 @@ from mirror.freshness import FILE_NAME as FRESHNESS_FILE
 from mirror.freshness import Freshness
 from mirror.mirrorconfig import Mirror
 from mirror.oci import mediatypes as mt
-from mirror.oci.names import check_repository_prefix, host_segment, slug
+from mirror.oci.names import check_repository_prefix, host_segment, resolve_held, slug
 from mirror.receipt import write_receipt
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
@@ -141,7 +141,11 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     image_tasks = _image_tasks(manifest, source, client, opts)
     ref_tasks = import_tasks(manifest.referrers, source, _owners(tasks, image_tasks))
     donors = {
-        e.digest: [RegistryTarget(client, _join(e.held_at))] for e in manifest.external if e.held_at
+        e.digest: [
+            RegistryTarget(client, resolve_held(e.held_at, opts.base_path, opts.images_base_path))
+        ]
+        for e in manifest.external
+        if e.held_at
     }
     copy = CopyOptions(jobs=opts.jobs, dry_run=opts.dry_run, overwrite=opts.force, donors=donors)
     report = copy_graphs(tasks + [t for t, _ in image_tasks], options=copy, observer=observer)

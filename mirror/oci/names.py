@@ -53,3 +53,17 @@ def check_repository_prefix(flag: str, value: str) -> None:
             f"{flag} {value!r}: not a repository path (lower-case a-z0-9 components, "
             "separated by '/', '.', '_' or '-')"
         )
+
+
+def resolve_held(held_at: str, base_path: str, images_base: str) -> str:
+    """Where a delta's base blob is on the target: a receipt names the repository; a base
+    that was a bundle names it relative to the far side's `--base-path` (`~/PATH`) or its
+    `--images-base-path` (`~images/PATH`)."""
+    parts: list[str]
+    if held_at.startswith("~images/"):
+        parts = [base_path, images_base, held_at[len("~images/") :]]
+    elif held_at.startswith("~/"):
+        parts = [base_path, held_at[2:]]
+    else:
+        parts = [held_at]
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
