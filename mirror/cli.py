@@ -142,6 +142,13 @@ def keygen(output_dir: Path, name: str) -> None:
     "manifest.json (one-way links); ship only the blobs it does not hold.",
 )
 @click.option(
+    "--state",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep what each export of a spec sent here; each run is a numbered delta against the "
+    "last (name the output with {seq}: -o outbox/palette-{seq}.tar.zst).",
+)
+@click.option("--full", is_flag=True, help="With --state: a full bundle that starts a new chain.")
+@click.option(
     "--split-size",
     help="Cut the bundle into FILE.001, FILE.002, ... of at most this size (700M, 4G, 4GB).",
 )
@@ -180,6 +187,8 @@ def export(
     output: Path | None,
     key: Path | None,
     since: tuple[Path, ...],
+    state: Path | None,
+    full: bool,
     split_size: str | None,
     jobs: int,
     cache_dir: Path | None,
@@ -216,6 +225,8 @@ def export(
         split_size=parts,
         images=not no_images,
         referrers=not no_referrers,
+        state=state,
+        full=full,
     )
     with Progress("export", phases=("fetch", "pack")) as progress:
         result = run_export(spec, opts, progress)

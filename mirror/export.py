@@ -7,6 +7,7 @@ to copy, describes it in manifest.json, and hands the members to the bundle writ
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from mirror.bundle.manifest import (
     ReferrerRecord,
 )
 from mirror.cache import BlobCache, CacheFirst
+from mirror.chain import ChainState, output_name
 from mirror.closure import ImageRound, image_records, image_round, unresolved_records
 from mirror.companions import companion_round, signed_digests
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
@@ -50,6 +52,8 @@ class ExportOptions:
     split_size: int | None = None  # FILE.001, FILE.002, ... of at most this many bytes
     images: bool = True  # carry the image closure (`--no-images`: record it as skipped)
     referrers: bool = True  # signatures, SBOMs, attestations (`--no-referrers`: none)
+    state: Path | None = None  # `--state DIR`: each export a delta against the last one sent
+    full: bool = False  # `--full`: start a new chain with a full bundle
 
 
 @dataclass
@@ -96,8 +100,13 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     """Select, copy into the cache in rounds, describe, then write FILE (and its sidecars)."""
     _check_policy(spec, opts)
     cache = BlobCache(opts.cache_dir)
+    state = ChainState(opts.state, spec.name) if opts.state is not None else None
+    step = state.next(full=opts.full) if state is not None else None
+    if step is not None:
+        opts = dataclasses.replace(opts, output=output_name(opts.output, step.chain.sequence))
+    since = (*opts.since, *([step.base] if step is not None and step.base else []))
     # Bad receipts or bases fail before any work; a bare manifest.json is read through the cache.
-    held = load_bases(opts.since, CachedManifests(cache)) if opts.since else Held()
+    held = load_bases(since, CachedManifests(cache)) if since else Held()
     selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
     if not selection.found and not spec.images:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
@@ -107,13 +116,18 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     result = _result(opts, done, external, selection)
     if not opts.dry_run:
         manifest = _describe(spec, opts, done, selection, target, cache)
-        if opts.since:
+        if since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
+        if step is not None:
+            manifest = dataclasses.replace(manifest, chain=step.chain)
         members = describe.members(target, done.report, cache)
         target.seal(
             opts.output, manifest, members, key=opts.key, observer=observer,
             split_size=opts.split_size, mtime=describe.epoch(),
         )  # fmt: skip
+        if state is not None:  # only now, with the bundle written, does the chain move on
+            data = manifest.to_bytes()
+            state.record(manifest, data, "sha256:" + hashlib.sha256(data).hexdigest())
         cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
     return result
 

@@ -21,6 +21,7 @@ from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.trust import TrustPolicy, open_trusted
 from mirror.catalog import CatalogEntry, load_catalog, upsert, utc_now
+from mirror.chain import ChainRecord
 from mirror.companions import import_tasks, merge_fallback_indexes
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.errors import UsageError
@@ -37,6 +38,7 @@ from mirror.sources.bundle import BundleSource
 from mirror.targets.interface import Target
 from mirror.targets.registry import RegistryTarget
 
+CHAINS_FILE = "imported-chains.json"  # beside the catalog: the last delta applied per chain
 IMAGES_BASE = "spectro-images"  # Palette's air-gap layout: <registry>/spectro-images/<host>/...
 TARGET_USER_ENV = "MIRROR_TARGET_USERNAME"
 TARGET_PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
@@ -132,6 +134,9 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     fresh = Freshness(opts.catalog.with_name(FRESHNESS_FILE))
     if not opts.allow_downgrade:
         fresh.check(manifest.name, signer, manifest.created)
+    chains = ChainRecord(opts.catalog.with_name(CHAINS_FILE))
+    if manifest.chain is not None:
+        chains.check(manifest.name, signer, manifest.chain)  # gaps and replays, before a push
     source = BundleSource(BundleReader(opts.bundle), manifest)
     client = RegistryClient(
         opts.target, credentials=target_credentials(_host(opts.target)), ca_file=opts.ca_file
@@ -177,6 +182,8 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     result.registered = entries
     upsert(opts.catalog, entries, _valid_memo(opts))
     fresh.record(manifest.name, signer, manifest.created, bundle_digest)
+    if manifest.chain is not None:
+        chains.record(manifest.name, signer, manifest.chain)
     if opts.receipt is not None:
         write_receipt(opts.receipt, receipt_doc(result, report))
     return result

@@ -225,6 +225,18 @@ class ExternalBlob:
 
 
 @dataclass(frozen=True)
+class Chain:
+    """A bundle's place in a chain of daily deltas: import applies them in order."""
+
+    id: str
+    sequence: int
+    base: str | None  # the digest of the previous bundle's manifest.json; None: a full one
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "sequence": self.sequence, "base": self.base}
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     name: str
     created: str  # RFC 3339 UTC, e.g. 2024-01-01T00:00:00Z
@@ -245,6 +257,7 @@ class BundleManifest:
     referrers: tuple[ReferrerRecord, ...] = ()
     no_referrers: bool = False  # `--no-referrers`: none were looked for
     cosign_keys: tuple[tuple[str, str], ...] = ()  # (fingerprint, PEM) that signedBy names
+    chain: Chain | None = None  # `export --state`: this bundle's place in a chain of deltas
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -269,6 +282,8 @@ class BundleManifest:
             doc["noReferrers"] = self.no_referrers
         if self.cosign_keys:
             doc["cosignKeys"] = dict(self.cosign_keys)
+        if self.chain is not None:
+            doc["chain"] = self.chain.to_json()
         if self.since:  # only deltas carry these, so full bundles read as before
             doc["since"] = list(self.since)
             doc["external"] = [e.to_json() for e in self.external]
@@ -355,6 +370,7 @@ def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
         referrers=tuple(ReferrerRecord.from_json(r) for r in doc.get("referrers", ())),
         no_referrers=bool(doc.get("noReferrers", False)),
         cosign_keys=tuple(sorted((doc.get("cosignKeys") or {}).items())),
+        chain=Chain(**doc["chain"]) if doc.get("chain") else None,
     )
 
 

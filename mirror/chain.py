@@ -1,0 +1,136 @@
+"""The 24-hour sync: a chain of deltas, each against what the one before it sent.
+
+Connected side: `export --state DIR` keeps, per spec name, the manifest.json of each bundle
+it sent and the chain's position; the next export is a delta against the last one, with the
+next sequence number in its signed manifest (`--full` starts a new chain). The state moves
+only after the bundle is written, atomically, so a killed export leaves it as it was.
+
+Far side: import applies a chain in order. It remembers the last sequence applied per
+bundle name and signer (beside the catalog, with the freshness record); a gap is exit 1
+naming the missing numbers, a replay or an older one exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirror.bundle.manifest import BundleManifest, Chain
+from mirror.errors import OperationError, UsageError, VerificationError
+from mirror.formats import jsondoc
+from mirror.oci.names import slug
+from mirror.streams import atomic_file
+
+STATE_FILE = "chain.json"
+
+
+@dataclass(frozen=True)
+class Next:
+    """What the next export of a chain is: its place, and the base it is a delta against."""
+
+    chain: Chain
+    base: Path | None  # the previous bundle's manifest.json
+
+
+class ChainState:
+    """`--state DIR`'s folder for one spec name."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.folder = root / slug(name)
+
+    def _load(self) -> dict[str, object] | None:
+        path = self.folder / STATE_FILE
+        try:
+            doc = jsondoc.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: not a chain state: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("sequence"), int):
+            raise UsageError(f"{path}: not a chain state; move it away to start a new chain")
+        return doc
+
+    def next(self, *, full: bool) -> Next:
+        doc = None if full else self._load()
+        if doc is None:
+            return Next(Chain(secrets.token_hex(16), 1, None), None)
+        base = self.folder / str(doc["manifest"])
+        if not base.is_file():
+            raise UsageError(f"{base}: the chain's last manifest is missing; export --full")
+        return Next(Chain(str(doc["id"]), int(str(doc["sequence"])) + 1, str(doc["digest"])), base)
+
+    def record(self, manifest: BundleManifest, data: bytes, digest: str) -> None:
+        """After the bundle is written: keep its manifest, then move the chain forward."""
+        assert manifest.chain is not None
+        name = f"{manifest.chain.sequence:06d}.manifest.json"
+        with atomic_file(self.folder / name) as fh:
+            fh.write(data)
+        doc = {
+            "id": manifest.chain.id,
+            "sequence": manifest.chain.sequence,
+            "manifest": name,
+            "digest": digest,
+        }
+        with atomic_file(self.folder / STATE_FILE) as fh:
+            fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def output_name(template: Path, sequence: int) -> Path:
+    """`-o outbox/palette-{seq}.tar.zst` names each bundle of a chain in order."""
+    if "{seq}" not in template.name:
+        return template
+    return template.with_name(template.name.replace("{seq}", f"{sequence:06d}"))
+
+
+class ChainRecord:
+    """The far side's memory of chains: the last sequence applied per name and signer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, dict[str, object]]:
+        try:
+            doc = jsondoc.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise VerificationError(f"{self.path}: not a record of chains; fix or remove it")
+        return doc
+
+    def check(self, name: str, signer: str | None, chain: Chain) -> None:
+        """The next of its chain, or a full bundle (which starts one)."""
+        last = self._load().get(_key(name, signer))
+        if chain.base is None:
+            return  # a full bundle starts (or restarts) a chain
+        if not last or last.get("id") != chain.id:
+            raise OperationError(
+                f"bundle {name!r} is delta {chain.sequence} of a chain this host has not "
+                "started: import that chain's full bundle (sequence 1) first"
+            )
+        applied = int(str(last.get("sequence", 0)))
+        if chain.sequence <= applied:
+            raise VerificationError(
+                f"bundle {name!r}: sequence {chain.sequence} was already applied "
+                f"(last: {applied}); a replay is refused"
+            )
+        if chain.sequence > applied + 1:
+            missing = ", ".join(str(n) for n in range(applied + 1, chain.sequence))
+            raise OperationError(
+                f"bundle {name!r}: sequence {chain.sequence}, but {missing} not imported yet; "
+                "import the missing ones first, in order"
+            )
+
+    def record(self, name: str, signer: str | None, chain: Chain) -> None:
+        doc = self._load()
+        doc[_key(name, signer)] = {"id": chain.id, "sequence": chain.sequence}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.path) as fh:
+            fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def _key(name: str, signer: str | None) -> str:
+    return f"{name}\n{signer or 'unsigned'}"
