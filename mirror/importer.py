@@ -131,12 +131,12 @@ def check_options(opts: ImportOptions) -> None:
 def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     check_options(opts)
     manifest, signer, bundle_digest = _trust(opts, observer)
+    chains = ChainRecord(opts.catalog.with_name(CHAINS_FILE))
+    if manifest.chain is not None:  # gaps and replays, before a push; it names them best
+        chains.check(manifest.name, signer, manifest.chain)
     fresh = Freshness(opts.catalog.with_name(FRESHNESS_FILE))
     if not opts.allow_downgrade:
         fresh.check(manifest.name, signer, manifest.created)
-    chains = ChainRecord(opts.catalog.with_name(CHAINS_FILE))
-    if manifest.chain is not None:
-        chains.check(manifest.name, signer, manifest.chain)  # gaps and replays, before a push
     source = BundleSource(BundleReader(opts.bundle), manifest)
     client = RegistryClient(
         opts.target, credentials=target_credentials(_host(opts.target)), ca_file=opts.ca_file
