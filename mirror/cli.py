@@ -491,11 +491,18 @@ def import_(
     if palette_url and not dry_run:
         palette = _register_palette(palette_url, result.registered, ca_file)
     if as_json:
-        emit({**result.to_json(), "palette": palette})
+        emit({**result.to_json(), "palette": palette, "catalog": str(opts.catalog)})
     else:
         _print_import(result)
         for row in palette:
             click.echo(f"palette: {row['action']} {row['kind']} registry {row['name']}")
+        if not dry_run:
+            where = (
+                "registered in Palette too"
+                if palette_url
+                else ("Palette itself was not changed (--palette-url registers there)")
+            )
+            click.echo(f"system-scope catalog: {opts.catalog}; {where}")
 
 
 def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> list[Any]:

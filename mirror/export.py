@@ -115,6 +115,7 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     external = _external(done.report, target, held)
     result = _result(opts, done, external, selection)
     if not opts.dry_run:
+        result.notes += _honest_notes(opts)
         manifest = _describe(spec, opts, done, selection, target, cache)
         if since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
@@ -143,6 +144,21 @@ class _Rounds:
     referrers: list[ReferrerRecord]
     signers: dict[str, str]  # artifact digest -> cosign key fingerprint
     keys: dict[str, str]  # fingerprint -> PEM
+
+
+def _honest_notes(opts: ExportOptions) -> list[str]:
+    """What an operator must know about the file about to be written."""
+    from mirror.bundle.parts import exists
+
+    notes = []
+    if opts.key is None:
+        notes.append(
+            "the bundle is unsigned: import refuses it without --allow-unsigned "
+            "(sign it with --key)"
+        )
+    if exists(opts.output):
+        notes.append(f"replacing {opts.output}, which was there before (written atomically)")
+    return notes
 
 
 def _check_policy(spec: BundleSpec, opts: ExportOptions) -> None:

@@ -83,10 +83,12 @@ def write_detached(path: Path, digest: bytes, key: ec.EllipticCurvePrivateKey | 
     sums = _sidecar(path, ".sha256")
     _write_bytes(sums, f"{digest.hex()}  {path.name}\n".encode())
     written = [sums]
+    sig = _sidecar(path, ".sig")
     if key is not None:
-        sig = _sidecar(path, ".sig")
         _write_bytes(sig, sign_digest(key, digest))
         written.append(sig)
+    else:  # an older bundle's FILE.sig beside this one would make verify blame the key
+        sig.unlink(missing_ok=True)
     return written
 
 
@@ -107,22 +109,32 @@ def verify_detached(
         raise VerificationError(f"{sig_path}: too large to be a signature")
     if digest is None:
         digest = sha256_file(path)
-    verify_digest(pub, digest, signature, str(sig_path))
-    _check_sums_file(path, digest)
+    recorded = _recorded_digest(path)
+    try:
+        verify_digest(pub, digest, signature, str(sig_path))
+    except VerificationError:
+        if recorded is not None and recorded != digest.hex():
+            # The file is not what was written: say so, instead of blaming the key.
+            raise IntegrityError(
+                f"{path}: damaged or altered: its sha256 differs from {path.name}.sha256 "
+                "written beside it"
+            ) from None
+        raise
+    if recorded is not None and recorded != digest.hex():
+        # A good signature over a file PATH.sha256 disagrees with: the sidecar was edited.
+        raise IntegrityError(f"{path}.sha256: recorded digest does not match {path.name}")
     return digest.hex()
 
 
-def _check_sums_file(path: Path, digest: bytes) -> None:
-    """A PATH.sha256 that disagrees with a good signature means someone edited one of them."""
+def _recorded_digest(path: Path) -> str | None:
+    """What PATH.sha256 says, if it is there; a sidecar is one line, never read whole."""
     sums = _sidecar(path, ".sha256")
     try:
-        with sums.open("rb") as f:  # a sidecar is one line: never read a huge one whole
+        with sums.open("rb") as f:
             text = f.read(_MAX_SIG_FILE).decode("ascii", "replace")
     except FileNotFoundError:
-        return
-    recorded = text.split(maxsplit=1)[0].lower() if text.strip() else ""
-    if recorded != digest.hex():
-        raise IntegrityError(f"{sums}: recorded digest does not match {path.name}")
+        return None
+    return text.split(maxsplit=1)[0].lower() if text.strip() else ""
 
 
 def _sidecar(path: Path, suffix: str) -> Path:

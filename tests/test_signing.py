@@ -164,7 +164,8 @@ def test_write_detached_without_key_writes_only_sha256(tmp_path: Path) -> None:
     assert signing.write_detached(bundle, hashlib.sha256(DATA).digest(), None) == [
         tmp_path / "b.sha256"
     ]
-    assert (tmp_path / "b.sig").read_text() == "stale"  # not ours to delete
+    # An older bundle's FILE.sig beside the new one would make verify blame the key (issue 16).
+    assert not (tmp_path / "b.sig").exists()
 
 
 def test_verify_detached(tmp_path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -175,6 +176,10 @@ def test_verify_detached(tmp_path: Path, key: ec.EllipticCurvePrivateKey) -> Non
     signing.write_detached(bundle, signing.sha256_file(bundle), key)
     assert signing.verify_detached(bundle, pub) == hashlib.sha256(DATA).hexdigest()
     bundle.write_bytes(DATA[:-1] + b"?")
+    # FILE.sha256 says what was written: a changed file is named damaged, not a key problem.
+    with pytest.raises(VerificationError, match=r"b\.tar\.zst: damaged or altered"):
+        signing.verify_detached(bundle, pub)
+    (tmp_path / "b.tar.zst.sha256").unlink()
     with pytest.raises(VerificationError, match=r"b\.tar\.zst\.sig: signature does not verify"):
         signing.verify_detached(bundle, pub)
 
@@ -183,7 +188,7 @@ def test_verify_detached_uses_given_digest(tmp_path: Path, key: ec.EllipticCurve
     bundle = tmp_path / "b"
     bundle.write_bytes(DATA)
     signing.write_detached(bundle, signing.sha256_file(bundle), key)
-    with pytest.raises(VerificationError, match=r"b\.sig"):
+    with pytest.raises(VerificationError, match=r"b: damaged or altered"):
         signing.verify_detached(bundle, key.public_key(), digest=hashlib.sha256(b"x").digest())
 
 
