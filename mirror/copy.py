@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, Protocol, runtime_checkable
 
-from mirror.errors import AuthError, ConflictError, IntegrityError, RegistryError
+from mirror.errors import AuthError, ConflictError, IntegrityError, OperationError, RegistryError
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.retry import RetriesExhausted
 from mirror.sources.interface import Source
@@ -33,6 +33,15 @@ class Observer(Protocol):
     def advance(self, nbytes: int) -> None: ...
 
     def blob_done(self, desc: Descriptor, how: str) -> None: ...
+
+
+@runtime_checkable
+class PartialSource(Protocol):
+    """A source that leaves some blobs out (a delta bundle): a donor must hold those."""
+
+    def lacks(self, desc: Descriptor) -> str | None:
+        """Why `desc` cannot come from here (what to do instead), or None when it can."""
+        ...
 
 
 class NullObserver:
@@ -160,6 +169,7 @@ def copy_graphs(
                 report.present_blobs += 1
                 report.present_bytes += item.desc.size
     missing = [g for g in work.values() if any(not i.present for i in g)]
+    _check_supply(missing, opts)
     obs.planned(len(missing), sum(i.desc.size for g in missing for i in g if not i.present))
     if opts.dry_run:
         return report
@@ -236,6 +246,43 @@ def _checker(group: list[_Item]) -> Callable[[], None]:
             item.present = item.present or item.dst.exists(item.desc)
 
     return run
+
+
+def _check_supply(missing: Sequence[list[_Item]], opts: CopyOptions) -> None:
+    """A blob the source lacks and no store holds would fail mid-copy, after other writes
+    (a delta into a target without its base): refuse before the first write instead."""
+    gaps = [g for g in missing if _lacks(g) is not None]
+    found = [False] * len(gaps)
+
+    def job(i: int) -> Callable[[], None]:
+        def run() -> None:
+            found[i] = _mountable(gaps[i], opts)
+
+        return run
+
+    _parallel(opts.jobs, [job(i) for i in range(len(gaps))])
+    lost = [g for g, ok in zip(gaps, found, strict=True) if not ok]
+    if lost:
+        item = next(i for i in lost[0] if not i.present)
+        more = f" and {len(lost) - 1} more blob(s)" if len(lost) > 1 else ""
+        raise OperationError(
+            f"{item.dst.where}: {item.desc.digest}{more}: on the target nowhere and "
+            f"{_lacks(lost[0])}; nothing was written"
+        )
+
+
+def _lacks(group: list[_Item]) -> str | None:
+    src = group[0].src
+    return src.lacks(group[0].desc) if isinstance(src, PartialSource) else None
+
+
+def _mountable(group: list[_Item], opts: CopyOptions) -> bool:
+    """Whether every destination lacking the blob can mount it from a store that holds it."""
+    if not all(isinstance(i.dst, Mounter) for i in group if not i.present):
+        return False
+    if any(i.present for i in group):
+        return True
+    return any(d.exists(group[0].desc) for d in opts.donors.get(group[0].desc.digest, ()))
 
 
 def _copier(

@@ -69,24 +69,54 @@ def check_packs(
         if info is not None:
             pool.selected[info.ref] = (info, f)
             report.infos[f.desc.digest] = info
+    names = [name_note(f, i) for f, i in zip(packs, infos, strict=True) if i is not None]
     if not pool.selected:
         return report
+    report.notes = [n for n in names if n]
+    report.notes += _dependency_notes(selection, pool, report, cache, add, store)
+    return report
+
+
+def _dependency_notes(
+    selection: Selection,
+    pool: _Pool,
+    report: PackReport,
+    cache: BlobCache,
+    add: bool,
+    store: bool,
+) -> list[str]:
+    """What the selected packs' constraints want; with `add`, required packs join it."""
     for _ in range(8):  # transitive, bounded
         if not _probe(pool, cache, store):
             break
     selected = [p for p, _ in pool.selected.values()]
     available = [p for p, _ in pool.available.values()]
     if not add:
-        report.notes = [f"pack {i.message()}" for i in check_dependencies(selected, available)]
-        return report
+        return [f"pack {i.message()}" for i in check_dependencies(selected, available)]
     added, remaining = resolve_dependencies(selected, available)
+    notes = []
     for info in added:
         found = pool.available[info.ref][1]
         selection.found.append(found)
         report.infos[found.desc.digest] = info
-    report.notes = [f"added pack {p.ref}: a required dependency" for p in added]
-    report.notes += [f"pack {i.message()}" for i in remaining]
-    return report
+        notes.append(f"added pack {info.ref}: a required dependency")
+        note = name_note(found, info)
+        notes += [note] if note else []
+    return notes + [f"pack {i.message()}" for i in remaining]
+
+
+def name_note(found: Found, info: PackInfo) -> str | None:
+    """Palette finds a pack by `.../<name>:<version>` as pack.json says: say where they differ."""
+    name = found.path.rsplit("/", 1)[-1]
+    wrong = [f"name {info.name!r}"] if name != info.name else []
+    if found.tag not in (info.version, info.version.replace("+", "_")):
+        wrong.append(f"version {info.version!r}")
+    if not wrong:
+        return None
+    return (
+        f"pack {found.ref}: pack.json says {' and '.join(wrong)}; Palette requires the "
+        f"repository and tag to match (.../{info.name}:{info.version})"
+    )
 
 
 def _probe(pool: _Pool, cache: BlobCache, store: bool) -> bool:

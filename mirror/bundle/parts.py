@@ -18,10 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from mirror.errors import UsageError
+from mirror.bundle.toc import FOOTER_TAG
+from mirror.errors import IntegrityError, OperationError, UsageError, VerificationError
 from mirror.streams import atomic_file, fsync_dir, temp_beside
 
 MIN_PART = 64 * 1024
+SUMS = ".parts.sha256"
+MAX_SUMS = 4 * 1024 * 1024  # 50,000 parts; anything larger is not ours
+_SUM_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+)")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 
 
@@ -39,7 +43,11 @@ def parse_size(text: str) -> int:
 
 
 def part_path(path: Path, n: int) -> Path:
-    return path.with_name(f"{path.name}.{n:03d}")
+    return path.with_name(part_name(path, n))
+
+
+def part_name(path: Path, n: int) -> str:
+    return f"{path.name}.{n:03d}"
 
 
 def parts_of(path: Path) -> list[Path]:
@@ -52,8 +60,13 @@ def parts_of(path: Path) -> list[Path]:
     return out
 
 
+def sums_path(path: Path) -> Path:
+    return path.with_name(path.name + SUMS)
+
+
 def exists(path: Path) -> bool:
-    return bool(parts_of(path))
+    """FILE, or any part of it: a set with its first part missing is refused by name later."""
+    return path.is_file() or bool(_numbered(path))
 
 
 def total_size(path: Path) -> int:
@@ -70,23 +83,125 @@ def stamp(path: Path) -> tuple[int, ...]:
 
 
 def open_bundle(path: Path) -> BinaryIO:
-    parts = parts_of(path)
-    if not parts:
-        raise FileNotFoundError(2, "No such file or directory", str(path))
-    if parts == [path]:
+    """FILE, or its parts read as one; a missing, stray or damaged part is named."""
+    if path.is_file():
         return path.open("rb")
-    return JoinedFile(parts)  # type: ignore[return-value]
+    parts, sums = checked_parts(path)
+    return JoinedFile(parts, sums, sums_path(path).name)  # type: ignore[return-value]
+
+
+def checked_parts(path: Path) -> tuple[list[Path], list[str] | None]:
+    """The parts to read and, from FILE.parts.sha256 when present, each one's sha256.
+
+    A gap would otherwise be read as the end of the bundle ("archive is truncated"), so
+    the one line names the part to copy again instead.
+    """
+    found = _numbered(path)
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    listed = read_sums(path)
+    if listed is None:
+        return _without_sums(path, found), None
+    for n in range(1, len(listed) + 1):
+        if n not in found:
+            raise VerificationError(
+                f"{part_path(path, n)}: missing; {sums_path(path).name} lists {len(listed)} parts"
+            )
+    if len(found) > len(listed):
+        stray = found[min(set(found) - set(range(1, len(listed) + 1)))]
+        raise VerificationError(
+            f"{stray}: not listed in {sums_path(path).name}, which lists {len(listed)} parts"
+        )
+    return [found[n] for n in range(1, len(listed) + 1)], listed
+
+
+def read_sums(path: Path) -> list[str] | None:
+    """FILE.parts.sha256 (sha256sum's format, parts in order), or None when absent."""
+    sums = sums_path(path)
+    try:
+        with sums.open("rb") as fh:
+            data = fh.read(MAX_SUMS + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OperationError(f"{sums}: cannot read: {exc.strerror}") from None
+    lines = data.decode("utf-8", "replace").splitlines()
+    if len(data) > MAX_SUMS or not lines:
+        raise VerificationError(f"{sums}: not a list of parts")
+    out = []
+    for n, line in enumerate(lines, 1):
+        match = _SUM_LINE.fullmatch(line)
+        if match is None or match["name"] != part_name(path, n):
+            raise VerificationError(f"{sums}: line {n}: expected '<sha256>  {part_name(path, n)}'")
+        out.append(match["digest"].lower())
+    return out
+
+
+def _numbered(path: Path) -> dict[int, Path]:
+    """Every FILE.NNN beside FILE, by number (names as part_path spells them)."""
+    prefix = path.name + "."
+    out: dict[int, Path] = {}
+    try:
+        with os.scandir(path.parent) as entries:  # file types without a stat per entry
+            for entry in entries:
+                suffix = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+                n = int(suffix) if suffix.isdecimal() and suffix.isascii() else 0
+                if n > 0 and part_name(path, n) == entry.name and entry.is_file():
+                    out[n] = path.parent / entry.name
+    except OSError:
+        return {}
+    return out
+
+
+def _without_sums(path: Path, found: dict[int, Path]) -> list[Path]:
+    """Without FILE.parts.sha256: a gap is named, and so is a set that stops short."""
+    last = max(found)
+    for n in range(1, last):
+        if n not in found:
+            after = found[min(k for k in found if k > n)]
+            raise VerificationError(f"{part_path(path, n)}: missing; {after.name} follows it")
+    parts = [found[n] for n in range(1, last + 1)]
+    _check_end(path, parts)
+    return parts
+
+
+def _check_end(path: Path, parts: list[Path]) -> None:
+    """Every bundle ends with its table of contents' footer; parts without it stop short."""
+    with JoinedFile(parts) as joined:
+        joined.seek(-len(FOOTER_TAG), os.SEEK_END)
+        if joined.read() == FOOTER_TAG:
+            return
+    sizes = [p.stat().st_size for p in parts]
+    if len(parts) == 1 or sizes[-1] == sizes[0]:  # a full last part: the next one is missing
+        raise VerificationError(
+            f"{part_path(path, len(parts) + 1)}: missing; the parts end at {parts[-1].name}, "
+            "before the bundle does"
+        )
+    raise VerificationError(f"{parts[-1]}: cut short or damaged: the bundle does not end in it")
 
 
 class JoinedFile(io.RawIOBase):
-    """Several files read as one, seekable; one part open at a time."""
+    """Several files read as one, seekable; one part open at a time.
 
-    def __init__(self, parts: list[Path]) -> None:
+    Given the parts' sha256 sums, a read from the start straight through (verify's pass)
+    checks each part as it ends, so a damaged part is named, not just the bundle; the
+    failure then repeats on every read, so it is the one reported. Random access (import's
+    member reads) hashes nothing.
+    """
+
+    def __init__(
+        self, parts: list[Path], sums: list[str] | None = None, sums_name: str = ""
+    ) -> None:
         super().__init__()
         self._parts = parts
         self._sizes = [p.stat().st_size for p in parts]
         self._pos = 0
         self._open: tuple[int, BinaryIO] | None = None
+        self._sums = sums
+        self._sums_name = sums_name
+        self._hashed = 0  # bytes hashed from the start, in order
+        self._hash = hashlib.sha256()
+        self._failure: IntegrityError | None = None
 
     def readable(self) -> bool:
         return True
@@ -104,6 +219,10 @@ class JoinedFile(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         """Fill the buffer across part boundaries; short only at the end of the last part."""
+        if self._failure is not None:
+            raise self._failure
+        if self._pos != self._hashed:
+            self._sums = None  # not a pass from the start: nothing to check
         view, filled = memoryview(buffer), 0
         while filled < len(view):
             index, offset = self._locate(self._pos)
@@ -115,9 +234,25 @@ class JoinedFile(io.RawIOBase):
             got = int(fh.readinto(view[filled : filled + want]))  # type: ignore[attr-defined]
             if got <= 0:
                 break  # a part shorter than when it was measured: a truncated bundle
+            self._check(index, offset + got, view[filled : filled + got])
             filled += got
             self._pos += got
         return filled
+
+    def _check(self, index: int, end: int, chunk: memoryview) -> None:
+        """Hash a chunk of part `index` ending at `end`; at the part's end, compare."""
+        if self._sums is None:
+            return
+        self._hash.update(chunk)
+        self._hashed += len(chunk)
+        if end < self._sizes[index]:
+            return
+        if self._hash.hexdigest() != self._sums[index]:
+            self._failure = IntegrityError(
+                f"{self._parts[index]}: does not match {self._sums_name}; copy that part again"
+            )
+            raise self._failure
+        self._hash = hashlib.sha256()
 
     def close(self) -> None:
         if self._open is not None:
@@ -196,6 +331,7 @@ def split_output(path: Path, size: int) -> Iterator[BinaryIO]:
     try:
         yield writer  # type: ignore[misc]
         writer.finish()
+        sums_path(path).unlink(missing_ok=True)  # an old list must never judge new parts
         for n, temp in enumerate(writer.temps, 1):
             os.chmod(temp, 0o644)
             os.replace(temp, part_path(path, n))
@@ -205,7 +341,7 @@ def split_output(path: Path, size: int) -> Iterator[BinaryIO]:
             temp.unlink(missing_ok=True)
         raise
     _remove_stale(path, len(writer.temps))
-    with atomic_file(path.with_name(path.name + ".parts.sha256")) as fh:
+    with atomic_file(sums_path(path)) as fh:
         for n, digest in enumerate(writer.hashes, 1):
             fh.write(f"{digest}  {part_path(path, n).name}\n".encode())
     fsync_dir(path.parent)

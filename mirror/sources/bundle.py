@@ -31,14 +31,18 @@ class BundleSource:
             raise IntegrityError(f"{self.where}: {digest} is not in the bundle")
         return Descriptor(media_type, digest, rec.size)
 
+    def lacks(self, desc: Descriptor) -> str | None:
+        """A blob a delta leaves out: the copy engine checks a donor holds it before writing."""
+        if desc.digest in self._external and _blob_path(desc.digest) not in self._members:
+            return "not carried by this delta bundle: import the bundle its receipt came from first"
+        return None
+
     @contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
         path = _blob_path(desc.digest)
-        if desc.digest in self._external and path not in self._members:
-            raise OperationError(
-                f"{desc.digest} is not in this delta bundle and the target does not hold it; "
-                "import the bundle its receipt came from first"
-            )
+        reason = self.lacks(desc)
+        if reason is not None:
+            raise OperationError(f"{desc.digest}: {reason}")
         rec = self._members.get(path)
         if rec is None or rec.sha256 != desc.hex or rec.size != desc.size:
             raise IntegrityError(f"{self.where}: {path} is not in the signed manifest as named")
