@@ -1,14 +1,17 @@
 """Shared fixtures: real docker-registry processes, a static Helm repository, the corpus.
 
-A missing `docker-registry` skips the tests that need it, except under CI (CI=true), where
-it fails them: CI must prove the real thing ran.
+A missing `docker-registry`, corpus or skopeo skips the tests that need it on a workstation.
+Under CI (CI=true) no skip is silent: every skipped test fails the run with its reason
+(`pytest_runtest_makereport` below), since CI must prove the real thing ran. Every run ends
+with a line giving the skip count; CI's is 0. (xfail is not a skip: it is a known bug the
+suite states, and a strict xfail fails the run the day it passes.)
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from mirror.lab.seed import Seeded, client_for, seed_standard
 
 RegistryFactory = Callable[..., LabRegistry]
 _STARTED = pytest.StashKey[list[tuple[str, int]]]()
+_UNPLANNED = pytest.StashKey[list[str]]()  # CI=true: skips turned into failures
 _REGISTRY_FIXTURES = {
     "registry",
     "basic_registry",
@@ -93,8 +97,56 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.registry)
 
 
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _fail_skip_on_ci(
+    config: pytest.Config, report: pytest.TestReport | pytest.CollectReport
+) -> None:
+    """CI=true: a skip becomes a failure that says what was skipped and why."""
+    if not (report.skipped and _on_ci()) or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    config.stash.setdefault(_UNPLANNED, []).append(f"{report.nodeid}: {reason}")
+    report.outcome = "failed"
+    report.longrepr = f"CI=true: a skipped test fails the run: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _fail_skip_on_ci(item.config, report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A module skipped whole at collection (`allow_module_level`, `importorskip`)."""
+    report = yield
+    _fail_skip_on_ci(collector.config, report)
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Say in the log how many real docker-registry processes ran, by flavour."""
+    """The skip count, always; then how many real docker-registry processes ran, by flavour."""
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    unplanned = config.stash.get(_UNPLANNED, [])
+    if _on_ci():
+        terminalreporter.write_line(
+            f"skips: {skipped} (CI=true: a skip fails the run; {len(unplanned)} did)"
+        )
+        for line in unplanned:
+            terminalreporter.write_line(f"  skipped under CI: {line}")
+    else:
+        terminalreporter.write_line(f"skips: {skipped} (under CI=true each would fail the run)")
     started = config.stash.get(_STARTED, [])
     if not started:
         return

@@ -7,6 +7,12 @@ so a test can prove what the client did not do (fetch a blob in a dry run, re-up
 
 It forwards the Host header unchanged, so the registry builds upload Locations that point
 back at the proxy. Responses are HTTP/1.0 with `Connection: close`: simple and unambiguous.
+
+`strict_ranges=True` makes the proxy hold chunked uploads to the OCI distribution spec, which
+Distribution 2.8 does not: each PATCH must say `Content-Range: START-END` where START is the
+next byte of that upload session and END = START + its body's length - 1 (inclusive). Any
+other PATCH is answered `416 Range Not Satisfiable`, is not forwarded, and is recorded in
+`proxy.range_errors`.
 """
 
 from __future__ import annotations
@@ -77,6 +83,9 @@ class _State:
     upstream: tuple[str, int]
     faults: list[Fault] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
+    strict_ranges: bool = False
+    offsets: dict[str, int] = field(default_factory=dict)  # upload session -> next byte
+    range_errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     idle: threading.Condition = field(default_factory=threading.Condition)
     in_flight: int = 0
@@ -90,11 +99,11 @@ class _State:
 class FaultProxy:
     """`with FaultProxy.running(upstream_url) as proxy:`; `proxy.url` is what clients use."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, strict_ranges: bool = False) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or parts.hostname is None or parts.port is None:
             raise ValueError(f"upstream must be http://HOST:PORT, got {upstream!r}")
-        self.state = _State((parts.hostname, parts.port))
+        self.state = _State((parts.hostname, parts.port), strict_ranges=strict_ranges)
         handler = type("Handler", (_Handler,), {"state": self.state})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -104,8 +113,8 @@ class FaultProxy:
 
     @classmethod
     @contextmanager
-    def running(cls, upstream: str) -> Iterator[FaultProxy]:
-        proxy = cls(upstream)
+    def running(cls, upstream: str, *, strict_ranges: bool = False) -> Iterator[FaultProxy]:
+        proxy = cls(upstream, strict_ranges=strict_ranges)
         proxy._thread.start()
         try:
             yield proxy
@@ -134,10 +143,18 @@ class FaultProxy:
         return fault
 
     def clear(self) -> None:
-        """Drop every fault and forget the request log."""
+        """Drop every fault and forget the request log (and, strict, the upload offsets)."""
         with self.state.lock:
             self.state.faults.clear()
             self.state.seen.clear()
+            self.state.offsets.clear()
+            self.state.range_errors.clear()
+
+    @property
+    def range_errors(self) -> list[str]:
+        """Strict mode: every PATCH refused with 416, and why."""
+        with self.state.lock:
+            return list(self.state.range_errors)
 
     def paths(self, method: str, path: str = "") -> list[str]:
         """The request paths seen, in order, for a method and a path regex."""
@@ -181,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle_counted(self) -> None:
         body = self._read_body()
+        strict = self.state.strict_ranges and self.command == "PATCH"
+        if strict and not self._range_ok(body):
+            return
         fault = self._take_fault()
         action = fault.action if fault else ""
         if fault and action == "status":
@@ -194,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and (action == "hang" or (action == "slow" and self.command != "GET")):
             time.sleep(fault.delay)
         status, headers, payload = self._forward(body)
+        if strict:
+            self._took_chunk(status, headers, len(body))
         if fault and action == "rewrite" and self.command == "GET" and status == 200:
             payload, headers = _unknown_manifest(headers)
         if fault and action == "corrupt" and len(payload) > 0:
@@ -201,6 +223,53 @@ class _Handler(BaseHTTPRequestHandler):
             payload = payload[:mid] + bytes([payload[mid] ^ 0xFF]) + payload[mid + 1 :]
         self._log(status)
         self._send(status, headers, payload, fault)
+
+    def _range_ok(self, body: bytes) -> bool:
+        """Strict mode: the OCI spec's rule for a chunk; else a 416, not forwarded."""
+        session = self.path.split("?", 1)[0]
+        header = self.headers.get("Content-Range")
+        with self.state.lock:
+            start = self.state.offsets.get(session, 0)
+        expected = f"{start}-{start + len(body) - 1}"
+        if body and header is not None and header.strip() == expected:
+            return True
+        with self.state.lock:
+            self.state.range_errors.append(
+                f"PATCH {session}: Content-Range {header!r}, expected {expected!r}"
+            )
+        self._answer_range_error(start, session)
+        return False
+
+    def _took_chunk(self, status: int, headers: list[tuple[str, str]], size: int) -> None:
+        """The registry took a chunk: its session (and where the answer moves it) goes on.
+
+        A session is the upload's path without its query; Distribution moves only `_state`
+        in the query on every answer, but a registry may move the path too.
+        """
+        if status != 202:
+            return
+        session = self.path.split("?", 1)[0]
+        location = next((v for k, v in headers if k.lower() == "location"), "")
+        with self.state.lock:
+            offset = self.state.offsets.get(session, 0) + size
+            self.state.offsets[session] = offset
+            moved = urlsplit(location).path
+            if moved:
+                self.state.offsets[moved] = offset
+
+    def _answer_range_error(self, start: int, session: str) -> None:
+        payload = json.dumps(
+            {"errors": [{"code": "RANGE_INVALID", "message": "chunk out of order"}]}
+        ).encode()
+        self._log(416)
+        self.send_response_only(416)
+        self.send_header("Location", session)
+        self.send_header("Range", f"0-{max(start - 1, 0)}")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _take_fault(self) -> Fault | None:
         path = self.path.split("?", 1)[0]

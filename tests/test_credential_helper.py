@@ -1,0 +1,209 @@
+"""Credentials from docker's config.json and its credential helpers, against real basic auth.
+
+Issue 17, item 4: the README promises "Docker's `config.json` (and credential helpers)" for
+every server, the target included. A tiny `docker-credential-labhelper` on PATH speaks the
+helper protocol (`get`, the server on stdin, JSON with `Username` and `Secret` out) for the
+lab registries' hosts alone, and logs each question it is asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultproxy import Reg, isolated_env, mirror, write_spec
+
+from mirror.lab import LabRegistry
+from mirror.lab.content import make_image, make_layer
+from mirror.lab.seed import Seeded, client_for, seed_artifact
+
+pytestmark = pytest.mark.timeout(120)
+REPO = "production/images/private"
+
+HELPER = """#!{python}
+import json, sys
+action = sys.argv[1] if len(sys.argv) > 1 else ""
+server = sys.stdin.read().strip()
+with open({log!r}, "a") as log:
+    log.write(json.dumps([action, server]) + "\\n")
+known = {known!r}
+if action == "get" and server in known:
+    user, secret = known[server]
+    print(json.dumps({{"ServerURL": server, "Username": user, "Secret": secret}}))
+    sys.exit(0)
+print("credentials not found in native keychain")
+sys.exit(1)
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A fresh DOCKER_CONFIG folder per test, with no config.json in it yet."""
+    with isolated_env(tmp_path_factory):
+        yield
+
+
+def docker_dir() -> Path:
+    return Path(os.environ["DOCKER_CONFIG"])
+
+
+def write_config(doc: dict[str, Any]) -> None:
+    (docker_dir() / "config.json").write_text(json.dumps(doc))
+
+
+class Helper:
+    """`docker-credential-labhelper` in its own folder; `on_path()` puts it first on PATH."""
+
+    def __init__(self, folder: Path, known: dict[str, tuple[str, str]]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log = folder / "asked.log"
+        self.path = folder / "docker-credential-labhelper"
+        self.path.write_text(HELPER.format(python=sys.executable, log=str(self.log), known=known))
+        self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR)
+
+    def on_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PATH", f"{self.path.parent}{os.pathsep}{os.environ['PATH']}")
+
+    def asked(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+def creds(reg: LabRegistry) -> tuple[str, str]:
+    assert reg.username and reg.password
+    return reg.username, reg.password
+
+
+@pytest.fixture
+def private(basic_registry: LabRegistry) -> tuple[LabRegistry, Seeded]:
+    """The basic-auth lab registry holding one image, seeded with its own credentials."""
+    image = make_image("private", layers=[make_layer("private/0", 4096)])
+    client = client_for(basic_registry)
+    try:
+        seeded = seed_artifact(client, REPO, "1.0.0", image)
+    finally:
+        client.close()
+    return basic_registry, seeded
+
+
+def export(reg: LabRegistry, out: Path) -> Any:
+    spec = write_spec(out.parent / "s.yaml", reg.url, repositories=["images/private"])
+    return mirror("export", spec, "-o", out, "--cache-dir", out.parent / "cache", "--json")
+
+
+def bundled_digests(bundle: Path) -> dict[str, str]:
+    run = mirror("inspect", bundle, "--json")
+    assert run.rc == 0, run.err
+    return {f"{a['repository']}:{a['tag']}": a["digest"] for a in run.json()["artifacts"]}
+
+
+@pytest.mark.parametrize("config", ["credHelpers", "credsStore", "auths"])
+def test_export_from_a_basic_auth_registry_with_docker_credentials(
+    config: str,
+    private: tuple[LabRegistry, Seeded],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With nothing in docker's config, a 401 in one line and no bundle; then the same
+    export succeeds with the credentials from a helper named for the host
+    (`credHelpers`), the default helper (`credsStore`), or the inline `auths`."""
+    reg, seeded = private
+    out = tmp_path / "b.tar.zst"
+    helper = Helper(tmp_path / "bin", {reg.host: creds(reg)})
+
+    first = export(reg, out)
+    assert first.rc == 1
+    assert "401" in first.error_line()
+    assert not out.exists()
+
+    if config == "credHelpers":
+        write_config({"credHelpers": {reg.host: "labhelper"}})
+    elif config == "credsStore":
+        write_config({"credsStore": "labhelper"})
+    else:
+        auth = base64.b64encode(":".join(creds(reg)).encode()).decode()
+        write_config({"auths": {reg.host: {"auth": auth}}})
+    if config != "auths":
+        # Named, but not on PATH yet: still anonymous, still a 401 in one line.
+        missing = export(reg, out)
+        assert missing.rc == 1
+        assert "401" in missing.error_line()
+        assert not out.exists()
+        helper.on_path(monkeypatch)
+
+    run = export(reg, out)
+    assert run.rc == 0, run.err
+    assert bundled_digests(out) == {"images/private:1.0.0": seeded.digest}
+    assert reg.password and reg.password not in run.out + run.err
+    if config == "auths":
+        assert helper.asked() == []
+    else:
+        assert ["get", reg.host] in helper.asked()
+        assert all(action == "get" for action, _ in helper.asked())
+
+
+def test_a_helper_that_does_not_know_the_host_leaves_the_export_anonymous(
+    private: tuple[LabRegistry, Seeded], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper answers "not found" (exit 1) for this host: a 401 in one line, no bundle."""
+    reg, _ = private
+    helper = Helper(tmp_path / "bin", {"registry.elsewhere.example": ("u", "p")})
+    helper.on_path(monkeypatch)
+    write_config({"credHelpers": {reg.host: "labhelper"}})
+    out = tmp_path / "b.tar.zst"
+    run = export(reg, out)
+    assert run.rc == 1
+    assert "401" in run.error_line()
+    assert not out.exists()
+    assert helper.asked() and all(server == reg.host for _, server in helper.asked())
+
+
+def test_import_finds_the_target_credentials_through_a_credential_helper(
+    private: tuple[LabRegistry, Seeded],
+    registry_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The target's credentials come by the same rule: a basic-auth target refuses the
+    import (exit 1, nothing pushed) until docker's config names a helper that knows it."""
+    source, seeded = private
+    target = registry_factory("basic")
+    helper = Helper(tmp_path / "bin", {source.host: creds(source), target.host: creds(target)})
+    helper.on_path(monkeypatch)
+    write_config({"credHelpers": {source.host: "labhelper"}})
+    bundle = tmp_path / "b.tar.zst"
+    assert export(source, bundle).rc == 0
+
+    def do_import() -> Any:
+        return mirror(
+            "import",
+            bundle,
+            "--target",
+            target.url,
+            "--allow-unsigned",
+            "--catalog",
+            tmp_path / "catalog.json",
+        )
+
+    refused = do_import()
+    assert refused.rc == 1
+    assert "401" in refused.error_line()
+    on_target = Reg(target.url, auth=creds(target))
+    assert on_target.catalog() == []
+    assert not (tmp_path / "catalog.json").exists()
+
+    write_config({"credHelpers": {source.host: "labhelper", target.host: "labhelper"}})
+    run = do_import()
+    assert run.rc == 0, run.err
+    assert on_target.digest(REPO, "1.0.0") == seeded.digest
+    assert on_target.dangling() == []
+    assert ["get", target.host] in helper.asked()
+    assert target.password and target.password not in run.out + run.err

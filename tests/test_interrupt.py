@@ -1,0 +1,103 @@
+"""Ctrl-C during `mirror import`: a prompt exit in one line, and nothing half-registered.
+
+Issue 17, item 4. The import runs as a real process (`python -m mirror`), pushing through a
+fault proxy that slows each blob upload, and gets SIGINT mid-push, as a terminal's Ctrl-C
+would send it. The CLI maps KeyboardInterrupt to exit 130 (128 + SIGINT); CONTRACT.md's
+table lists "interrupted" under exit 1, a question left to the lead, so 130 is what this
+pins today. Either way: one line on stderr, no traceback, no tag over missing blobs, no
+catalog and no receipt, and a second run finishes the job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultproxy import UPLOAD, FaultProxy, Reg, isolated_env, mirror, write_spec
+
+from mirror.lab import LabRegistry
+
+pytestmark = pytest.mark.timeout(120)
+MIRROR = (sys.executable, "-m", "mirror")
+INTERRUPTED = 130  # cli.main: KeyboardInterrupt (click's Abort) -> 128 + SIGINT
+JOBS = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with isolated_env(tmp_path_factory):
+        yield
+
+
+@pytest.fixture(scope="module")
+def bundle(seeded_registry: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole standard seed (images, packs, charts and the packs' images), unsigned."""
+    work = tmp_path_factory.mktemp("bundle")
+    out = work / "lab.tar.zst"
+    spec = write_spec(work / "lab.yaml", seeded_registry.url)
+    run = mirror("export", spec, "--output", out, "--cache-dir", work / "cache")
+    assert run.rc == 0, run.err
+    return out
+
+
+def test_ctrl_c_mid_push_exits_130_in_one_line_and_leaves_nothing_dangling(
+    bundle: Path, seeded_registry: Any, registry: LabRegistry, tmp_path: Path
+) -> None:
+    catalog, receipt = tmp_path / "catalog.json", tmp_path / "receipt.json"
+    with FaultProxy.running(registry.url) as proxy:
+        proxy.add("slow", method="PUT", path=UPLOAD, delay=0.3)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        argv = [*MIRROR, "import", str(bundle), "--target", proxy.url, "--allow-unsigned"]
+        argv += ["--jobs", str(JOBS), "--catalog", str(catalog), "--receipt", str(receipt)]
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while proxy.seen("PUT", UPLOAD, status=201) < 3 and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.02)
+            assert proxy.seen("PUT", UPLOAD, status=201) >= 3, "the import never got going"
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            uploads_before = proxy.seen("PUT", UPLOAD)
+            _, err = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+            assert proxy.state.settle(10)
+            uploads_after = proxy.seen("PUT", UPLOAD) - uploads_before
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == INTERRUPTED, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["mirror: error: interrupted"], err
+    # Each of the JOBS workers finishes the upload in hand (0.3 s) and starts no other:
+    # queued blobs are cancelled, not drained (about 25 more uploads, 4 s, if they were).
+    assert uploads_after <= JOBS, f"{uploads_after} uploads finished after SIGINT"
+    assert took < 10, f"took {took:.1f} s to stop after SIGINT"
+
+    reg = Reg(registry.url)
+    assert reg.dangling() == []
+    landed = [s for s in seeded_registry.seeded if reg.digest(s.repository, s.tag) == s.digest]
+    assert len(landed) < len(seeded_registry.seeded), "the import finished before the Ctrl-C"
+    assert not catalog.exists() and not receipt.exists()
+
+    # Interrupted, not broken: the same import again completes, over what is there.
+    again = mirror(
+        "import", bundle, "--target", registry.url, "--allow-unsigned",
+        "--catalog", catalog, "--receipt", receipt, "--json",
+    )  # fmt: skip
+    assert again.rc == 0, again.err
+    assert again.json()["skippedBlobs"] > 0
+    for s in seeded_registry.seeded:
+        assert reg.digest(s.repository, s.tag) == s.digest, s.ref
+    assert reg.dangling() == []
+    assert catalog.exists() and receipt.exists()
