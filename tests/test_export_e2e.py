@@ -226,6 +226,26 @@ def test_selection_filters_end_to_end(seeded_registry: Any, tmp_path: Path) -> N
     assert refs == {"images/web:2.0.0", "images/web:1.0.0"}
 
 
+def test_a_single_arch_image_of_another_platform_is_kept(
+    seeded_registry: Any, tmp_path: Path
+) -> None:
+    """`platforms` narrows indexes only (decided for issue 17): a single-arch image names no
+    platform in its manifest, and learning it would mean fetching its config during
+    discovery, so it is carried whatever it was built for. README says so."""
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        seeded_registry.url,
+        extra=', repositories: ["images/docker-app", "images/multiarch"], '
+        'platforms: ["linux/s390x"]',
+    )
+    out = tmp_path / "b.tar.zst"
+    run = mirror("export", spec, "--output", out, "--cache-dir", tmp_path / "c")
+    assert run.rc == 0, run.err
+    refs = {a["repository"] for a in mirror("inspect", out, "--json").json()["artifacts"]}
+    assert refs == {"images/docker-app"}  # the amd64 image stays; the index is skipped
+    assert "images/multiarch:1.0.0" in run.err
+
+
 # ---- dry run, warm cache, reproducibility -------------------------------------------------
 
 
