@@ -20,6 +20,7 @@ from pathlib import Path
 from mirror.bundle.manifest import BundleManifest, Chain
 from mirror.errors import OperationError, UsageError, VerificationError
 from mirror.formats import jsondoc
+from mirror.freshness import ImportRecord
 from mirror.oci.names import slug
 from mirror.streams import atomic_file
 
@@ -84,26 +85,12 @@ def output_name(template: Path, sequence: int) -> Path:
     return template.with_name(template.name.replace("{seq}", f"{sequence:06d}"))
 
 
-class ChainRecord:
+class ChainRecord(ImportRecord):
     """The far side's memory of chains: the last sequence applied per name and signer."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _load(self) -> dict[str, dict[str, object]]:
-        try:
-            doc = jsondoc.loads(self.path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            doc = None
-        if not isinstance(doc, dict):
-            raise VerificationError(f"{self.path}: not a record of chains; fix or remove it")
-        return doc
 
     def check(self, name: str, signer: str | None, chain: Chain) -> None:
         """The next of its chain, or a full bundle (which starts one)."""
-        last = self._load().get(_key(name, signer))
+        last = self._entry(name, signer)
         if chain.base is None:
             return  # a full bundle starts (or restarts) a chain
         if not last or last.get("id") != chain.id:
@@ -125,12 +112,4 @@ class ChainRecord:
             )
 
     def record(self, name: str, signer: str | None, chain: Chain) -> None:
-        doc = self._load()
-        doc[_key(name, signer)] = {"id": chain.id, "sequence": chain.sequence}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.path) as fh:
-            fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
-
-
-def _key(name: str, signer: str | None) -> str:
-    return f"{name}\n{signer or 'unsigned'}"
+        self._save(name, signer, {"id": chain.id, "sequence": chain.sequence})

@@ -25,13 +25,14 @@ class DowngradeError(VerificationError):
     """A validly signed bundle that is older than one this host imported."""
 
 
-def _key(name: str, signer: str | None) -> str:
+def record_key(name: str, signer: str | None) -> str:
     return f"{name}\n{signer or 'unsigned'}"
 
 
-class Freshness:
-    """The newest bundle imported per (name, signer); an unreadable file remembers nothing,
-    except that it is refused when it cannot be read back at all (see `load`)."""
+class ImportRecord:
+    """A JSON record the import host keeps beside its catalog, one entry per bundle name and
+    signer. One that cannot be read is refused, never taken as empty: failing open would
+    let anyone who can break the file roll the gap back."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -49,19 +50,33 @@ class Freshness:
         except ValueError:
             doc = None
         if len(data) > MAX_BYTES or not isinstance(doc, dict):
-            # Failing open here would let anyone who can break the file roll the gap back.
             raise VerificationError(
                 f"{self.path}: not a record of imported bundles; fix or remove it to go on"
             )
         return doc
+
+    def _entry(self, name: str, signer: str | None) -> dict[str, Any] | None:
+        last = self._load().get(record_key(name, signer))
+        return last if isinstance(last, dict) else None
+
+    def _save(self, name: str, signer: str | None, entry: dict[str, Any]) -> None:
+        doc = self._load()
+        doc[record_key(name, signer)] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.path) as fh:
+            fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+
+
+class Freshness(ImportRecord):
+    """The newest bundle imported per (name, signer)."""
 
     def check(self, name: str, signer: str | None, created: str) -> None:
         """Refuse a bundle older than the newest of its name and signer imported here.
 
         `created` is RFC 3339 UTC as the manifest writes it, so string order is time order.
         """
-        last = self._load().get(_key(name, signer))
-        if not isinstance(last, dict) or not isinstance(last.get("created"), str):
+        last = self._entry(name, signer)
+        if last is None or not isinstance(last.get("created"), str):
             return
         if created < last["created"]:
             who = f"signer {signer[:16]}" if signer else "unsigned"
@@ -71,13 +86,7 @@ class Freshness:
             )
 
     def record(self, name: str, signer: str | None, created: str, digest: str) -> None:
-        doc = self._load()
-        key = _key(name, signer)
-        last = doc.get(key)
-        newer = isinstance(last, dict) and str(last.get("created", "")) > created
-        if newer:
+        last = self._entry(name, signer)
+        if last is not None and str(last.get("created", "")) > created:
             return  # an allowed downgrade does not lower the mark
-        doc[key] = {"created": created, "bundleDigest": digest}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.path) as fh:
-            fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+        self._save(name, signer, {"created": created, "bundleDigest": digest})
