@@ -7,7 +7,7 @@ stored once, children first and tag last; a delta leaves out what the far side h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mirror.bundle.manifest import ImageRecord, UnresolvedImage
@@ -15,10 +15,11 @@ from mirror.cache import BlobCache, CacheFirst
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.images import Closure, build_closure, scan_all
+from mirror.sources.images import Closure, LayerScan, build_closure, scan_all
 from mirror.sources.interface import Found, Source
 from mirror.sources.upstream import Resolved, Upstreams, resolve_all
 from mirror.spec import BundleSpec
+from mirror.targets.bundle import BundleTarget
 from mirror.targets.interface import Target
 
 
@@ -34,15 +35,21 @@ class ImageRound:
 
 
 def closure_of(
-    spec: BundleSpec, found: Sequence[Found], cache: BlobCache | None = None, *, jobs: int = 8
+    spec: BundleSpec,
+    found: Sequence[Found],
+    cache: BlobCache | None = None,
+    *,
+    jobs: int = 8,
+    known: Mapping[str, LayerScan] | None = None,
 ) -> Closure:
-    """What the selection's packs and charts (and the spec) name; reads only their archives."""
+    """What the selection's packs and charts (and the spec) name; reads only their archives,
+    and not even those that `known` scanned as they landed."""
     items: list[tuple[str, Source, Descriptor]] = []
     for f in found:
         if f.kind in ("pack", "chart"):
             source: Source = CacheFirst(cache, f.source) if cache is not None else f.source
             items.append((f.ref, source, f.desc))
-    scans = scan_all(items, spec.images_from, jobs=jobs)
+    scans = scan_all(items, spec.images_from, jobs=jobs, known=known)
     return build_closure(scans, spec.images)
 
 
@@ -58,7 +65,8 @@ def image_round(
     carry: bool = True,
 ) -> tuple[ImageRound, CopyReport]:
     """Scan, resolve every image upstream (failing on the first missing), then copy."""
-    closure = closure_of(spec, found, cache, jobs=options.jobs)
+    known = target.scans if isinstance(target, BundleTarget) else None
+    closure = closure_of(spec, found, cache, jobs=options.jobs, known=known)
     if not carry:
         return ImageRound(closure, skipped=[str(n.ref) for n in closure.images]), CopyReport()
     upstreams = Upstreams(spec, ca_file=ca_file)

@@ -207,3 +207,34 @@ def test_every_corpus_pack_list_resolves_and_deduplicates(corpus: Path) -> None:
     assert pins and all(n.ref.reference == n.ref.digest for n in pins)
     shared = [n for n in closure.images if len(n.needed_by) > 1]
     assert shared, "some image is needed by two packs"
+
+
+def test_a_layer_scanned_as_it_landed_is_not_read_again(tmp_path: Path) -> None:
+    """The bundle target scans a pack layer on the copy worker; discovery then uses that
+    scan and fetches nothing (the layer used to be read twice on every export)."""
+    from contextlib import contextmanager
+
+    from mirror.cache import BlobCache
+    from mirror.targets.bundle import BundleTarget
+
+    pack = tmp_path / "web-1.0.0"
+    pack.mkdir()
+    (pack / "pack.json").write_text(json.dumps({"name": "web", "version": "1.0.0"}))
+    (pack / "values.yaml").write_bytes(VALUES)
+    filename, archive = build_pack_archive(pack)
+    art = pack_artifact(archive, filename)
+    target = BundleTarget(BlobCache(tmp_path / "cache"))
+    for desc, data in art.blobs:
+        target.push(desc, io.BytesIO(data))
+    assert set(target.scans) == {d.digest for d, _ in art.blobs if d.media_type.endswith("tar")}
+
+    class NoFetch(MemorySource):
+        @contextmanager  # type: ignore[override]
+        def fetch(self, desc: object) -> object:
+            raise AssertionError("the layer was read again")
+            yield
+
+    source = NoFetch("t", [art])
+    scan = scan_artifact(source, art.descriptor, packs=True, charts=True, known=target.scans)
+    assert scan.listed[:2] == ["ghcr.io/acme/tool:1.2.3", "nginx"]
+    assert target.packs  # pack.json from the same single read

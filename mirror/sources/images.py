@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,7 +127,11 @@ def _add(into: dict[Any, tuple[str, list[str]]], key: Any, first: str, who: str)
 
 
 def scan_all(
-    items: Sequence[tuple[str, Source, Descriptor]], origins: Sequence[str], *, jobs: int = 8
+    items: Sequence[tuple[str, Source, Descriptor]],
+    origins: Sequence[str],
+    *,
+    jobs: int = 8,
+    known: Mapping[str, LayerScan] | None = None,
 ) -> list[tuple[str, Scan]]:
     """Scan each (who, source, root) in parallel; the result keeps the input's order.
 
@@ -138,7 +142,7 @@ def scan_all(
 
     def one(item: tuple[str, Source, Descriptor]) -> tuple[str, Scan]:
         who, source, root = item
-        return who, scan_artifact(source, root, packs=packs, charts=charts)
+        return who, scan_artifact(source, root, packs=packs, charts=charts, known=known)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="images") as pool:
         return list(pool.map(one, items))
@@ -147,18 +151,53 @@ def scan_all(
 # ---------------------------------------------------------------- reading content
 
 
-def scan_artifact(source: Source, root: Descriptor, *, packs: bool, charts: bool) -> Scan:
-    """A pack's values.yaml list (and its charts' annotations), or a chart's annotations."""
+@dataclass(frozen=True)
+class LayerScan:
+    """One pack or chart layer, read once: what its values.yaml lists and what its charts'
+    annotations name, kept apart so `imagesFrom` can choose after the fact."""
+
+    values: Scan
+    charts: Scan
+
+    @classmethod
+    def of(cls, data: bytes, media_type: str) -> LayerScan:
+        values, charts = Scan(), Scan()
+        if media_type != mt.HELM_CHART:
+            _scan_archive(data, values, charts=False, depth=0, pack=True)
+        _scan_archive(data, charts, charts=True, depth=0, pack=False)
+        return cls(values, charts)
+
+    def pick(self, *, packs: bool, charts: bool) -> Scan:
+        parts = ([self.values] if packs else []) + ([self.charts] if charts else [])
+        return Scan([t for p in parts for t in p.listed], [t for p in parts for t in p.maybe])
+
+
+def scan_artifact(
+    source: Source,
+    root: Descriptor,
+    *,
+    packs: bool,
+    charts: bool,
+    known: Mapping[str, LayerScan] | None = None,
+) -> Scan:
+    """A pack's values.yaml list (and its charts' annotations), or a chart's annotations.
+
+    `known`: layers already scanned as they landed (the bundle target's copy workers).
+    """
     scan = Scan()
     if not (packs or charts):
         return scan
     for layer in content_layers(source, root):
-        with source.fetch(layer) as stream:
-            data = stream.read(MAX_ARCHIVE + 1)
-            while stream.read(1 << 20):  # let a verifying stream reach EOF and check itself
-                pass
-        pack = packs and layer.media_type != mt.HELM_CHART
-        _scan_archive(data, scan, charts=charts, depth=0, pack=pack)
+        done = known.get(layer.digest) if known is not None else None
+        if done is None:
+            with source.fetch(layer) as stream:
+                data = stream.read(MAX_ARCHIVE + 1)
+                while stream.read(1 << 20):  # a verifying stream checks itself at EOF
+                    pass
+            done = LayerScan.of(data, layer.media_type)
+        part = done.pick(packs=packs, charts=charts)
+        scan.listed += part.listed
+        scan.maybe += part.maybe
     return scan
 
 

@@ -6,6 +6,7 @@ write, and the export signs it together with the blobs it names.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
     from mirror.bundle.writer import Member
     from mirror.copy import Observer
     from mirror.formats.pack import PackInfo
+    from mirror.sources.images import LayerScan
 
 MAX_PACK_LAYER = 64 * 1024 * 1024  # pack archives are small; a bigger "pack" is not parsed
+_CONTENT = (mt.OCI_LAYER_TAR, mt.HELM_CHART)  # layers whose archives say what they need
 
 
 class BundleTarget:
@@ -44,6 +47,7 @@ class BundleTarget:
         self._refs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.packs: dict[str, PackInfo] = {}  # pack.json by the pack layer's digest
+        self.scans: dict[str, LayerScan] = {}  # images named, by pack or chart layer digest
 
     def external(self, desc: Descriptor) -> bool:
         return not desc.is_manifest and desc.digest in self.held
@@ -53,16 +57,24 @@ class BundleTarget:
 
     def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
         self.cache.put(desc, stream)
-        if desc.media_type == mt.OCI_LAYER_TAR and desc.size <= MAX_PACK_LAYER:
-            # A pack's tarball: read its pack.json now, on this copy worker, while other
-            # blobs are still downloading, instead of on the main thread afterwards.
-            from mirror.formats.pack import read_pack_json_from_archive
+        if desc.media_type in _CONTENT and desc.size <= MAX_PACK_LAYER:
+            self._read_content(desc)
 
-            with self.cache.path(desc.digest).open("rb") as fh:
-                info = read_pack_json_from_archive(fh, desc.digest)
+    def _read_content(self, desc: Descriptor) -> None:
+        """A pack's or chart's tarball, read once, now, on this copy worker while other
+        blobs still download: its pack.json, and the images it names."""
+        from mirror.formats.pack import read_pack_json_from_archive
+        from mirror.sources.images import LayerScan
+
+        data = self.cache.path(desc.digest).read_bytes()  # at most MAX_PACK_LAYER
+        info = None
+        if desc.media_type == mt.OCI_LAYER_TAR:
+            info = read_pack_json_from_archive(io.BytesIO(data), desc.digest)
+        scan = LayerScan.of(data, desc.media_type)
+        with self._lock:
             if info is not None:
-                with self._lock:
-                    self.packs[desc.digest] = info
+                self.packs[desc.digest] = info
+            self.scans[desc.digest] = scan
 
     def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
         entry = desc.to_json()
