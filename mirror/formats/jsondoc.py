@@ -29,8 +29,7 @@ def loads(data: bytes | str) -> Any:
         raise DocumentError("not UTF-8 text") from None
     except ValueError:  # int() past sys.get_int_max_str_digits()
         raise DocumentError("a number with too many digits") from None
-    if isinstance(doc, dict | list):
-        check_depth(doc)
+    check_depth(doc)
     return doc
 
 
@@ -40,6 +39,8 @@ def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
     Level by level, keeping only containers: a manifest's 300,000 members cost one pass
     over one list, not a stack entry for every scalar in it.
     """
+    if type(doc) is not dict and type(doc) is not list:
+        return  # a scalar (or an empty YAML document) nests nothing
     level: list[Any] = [doc]
     for _ in range(limit):
         below: list[Any] = []
