@@ -8,16 +8,27 @@ in the `ApiKey` header; it and the registry password are scrubbed from every mes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
 from mirror.catalog import CatalogEntry
-from mirror.errors import AuthError, ConflictError, OperationError, UsageError, redact
+from mirror.errors import (
+    AuthError,
+    ConflictError,
+    OperationError,
+    RegistryError,
+    UsageError,
+    redact,
+)
+from mirror.registry.http import Endpoint, Http
+from mirror.registry.retry import DEFAULT, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -89,21 +100,28 @@ def _paths(kind: str, uid: str | None) -> str:
 
 
 class PaletteClient:
-    """One client, one `requests.Session`, one thread. Use as a context manager to close."""
+    """Palette's API through the one transport (`registry/http.Http`): its retry rule, its
+    timeouts, one session per thread. Use as a context manager to close."""
 
     def __init__(
-        self, base_url: str, api_key: str, *, ca_file: str | None = None, timeout: float = 30
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        ca_file: str | None = None,
+        timeout: float = 30,
+        retry: RetryPolicy = DEFAULT,
     ) -> None:
-        if not base_url.startswith(("https://", "http://")):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
             raise UsageError(f"--palette-url {redact(base_url)!r}: expected https://HOST")
         if not api_key:
             raise UsageError("PALETTE_API_KEY is not set")
-        self._base = base_url.rstrip("/")
-        self._timeout = timeout
+        self._prefix = parts.path.rstrip("/")
         self._secrets = [api_key]
-        self._session = requests.Session()
-        self._session.headers.update({"ApiKey": api_key, "Accept": "application/json"})
-        self._session.verify = ca_file if ca_file else True
+        endpoint = Endpoint(parts.scheme, parts.netloc.rsplit("@", 1)[-1], ca_file or True)
+        headers = {"ApiKey": api_key, "Accept": "application/json"}
+        self._http = Http(endpoint, None, timeout=(10.0, timeout), retry=retry, headers=headers)
 
     def __enter__(self) -> PaletteClient:
         return self
@@ -112,7 +130,7 @@ class PaletteClient:
         self.close()
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -124,18 +142,15 @@ class PaletteClient:
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
     ) -> requests.Response:
         where = f"Palette {method} {path}"
+        query = f"?{urlencode(params)}" if params else ""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         try:
-            response = self._session.request(
-                method,
-                self._base + path,
-                params=params,
-                json=body,
-                timeout=self._timeout,
-                allow_redirects=False,
+            response = self._http.request(
+                method, self._prefix + path + query, headers=headers, data=data, check=False
             )
-        except requests.RequestException as exc:
-            reason = self._scrub(f"{type(exc).__name__}: {exc}")
-            raise OperationError(f"{where}: {reason}") from None
+        except RegistryError as exc:  # unreachable, or the retry budget spent
+            raise OperationError(f"{where}: {self._scrub(str(exc))}") from None
         log.debug("%s -> %s", where, response.status_code)
         status = response.status_code
         if status in (401, 403):

@@ -17,6 +17,7 @@ from test_catalog import entry  # one CatalogEntry builder for both files
 
 from mirror.errors import AuthError, ConflictError, OperationError, UsageError
 from mirror.palette import PaletteClient, RegistryAuth, registry_auth_from_env
+from mirror.registry.retry import RetryPolicy
 
 OPENAPI = Path(__file__).resolve().parents[2] / "shared" / "palette-api" / "registries-openapi.json"
 BASE = "https://palette.test"
@@ -229,7 +230,9 @@ def test_unreachable_palette_and_redirects_are_operation_errors() -> None:
         pytest.raises(OperationError) as info,
     ):
         client.register([entry()], None)  # responses refuses unregistered URLs
-    assert "Palette GET /v1/registries/metadata: ConnectionError" in str(info.value)
+    message = str(info.value)  # the call, the host and the cause, after the retry budget
+    assert message.startswith("Palette GET /v1/registries/metadata: cannot reach nowhere.test")
+    assert "ConnectionError" in message and "(after 3 tries)" in message
     assert KEY not in str(info.value)
     responses.get(
         f"{BASE}/v1/registries/metadata", status=302, headers={"Location": "https://evil.test/"}
@@ -246,9 +249,9 @@ def test_client_arguments_and_own_session() -> None:
     with pytest.raises(UsageError, match="PALETTE_API_KEY"):
         PaletteClient(BASE, "")
     a, b = PaletteClient(BASE + "/", KEY, ca_file="/tmp/ca.pem"), PaletteClient(BASE, KEY)
-    assert a._session is not b._session
-    assert a._session.verify == "/tmp/ca.pem" and b._session.verify is True
-    assert a._base == BASE
+    assert a._http is not b._http  # each client its own transport, sessions per thread
+    assert a._http.endpoint.verify == "/tmp/ca.pem" and b._http.endpoint.verify is True
+    assert a._http.endpoint.base == BASE and a._prefix == ""
 
 
 def test_registry_auth_from_env() -> None:
@@ -326,3 +329,30 @@ def test_import_with_palette_url_needs_the_api_key(
     monkeypatch.delenv("PALETTE_API_KEY", raising=False)
     with pytest.raises(UsageError, match="PALETTE_API_KEY"):
         _register_palette(BASE, [entry()], None)
+
+
+@responses.activate
+def test_palette_is_on_the_one_retry_rule() -> None:
+    """A 502 twice, then an answer; a 429's Retry-After is what the clock is asked to wait."""
+    slept: list[float] = []
+    policy = RetryPolicy(sleep=slept.append)
+    url = f"{BASE}/v1/registries/metadata"
+    responses.get(url, status=502)
+    responses.get(url, status=429, headers={"Retry-After": "1"})
+    responses.get(url, json={"items": [{"name": "a", "uid": "u1", "scope": "system"}]})
+    with PaletteClient(BASE, KEY, retry=policy) as client:
+        assert set(client.existing()) == {"a"}
+    assert len(responses.calls) == 3
+    assert len(slept) == 2 and 0.75 <= slept[1] <= 1.25  # Retry-After: 1, jittered
+    assert all(c.request.headers["ApiKey"] == KEY for c in responses.calls)
+
+
+@responses.activate
+def test_palette_gives_up_after_the_budget_with_one_line() -> None:
+    policy = RetryPolicy(sleep=lambda _s: None)
+    responses.get(f"{BASE}/v1/registries/metadata", status=503)
+    with PaletteClient(BASE, KEY, retry=policy) as client, pytest.raises(OperationError) as info:
+        client.existing()
+    assert len(responses.calls) == policy.attempts
+    assert str(info.value).startswith("Palette GET /v1/registries/metadata: ")
+    assert "503" in str(info.value) and KEY not in str(info.value)

@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from mirror.errors import AuthError, NotFoundError, RegistryError, redact
+from mirror.errors import AuthError, NotFoundError, OperationError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryPolicy
 
@@ -132,7 +132,13 @@ class Endpoint:
 
 
 class Http:
-    """Requests against one registry with bearer/basic auth and bounded retries."""
+    """The one HTTP transport: registries, Helm repositories, legacy pack servers and
+    Palette's API all talk through it, under one retry rule and one credential rule.
+
+    Credentials and `headers` go to the endpoint's own host only: a redirect or an absolute
+    download URL on another host is asked anonymously, as Helm does without
+    `--pass-credentials`.
+    """
 
     def __init__(
         self,
@@ -141,14 +147,19 @@ class Http:
         *,
         timeout: tuple[float, float] = TIMEOUT,
         retry: RetryPolicy = DEFAULT,
+        headers: Mapping[str, str] | None = None,
+        preemptive_basic: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
         self._timeout = timeout
         self.retry = retry
+        self._headers = dict(headers or {})  # sent to the endpoint's own host only
         self._tokens = TokenCache()
         self._local = threading.local()
         self._basic = threading.Event()
+        if preemptive_basic and credentials is not None:  # Helm's way: no challenge first
+            self._basic.set()
 
     def session(self) -> _Session:
         s: _Session | None = getattr(self._local, "session", None)
@@ -179,16 +190,23 @@ class Http:
         allow_redirects: bool = False,
         ok: tuple[int, ...] = (200,),
         what: str = "",
+        check: bool = True,
+        cap: int | None = None,
     ) -> requests.Response:
         """Send, answering auth challenges; retry transient failures when the body allows.
 
         This is where a request is retried, by the one rule in `registry/retry.py`.
+        `check=False` hands any answer the rule does not retry to the caller to judge.
+        `cap` reads the body here, at most `cap` bytes, so a body cut off mid-way is retried
+        under the same budget as the request that fetched it.
         """
         url = self.url(path)
         replayable = data is None or isinstance(data, bytes)
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
+                if cap is not None and resp.status_code not in self.retry.statuses:
+                    _read_body(resp, cap, f"{self.endpoint.host}: {redact(url)}")
             except ConnectionLost as exc:
                 if not replayable:
                     raise  # not retried here: the engine may retry the whole blob
@@ -208,7 +226,9 @@ class Http:
                 resp.close()
                 self.retry.pause(attempt, wait)
                 continue
-            if resp.status_code in ok:
+            if resp.status_code in ok or (
+                not check and resp.status_code not in self.retry.statuses
+            ):
                 return resp
             raise self._error(method, url, resp, what, retried=replayable)
         raise RegistryError(
@@ -225,7 +245,9 @@ class Http:
         stream: bool,
         allow_redirects: bool,
     ) -> requests.Response:
-        hdrs = dict(headers or {})
+        if not self._home(url):  # credentials stay with their own host
+            return self._send(method, url, dict(headers or {}), data, stream, allow_redirects)
+        hdrs = {**self._headers, **(headers or {})}
         auth = self._auth_header(scope)
         if auth:
             hdrs["Authorization"] = auth
@@ -284,9 +306,16 @@ class Http:
             requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError,
         ) as exc:
-            raise ConnectionLost(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
+            reason = f"{type(exc).__name__}: {_short(exc)}"
+            raise ConnectionLost(f"cannot reach {self.endpoint.host}: {reason}") from None
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
+
+    def _home(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return parts.scheme == self.endpoint.scheme and parts.netloc.rsplit("@", 1)[-1].lower() == (
+            self.endpoint.host.lower()
+        )
 
     def _auth_header(self, scope: str | None) -> str | None:
         if self._basic.is_set() and self._credentials:
@@ -355,6 +384,28 @@ class Http:
         if retried and code in self.retry.statuses:  # the budget is spent: retry no more
             return RetriesExhausted(f"{where}: {code} {detail}".rstrip())
         return RegistryError(f"{where}: {code} {detail}".rstrip())
+
+
+def _read_body(resp: requests.Response, cap: int, where: str) -> None:
+    """Read the body into `resp.content`, refusing more than `cap` bytes before and while it
+    streams; a connection lost mid-way is a `ConnectionLost`, which the caller's loop retries."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap:
+        resp.close()
+        raise OperationError(f"{where}: {declared} bytes is over the {cap >> 20} MiB cap")
+    parts: list[bytes] = []
+    total = 0
+    try:
+        for chunk in resp.iter_content(1 << 20):
+            total += len(chunk)
+            if total > cap:
+                raise OperationError(f"{where}: more than the {cap >> 20} MiB cap")
+            parts.append(chunk)
+    except requests.RequestException as exc:
+        raise ConnectionLost(f"{where}: the body was cut off ({type(exc).__name__})") from None
+    finally:
+        resp.close()
+    resp._content = b"".join(parts)
 
 
 def _registry_message(resp: requests.Response) -> str:

@@ -14,8 +14,7 @@ import fnmatch
 import hashlib
 import json
 import re
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -35,7 +34,7 @@ from mirror.formats.helm import ChartVersion, chart_artifact, chart_tag, parse_i
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.names import oci_tag, slug
 from mirror.registry.auth import Credentials, credentials_from_env, resolve_credentials
-from mirror.registry.retry import DEFAULT, RetryPolicy
+from mirror.registry.http import Endpoint, Http
 from mirror.sources.interface import Found, Selection
 from mirror.sources.memory import MemorySource
 from mirror.spec import Registry
@@ -44,7 +43,6 @@ MAX_INDEX = 256 * 1024 * 1024  # public indexes run to tens of MiB; more is host
 MAX_CHART = 512 * 1024 * 1024
 TIMEOUT = (10.0, 120.0)
 MAX_REDIRECTS = 5
-CHUNK = 1024 * 1024
 _REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
@@ -66,14 +64,14 @@ class _Repo:
 def discover(reg: Registry, *, jobs: int = 4, ca_file: str | None = None) -> Selection:
     """Select chart versions from the index, download them, and offer them as OCI charts."""
     repo = dataclasses.replace(_repo(reg), verify=ca_file or True)
-    with requests.Session() as session:
-        data = _get(session, repo, repo.base.rstrip("/") + "/index.yaml", MAX_INDEX, index=True)
+    http = _http(repo)
+    data = _get(http, repo, repo.base.rstrip("/") + "/index.yaml", MAX_INDEX, index=True)
     try:
         versions = parse_index(data, repo.base, repo.where)
     except OperationError as exc:
         raise RegistryError(f"not a Helm repository: {_first_line(str(exc))}") from None
     picked, notes = _select(reg, versions)
-    artifacts = _download_all(repo, picked, jobs)
+    artifacts = _download_all(http, repo, picked, jobs)
     source = MemorySource(repo.where, artifacts)
     prefix = f"charts/{slug(reg.name)}"
     found = [
@@ -162,30 +160,16 @@ def _placeable(versions: list[ChartVersion], reg_name: str, notes: list[str]) ->
     return out
 
 
-def _download_all(repo: _Repo, picked: Sequence[ChartVersion], jobs: int) -> list[OciArtifact]:
-    """Parallel downloads, one requests.Session per worker thread; the first failure wins."""
+def _download_all(
+    http: Http, repo: _Repo, picked: Sequence[ChartVersion], jobs: int
+) -> list[OciArtifact]:
+    """Parallel downloads (the transport keeps one session per thread); the first failure wins."""
     if not picked:
         return []
-    local = threading.local()
-    sessions: list[requests.Session] = []
-    lock = threading.Lock()
-
-    def session() -> requests.Session:
-        s: requests.Session | None = getattr(local, "session", None)
-        if s is None:
-            s = requests.Session()
-            local.session = s
-            with lock:
-                sessions.append(s)
-        return s
-
-    def job(cv: ChartVersion) -> Callable[[], OciArtifact]:
-        return lambda: _chart(session(), repo, cv)
-
     pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(picked))), thread_name_prefix="helm")
     futures: list[Future[OciArtifact]] = []
     try:
-        futures = [pool.submit(job(cv)) for cv in picked]
+        futures = [pool.submit(_chart, http, repo, cv) for cv in picked]
         wait(futures, return_when=FIRST_EXCEPTION)
         for f in futures:
             exc = f.exception() if f.done() else None
@@ -196,11 +180,9 @@ def _download_all(repo: _Repo, picked: Sequence[ChartVersion], jobs: int) -> lis
         for f in futures:
             f.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        for s in sessions:
-            s.close()
 
 
-def _chart(session: requests.Session, repo: _Repo, cv: ChartVersion) -> OciArtifact:
+def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
     """One chart version: download, check the index digest, rebuild as a Helm OCI chart."""
     what = f"{repo.where}: chart {cv.name} {cv.version}"
     if not cv.urls:
@@ -208,7 +190,7 @@ def _chart(session: requests.Session, repo: _Repo, cv: ChartVersion) -> OciArtif
     url = cv.urls[0]
     if urlsplit(url).scheme not in ("http", "https"):
         raise RegistryError(f"{what}: unsupported download URL {redact(url)}")
-    tgz = _get(session, repo, url, MAX_CHART, index=False)
+    tgz = _get(http, repo, url, MAX_CHART, index=False)
     if cv.digest is not None:
         got = hashlib.sha256(tgz).hexdigest()
         if got != cv.digest:
@@ -222,71 +204,29 @@ def _chart(session: requests.Session, repo: _Repo, cv: ChartVersion) -> OciArtif
     return art
 
 
-def _get(
-    session: requests.Session,
-    repo: _Repo,
-    url: str,
-    cap: int,
-    *,
-    index: bool,
-    retry: RetryPolicy = DEFAULT,
-) -> bytes:
-    """GET under the one retry rule; redirects followed by hand so credentials stay home."""
-    for attempt in range(1, retry.attempts + 1):
-        try:
-            return _get_once(session, repo, url, cap, index=index)
-        except _Transient as exc:
-            again = (
-                retry.retries_lost(attempt)
-                if exc.status is None
-                else (retry.retries_status(exc.status, attempt))
-            )
-            if not again:
-                raise RegistryError(str(exc)) from None
-            retry.pause(attempt, exc.retry_after)
-    raise RegistryError(f"{repo.where}: {redact(url)}: gave up")  # pragma: no cover
+def _http(repo: _Repo) -> Http:
+    """The one transport, with Helm's habit of sending basic credentials unasked."""
+    parts = urlsplit(repo.base)
+    endpoint = Endpoint(parts.scheme, parts.netloc.rsplit("@", 1)[-1], repo.verify)
+    return Http(endpoint, repo.credentials, timeout=TIMEOUT, preemptive_basic=True)
 
 
-class _Transient(RegistryError):
-    """A failure worth another try: a lost connection (no status), or a status the rule
-    retries."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
-def _get_once(session: requests.Session, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
+def _get(http: Http, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
+    """GET under the one retry rule; redirects followed by hand: the index stays home, and
+    the transport sends credentials to the repository's own host only."""
     home = _host(repo.base)
     for _hop in range(MAX_REDIRECTS + 1):
-        auth = _basic(repo.credentials) if _host(url) == home else None
-        try:
-            resp = session.get(
-                url,
-                auth=auth,
-                stream=True,
-                timeout=TIMEOUT,
-                allow_redirects=False,
-                verify=repo.verify,
-            )
-        except requests.exceptions.SSLError:
-            raise RegistryError(f"{repo.where}: TLS verification failed for {_host(url)}") from None
-        except requests.RequestException as exc:
-            raise _Transient(
-                f"{repo.where}: cannot reach {_host(url)} ({type(exc).__name__})"
-            ) from None
-        with resp:
-            if resp.is_redirect:
-                target = urljoin(url, resp.headers.get("Location", ""))
-                if index and (_host(target) != home or _downgrade(url, target)):
-                    raise RegistryError(
-                        f"{repo.where}: index.yaml redirects to another host ({_host(target)})"
-                    )
-                url = target
-                continue
-            _check_status(resp, repo, url, index=index)
-            return _read_capped(resp, cap, f"{repo.where}: {redact(url)}")
+        resp = http.request("GET", url, stream=True, check=False, cap=cap)
+        if resp.is_redirect:
+            target = urljoin(url, resp.headers.get("Location", ""))
+            if index and (_host(target) != home or _downgrade(url, target)):
+                raise RegistryError(
+                    f"{repo.where}: index.yaml redirects to another host ({_host(target)})"
+                )
+            url = target
+            continue
+        _check_status(resp, repo, url, index=index)
+        return resp.content
     raise RegistryError(f"{repo.where}: more than {MAX_REDIRECTS} redirects for {redact(url)}")
 
 
@@ -301,31 +241,7 @@ def _check_status(resp: requests.Response, repo: _Repo, url: str, *, index: bool
         raise NotFoundError(f"{repo.where}: no index.yaml at {shown}: not a Helm repository?")
     if code == 404:
         raise NotFoundError(f"{repo.where}: {shown} is not there (404)")
-    if code in DEFAULT.statuses:
-        raise _Transient(f"{repo.where}: {code} for {shown}", code, resp.headers.get("Retry-After"))
     raise RegistryError(f"{repo.where}: {code} for {shown}")
-
-
-def _read_capped(resp: requests.Response, cap: int, where: str) -> bytes:
-    """The body, refusing anything over `cap` before and while it streams."""
-    declared = resp.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise OperationError(f"{where}: {declared} bytes is over the {cap >> 20} MiB cap")
-    parts: list[bytes] = []
-    total = 0
-    try:
-        for chunk in resp.iter_content(CHUNK):
-            total += len(chunk)
-            if total > cap:
-                raise OperationError(f"{where}: more than the {cap >> 20} MiB cap")
-            parts.append(chunk)
-    except requests.RequestException as exc:
-        raise _Transient(f"{where}: download failed ({type(exc).__name__})") from None
-    return b"".join(parts)
-
-
-def _basic(creds: Credentials | None) -> tuple[str, str] | None:
-    return (creds.username, creds.password) if creds else None
 
 
 def _host(url: str) -> str:
