@@ -36,6 +36,13 @@ class Observer(Protocol):
 
 
 @runtime_checkable
+class PlanObserver(Protocol):
+    """Optional: told a copy's size before it starts (the CLI announces a large one)."""
+
+    def plan(self, artifacts: int, blobs: int, nbytes: int) -> None: ...
+
+
+@runtime_checkable
 class PartialSource(Protocol):
     """A source that leaves some blobs out (a delta bundle): a donor must hold those."""
 
@@ -170,7 +177,10 @@ def copy_graphs(
                 report.present_bytes += item.desc.size
     missing = [g for g in work.values() if any(not i.present for i in g)]
     _check_supply(missing, opts)
-    obs.planned(len(missing), sum(i.desc.size for g in missing for i in g if not i.present))
+    to_copy = sum(i.desc.size for g in missing for i in g if not i.present)
+    if isinstance(obs, PlanObserver):
+        obs.plan(len(report.graphs), sum(1 for g in missing for i in g if not i.present), to_copy)
+    obs.planned(len(missing), to_copy)
     if opts.dry_run:
         return report
     _parallel(opts.jobs, [_copier(g, opts, obs, report) for g in missing])

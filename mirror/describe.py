@@ -140,6 +140,13 @@ def members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list[
     return members
 
 
+def totals(members: Sequence[Member]) -> tuple[int, int]:
+    """(blobs, bytes) as `verify` and `inspect` count them: every layout member's bytes,
+    uncompressed, so the three commands print the same number for one bundle."""
+    blobs = sum(1 for m in members if m.path.startswith("blobs/"))
+    return blobs, sum(m.size for m in members)
+
+
 def manifest(
     spec: BundleSpec,
     records: Sequence[ArtifactRecord],

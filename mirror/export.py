@@ -122,6 +122,7 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         if step is not None:
             manifest = dataclasses.replace(manifest, chain=step.chain)
         members = describe.members(target, done.report, cache)
+        result.blobs, result.bytes = describe.totals(members)  # what inspect and verify count
         target.seal(
             opts.output, manifest, members, key=opts.key, observer=observer,
             split_size=opts.split_size, mtime=describe.epoch(),

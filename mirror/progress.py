@@ -1,27 +1,69 @@
-"""Progress bars on stderr, only when stderr is a terminal (the engine just reports)."""
+"""Progress on stderr: bars on a terminal, plain lines in a log (the engine just reports).
+
+When stderr is not a terminal (CI logs, `nohup`, a pipe), bars would be noise, and silence
+looks like a hang: a heartbeat line every MIRROR_HEARTBEAT seconds says what moved, and the
+command ends with one summary line (bytes, artifacts, rate). A copy of at least
+LARGE_FETCH bytes is announced with its size before it starts, in both modes.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from mirror.oci.descriptor import Descriptor
+from mirror.units import exact, human
+
+HEARTBEAT_ENV = "MIRROR_HEARTBEAT"
+DEFAULT_HEARTBEAT = 15.0  # seconds between lines when stderr is not a terminal; 0: none
+LARGE_FETCH = 1 << 30  # a copy this large is announced before its first byte moves
+
+
+def heartbeat_seconds(env: Mapping[str, str] | None = None) -> float:
+    """MIRROR_HEARTBEAT, in seconds; unset or unreadable means the default, 0 means none."""
+    raw = (os.environ if env is None else env).get(HEARTBEAT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_HEARTBEAT
+    except ValueError:
+        return DEFAULT_HEARTBEAT
+    return max(value, 0.0)
 
 
 class Progress:
     """An observer for the copy engine and the bundle writer: bytes, blobs, rate, ETA."""
 
     def __init__(
-        self, label: str, *, phases: tuple[str, ...] = (), enabled: bool | None = None
+        self,
+        label: str,
+        *,
+        phases: tuple[str, ...] = (),
+        enabled: bool | None = None,
+        heartbeat: float | None = None,
+        stream: TextIO | None = None,
+        large: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
         self._phases = list(phases)  # names for successive bars: export fetches, then packs
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._stream = stream if stream is not None else sys.stderr
+        self.enabled = _isatty(self._stream) if enabled is None else enabled  # bars
+        self._every = heartbeat_seconds() if heartbeat is None else heartbeat
+        self._large = LARGE_FETCH if large is None else large
+        self._clock = clock
+        self._started = clock()
         self._bar: Any = None
         self._blobs = 0
+        self._phase = ""
+        self._total = 0  # bytes planned for the current phase
+        self._done = 0  # bytes moved in the current phase
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
 
     def __enter__(self) -> Progress:
         return self
@@ -32,44 +74,110 @@ class Progress:
         self.close()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join()
+            self._beater = None
         with self._lock:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
 
+    def plan(self, artifacts: int, blobs: int, nbytes: int) -> None:
+        """The size of a copy before it starts: said aloud only when it is large."""
+        if nbytes >= self._large and (blobs or nbytes):
+            self._say(
+                f"{self.label}: plan: {artifacts} artifacts, {blobs} blobs, "
+                f"{exact(nbytes)} to copy (estimated from the manifests)"
+            )
+
     def planned(self, blobs: int, nbytes: int, label: str = "") -> None:
-        """Start a new bar; each phase (fetch, write, verify) calls this once."""
-        if not self.enabled:
-            return
+        """Start a new phase (fetch, write, verify); each calls this once."""
+        self.close_bar()
+        phase = label or (self._phases.pop(0) if self._phases else "")
+        with self._lock:
+            self._phase, self._total, self._done, self._blobs = phase, nbytes, 0, 0
+        if self.enabled:
+            self._open_bar(nbytes)
+        elif self._every > 0 and self._beater is None:
+            self._beater = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+            self._beater.start()
+
+    def close_bar(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+    def _open_bar(self, nbytes: int) -> None:
         from tqdm import tqdm
 
-        self.close()
-        phase = label or (self._phases.pop(0) if self._phases else "")
-        desc = f"{self.label} {phase}" if phase else self.label
+        desc = f"{self.label} {self._phase}" if self._phase else self.label
         with self._lock:
-            self._blobs = 0
             self._bar = tqdm(
                 total=nbytes,
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=desc,
-                file=sys.stderr,
+                file=self._stream,
                 dynamic_ncols=True,
                 leave=True,
             )
 
     def advance(self, nbytes: int) -> None:
-        if self._bar is None:
-            return
         with self._lock:
+            self._done += nbytes
             if self._bar is not None:
                 self._bar.update(nbytes)
 
     def blob_done(self, desc: Descriptor, how: str) -> None:
-        if self._bar is None:
-            return
         with self._lock:
             self._blobs += 1
             if self._bar is not None:
                 self._bar.set_postfix_str(f"{self._blobs} blobs", refresh=False)
+
+    def heartbeat_line(self) -> str:
+        """What moved so far in this phase, and how fast: one line a log can keep."""
+        with self._lock:
+            phase, done, total, blobs = self._phase, self._done, self._total, self._blobs
+        elapsed = max(self._clock() - self._started, 1e-9)
+        name = f"{self.label} {phase}" if phase else self.label
+        share = f" of {human(total)} ({100 * done // total}%)" if total > 0 else ""
+        return (
+            f"{name}: {human(done)}{share}, {blobs} blobs, "
+            f"{_elapsed(elapsed)} elapsed, {human(done / elapsed)}/s"
+        )
+
+    def summary(self, *, artifacts: int, blobs: int, nbytes: int) -> None:
+        """The last line in a log: what the command's result counted, and the rate."""
+        if self.enabled:
+            return  # a terminal has seen the bars; stdout says the rest
+        elapsed = max(self._clock() - self._started, 1e-9)
+        self._say(
+            f"{self.label}: done: {artifacts} artifacts, {blobs} blobs, {exact(nbytes)} "
+            f"in {_elapsed(elapsed)} ({human(nbytes / elapsed)}/s)"
+        )
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every):
+            self._say(self.heartbeat_line())
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self._stream, flush=True)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _elapsed(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"

@@ -74,6 +74,9 @@ def _own_xdg_dirs(
     root = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(root / "data"))
+    # No heartbeat lines by the clock: a slow run under load must not change what a test
+    # reads on stderr. Tests of the heartbeat set their own interval.
+    monkeypatch.setenv("MIRROR_HEARTBEAT", "0")
 
 
 def _on_ci() -> bool:

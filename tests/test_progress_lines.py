@@ -1,0 +1,131 @@
+"""Progress when stderr is not a terminal (issue 16, item 3): heartbeats, a plan before a
+large copy, one summary line, and byte counts that agree between export, inspect and verify."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultproxy import isolated_env, mirror, write_spec
+
+from mirror.progress import Progress, heartbeat_seconds
+
+PASSWORD = "progress"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with isolated_env(tmp_path_factory, set_env={"MIRROR_KEY_PASSWORD": PASSWORD}):
+        yield
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_log_gets_heartbeats_and_a_summary_with_units() -> None:
+    out, clock = io.StringIO(), _Clock()
+    beat = threading.Event()
+    with Progress("export", phases=("fetch",), stream=out, heartbeat=0.01, clock=clock) as p:
+        p.planned(3, 3 * 1024 * 1024)
+        p.advance(1024 * 1024)
+        p.blob_done(None, "copied")  # type: ignore[arg-type]
+        clock.now += 2.0
+        deadline = time.monotonic() + 10
+        while "export fetch:" not in out.getvalue() and time.monotonic() < deadline:
+            beat.wait(0.01)
+        p.summary(artifacts=2, blobs=3, nbytes=3 * 1024 * 1024)
+    lines = out.getvalue().splitlines()
+    assert "export fetch: 1.0 MiB of 3.0 MiB (33%), 1 blobs, 2.0 s elapsed, 512.0 KiB/s" in lines
+    assert (
+        lines[-1]
+        == "export: done: 2 artifacts, 3 blobs, 3145728 bytes (3.0 MiB) in 2.0 s (1.5 MiB/s)"
+    )
+
+
+def test_a_terminal_gets_bars_and_no_log_lines() -> None:
+    out = io.StringIO()
+    with Progress("verify", stream=out, enabled=True, heartbeat=0.01) as p:
+        p.planned(0, 1000)
+        p.advance(1000)
+        time.sleep(0.05)
+        p.summary(artifacts=1, blobs=1, nbytes=1000)
+    assert "verify: done" not in out.getvalue() and "elapsed" not in out.getvalue()
+
+
+def test_heartbeat_interval_comes_from_the_environment() -> None:
+    assert heartbeat_seconds({}) == 15.0
+    assert heartbeat_seconds({"MIRROR_HEARTBEAT": "2.5"}) == 2.5
+    assert heartbeat_seconds({"MIRROR_HEARTBEAT": "0"}) == 0.0
+    assert heartbeat_seconds({"MIRROR_HEARTBEAT": "soon"}) == 15.0
+    out = io.StringIO()
+    with Progress("import", stream=out, heartbeat=0.0) as p:  # 0: no heartbeat thread
+        p.planned(1, 10)
+        time.sleep(0.05)
+    assert out.getvalue() == ""
+
+
+def test_a_large_copy_says_its_size_before_it_starts() -> None:
+    out = io.StringIO()
+    p = Progress("export", stream=out, heartbeat=0, large=1 << 30)
+    p.plan(12, 40, (1 << 30) - 1)
+    assert out.getvalue() == ""  # small: the bar (or the summary) says enough
+    p.plan(1200, 5000, 3 << 30)
+    assert out.getvalue() == (
+        "export: plan: 1200 artifacts, 5000 blobs, 3221225472 bytes (3.0 GiB) to copy "
+        "(estimated from the manifests)\n"
+    )
+
+
+def _bytes(text: str) -> set[int]:
+    return {int(n) for n in re.findall(r"\b(\d+) bytes \(\d+(?:\.\d)? [KMG]?i?B\)", text)}
+
+
+def test_export_import_verify_show_life_and_agree_on_bytes(
+    seeded_registry: Any, registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bundle's byte count from each command's --json and text; lines in a log."""
+    monkeypatch.setenv("MIRROR_HEARTBEAT", "0.02")
+    monkeypatch.setattr("mirror.progress.LARGE_FETCH", 1)  # every copy counts as large here
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=["images/*"])
+    out = tmp_path / "b.tar.zst"
+    run = mirror("export", spec, "-o", out, "--json")
+    assert run.rc == 0, run.err
+    exported = run.json()["bytes"]
+    err = run.err.splitlines()
+    plan = next(i for i, line in enumerate(err) if line.startswith("export: plan: "))
+    assert "artifacts" in err[plan] and "bytes (" in err[plan] and "to copy" in err[plan]
+    assert err[-1].startswith("export: done: ") and f"{exported} bytes (" in err[-1]
+    assert re.search(r" in \d+\.\d s \(\d+\.\d [KMG]iB/s\)$", err[-1]), err[-1]
+    assert plan < len(err) - 1
+    assert any(line.startswith("export ") and " elapsed, " in line for line in err), err
+
+    inspected = mirror("inspect", out, "--json").json()["totals"]["bytes"]
+    verified = mirror("verify", out, "--allow-unsigned", "--json")
+    assert verified.rc == 0, verified.err
+    assert exported == inspected == verified.json()["bytes"]
+    assert verified.err.splitlines()[-1].startswith("verify: done: ")
+
+    texts = [
+        mirror("export", spec, "-o", out).out,
+        mirror("inspect", out).out,
+        mirror("verify", out, "--allow-unsigned").out,
+    ]
+    for text in texts:
+        assert exported in _bytes(text), text
+
+    imported = mirror("import", out, "--target", registry.url, "--allow-unsigned")
+    assert imported.rc == 0, imported.err
+    assert imported.err.splitlines()[-1].startswith("import: done: ")
+    assert re.search(r"^import push: .* elapsed, .*/s$", imported.err, re.M) or re.search(
+        r"^import verify: .* elapsed", imported.err, re.M
+    ), imported.err
