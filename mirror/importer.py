@@ -30,6 +30,7 @@ from mirror.freshness import FILE_NAME as FRESHNESS_FILE
 from mirror.freshness import Freshness
 from mirror.mirrorconfig import Mirror
 from mirror.oci import mediatypes as mt
+from mirror.oci import names
 from mirror.oci.names import check_repository_prefix, host_segment, resolve_held, slug
 from mirror.receipt import write_receipt
 from mirror.registry.auth import Credentials, resolve_credentials
@@ -200,8 +201,7 @@ def _trust(opts: ImportOptions, observer: Observer) -> tuple[BundleManifest, str
 
 def landing_path(art: ArtifactRecord, base_path: str) -> str:
     """TARGET/[--base-path/]<where the export said this artifact lands>."""
-    path = art.ref[: -(len(art.tag) + 1)]
-    return _join(base_path, path)
+    return names.artifact_landing(art.ref, art.tag, base_path)
 
 
 def _tasks(
@@ -240,7 +240,7 @@ def _owners(
 
 def image_landing(image: ImageRecord, opts: ImportOptions) -> str:
     """TARGET/[--base-path/]<--images-base-path>/<host>/<path>: Palette's documented layout."""
-    return _join(opts.base_path, opts.images_base_path, host_segment(image.host), image.repository)
+    return names.image_landing(image.host, image.repository, opts.base_path, opts.images_base_path)
 
 
 def _image_tasks(

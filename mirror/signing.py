@@ -126,6 +126,11 @@ def verify_detached(
     return digest.hex()
 
 
+def recorded_digest(path: Path) -> str | None:
+    """The hex digest PATH.sha256 records, or None when there is no such file."""
+    return _recorded_digest(path)
+
+
 def _recorded_digest(path: Path) -> str | None:
     """What PATH.sha256 says, if it is there; a sidecar is one line, never read whole."""
     sums = _sidecar(path, ".sha256")

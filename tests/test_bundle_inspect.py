@@ -18,7 +18,8 @@ from test_bundle_support import (
     members_of,
 )
 
-from mirror.bundle.inspect import inspect_bundle, render_markdown, render_table
+from mirror.bundle.approval import render_record
+from mirror.bundle.inspect import inspect_bundle, render_table
 from mirror.bundle.manifest import MemberRecord
 from mirror.bundle.writer import Member, write_bundle
 
@@ -55,11 +56,11 @@ def test_table_and_markdown_say_the_signer_is_only_claimed(tmp_path: Path) -> No
     assert "not verified" in table
     assert "Lab / image (1)" in table
     assert "library/app:1.0" in table and "NO (non-FIPS)" in table
-    md = render_markdown(doc)
-    assert md.startswith("# Bundle report: demo")
+    md = render_record(doc, tmp_path / "b.tar.zst")
+    assert md.startswith("# Approval record: demo")
     assert "not verified" in md
     assert doc["artifacts"][0]["digest"] in md  # full digests for the record
-    assert "| library/app | 1.0 |" in md and "NO (non-FIPS)" in md
+    assert "- `library/app:1.0`" in md and "NO (non-FIPS)" in md
     fips = inspect_bundle(build_bundle(tmp_path / "f.tar.zst", None, fips=True))
     assert "NO (non-FIPS)" not in render_table(fips)
     assert "no (unsigned bundle)" in render_table(fips)

@@ -257,7 +257,7 @@ def test_inspect_shows_each_pack_its_images_with_digests(exported: dict[str, Any
     section = md.split("## Images each artifact will run", 1)[1]
     vast = section.split("vast-block:2.6.5`", 1)[1].split("###", 1)[0]
     wolfi = next(i for i in doc["images"] if i["ref"].startswith("cgr.dev/chainguard"))
-    assert f"| {wolfi['ref']} | `{wolfi['digest']}` |" in vast
+    assert f"- `{wolfi['ref']}`\n" in vast and f"  - digest: `{wolfi['digest']}`" in vast
     assert SHARED not in vast  # only the images that pack runs
     assert TEMPLATED in section.split("cannot be resolved", 1)[1]
 

@@ -13,6 +13,7 @@ from typing import Any
 from mirror.bundle.manifest import parse_manifest
 from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
+from mirror.units import exact
 
 _CLAIMED = "claimed by manifest.json, not verified (run `mirror verify --key PUB`)"
 
@@ -83,6 +84,8 @@ def human(n: int) -> str:
 def _signer_line(doc: dict[str, Any]) -> str:
     if not doc["signed"]:
         return "no (unsigned bundle)"
+    if doc.get("signerVerified"):
+        return f"yes, signer {doc['signer']} (verified by this run)"
     return f"yes, signer {doc['signer'] or 'not named'} ({_CLAIMED})"
 
 
@@ -148,7 +151,7 @@ def render_table(doc: dict[str, Any]) -> str:
     lines += [
         "",
         f"Totals     {t['images']} images, {t['artifacts']} artifacts ({kinds}), "
-        f"{t['nonFips']} non-FIPS, {t['blobs']} blobs, {human(t['bytes'])} uncompressed",
+        f"{t['nonFips']} non-FIPS, {t['blobs']} blobs, {exact(t['bytes'])} uncompressed",
     ]
     return "\n".join(lines) + "\n"
 
@@ -158,99 +161,3 @@ def _pack_line(pack: dict[str, Any]) -> str:
     clouds = ",".join(pack.get("cloudTypes") or []) or "-"
     display = pack.get("displayName") or pack["name"]
     return f"pack {display} {pack['version']} layer={pack.get('layer') or '-'} clouds={clouds}"
-
-
-def _signed_mark(row: dict[str, Any]) -> str:
-    """The key export checked the signature with, or whether one merely travels."""
-    if row.get("signedBy"):
-        return f"by `{row['signedBy']}` (checked at export)"
-    return "signature carried, not checked" if row.get("signed") else "no"
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _images_markdown(doc: dict[str, Any]) -> list[str]:
-    """Per pack or chart, the images it will run, with digests: what a reviewer approves."""
-    if not (doc["images"] or doc["unresolvedImages"] or doc["skippedImages"]):
-        return []
-    lines = ["", "## Images each artifact will run"]
-    users = sorted({w for i in doc["images"] for w in i["neededBy"]})
-    for who in users:
-        mine = [i for i in doc["images"] if who in i["neededBy"]]
-        title = "the spec's `images:`" if who == "spec" else f"`{_cell(who)}`"
-        lines += ["", f"### {title} ({len(mine)})", "", "| Image | Digest | Platforms | Signed |"]
-        lines.append("| --- | --- | --- | --- |")
-        lines += [
-            f"| {_cell(i['ref'])} | `{i['digest']}` | {_cell(', '.join(i['platforms']) or '-')} "
-            f"| {_signed_mark(i)} |"
-            for i in mine
-        ]
-    if doc["unresolvedImages"]:
-        lines += ["", "### Not carried: cannot be resolved", "", "| Reference | Needed by | Why |"]
-        lines.append("| --- | --- | --- |")
-        lines += [
-            f"| {_cell(u['ref'])} | {_cell(', '.join(u['neededBy']))} | {_cell(u['reason'])} |"
-            for u in doc["unresolvedImages"]
-        ]
-    if doc["skippedImages"]:
-        lines += ["", "### Not carried: skipped on purpose (--no-images)", ""]
-        lines += [f"- {_cell(ref)}" for ref in doc["skippedImages"]]
-    return lines
-
-
-def render_markdown(doc: dict[str, Any]) -> str:
-    """A report to attach to an approval record: full digests, every artifact, plain marks."""
-    t = doc["totals"]
-    lines = [
-        f"# Bundle report: {_cell(doc['name'])}",
-        "",
-        "| Field | Value |",
-        "| --- | --- |",
-        f"| Name | {_cell(doc['name'])} |",
-        f"| Created | {doc['created']} |",
-        f"| Tool | mirror {_cell(doc['toolVersion'])} |",
-        f"| FIPS bundle | {'yes' if doc['fips'] else 'no'} |",
-        f"| Signed | {_cell(_signer_line(doc))} |",
-        f"| Spec digest | `{doc['specDigest']}` |",
-        f"| File size | {doc['size']} bytes ({human(doc['size'])}) |",
-        f"| Artifacts | {t['artifacts']} ({t['nonFips']} non-FIPS) |",
-        f"| Blobs | {t['blobs']}, {t['bytes']} bytes uncompressed |",
-        "",
-        "## Registries",
-        "",
-        "| Name | Kind | URL | Base path | Provider type | FIPS |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in doc["registries"]:
-        lines.append(
-            f"| {_cell(r['name'])} | {r['kind']} | {_cell(r['url'] or '(local folder)')} "
-            f"| {_cell(r['basePath'])} | {_cell(r['providerType'] or '')} "
-            f"| {_fips_mark(r['fips'])} |"
-        )
-    lines += ["", "## Artifacts"]
-    for reg, kind, rows in _groups(doc):
-        lines += [
-            "",
-            f"### {_cell(reg)}: {kind} ({len(rows)})",
-            "",
-            "| Repository | Tag | Digest | Size | FIPS | Signed | Pack |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {_cell(a['repository'])} | {_cell(a['tag'])} | `{a['digest']}` "
-            f"| {a['size']} | {_fips_mark(a['fips'])} | {_signed_mark(a)} "
-            f"| {_cell(_pack_line(a['pack'])) if a.get('pack') else ''} |"
-            for a in rows
-        ]
-    lines += _images_markdown(doc)
-    lines += [
-        "",
-        "## How to check this report",
-        "",
-        "This report is read from the bundle's manifest.json without checking signatures. "
-        "Verify the bundle before relying on it: `mirror verify BUNDLE --key PUB`, or by hand "
-        "with openssl, sha256sum, zstd and tar as docs/VERIFYING.md shows.",
-    ]
-    return "\n".join(lines) + "\n"

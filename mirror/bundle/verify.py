@@ -7,6 +7,7 @@ is read past a declared size, so a zstd bomb stops at the size the signer wrote 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class VerifyResult:
     fips: bool
     images: int = 0
     manifest_digest: str = ""  # sha256 of the manifest.json bytes this pass read
+    file_sha256: str = ""  # bare hex of the whole file, hashed in the same pass
 
 
 class MissingImagesError(VerificationError):
@@ -160,7 +162,7 @@ def verify_bundle(
         signing.verify_detached(path, pub, digest=raw.hash.digest())
     if failure is not None:
         raise failure
-    return result
+    return dataclasses.replace(result, file_sha256=raw.hash.hexdigest())
 
 
 @dataclass

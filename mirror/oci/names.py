@@ -67,3 +67,18 @@ def resolve_held(held_at: str, base_path: str, images_base: str) -> str:
     else:
         parts = [held_at]
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def join_path(*parts: str) -> str:
+    """Repository path segments joined with one "/" each; empty parts are left out."""
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def artifact_landing(ref: str, tag: str, base_path: str = "") -> str:
+    """The repository an artifact lands in: [--base-path/]<its index.json ref, less the tag>."""
+    return join_path(base_path, ref[: -(len(tag) + 1)])
+
+
+def image_landing(host: str, repository: str, base_path: str, images_base: str) -> str:
+    """Where an image of the closure lands: [--base-path/]<images base>/<host>/<path>."""
+    return join_path(base_path, images_base, host_segment(host), repository)
