@@ -23,7 +23,29 @@ from mirror.progress import Progress
 JOBS = max(4, min(16, (os.cpu_count() or 2) * 4))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _presets() -> list[str]:
+    """The shipped specs (bundles/*.yaml, packaged as mirror/presets), without loading them."""
+    here = Path(__file__).resolve().parent
+    found = {p.stem for d in (here / "presets", here.parent / "bundles") for p in d.glob("*.yaml")}
+    return sorted(found)
+
+
+def examples(*lines: str) -> str:
+    """The end of a command's help: examples, kept as written (click's \\b marker)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+@click.group(
+    context_settings=SETTINGS,
+    epilog=examples(
+        "mirror export --preset palette-default --dry-run",
+        "mirror verify palette.tar.zst --key keys/release.pub",
+        "mirror inspect palette.tar.zst --format markdown --key keys/release.pub",
+    ),
+)
 @click.version_option(__version__, prog_name="mirror")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
@@ -34,6 +56,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Reviewer: `mirror verify` and `mirror inspect` (or openssl alone, see docs/VERIFYING.md).
     Air-gapped side: `mirror import` verifies, pushes into local registries and registers
     them as system-scope registries.
+
+    Progress: bars when stderr is a terminal; otherwise a line every MIRROR_HEARTBEAT
+    seconds (default 15; 0 for none) and one summary line at the end. Shell completion:
+    README.md, "Shell completion".
     """
     ctx.obj = {"debug": debug}
 
@@ -47,9 +73,15 @@ def _selection(command: Any) -> Any:
     """The options that choose what to take, shared by `export` and `images`."""
     options = [
         click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path)),
-        click.option("--preset", "presets", multiple=True, help=PRESET_HELP),
         click.option(
-            "--registry", "registry_names", multiple=True, help="Pick registries by name."
+            "--preset", "presets", multiple=True, type=click.Choice(_presets()), help=PRESET_HELP
+        ),
+        click.option(
+            "--registry",
+            "registry_names",
+            multiple=True,
+            help="Pick registries by name, from the specs given or else from the defaults; "
+            "repeatable.",
         ),
         click.option("--fips", is_flag=True, help="VerteX-style: FIPS registries only."),
         click.option("--allow-non-fips", is_flag=True, help=NON_FIPS_HELP),
@@ -59,7 +91,7 @@ def _selection(command: Any) -> Any:
     return command
 
 
-PRESET_HELP = "A shipped spec: palette-default, ..."
+PRESET_HELP = "A spec shipped with mirror (bundles/NAME.yaml); repeatable."
 NON_FIPS_HELP = "Let non-FIPS registries into FIPS mode."
 
 
@@ -76,12 +108,21 @@ def _select(
 # ---- registries ------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(
+    epilog=examples("mirror registries list", "mirror registries list --scope system --json")
+)
 def registries() -> None:
     """The default Palette registries and this host's system-scope registries."""
 
 
-@registries.command("list")
+@registries.command(
+    "list",
+    epilog=examples(
+        "mirror registries list --fips",
+        "mirror registries list --scope system",
+        "mirror registries list --scope all --json",
+    ),
+)
 @click.option(
     "--scope",
     type=click.Choice(["default", "system", "all"]),
@@ -90,7 +131,11 @@ def registries() -> None:
     help="default: Palette's registries; system: those imported on this host.",
 )
 @click.option("--fips", is_flag=True, help="Only FIPS registries (VerteX's default).")
-@click.option("--catalog", type=click.Path(path_type=Path), help="System catalog file.")
+@click.option(
+    "--catalog",
+    type=click.Path(path_type=Path),
+    help="System catalog file.  [default: $XDG_DATA_HOME/mirror/registries.json]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def registries_list(scope: str, fips: bool, catalog: Path | None, as_json: bool) -> None:
     """List registries."""
@@ -106,12 +151,18 @@ def registries_list(scope: str, fips: bool, catalog: Path | None, as_json: bool)
 # ---- keygen ----------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "mirror keygen --output-dir keys --name release",
+        "MIRROR_KEY_PASSWORD=... mirror keygen --name ci-signer",
+    )
+)
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
+    help="Folder for the key pair; an existing NAME.key there is never overwritten.",
 )
 @click.option("--name", default="mirror", show_default=True, help="Writes NAME.key and NAME.pub.")
 def keygen(output_dir: Path, name: str) -> None:
@@ -130,10 +181,27 @@ def keygen(output_dir: Path, name: str) -> None:
 # ---- export ----------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "mirror export --preset palette-default --dry-run      # the plan first",
+        "mirror export --preset palette-default --key keys/release.key -o palette.tar.zst",
+        "mirror export edge.yaml --registry Bitnami --split-size 4G -o edge.tar.zst",
+    )
+)
 @_selection
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with it.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The bundle to write (required unless --dry-run). One already there is replaced "
+    "atomically, and a note says so.",
+)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key to sign with (writes FILE.sig). Without it the bundle is unsigned, a "
+    "note says so, and import refuses it unless --allow-unsigned.",
+)
 @click.option(
     "--since",
     multiple=True,
@@ -153,9 +221,19 @@ def keygen(output_dir: Path, name: str) -> None:
     help="Cut the bundle into FILE.001, FILE.002, ... of at most this size (700M, 4G, 4GB).",
 )
 @click.option(
-    "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 64),
+    default=JOBS,
+    show_default="4 per CPU, 4 to 16",
+    help="Parallel transfers.",
 )
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Verified blob cache: an interrupted export fetches only what is missing.  "
+    "[default: $XDG_CACHE_HOME/mirror]",
+)
 @click.option("--with-dependencies", is_flag=True, help="Add packs that selected packs require.")
 @click.option(
     "--no-referrers",
@@ -199,7 +277,12 @@ def export(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Snapshot registries into one bundle (FILE, FILE.sha256 and, with --key, FILE.sig)."""
+    """Snapshot registries into one bundle (FILE, FILE.sha256 and, with --key, FILE.sig).
+
+    With no SPEC and no --preset, export takes all six default registries (`mirror
+    registries list`): every version of every chart in Bitnami too, which is large. Run
+    with --dry-run first; a copy of 1 GiB or more prints its size before it starts.
+    """
     from mirror.bundle.parts import parse_size
     from mirror.cache import default_cache_dir
     from mirror.errors import UsageError
@@ -212,6 +295,13 @@ def export(
     if output is not None and not dry_run and not output.resolve().parent.is_dir():
         raise UsageError(f"{output.parent}: no such directory for --output; create it first")
     spec = _select(specs, presets, registry_names, fips, allow_non_fips)
+    if not (specs or presets or registry_names):
+        names = ", ".join(r.name for r in spec.registries)
+        click.echo(
+            f"note: no spec or --preset: exporting all {len(spec.registries)} default "
+            f"registries ({names}); --dry-run shows the plan first",
+            err=True,
+        )
     private = _load_signing_key(key, spec.fips) if key else None
     opts = ExportOptions(
         output=output or Path("bundle.tar.zst"),
@@ -232,6 +322,7 @@ def export(
         result = run_export(spec, opts, progress)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+    progress.summary(artifacts=result.artifacts, blobs=result.blobs, nbytes=result.bytes)
     if as_json:
         emit(result.to_json())
     else:
@@ -246,7 +337,7 @@ def _load_signing_key(path: Path, fips: bool) -> Any:
 
 
 def _print_export(result: Any) -> None:
-    from mirror.bundle.inspect import human
+    from mirror.units import exact, human
 
     verb = "would copy" if result.dry_run else "wrote"
     for row in result.plan if result.dry_run else []:
@@ -256,7 +347,7 @@ def _print_export(result: Any) -> None:
         skipped = f", {len(result.skipped_images)} skipped (--no-images)"
         click.echo(carried + (skipped if result.skipped_images else ""))
     click.echo(
-        f"{verb} {result.artifacts} artifacts, {result.blobs} blobs, {human(result.bytes)}"
+        f"{verb} {result.artifacts} artifacts, {result.blobs} blobs, {exact(result.bytes)}"
         f" ({human(result.downloaded_bytes)} downloaded, {human(result.cached_bytes)} cached)"
         + ("" if result.dry_run else f" -> {result.output}")
         + (" [signed]" if result.signed and not result.dry_run else "")
@@ -266,10 +357,20 @@ def _print_export(result: Any) -> None:
 # ---- images ----------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "mirror images --preset palette-default",
+        "mirror images edge.yaml --registry 'Palette Registry' --json",
+    )
+)
 @_selection
 @click.option(
-    "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 64),
+    default=JOBS,
+    show_default="4 per CPU, 4 to 16",
+    help="Parallel requests.",
 )
 @click.option(
     "--ca-file",
@@ -320,12 +421,20 @@ def images(
 # ---- verify / inspect ------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "mirror verify palette.tar.zst --key keys/release.pub",
+        "mirror verify vertex.tar.zst --key release.pub --fips --json",
+        "mirror verify lab.tar.zst --allow-unsigned",
+    )
+)
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key.")
+@click.option(
+    "--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key of the signer."
+)
 @click.option("--allow-unsigned", is_flag=True, help="Accept a bundle without a signature.")
 @click.option("--fips", is_flag=True, help="Also fail on any non-FIPS artifact.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_json: bool) -> None:
     """Check a bundle end to end, fail-closed: signatures, every member, the OCI layout."""
     from mirror.bundle.parts import total_size
@@ -341,6 +450,7 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
             policy = TrustPolicy(pub, allow_unsigned=allow_unsigned, fips=fips)
             res = open_trusted(bundle, policy, observer=progress).result
             assert res is not None  # no memo: the full pass always runs here
+            progress.summary(artifacts=res.artifacts, blobs=res.blobs, nbytes=res.bytes)
     except VerificationError as exc:
         if as_json:
             keys = ("artifacts", "blobs", "bytes", "signer", "fips", "images")
@@ -369,29 +479,58 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
         emit(doc)
     else:
         signer = res.signer or "UNSIGNED (accepted with --allow-unsigned)"
+        from mirror.units import exact
+
         click.echo(
             f"OK: {res.artifacts} artifacts, {res.images} images, {res.blobs} blobs, "
-            f"{res.bytes} bytes; signer {signer}"
+            f"{exact(res.bytes)} uncompressed; signer {signer}"
         )
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "mirror inspect palette.tar.zst",
+        "mirror inspect palette.tar.zst --format markdown --key keys/release.pub > approval.md",
+        "mirror inspect palette.tar.zst --json",
+    )
+)
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    help="table: for a terminal; json: for scripts; markdown: an approval record to sign "
+    "(it also hashes the whole file for its sha256).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Public key: verify the bundle first, as `mirror verify` does, and say so. "
+    "Without it the signer shown is only claimed.",
+)
+def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
     """Show what a bundle holds, reading only its head (instant on any size).
 
-    The signer shown is the one the manifest claims; `mirror verify` proves it.
+    The signer shown is the one the manifest claims, unless --key verifies it (which reads
+    the whole bundle, as `mirror verify` does).
     """
-    from mirror.bundle.inspect import inspect_bundle, render_markdown, render_table
+    from mirror.bundle.approval import check_file, render_record
+    from mirror.bundle.inspect import inspect_bundle, render_table
+    from mirror.bundle.parts import total_size
 
     _require_file(bundle)
+    pub = _load_public(key)
     doc = inspect_bundle(bundle)
+    if pub is not None or fmt == "markdown":
+        with Progress("inspect") as progress:
+            progress.planned(0, total_size(bundle), "verify" if pub is not None else "hash")
+            doc = check_file(doc, bundle, pub, progress)
     if as_json or fmt == "json":
         emit(doc)
     elif fmt == "markdown":
-        click.echo(render_markdown(doc))
+        click.echo(render_record(doc, bundle), nl=False)
     else:
         click.echo(render_table(doc))
 
@@ -399,11 +538,23 @@ def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
 # ---- import ----------------------------------------------------------------------------
 
 
-@cli.command("import")
+@cli.command(
+    "import",
+    epilog=examples(
+        "mirror import palette.tar.zst --target https://registry.airgap.example:5000 \\",
+        "    --key keys/release.pub --mirror-config mirror-config",
+        "mirror import palette.tar.zst --target https://registry.airgap.example:5000 \\",
+        "    --key keys/release.pub --dry-run --json",
+    ),
+)
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--target", required=True, help="Registry URL; http:// means plain HTTP.")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key.")
-@click.option("--allow-unsigned", is_flag=True)
+@click.option(
+    "--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key of the signer."
+)
+@click.option(
+    "--allow-unsigned", is_flag=True, help="Accept a bundle without a signature (not with --fips)."
+)
 @click.option("--fips", is_flag=True, help="Refuse non-FIPS content and unsigned bundles.")
 @click.option("--base-path", default="", help="Prefix for every repository on the target.")
 @click.option(
@@ -417,17 +568,35 @@ def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write mirror-registries.txt (image-swap) and containerd certs.d/ here.",
 )
-@click.option("--helm-repo-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--catalog", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--helm-repo-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the charts here as a static Helm repository (index.yaml and .tgz).",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to record the system-scope registries.  "
+    "[default: $XDG_DATA_HOME/mirror/registries.json]",
+)
 @click.option("--palette-url", help="Register in Palette too (key from PALETTE_API_KEY).")
-@click.option("--receipt", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--receipt",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write what the target now holds here: the next export's --since.",
+)
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
     help="CA bundle for a target registry with a private CA.",
 )
 @click.option(
-    "--jobs", "-j", type=click.IntRange(1, 64), default=JOBS, show_default="4 per CPU, 4 to 16"
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 64),
+    default=JOBS,
+    show_default="4 per CPU, 4 to 16",
+    help="Parallel transfers.",
 )
 @click.option("--force", is_flag=True, help="Replace target tags that point elsewhere.")
 @click.option(
@@ -436,7 +605,7 @@ def inspect(bundle: Path, fmt: str, as_json: bool) -> None:
     help="Import a bundle older than one of the same name and signer imported before.",
 )
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan; push nothing.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def import_(
     bundle: Path,
     target: str,
@@ -487,6 +656,10 @@ def import_(
     )
     with Progress("import", phases=("push",)) as progress:
         result = import_bundle(opts, progress)
+        done = result.to_json()
+        progress.summary(
+            artifacts=len(done["artifacts"]), blobs=done["pushedBlobs"], nbytes=done["pushedBytes"]
+        )
     palette = []
     if palette_url and not dry_run:
         palette = _register_palette(palette_url, result.registered, ca_file)

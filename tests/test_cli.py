@@ -90,7 +90,7 @@ def test_bad_spec_is_exit_2_with_file_and_pointer(
     [
         (["export", "--registry", "Nope", "--dry-run"], "Nope"),
         (["export", "/no/such/spec.yaml", "--dry-run"], "/no/such/spec.yaml"),
-        (["export", "--preset", "nope", "--dry-run"], "unknown preset"),
+        (["export", "--preset", "nope", "--dry-run"], "'nope' is not one of"),
         (["verify", "/no/such/bundle.tar.zst"], "no such bundle"),
         (["inspect", "/no/such/bundle.tar.zst"], "no such bundle"),
         (["import", "/no/such/b.tar.zst", "--target", "http://127.0.0.1:9"], "no such bundle"),

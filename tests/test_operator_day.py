@@ -60,3 +60,27 @@ def test_import_says_where_the_catalog_went_and_that_palette_was_untouched(
     run = mirror("import", out, "--target", registry.url, "--allow-unsigned", "--catalog", catalog)
     assert run.rc == 0, run.err
     assert f"system-scope catalog: {catalog}; Palette itself was not changed" in run.out
+
+
+def test_no_spec_says_it_takes_every_default_registry_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mirror.errors import NotFoundError
+    from mirror.spec import default_registries
+
+    asked: list[Any] = []
+
+    def discover_nothing(spec: Any, **kwargs: Any) -> Any:
+        asked.append(spec)
+        raise NotFoundError("stopped before the first request (test)")
+
+    monkeypatch.setattr("mirror.export.discover_all", discover_nothing)
+    run = mirror("export", "--dry-run")
+    assert run.rc == 1 and len(asked) == 1
+    names = [r.name for r in default_registries()]
+    assert len(names) == len(asked[0].registries) == 6
+    note = run.err.splitlines()[0]
+    assert note.startswith("note: no spec or --preset: exporting all 6 default registries (")
+    assert all(name in note for name in names) and "--dry-run shows the plan first" in note
+    quiet = mirror("export", "--dry-run", "--registry", names[0])
+    assert "note: no spec" not in quiet.err  # a registry chosen by name is a choice
