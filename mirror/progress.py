@@ -86,6 +86,7 @@ class Progress:
     def plan(self, artifacts: int, blobs: int, nbytes: int) -> None:
         """The size of a copy before it starts: said aloud only when it is large."""
         if nbytes >= self._large and (blobs or nbytes):
+            self.close_bar()  # a line between bars, not through one
             self._say(
                 f"{self.label}: plan: {artifacts} artifacts, {blobs} blobs, "
                 f"{exact(nbytes)} to copy (estimated from the manifests)"
