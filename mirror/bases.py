@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mirror.bundle.manifest import BundleManifest, parse_manifest
 from mirror.cache import BlobCache
@@ -21,6 +21,9 @@ from mirror.errors import MirrorError, NotFoundError, SpecError
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.oci.names import host_segment
 from mirror.receipt import Held, load_held
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_DEPTH = 8
@@ -54,13 +57,26 @@ class CachedManifests:
         return data
 
 
-def load_bases(paths: Sequence[Path], manifests: Manifests | None = None) -> Held:
+def load_bases(
+    paths: Sequence[Path],
+    manifests: Manifests | None = None,
+    *,
+    receipt_key: ec.EllipticCurvePublicKey | None = None,
+    sent: Sequence[Path] = (),
+) -> Held:
     """Receipts, bundles and manifest.json files, in any mix; `manifests` (the export cache)
-    reads the graphs a bare manifest.json names."""
+    reads the graphs a bare manifest.json names.
+
+    With `receipt_key`, every path is a receipt signed by it, whatever it looks like: a file
+    from the far side that merely looks like a manifest.json must not slip past the check.
+    `sent` are bases from `--state`, this host's own record, read by their kind as ever.
+    """
     held = Held()
-    for path in paths:
-        kind = _kind(path)
-        if kind == "receipt":
+    for path in [*paths, *sent]:
+        kind = "signed" if receipt_key is not None and path not in sent else _kind(path)
+        if kind == "signed":
+            part = load_held([path], receipt_key)
+        elif kind == "receipt":
             part = load_held([path])
         else:
             part = _from_manifest(path, manifests, bundle=kind == "bundle")

@@ -210,6 +210,11 @@ def keygen(output_dir: Path, name: str) -> None:
     "manifest.json (one-way links); ship only the blobs it does not hold.",
 )
 @click.option(
+    "--receipt-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Public key: every --since must be a receipt signed by it (FILE.sig; exit 3 if not).",
+)
+@click.option(
     "--state",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep what each export of a spec sent here; each run is a numbered delta against the "
@@ -265,6 +270,7 @@ def export(
     output: Path | None,
     key: Path | None,
     since: tuple[Path, ...],
+    receipt_key: Path | None,
     state: Path | None,
     full: bool,
     split_size: str | None,
@@ -312,6 +318,7 @@ def export(
         with_dependencies=with_dependencies,
         ca_file=ca_file,
         since=since,
+        receipt_key=_receipt_pub(receipt_key, since),
         split_size=parts,
         images=not no_images,
         referrers=not no_referrers,
@@ -327,6 +334,14 @@ def export(
         emit(result.to_json())
     else:
         _print_export(result)
+
+
+def _receipt_pub(path: Path | None, since: tuple[Path, ...]) -> Any:
+    from mirror.errors import UsageError
+
+    if path is not None and not since:
+        raise UsageError("--receipt-key checks the receipts that --since names; give --since")
+    return _load_public(path) if path is not None else None
 
 
 def _load_signing_key(path: Path, fips: bool) -> Any:
@@ -586,6 +601,11 @@ def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
     help="Write what the target now holds here: the next export's --since.",
 )
 @click.option(
+    "--receipt-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key: sign the receipt (FILE.sig beside it); --key stays the bundle's public key.",
+)
+@click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
     help="CA bundle for a target registry with a private CA.",
@@ -619,6 +639,7 @@ def import_(
     catalog: Path | None,
     palette_url: str | None,
     receipt: Path | None,
+    receipt_key: Path | None,
     ca_file: str | None,
     jobs: int,
     force: bool,
@@ -647,6 +668,7 @@ def import_(
         mirror_config=mirror_config,
         helm_repo_dir=helm_repo_dir,
         receipt=receipt,
+        receipt_key=_receipt_signer(receipt_key, receipt, fips),
         ca_file=ca_file,
         jobs=jobs,
         dry_run=dry_run,
@@ -676,6 +698,14 @@ def import_(
                 else ("Palette itself was not changed (--palette-url registers there)")
             )
             click.echo(f"system-scope catalog: {opts.catalog}; {where}")
+
+
+def _receipt_signer(path: Path | None, receipt: Path | None, fips: bool) -> Any:
+    from mirror.errors import UsageError
+
+    if path is not None and receipt is None:
+        raise UsageError("--receipt-key signs the receipt: give --receipt FILE too")
+    return _load_signing_key(path, fips) if path is not None else None
 
 
 def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> list[Any]:

@@ -49,6 +49,7 @@ class ExportOptions:
     with_dependencies: bool = False
     ca_file: str | None = None  # for source registries with a private CA
     since: tuple[Path, ...] = ()  # receipts: a delta against what the far side holds
+    receipt_key: ec.EllipticCurvePublicKey | None = None  # `--receipt-key`: signed receipts
     split_size: int | None = None  # FILE.001, FILE.002, ... of at most this many bytes
     images: bool = True  # carry the image closure (`--no-images`: record it as skipped)
     referrers: bool = True  # signatures, SBOMs, attestations (`--no-referrers`: none)
@@ -104,9 +105,10 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     step = state.next(full=opts.full) if state is not None else None
     if step is not None:
         opts = dataclasses.replace(opts, output=output_name(opts.output, step.chain.sequence))
-    since = (*opts.since, *([step.base] if step is not None and step.base else []))
+    sent = [step.base] if step is not None and step.base else []
+    since = (*opts.since, *sent)
     # Bad receipts or bases fail before any work; a bare manifest.json is read through the cache.
-    held = load_bases(since, CachedManifests(cache)) if since else Held()
+    held = load_bases(opts.since, CachedManifests(cache), receipt_key=opts.receipt_key, sent=sent)
     selection = discover_all(spec, ca_file=opts.ca_file, jobs=opts.jobs, known=cache)
     if not selection.found and not spec.images:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")

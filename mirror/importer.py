@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # cryptography is imported only when a key is in play
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        EllipticCurvePrivateKey,
+        EllipticCurvePublicKey,
+    )
 
 from mirror.bundle.manifest import ArtifactRecord, BundleManifest, ImageRecord, RegistryRecord
 from mirror.bundle.parts import total_size
@@ -58,6 +61,7 @@ class ImportOptions:
     mirror_config: Path | None = None  # mirror-registries.txt and certs.d/ go here
     helm_repo_dir: Path | None = None
     receipt: Path | None = None
+    receipt_key: EllipticCurvePrivateKey | None = None  # `--receipt-key`: sign the receipt
     ca_file: str | None = None
     jobs: int = 8
     dry_run: bool = False
@@ -186,7 +190,7 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     if manifest.chain is not None:
         chains.record(manifest.name, signer, manifest.chain)
     if opts.receipt is not None:
-        write_receipt(opts.receipt, receipt_doc(result, report))
+        write_receipt(opts.receipt, receipt_doc(result, report), opts.receipt_key)
     return result
 
 

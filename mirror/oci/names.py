@@ -46,6 +46,11 @@ def host_segment(host: str) -> str:
     return host.replace(":", "_")
 
 
+def is_repository_path(value: str) -> bool:
+    """OCI path components only: what a repository name from outside must be."""
+    return bool(_PATH.fullmatch(value))
+
+
 def check_repository_prefix(flag: str, value: str) -> None:
     """A repository prefix must be OCI path components, so no request leaves `/v2/<name>`."""
     if value and not _PATH.fullmatch(value):
