@@ -72,7 +72,7 @@ def load_bases(
     `sent` are bases from `--state`, this host's own record, read by their kind as ever.
     """
     held = Held()
-    for path in [*paths, *sent]:
+    for path in dict.fromkeys([*map(_joined, paths), *sent]):  # each part names its bundle
         kind = "signed" if receipt_key is not None and path not in sent else _kind(path)
         if kind == "signed":
             part = load_held([path], receipt_key)
@@ -86,6 +86,17 @@ def load_bases(
         for digest, where in part.where.items():
             held.where.setdefault(digest, where)
     return held
+
+
+def _joined(path: Path) -> Path:
+    """FILE.001 (or any part) of a split bundle means FILE: a part alone is no archive."""
+    from mirror.bundle.parts import parts_of
+
+    stem, dot, number = path.name.rpartition(".")
+    if not dot or not number.isdecimal() or len(number) < 3:
+        return path
+    whole = path.with_name(stem)
+    return whole if path in parts_of(whole) else path
 
 
 def _kind(path: Path) -> str:

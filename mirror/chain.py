@@ -89,11 +89,13 @@ class ChainRecord(ImportRecord):
     """The far side's memory of chains: the last sequence applied per name and signer."""
 
     def check(self, name: str, signer: str | None, chain: Chain) -> None:
-        """The next of its chain, or a full bundle (which starts one)."""
+        """The next of its chain, or a full bundle that starts a new one; the full bundle
+        of the chain in force, once applied, is a replay like any other."""
         last = self._entry(name, signer)
-        if chain.base is None:
-            return  # a full bundle starts (or restarts) a chain
-        if not last or last.get("id") != chain.id:
+        same = last is not None and last.get("id") == chain.id
+        if chain.base is None and not same:
+            return  # a full bundle starts (or restarts, with a new id) a chain
+        if last is None or not same:
             raise OperationError(
                 f"bundle {name!r} is delta {chain.sequence} of a chain this host has not "
                 "started: import that chain's full bundle (sequence 1) first"
