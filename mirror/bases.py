@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from mirror.bundle.manifest import BundleManifest, parse_manifest
 from mirror.cache import BlobCache
 from mirror.errors import MirrorError, NotFoundError, SpecError
+from mirror.formats import jsondoc
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.oci.names import host_segment
 from mirror.receipt import Held, load_held
@@ -69,11 +70,13 @@ def load_bases(
 
     With `receipt_key`, every path is a receipt signed by it, whatever it looks like: a file
     from the far side that merely looks like a manifest.json must not slip past the check.
-    `sent` are bases from `--state`, this host's own record, read by their kind as ever.
+    `sent` are bases from `--state`: this host's own record, manifest.json files.
     """
     held = Held()
     for path in dict.fromkeys([*map(_joined, paths), *sent]):  # each part names its bundle
-        kind = "signed" if receipt_key is not None and path not in sent else _kind(path)
+        # --state keeps manifest.json files; with a receipt key the rest are signed receipts
+        signed = "signed" if receipt_key is not None else None
+        kind = "manifest" if path in sent else (signed or _kind(path))
         if kind == "signed":
             part = load_held([path], receipt_key)
         elif kind == "receipt":
@@ -111,7 +114,27 @@ def _kind(path: Path) -> str:
         raise SpecError(f"{path}: --since: cannot read: {exc}") from None
     if head.startswith(ZSTD_MAGIC):
         return "bundle"
-    return "manifest" if b'"members"' in head or b'"schemaVersion"' in head else "receipt"
+    return "receipt" if _is_receipt(path) else "manifest"
+
+
+def _is_receipt(path: Path) -> bool:
+    """A manifest.json is an object with `schemaVersion` and `members` and no `bundleDigest`.
+
+    The document is read whole: sorted keys put `artifacts` first in both kinds, so a real
+    manifest's first 4 KiB show neither key. Anything else (not JSON, too large, too deep)
+    goes to the receipt reader, which refuses it in its own words.
+    """
+    from mirror.receipt import MAX_RECEIPT
+
+    try:
+        if path.stat().st_size > MAX_RECEIPT:
+            return True
+        doc = jsondoc.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return True
+    if not isinstance(doc, dict) or "bundleDigest" in doc:
+        return True
+    return not ("schemaVersion" in doc and "members" in doc)
 
 
 def _from_manifest(path: Path, manifests: Manifests | None, *, bundle: bool) -> Held:

@@ -272,3 +272,32 @@ def test_a_delta_against_a_split_bundle(form: str, tmp_path: Path, registry_fact
     assert len(manifest.since) == 1  # the parts are one base, not several
     assert mirror("import", delta, *imp).rc == 0
     assert Reg(dst.url).digest("production/images/app", "1.2") == new.digest
+
+
+def test_a_base_manifest_larger_than_a_glance_is_read_as_a_manifest(
+    tmp_path: Path, registry_factory: Any
+) -> None:
+    """Found by `make demo`: a real spec's manifest.json shows neither `members` nor
+    `schemaVersion` in its first 4 KiB (sorted keys put `artifacts` first), and was taken
+    for a receipt, so the second run of any real --state chain failed with exit 2."""
+    src = registry_factory("anon")
+    client = client_for(src)
+    try:
+        for n in range(24):  # about 300 bytes of manifest.json each
+            art = make_image(f"m{n}", layers=[make_layer(f"many/{n}", 1024)])
+            seed_artifact(client, f"production/images/many-{n:02d}", "1.0", art)
+    finally:
+        client.close()
+    spec = write_spec(tmp_path / "s.yaml", src.url, repositories=["images/*"])
+    state = ["--state", tmp_path / "state", "--cache-dir", tmp_path / "cache"]
+    assert mirror("export", spec, "-o", tmp_path / "m-{seq}.tar.zst", *state).rc == 0
+    sent = next((tmp_path / "state").glob("*/000001.manifest.json"))
+    head = sent.read_bytes()[:4096]
+    assert b'"members"' not in head and b'"schemaVersion"' not in head
+    _week_day(src, 1)
+    run = mirror("export", spec, "-o", tmp_path / "m-{seq}.tar.zst", *state, "--json")
+    assert run.rc == 0, run.err
+    assert run.json()["externalBlobs"] >= 24 * 2  # config and layer of each
+    # and by hand, the same manifest.json as --since
+    run = mirror("export", spec, "-o", tmp_path / "h.tar.zst", "--since", sent, *state[2:])
+    assert run.rc == 0, run.err
