@@ -132,6 +132,10 @@ def test_demo_from_a_fresh_clone(tmp_path: Path, packs: str, no_way_out: dict[st
     steps = ("keygen", "images", "export", "verify", "inspect", "import", "registries list")
     at = [proc.stdout.find(f"$ mirror {step}") for step in steps]
     assert -1 not in at and at == sorted(at), at  # each step, in this order
+    # then the next day: a delta of the chain --state keeps, exported and imported in turn
+    day2 = proc.stdout.find("$ mirror export", at[-1])
+    assert day2 > at[-1] and "--state demo-out/state" in proc.stdout[at[2] : at[3]]
+    assert proc.stdout.find("$ mirror import demo-out/demo-next-day.tar.zst", day2) > day2
     assert "--mirror-config demo-out/mirror-config" in proc.stdout
     # No process left behind: no registry serving from the clone, no port still listening.
     assert _processes_mentioning(str(clone)) == []
@@ -155,6 +159,9 @@ def test_demo_from_a_fresh_clone(tmp_path: Path, packs: str, no_way_out: dict[st
     # ... and the target serves it at spectro-images/<host>/<path>:<tag>.
     landed = {f"spectro-images/{i['host']}/{i['repository']}:{i['tag']}": i["ref"] for i in images}
     expect = {where: upstream[ref] for where, ref in landed.items()}
+    delta = _bundle_manifest(out / "demo-next-day.tar.zst")
+    _assert_a_small_delta(delta, manifest, out, proc.stdout)
+    expect |= {a["ref"]: a["digest"] for a in delta["artifacts"]}  # the next day's tag too
     _assert_target_serves(storage, tmp_path, manifest["artifacts"], expect)
     first = sorted(landed)[0]
     assert f"-> 127.0.0.1:{base + 2}/{first}  {upstream[landed[first]][:19]}" in proc.stdout
@@ -175,6 +182,26 @@ def test_demo_from_a_fresh_clone(tmp_path: Path, packs: str, no_way_out: dict[st
         ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True
     )
     assert "demo-out" not in status.stdout
+
+
+def _assert_a_small_delta(
+    delta: dict[str, Any], first: dict[str, Any], out: Path, stdout: str
+) -> None:
+    """The next day's bundle: sequence 2 of the first one's chain, carrying the new tag and
+    leaving out what day 1 sent (the web family's base and middle layers among it)."""
+    assert first["chain"]["sequence"] == 1 and first["chain"].get("base") is None
+    assert delta["chain"]["id"] == first["chain"]["id"] and delta["chain"]["sequence"] == 2
+    new = {a["ref"] for a in delta["artifacts"]} - {a["ref"] for a in first["artifacts"]}
+    assert new == {"production/images/web:2.1.0"}
+    sent = {m["sha256"] for m in first["members"]}
+    carried = {m["sha256"] for m in delta["members"]}
+    left_out = {e["digest"].split(":", 1)[1] for e in delta["external"]}
+    assert left_out and left_out <= sent and not carried & left_out
+    size = (out / "demo-next-day.tar.zst").stat().st_size
+    assert size * 10 < (out / "demo.tar.zst").stat().st_size
+    line = f"delta 2 of the chain carries {len(delta['members'])} blobs and leaves out"
+    assert f"{line} {len(left_out)} the far side holds" in stdout
+    assert "checked: the target serves production/images/web:2.1.0" in stdout
 
 
 def _bundled_pack_dirs(corpus: Path, manifest: dict[str, Any]) -> list[Path]:

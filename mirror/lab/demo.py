@@ -4,8 +4,10 @@ A connected side (a registry with `production` and `production-fips`, a static H
 repository, and the images the packs list under their hosts' names) on fixed ports that
 `bundles/demo.yaml` names, then the real CLI, run as a user would run it: keygen, images,
 export, verify, inspect, import into an "air-gapped" registry with the mirror files for
-clusters, and the system-scope registries it registered. Nothing leaves 127.0.0.1. Every
-process started here is stopped on the way out, on success, failure, Ctrl-C or SIGTERM.
+clusters, and the system-scope registries it registered; then the next day's small update,
+exported as a delta of the chain `--state` keeps, and imported as the next in order.
+Nothing leaves 127.0.0.1. Every process started here is stopped on the way out, on
+success, failure, Ctrl-C or SIGTERM.
 Errors are one line that says what to do.
 
 `python -m mirror.lab.demo --cli-doc` prints docs/CLI.md (click's help of every command).
@@ -29,17 +31,22 @@ from types import FrameType
 
 from mirror.lab.demolab import (
     DEFAULT_PORT,
+    NEXT_DAY_REPOSITORY,
+    NEXT_DAY_TAG,
     DemoError,
     Landed,
     Ports,
     Seeding,
     build_helm,
     check_ports,
+    delta_counts,
     landed_digests,
     landed_images,
     require_binary,
+    seed_next_day,
     seed_source,
     serve_at,
+    served_digest,
     start_registry_at,
 )
 
@@ -73,6 +80,14 @@ class Paths:
     @property
     def bundle(self) -> Path:
         return self.out / "demo.tar.zst"
+
+    @property
+    def state(self) -> Path:
+        return self.out / "state"
+
+    @property
+    def delta(self) -> Path:
+        return self.out / "demo-next-day.tar.zst"
 
     @property
     def catalog(self) -> Path:
@@ -206,8 +221,8 @@ def run_demo(out: Path, target_storage: Path | None = None) -> None:
         say("\nThe image closure: every image the packs and charts list (no image is fetched).")
         mirror(["images", *spec], env)
         bundle = show(paths.bundle)
-        export = [*spec, "--key", show(paths.key), "-o", bundle]
-        mirror(["export", *export, "--cache-dir", show(paths.cache)], env)
+        export = [*spec, "--key", show(paths.key), "--state", show(paths.state)]
+        mirror(["export", *export, "-o", bundle, "--cache-dir", show(paths.cache)], env)
         artifacts, images = bundle_counts(paths.bundle)
         say(f"\n  the bundle carries {artifacts} artifacts and {images} images")
         mirror(["verify", bundle, "--key", show(paths.pub)], env)
@@ -231,8 +246,37 @@ def run_demo(out: Path, target_storage: Path | None = None) -> None:
         show_landed(landed_images(paths.bundle, target.url, upstream))
         show_mirror_files(paths.mirror_config)
         mirror(["registries", "list", "--scope", "system", "--catalog", catalog], env)
+        next_day(ports, paths, env, export, imp[2:])
         section("Stopping the lab")
     summary(paths, time.monotonic() - started)
+
+
+def next_day(
+    ports: Ports, paths: Paths, env: dict[str, str], export: list[str], imp: list[str]
+) -> None:
+    """The daily run, one day on: a small update crosses as a delta of the chain that
+    `--state` keeps, and the import applies it as the next in order (docs/SYNC.md)."""
+    section("The next day: a small update crosses as a delta (docs/SYNC.md)")
+    source = f"http://127.0.0.1:{ports.source}"
+    digest = seed_next_day(source)
+    say(f"  {source}: new tag {NEXT_DAY_REPOSITORY}:{NEXT_DAY_TAG} over layers already sent")
+    delta = show(paths.delta)
+    mirror(["export", *export, "-o", delta, "--cache-dir", show(paths.cache)], env)
+    d = delta_counts(paths.delta)
+    full = paths.bundle.stat().st_size
+    say(
+        f"\n  delta {d.sequence} of the chain carries {d.carried} blobs and leaves out "
+        f"{d.left_out} the far side holds: {d.size / 1024:.0f} KiB "
+        f"(the first bundle: {full / 2**20:.1f} MiB)"
+    )
+    mirror(["import", delta, *imp], env)
+    target = imp[imp.index("--target") + 1]
+    got = served_digest(target, NEXT_DAY_REPOSITORY, NEXT_DAY_TAG)
+    if got != digest:
+        raise DemoError(
+            f"{NEXT_DAY_REPOSITORY}:{NEXT_DAY_TAG} on the target is {got}, not {digest}"
+        )
+    say(f"\n  checked: the target serves {NEXT_DAY_REPOSITORY}:{NEXT_DAY_TAG}  {digest[:19]}")
 
 
 def bundle_counts(bundle: Path) -> tuple[int, int]:
@@ -290,6 +334,7 @@ def summary(paths: Paths, seconds: float) -> None:
     section(f"What the demo made, in {show(paths.out)}/")
     say(f"  bundle    {b} ({size:.1f} MiB), {b}.sig, {b}.sha256")
     say(f"  keys      {show(paths.key)} (password {PASSWORD}), {pub}")
+    say(f"  delta     {show(paths.delta)} (the next day's), chain state {show(paths.state)}/")
     say(f"  catalog   {cat} (system-scope registries), receipt {show(paths.receipt)}")
     mirrors = show(paths.mirror_config)
     say(f"  mirrors   {mirrors}/mirror-registries.txt, {mirrors}/certs.d/<host>/hosts.toml")

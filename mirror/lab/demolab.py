@@ -376,3 +376,62 @@ def landed_images(
                 )
             )
     return out
+
+
+NEXT_DAY_REPOSITORY = "production/images/web"
+NEXT_DAY_TAG = "2.1.0"
+
+
+def seed_next_day(source_url: str) -> str:
+    """The next day's small update: a new tag of `web` over its base and middle layers
+    (already sent), with 16 KiB of its own. Returns the new tag's digest."""
+    from mirror.lab.content import make_image, make_layer
+    from mirror.lab.seed import seed_artifact
+    from mirror.registry.client import RegistryClient
+
+    # The same seeds as seed.standard_items' `web` family: the delta leaves these out.
+    layers = [
+        make_layer("standard/base", 192 * 1024),
+        make_layer("standard/mid/1", 96 * 1024),
+        make_layer("demo/next-day", 16 * 1024),
+    ]
+    client = RegistryClient(source_url)  # the demo's source: plain HTTP, anonymous
+    try:
+        art = make_image("web-next-day", layers=layers)
+        return str(seed_artifact(client, NEXT_DAY_REPOSITORY, NEXT_DAY_TAG, art).digest)
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What a delta bundle carries and leaves out, from its manifest.json."""
+
+    sequence: int
+    carried: int  # blobs in the bundle
+    left_out: int  # blobs the far side already holds
+    size: int  # bytes of the bundle file
+
+
+def delta_counts(bundle: Path) -> Delta:
+    from mirror.bundle.manifest import parse_manifest
+    from mirror.bundle.reader import BundleReader
+
+    manifest = parse_manifest(BundleReader(bundle).head()[0])
+    if manifest.chain is None or manifest.chain.base is None or not manifest.external:
+        raise DemoError(f"{bundle.name} is not a delta of the chain: it leaves nothing out")
+    return Delta(
+        manifest.chain.sequence,
+        len(manifest.members),
+        len(manifest.external),
+        bundle.stat().st_size,
+    )
+
+
+def served_digest(target: str, repository: str, tag: str) -> str:
+    from mirror.oci.mediatypes import ACCEPT
+
+    resp = requests.head(
+        f"{target}/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=10
+    )
+    return resp.headers.get("Docker-Content-Digest", f"HTTP {resp.status_code}")
