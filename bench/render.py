@@ -11,6 +11,7 @@ from bench.report import (
     LevelBench,
     LevelRow,
     Report,
+    SyncBench,
     all_goals,
     closure_goals,
     export_goals,
@@ -20,6 +21,7 @@ from bench.report import (
     mb,
     rate,
     secs,
+    sync_goals,
     table,
     verify_goals,
 )
@@ -71,6 +73,8 @@ def render(r: Report) -> str:
         lines += _closure(r.closure, numbered)
         numbered += 1
     lines += _verify(r, numbered) + _levels(r.levels, numbered + 1)
+    if r.sync is not None:
+        lines += _sync(r.sync, numbered + 2)
     if r.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
     if r.findings.strip():
@@ -339,6 +343,28 @@ def _verify(r: Report, number: int) -> list[str]:
         *table(["run", "seconds", "throughput", "peak RSS"], rows),
         "",
         *goal_table(verify_goals(v)),
+        "",
+    ]
+
+
+def _sync(y: SyncBench, number: int) -> list[str]:
+    rows = [
+        ["day 1: `mirror export --state` (full)", secs(y.full_export.seconds), mb(y.full_bytes)],
+        ["day 2: the same export (delta 2)", secs(y.export.seconds), mb(y.delta_bytes)],
+        ["day 2: `mirror import` of the delta", secs(y.imported.seconds),
+         f"{y.pushed_blobs} blobs pushed"],
+    ]  # fmt: skip
+    return [
+        f"## {number}. The 24-hour sync",
+        "",
+        f"Day 1 carries {y.day1_blobs} blobs in a full bundle; day 2 adds {y.new_blobs} "
+        f"({y.new_blobs / y.day1_blobs:.0%} of them: new tags whose manifest, config and one "
+        f"layer are new), {mb(y.new_bytes)} in all. The delta leaves out the {y.left_out} "
+        f"blobs day 1 carried; its bundle is **{y.ratio:.3f}x** those new bytes (bench/sync.py).",
+        "",
+        *table(["run", "seconds", "output"], rows),
+        "",
+        *goal_table(sync_goals(y)),
         "",
     ]
 

@@ -17,6 +17,7 @@ IMPORT_SPEEDUP_GOAL = 2.0
 WARM_SHARE_GOAL = 0.10
 REIMPORT_SHARE_GOAL = 0.10
 VERIFY_THROUGHPUT_GOAL = 0.7
+SYNC_DELTA_GOAL = 1.1  # a day's delta bundle / the bytes of the blobs that are new that day
 DISK_CONSTANT = 64 * MIB  # "the largest blob plus a small constant"
 
 
@@ -179,6 +180,26 @@ class ClosureBench:
 
 
 @dataclass(frozen=True)
+class SyncBench:
+    """The 24-hour sync (bench/sync.py): day 2 adds 5% of day 1's blobs, sent as a delta."""
+
+    day1_blobs: int
+    new_blobs: int
+    new_bytes: int  # the floor: what day 2 adds, manifests and configs included
+    full_bytes: int  # day 1's full bundle
+    delta_bytes: int  # day 2's delta bundle
+    left_out: int  # blobs the delta leaves out: day 1 carried them
+    export: Measured  # the delta export
+    full_export: Measured
+    imported: Measured  # the delta's import, after day 1's
+    pushed_blobs: int
+
+    @property
+    def ratio(self) -> float:
+        return self.delta_bytes / self.new_bytes if self.new_bytes else float("inf")
+
+
+@dataclass(frozen=True)
 class LevelRow:
     level: int
     seconds: float
@@ -204,6 +225,7 @@ class Report:
     verify: VerifyBench
     levels: LevelBench
     closure: ClosureBench | None = None  # None: no corpus, so no pack lists any image
+    sync: SyncBench | None = None  # None: a report made before the sync scenario existed
     quick: bool = False
     repeat: int = 1
     minutes: float = 0.0
@@ -321,9 +343,24 @@ def closure_goals(c: ClosureBench) -> list[Goal]:
     ]
 
 
+def sync_goals(s: SyncBench) -> list[Goal]:
+    share = s.new_blobs / s.day1_blobs if s.day1_blobs else 0.0
+    return [
+        Goal(
+            f"daily delta ({share:.0%} of the blobs new) / new bytes",
+            f"<= {SYNC_DELTA_GOAL}x",
+            f"{s.ratio:.3f}x",
+            s.ratio <= SYNC_DELTA_GOAL,
+        )
+    ]
+
+
 def all_goals(r: Report) -> list[Goal]:
     closure = closure_goals(r.closure) if r.closure is not None else []
-    return export_goals(r.export) + import_goals(r.imports) + closure + verify_goals(r.verify)
+    sync = sync_goals(r.sync) if r.sync is not None else []
+    return (
+        export_goals(r.export) + import_goals(r.imports) + closure + verify_goals(r.verify) + sync
+    )
 
 
 def _cell(text: str) -> str:

@@ -324,3 +324,48 @@ def test_closure_bench_runs_both_tools_in_quick_mode(tmp_path: Path, corpus: Pat
     report = dataclasses.replace(_report(), closure=closure)
     text = run.render(report)
     assert f"x{n} into one layout" in _row(text, f"`skopeo copy --all` x{n} into one layout")
+
+
+def _sync(delta_bytes: int) -> Any:
+    from bench.report import SyncBench
+
+    m = Measured
+    return SyncBench(
+        day1_blobs=121, new_blobs=6, new_bytes=2 * MB, full_bytes=100 * MB,
+        delta_bytes=delta_bytes, left_out=101, export=m(1.5, 80 * 1024),
+        full_export=m(9.0, 90 * 1024), imported=m(1.8, 70 * 1024), pushed_blobs=4,
+    )  # fmt: skip
+
+
+def test_sync_goal_and_section() -> None:
+    goal = "daily delta (5% of the blobs new) / new bytes"
+    near = run.render(dataclasses.replace(_report(), sync=_sync(2 * MB + 100 * 1024)))
+    assert _row(near, goal) == f"| {goal} | <= 1.1x | 1.049x | PASS |"
+    assert "## 6. The 24-hour sync" in near and "101 blobs day 1 carried" in near
+    far = run.render(dataclasses.replace(_report(), sync=_sync(3 * MB)))
+    assert _row(far, goal).endswith("| 1.500x | MISS |")
+    assert goal in far.split("## Machine")[0]  # in the summary's goals too
+    assert "24-hour sync" not in run.render(_report())
+
+
+def test_sync_bench_runs_a_small_chain(tmp_path: Path) -> None:
+    """bench/sync.py end to end on 4 MB: real registries, a real chain; the ratio at this
+    size is whatever it is (manifest.json weighs more against 90 KB of new layers)."""
+    import os
+    import shutil
+    from contextlib import ExitStack
+
+    from bench.scenarios import Bench, isolated_env
+    from bench.sync import IMAGES, sync_bench
+    from mirror.lab import registry_binary
+
+    if registry_binary() is None or shutil.which("zstd") is None:
+        pytest.skip("needs docker-registry (make debs)")
+    work = tmp_path / "work"
+    with ExitStack() as stack:
+        bench = Bench(work, stack, isolated_env(work, dict(os.environ)))
+        result = sync_bench(bench, tmp_path / "layers", 4)
+    assert (result.day1_blobs, result.new_blobs) == (IMAGES * 6 + 1, 6)
+    assert result.left_out == result.day1_blobs - IMAGES  # all but the roots, sent again
+    assert result.pushed_blobs == 4  # each changed image's new layer and config
+    assert result.new_bytes < result.delta_bytes < result.full_bytes / 10
