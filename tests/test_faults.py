@@ -169,6 +169,22 @@ def test_truncated_blob(faults: FaultProxy, outdir: Path, tmp_path: Path) -> Non
     assert_cache_honest(outdir.parent / "cache")
 
 
+def test_a_blob_cut_off_once_is_resumed_with_range(
+    faults: FaultProxy, outdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body cut off mid-way is asked for again from the byte it reached (issue 12): the
+    registry answers 206 with the rest, and the blob is not fetched whole a second time."""
+    monkeypatch.setattr("mirror.registry.retry.time.sleep", lambda s: None)
+    cut = faults.add("truncate", method="GET", path=BLOB_GET, times=1)
+    run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url))
+    assert run.rc == 0, run.err
+    assert cut.hits == 1
+    assert faults.seen("GET", BLOB_GET, status=206) == 1  # the resumed request, and only it
+    blob_gets = faults.paths("GET", BLOB_GET)
+    assert len(blob_gets) == len(set(blob_gets)) + 1  # one blob asked twice, none three times
+    assert_cache_honest(outdir.parent / "cache")
+
+
 def test_persistent_429_gives_up_in_one_line(
     faults: FaultProxy, outdir: Path, tmp_path: Path
 ) -> None:

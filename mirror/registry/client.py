@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -16,7 +16,7 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
 from mirror.registry.auth import Credentials
 from mirror.registry.http import ConnectionLost, Endpoint, Http
-from mirror.registry.retry import RateFloor
+from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy
 from mirror.streams import LimitedReader, VerifyingReader
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # above this, blobs go up in PATCH chunks
@@ -196,18 +196,33 @@ class RegistryClient:
 
     @contextmanager
     def open_blob(self, repo: str, desc: Descriptor) -> Iterator[IO[bytes]]:
-        """Stream a blob, checking size and digest as it flows; never held whole."""
-        resp = self.http.request(
-            "GET",
-            f"/v2/{repo}/blobs/{desc.digest}",
-            scope=_pull(repo),
-            stream=True,
-            allow_redirects=True,  # registries hand blobs off to object storage
-            what=f"blob {desc.digest} not found in {repo}",
-        )
+        """Stream a blob, checking size and digest as it flows; never held whole.
+
+        A body cut off mid-way is asked for again from the byte it reached (`Range`), under
+        the transport's lost-connection budget; the digest check runs on across the seam.
+        """
+        path = f"/v2/{repo}/blobs/{desc.digest}"
+        what = f"blob {desc.digest} not found in {repo}"
+
+        def get(offset: int) -> requests.Response:
+            headers = {"Range": f"bytes={offset}-"} if offset else None
+            return self.http.request(
+                "GET",
+                path,
+                scope=_pull(repo),
+                headers=headers,
+                stream=True,
+                allow_redirects=True,  # registries hand blobs off to object storage
+                ok=(200, 206) if offset else (200,),
+                what=what,
+            )
+
         where = f"{self.host}/{repo}@{desc.digest}"
-        with resp:
-            yield VerifyingReader(_Guarded(resp.raw, where), desc, where)  # type: ignore[misc]
+        guarded = _Guarded(get(0), where, resume=get, retry=self.http.retry)
+        try:
+            yield VerifyingReader(guarded, desc, where)  # type: ignore[misc]
+        finally:
+            guarded.close()
 
     def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
         """Cross-repository mount: 201 means done, 202 means the registry declined."""
@@ -291,28 +306,83 @@ class RegistryClient:
 
 
 class _Guarded:
-    """A response body whose network failures are ours: one line, and retried by the engine."""
+    """A response body whose network failures are ours: one line, resumed with `Range` where
+    the server allows it, else retried whole by the engine."""
 
-    def __init__(self, raw: Any, where: str, floor: RateFloor | None = None) -> None:
-        self._raw = raw
+    def __init__(
+        self,
+        resp: requests.Response,
+        where: str,
+        floor: RateFloor | None = None,
+        *,
+        resume: Callable[[int], requests.Response] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._resp = resp
         self._where = where
         self._seen = 0
         self._floor = floor or RateFloor.from_env()
         self._started = self._floor.clock()
+        self._resume = resume
+        self._retry = retry
 
     def read(self, n: int = -1, /) -> bytes:
-        try:
-            chunk: bytes = self._raw.read(n)
-        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
-            raise ConnectionLost(
-                f"{self._where}: connection broken after {self._seen} bytes"
-            ) from None
+        attempt = 1
+        while True:
+            try:
+                chunk: bytes = self._resp.raw.read(n)
+                break
+            except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
+                lost = f"{self._where}: connection broken after {self._seen} bytes"
+                if self._resume is None or self._retry is None:
+                    raise ConnectionLost(lost) from None  # the engine retries the blob whole
+                if not self._retry.retries_lost(attempt):  # one budget: no whole retry on top
+                    raise RetriesExhausted(f"{lost} (after {attempt} tries)") from None
+                if not self._reopen(attempt):
+                    raise ConnectionLost(lost) from None
+                attempt += 1
         self._seen += len(chunk)
         if chunk:
             problem = self._floor.problem(self._started, self._seen)
             if problem:
                 raise ConnectionLost(f"{self._where}: too slow: {problem}")
         return chunk
+
+    def _reopen(self, attempt: int) -> bool:
+        """Ask again from the byte reached: a 206 goes on from there, a 200 is skipped to it."""
+        assert self._resume is not None and self._retry is not None
+        self._retry.pause(attempt)
+        self._resp.close()
+        try:
+            self._resp = self._resume(self._seen)
+        except RegistryError:
+            return False
+        start = _range_start(self._resp.headers.get("Content-Range", ""))
+        if self._resp.status_code == 206:
+            return start == self._seen
+        try:
+            _skip(self._resp.raw, self._seen)
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def _range_start(content_range: str) -> int | None:
+    """`bytes START-END/TOTAL` -> START."""
+    unit, _, rest = content_range.strip().partition(" ")
+    start = rest.split("-", 1)[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
+def _skip(raw: Any, count: int) -> None:
+    while count > 0:
+        chunk = raw.read(min(count, 1 << 20))
+        if not chunk:
+            raise OSError("the body ended before the byte to resume from")
+        count -= len(chunk)
 
 
 def _pull(repo: str) -> str:

@@ -1,1 +1,0 @@
-"""Stores content is read from: a registry, a bundle, a Helm repository, pack folders."""

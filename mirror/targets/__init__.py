@@ -1,1 +1,0 @@
-"""Stores content is written to: a registry, a bundle, a static Helm folder."""
