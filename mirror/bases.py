@@ -150,9 +150,9 @@ def _from_manifest(path: Path, manifests: Manifests | None, *, bundle: bool) -> 
     source: Manifests | None = manifests
     if bundle:
         from mirror.bundle.reader import BundleReader
-        from mirror.sources.bundle import BundleSource
+        from mirror.stores.bundle import BundleStore
 
-        source = BundleSource(BundleReader(path), manifest)
+        source = BundleStore.sealed(BundleReader(path), manifest)
     held = Held(bundles=["sha256:" + hashlib.sha256(data).hexdigest()])
     for digest, media_type, where in _roots(manifest):
         if source is None:

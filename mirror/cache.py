@@ -14,7 +14,6 @@ against its digest.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,15 +32,10 @@ from mirror.streams import (
 )
 
 if TYPE_CHECKING:
-    from mirror.sources.interface import Source
+    from mirror.stores.interface import Source
 
 TAGS_FILE = "tags.json"  # "host/repository:tag" -> the descriptor it named last time
 MAX_TAGS = 100_000
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mirror"
 
 
 class BlobCache:

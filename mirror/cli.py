@@ -19,8 +19,7 @@ import click
 from mirror import __version__
 from mirror.errors import MirrorError, redact
 from mirror.progress import Progress
-
-JOBS = max(4, min(16, (os.cpu_count() or 2) * 4))
+from mirror.settings import DEFAULT_JOBS as JOBS
 
 
 def _presets() -> list[str]:
@@ -290,10 +289,10 @@ def export(
     with --dry-run first; a copy of 1 GiB or more prints its size before it starts.
     """
     from mirror.bundle.parts import parse_size
-    from mirror.cache import default_cache_dir
     from mirror.errors import UsageError
     from mirror.export import ExportOptions
     from mirror.export import export as run_export
+    from mirror.settings import Settings
 
     parts = parse_size(split_size) if split_size else None
     if output is None and not dry_run:
@@ -311,12 +310,10 @@ def export(
     private = _load_signing_key(key, spec.fips) if key else None
     opts = ExportOptions(
         output=output or Path("bundle.tar.zst"),
-        cache_dir=cache_dir or default_cache_dir(),
-        jobs=jobs,
+        settings=Settings.from_env(jobs=jobs, ca_file=ca_file, cache_dir=cache_dir),
         dry_run=dry_run,
         key=private,
         with_dependencies=with_dependencies,
-        ca_file=ca_file,
         since=since,
         receipt_key=_receipt_pub(receipt_key, since),
         split_size=parts,
@@ -409,12 +406,13 @@ def images(
     "maybe" lines (stderr with --json) are image-looking values that no list names: they
     are not carried unless listed in the pack or the spec's `images:`.
     """
-    from mirror.cache import BlobCache, default_cache_dir
+    from mirror.cache import BlobCache
     from mirror.closure import closure_of
-    from mirror.sources.select import discover_all
+    from mirror.discovery.select import discover_all
+    from mirror.settings import Settings
 
     spec = _select(specs, presets, registry_names, fips, allow_non_fips)
-    cache = BlobCache(default_cache_dir())
+    cache = BlobCache(Settings.from_env().cache_dir)
     selection = discover_all(spec, ca_file=ca_file, jobs=jobs, known=cache)
     closure = closure_of(spec, selection.found, cache, jobs=jobs)
     for note in closure.notes:
@@ -648,10 +646,10 @@ def import_(
     as_json: bool,
 ) -> None:
     """Verify a bundle, push it into a registry, register it as system-scope registries."""
-    from mirror.bundle.memo import default_memo_path
     from mirror.catalog import default_catalog_path
     from mirror.errors import UsageError
     from mirror.importer import ImportOptions, import_bundle
+    from mirror.settings import Settings
 
     _require_file(bundle)
     if palette_url and not dry_run and not os.environ.get("PALETTE_API_KEY"):
@@ -669,12 +667,10 @@ def import_(
         helm_repo_dir=helm_repo_dir,
         receipt=receipt,
         receipt_key=_receipt_signer(receipt_key, receipt, fips),
-        ca_file=ca_file,
-        jobs=jobs,
+        settings=Settings.from_env(jobs=jobs, ca_file=ca_file),
         dry_run=dry_run,
         force=force,
         allow_downgrade=allow_downgrade,
-        memo=default_memo_path(),
     )
     with Progress("import", phases=("push",)) as progress:
         result = import_bundle(opts, progress)

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from mirror.bundle.manifest import ImageRecord, UnresolvedImage
 from mirror.cache import BlobCache, CacheFirst
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
+from mirror.discovery.images import Closure, LayerScan, build_closure, scan_all
+from mirror.discovery.interface import Found
+from mirror.discovery.upstream import Resolved, Upstreams, resolve_all
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.images import Closure, LayerScan, build_closure, scan_all
-from mirror.sources.interface import Found, Source
-from mirror.sources.upstream import Resolved, Upstreams, resolve_all
 from mirror.spec import BundleSpec
-from mirror.targets.bundle import BundleTarget
-from mirror.targets.interface import Target
+from mirror.stores.interface import Source, Target
 
 
 @dataclass
@@ -63,9 +62,11 @@ def image_round(
     observer: Observer,
     ca_file: str | None = None,
     carry: bool = True,
+    known: Mapping[str, LayerScan] | None = None,
 ) -> tuple[ImageRound, CopyReport]:
-    """Scan, resolve every image upstream (failing on the first missing), then copy."""
-    known = target.scans if isinstance(target, BundleTarget) else None
+    """Scan, resolve every image upstream (failing on the first missing), then copy.
+
+    `known`: the pack and chart layers the copy workers already read as they landed."""
     closure = closure_of(spec, found, cache, jobs=options.jobs, known=known)
     if not carry:
         return ImageRound(closure, skipped=[str(n.ref) for n in closure.images]), CopyReport()

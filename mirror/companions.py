@@ -15,21 +15,19 @@ from dataclasses import dataclass
 
 from mirror.bundle.manifest import ReferrerRecord
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
+from mirror.discovery.referrers import Companion, find_companions
 from mirror.errors import IntegrityError, NotFoundError
 from mirror.formats import cosign
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.interface import Source
-from mirror.sources.memory import Remembering
-from mirror.sources.referrers import Companion, find_companions
-from mirror.sources.registry import RegistrySource
-from mirror.targets.interface import Target
-from mirror.targets.registry import RegistryTarget
+from mirror.stores.interface import Source, Target
+from mirror.stores.memory import Remembering
+from mirror.stores.registry import RegistryStore
 
 
 @dataclass(frozen=True)
 class _Owner:
-    source: RegistrySource
+    source: RegistryStore
     ref: str  # the owner's layout ref
     digests: tuple[str, ...]  # every manifest of its graph
 
@@ -58,7 +56,7 @@ def companion_round(
 def _owner(graph: Graph) -> _Owner | None:
     task = graph.task
     src = task.src.source if isinstance(task.src, Remembering) else task.src
-    if not isinstance(src, RegistrySource) or task.tag is None:
+    if not isinstance(src, RegistryStore) or task.tag is None:
         return None
     digests = tuple(d.digest for d, _ in graph.manifests)
     return _Owner(src, task.tag, digests)
@@ -109,7 +107,7 @@ def signed_digests(records: Sequence[ReferrerRecord]) -> set[str]:
 def import_tasks(
     records: Sequence[ReferrerRecord],
     source: Source,
-    landing: dict[str, RegistryTarget],
+    landing: dict[str, RegistryStore],
 ) -> list[tuple[CopyTask, ReferrerRecord]]:
     """Each companion into its owner's repository: cosign's by tag, referrers by digest."""
     out = []
@@ -126,10 +124,10 @@ def merge_fallback_indexes(pushed: Sequence[tuple[CopyTask, ReferrerRecord]]) ->
     """For a target without the referrers API, list each referrer in its subject's
     `sha256-H` index, merged with what the target already lists (never overwritten).
     Returns how many indexes were written."""
-    groups: dict[tuple[int, str, str], list[tuple[RegistryTarget, ReferrerRecord]]] = {}
+    groups: dict[tuple[int, str, str], list[tuple[RegistryStore, ReferrerRecord]]] = {}
     for task, r in pushed:
         dst = task.dst
-        if r.tag is None and isinstance(dst, RegistryTarget):
+        if r.tag is None and isinstance(dst, RegistryStore):
             groups.setdefault((id(dst.client), dst.repo, r.subject), []).append((dst, r))
     written = 0
     for (_, repo, subject), items in groups.items():

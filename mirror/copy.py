@@ -21,8 +21,7 @@ from typing import IO, Protocol, runtime_checkable
 from mirror.errors import AuthError, ConflictError, IntegrityError, OperationError, RegistryError
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.retry import RetriesExhausted
-from mirror.sources.interface import Source
-from mirror.targets.interface import Mounter, TagResolver, Target
+from mirror.stores.interface import Mounter, Source, TagResolver, Target
 
 
 class Observer(Protocol):
@@ -49,6 +48,13 @@ class PartialSource(Protocol):
     def lacks(self, desc: Descriptor) -> str | None:
         """Why `desc` cannot come from here (what to do instead), or None when it can."""
         ...
+
+
+class Hook(Protocol):
+    """A side job on each blob the engine copies, run on the copy worker once the blob has
+    landed (export reads a pack layer's pack.json there, while other blobs download)."""
+
+    def landed(self, desc: Descriptor, dst: Target) -> None: ...
 
 
 class NullObserver:
@@ -95,6 +101,8 @@ class CopyOptions:
     attempts: int = 3  # whole-blob retries after a transient registry failure
     # Stores known to hold a digest (a delta's blobs, at the far side): mount from them.
     donors: Mapping[str, Sequence[Target]] = field(default_factory=dict)
+    hooks: Sequence[Hook] = ()  # side jobs on each copied blob, on its copy worker
+    commit: bool = True  # False: the caller commits once, after several rounds
 
 
 @dataclass
@@ -185,7 +193,7 @@ def copy_graphs(
         return report
     _parallel(opts.jobs, [_copier(g, opts, obs, report) for g in missing])
     _parallel(opts.jobs, [_manifest_pusher(gs) for gs in _by_destination(report.graphs)])
-    for dst in _unique(t.dst for t in tasks):
+    for dst in _unique(t.dst for t in tasks) if opts.commit else ():
         dst.commit()
     return report
 
@@ -305,6 +313,8 @@ def _copier(
             if item.present:
                 continue
             how = _transfer(item, donors, opts, obs)
+            for hook in opts.hooks if how == "copied" else ():
+                hook.landed(item.desc, item.dst)
             donors.append(item.dst)
             obs.blob_done(item.desc, how)
             with report.lock:

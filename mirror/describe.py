@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -32,12 +29,13 @@ from mirror.bundle.manifest import (
 from mirror.bundle.writer import Member
 from mirror.cache import BlobCache
 from mirror.copy import CopyReport, Graph
+from mirror.discovery.interface import Selection
 from mirror.formats.pack import PackInfo as FormatPackInfo
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.interface import Selection
+from mirror.settings import Clock
 from mirror.spec import BundleSpec
-from mirror.targets.bundle import BundleTarget
+from mirror.stores.bundle import BundleStore
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
@@ -119,7 +117,7 @@ def _chart_info(graph: Graph, cache: BlobCache) -> ChartInfo | None:
     return None
 
 
-def members(target: BundleTarget, report: CopyReport, cache: BlobCache) -> list[Member]:
+def members(target: BundleStore, report: CopyReport, cache: BlobCache) -> list[Member]:
     """The layout's files: oci-layout, index.json, then every node of every graph once."""
     small = [("oci-layout", OCI_LAYOUT), ("index.json", target.index())]
     members = [
@@ -152,6 +150,7 @@ def manifest(
     records: Sequence[ArtifactRecord],
     members: Sequence[Member],
     key: ec.EllipticCurvePrivateKey | None,
+    clock: Clock,
 ) -> BundleManifest:
     signer = None
     if key is not None:
@@ -160,7 +159,7 @@ def manifest(
         signer = fingerprint(key.public_key())
     return BundleManifest(
         name=spec.name,
-        created=datetime.fromtimestamp(epoch(now=True), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=clock.stamp(),
         tool_version=__version__,
         fips=spec.fips,
         spec_digest=spec.digest,
@@ -172,11 +171,3 @@ def manifest(
         artifacts=tuple(records),
         members=tuple(MemberRecord(m.path, m.sha256, m.size) for m in members),
     )
-
-
-def epoch(now: bool = False) -> int:
-    """SOURCE_DATE_EPOCH makes bundles reproducible; archive mtimes are fixed regardless."""
-    env = os.environ.get("SOURCE_DATE_EPOCH")
-    if env and env.isdigit():
-        return int(env)
-    return int(time.time()) if now else 0

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mirror.bundle.manifest import BundleManifest, ReferrerRecord
+from mirror.discovery.interface import Found
 from mirror.errors import VerificationError
 from mirror.formats import cosign
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.interface import Found, Source
+from mirror.stores.interface import Source
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey

@@ -14,7 +14,7 @@ from mirror.errors import ConflictError, IntegrityError
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.memory import MemorySource
+from mirror.stores.memory import MemorySource
 from mirror.streams import VerifyingReader, drain
 
 

@@ -495,7 +495,13 @@ def test_jobs_1_is_honoured_by_every_pool(
 
         return Pool
 
-    names = ("copy", "packdeps", "sources.images", "sources.oci", "sources.upstream")
+    names = (
+        "copy",
+        "discovery.packdeps",
+        "discovery.images",
+        "discovery.oci",
+        "discovery.upstream",
+    )
     modules = [importlib.import_module(f"mirror.{n}") for n in names]
     for module in modules:
         monkeypatch.setattr(module, "ThreadPoolExecutor", recording(module.__name__))

@@ -16,6 +16,8 @@ import pytest
 import responses
 import yaml
 
+from mirror.discovery import helm
+from mirror.discovery.interface import Found, Selection
 from mirror.errors import (
     AuthError,
     IntegrityError,
@@ -28,8 +30,6 @@ from mirror.lab.corpus import unique_charts
 from mirror.lab.httpserver import serve_directory
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import successors
-from mirror.sources import helm
-from mirror.sources.interface import Found, Selection
 from mirror.spec import AuthEnv, ChartFilter, Registry
 
 WANTED = {"hspc", "linstor-gui", "vmo-ns-mgmt"}

@@ -22,8 +22,8 @@ from mirror.lab.corpus import unique_charts
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.memory import MemorySource
-from mirror.targets.helmdir import RECORD, STAGING, HelmDirTarget
+from mirror.stores.helmdir import RECORD, STAGING, HelmDirTarget
+from mirror.stores.memory import MemorySource
 
 CREATED = "2024-05-06T07:08:09Z"
 Chart = tuple[str, str, bytes, OciArtifact]  # name, version, .tgz, OCI chart
@@ -90,9 +90,10 @@ def copy(
     folder: Path, arts: list[OciArtifact], src: MemorySource | None = None, jobs: int = 4
 ) -> CopyReport:
     from mirror.copy import CopyOptions
+    from mirror.settings import Settings
 
     source = src or MemorySource("test", arts)
-    dst = HelmDirTarget(folder)
+    dst = HelmDirTarget(folder, Settings.from_env().clock)  # as the CLI builds it
     tasks = [CopyTask(source, dst, a.descriptor, f"c{i}", f"chart {i}") for i, a in enumerate(arts)]
     return copy_graphs(tasks, options=CopyOptions(jobs=jobs))
 
@@ -320,8 +321,8 @@ def test_record_is_only_an_optimisation(tmp_path: Path, charts: dict[str, Chart]
 
 def test_round_trip_through_the_helm_source(tmp_path: Path, charts: dict[str, Chart]) -> None:
     """What import writes, export can read back: same charts, same OCI digests."""
+    from mirror.discovery import helm
     from mirror.lab.httpserver import serve_directory
-    from mirror.sources import helm
     from mirror.spec import Registry
 
     arts = pick(charts, "hspc-3.14.3", "hspc-3.17.4", "vmo-ns-mgmt-1.0.3")

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror.formats.pack import build_pack_archive, pack_artifact
-from mirror.oci.reference import parse_reference
-from mirror.sources.images import (
+from mirror.discovery.images import (
     SPEC,
     Scan,
     build_closure,
@@ -19,7 +17,9 @@ from mirror.sources.images import (
     scan_artifact,
     values_images,
 )
-from mirror.sources.memory import MemorySource
+from mirror.formats.pack import build_pack_archive, pack_artifact
+from mirror.oci.reference import parse_reference
+from mirror.stores.memory import MemorySource
 
 
 @pytest.mark.parametrize(
@@ -210,12 +210,15 @@ def test_every_corpus_pack_list_resolves_and_deduplicates(corpus: Path) -> None:
 
 
 def test_a_layer_scanned_as_it_landed_is_not_read_again(tmp_path: Path) -> None:
-    """The bundle target scans a pack layer on the copy worker; discovery then uses that
-    scan and fetches nothing (the layer used to be read twice on every export)."""
+    """The engine's hook scans a pack layer on the copy worker, reading it back from the
+    bundle store; discovery then uses that scan and fetches nothing (the layer used to be
+    read twice on every export)."""
     from contextlib import contextmanager
 
     from mirror.cache import BlobCache
-    from mirror.targets.bundle import BundleTarget
+    from mirror.copy import CopyOptions, CopyTask, copy_graphs
+    from mirror.discovery.landed import ContentScan
+    from mirror.stores.bundle import BundleStore
 
     pack = tmp_path / "web-1.0.0"
     pack.mkdir()
@@ -223,10 +226,10 @@ def test_a_layer_scanned_as_it_landed_is_not_read_again(tmp_path: Path) -> None:
     (pack / "values.yaml").write_bytes(VALUES)
     filename, archive = build_pack_archive(pack)
     art = pack_artifact(archive, filename)
-    target = BundleTarget(BlobCache(tmp_path / "cache"))
-    for desc, data in art.blobs:
-        target.push(desc, io.BytesIO(data))
-    assert set(target.scans) == {d.digest for d, _ in art.blobs if d.media_type.endswith("tar")}
+    target, hook = BundleStore.staging(BlobCache(tmp_path / "cache")), ContentScan()
+    task = CopyTask(MemorySource("m", [art]), target, art.descriptor, "web:1.0.0", "web")
+    copy_graphs([task], options=CopyOptions(hooks=(hook,)))
+    assert set(hook.scans) == {d.digest for d, _ in art.blobs if d.media_type.endswith("tar")}
 
     class NoFetch(MemorySource):
         @contextmanager  # type: ignore[override]
@@ -235,6 +238,6 @@ def test_a_layer_scanned_as_it_landed_is_not_read_again(tmp_path: Path) -> None:
             yield
 
     source = NoFetch("t", [art])
-    scan = scan_artifact(source, art.descriptor, packs=True, charts=True, known=target.scans)
+    scan = scan_artifact(source, art.descriptor, packs=True, charts=True, known=hook.scans)
     assert scan.listed[:2] == ["ghcr.io/acme/tool:1.2.3", "nginx"]
-    assert target.packs  # pack.json from the same single read
+    assert hook.packs  # pack.json from the same single read

@@ -26,7 +26,7 @@ from mirror.lab.registry import LabRegistry, start_registry
 from mirror.lab.seed import client_for, seed_artifact, seed_many
 from mirror.lab.upstream import lab_upstreams, pack_image_refs, upstream_items
 from mirror.oci.reference import parse_reference
-from mirror.sources.bundle import BundleSource
+from mirror.stores.bundle import BundleStore
 
 PACKS = ["kubevirt-csi-driver-infra-add-on-1.0.0", "kubevirt-csi-driver-1.0.0", "vast-block-2.6.5"]
 TEMPLATED = "{{ .spectro.system.registry.url }}/kubehunter:312"
@@ -154,13 +154,13 @@ def test_a_manifest_that_leaves_an_image_out_fails_the_closure(exported: dict[st
         manifest, images=tuple(i for i in manifest.images if i.ref != SHARED)
     )
     with pytest.raises(MissingImagesError) as caught:
-        check_closure(trimmed, BundleSource(reader, trimmed))
+        check_closure(trimmed, BundleStore.sealed(reader, trimmed))
     assert caught.value.missing == [SHARED]
     assert "kubevirt" in str(caught.value)
-    check_closure(manifest, BundleSource(reader, manifest))  # the real one passes
+    check_closure(manifest, BundleStore.sealed(reader, manifest))  # the real one passes
     # Recorded as skipped on purpose (--no-images), the same need passes.
     skipped = dataclasses.replace(trimmed, skipped_images=(SHARED,))
-    check_closure(skipped, BundleSource(reader, skipped))
+    check_closure(skipped, BundleStore.sealed(reader, skipped))
 
 
 def test_import_lands_images_at_palettes_layout_and_writes_mirrors(

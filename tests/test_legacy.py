@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from mirror.discovery import legacy, packdir
+from mirror.discovery.interface import Found, Selection
+from mirror.discovery.legacy import CatalogEntry, parse_catalog
 from mirror.errors import AuthError, NotFoundError, RegistryError
 from mirror.lab.legacyserver import catalog_names, catalog_packs, serve_legacy
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, canonical_json, single_layer_artifact
 from mirror.oci.descriptor import descriptor_for, digest_of, successors
-from mirror.sources import legacy, packdir
-from mirror.sources.interface import Found, Selection
-from mirror.sources.legacy import CatalogEntry, parse_catalog
 from mirror.spec import AuthEnv, Registry
 
 PICK = ("antrea-1.9.0", "argocd-3.3.5", "crossplane-1.16", "crossplane-1.20.0")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from mirror.discovery import packdir
+from mirror.discovery.interface import Selection
 from mirror.errors import UsageError
 from mirror.formats.pack import read_pack_json_from_archive
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.oci.names import oci_tag, pack_repository, slug
-from mirror.sources import packdir
-from mirror.sources.interface import Selection
 from mirror.spec import Registry, TagFilter
 
 CORPUS_PICK = ("antrea-1.9.0", "argocd-3.3.5", "crossplane-1.16")

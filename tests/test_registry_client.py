@@ -206,7 +206,7 @@ def test_unreachable_registry_is_one_clear_line(tmp_path: Path) -> None:
 
 @responses.activate
 def test_target_tag_that_cannot_be_read_is_named_but_marked_for_repair() -> None:
-    from mirror.targets.registry import RegistryTarget
+    from mirror.stores.registry import RegistryStore
 
     digest = "sha256:" + "ab" * 32
     responses.get(f"{BASE}/v2/r/manifests/t", status=500)
@@ -214,7 +214,7 @@ def test_target_tag_that_cannot_be_read_is_named_but_marked_for_repair() -> None
         f"{BASE}/v2/r/manifests/t",
         headers={"Docker-Content-Digest": digest, "Content-Type": mt.OCI_MANIFEST},
     )
-    target = RegistryTarget(RegistryClient(BASE), "r")
+    target = RegistryStore(RegistryClient(BASE), "r")
     found = target.resolve("t")
     assert found is not None and found.digest == digest
     assert not target.readable(found)

@@ -11,7 +11,6 @@ the schema check of those same manifest bytes (recorded by digest) is not repeat
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +71,3 @@ def _same(entry: dict[str, Any], proof: Proof) -> bool:
         and (entry.get("fips") is True or not proof.fips)
         and entry.get("manifest", "") == proof.manifest
     )
-
-
-def default_memo_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mirror" / "verified-bundles.json"

@@ -28,7 +28,7 @@ from mirror.oci.descriptor import Descriptor
 from mirror.streams import Readable
 
 if TYPE_CHECKING:
-    from mirror.sources.interface import Source
+    from mirror.stores.interface import Source
 
 if TYPE_CHECKING:  # the writer, and cryptography (for an unsigned bundle), are not needed
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -198,9 +198,9 @@ def _check_archive(
     layout.check(manifest, walk.docs, walk.seen, walk.edges)
     _check_toc(path, walk.seen, head.signature is not None)
     from mirror.sigpolicy import check_bundle
-    from mirror.sources.bundle import BundleSource
+    from mirror.stores.bundle import BundleStore
 
-    source = BundleSource(BundleReader(path), manifest)
+    source = BundleStore.sealed(BundleReader(path), manifest)
     check_closure(manifest, source)
     check_bundle(manifest, source)  # the cosign signatures export checked, checked again
     blobs = sum(1 for p in walk.seen if p.startswith(layout.BLOBS))
@@ -222,7 +222,7 @@ def check_closure(manifest: BundleManifest, source: Source) -> None:
     the same discovery export used, so a manifest that simply leaves an image out cannot
     pass. A bundle from before images travelled records no `imagesFrom`: both are assumed.
     """
-    from mirror.sources.images import build_closure, content_layers, scan_all
+    from mirror.discovery.images import build_closure, content_layers, scan_all
 
     origins = manifest.images_from if manifest.images_from is not None else ("packs", "charts")
     members = manifest.member_map()

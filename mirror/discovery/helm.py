@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from mirror.discovery.interface import Found, Selection
 from mirror.errors import (
     AuthError,
     IntegrityError,
@@ -35,9 +36,8 @@ from mirror.oci.artifact import OciArtifact
 from mirror.oci.names import oci_tag, slug
 from mirror.registry.auth import Credentials, credentials_from_env, resolve_credentials
 from mirror.registry.http import Endpoint, Http
-from mirror.sources.interface import Found, Selection
-from mirror.sources.memory import MemorySource
 from mirror.spec import Registry
+from mirror.stores.memory import MemorySource
 
 MAX_INDEX = 256 * 1024 * 1024  # public indexes run to tens of MiB; more is hostile
 MAX_CHART = 512 * 1024 * 1024

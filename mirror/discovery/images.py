@@ -22,7 +22,7 @@ from mirror.formats import jsondoc, open_tar_stream
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.oci.reference import ImageRef, parse_reference
-from mirror.sources.interface import Source
+from mirror.stores.interface import Source
 
 SPEC = "spec"  # neededBy for the spec's own `images:` list
 MAX_ARCHIVE = 64 * 1024 * 1024  # a pack or chart layer bigger than this is not scanned

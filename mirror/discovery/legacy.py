@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mirror.discovery.interface import Found, Selection
+from mirror.discovery.packdir import pick
 from mirror.errors import RegistryError, UsageError
 from mirror.formats.pack import pack_artifact, read_pack_json_from_archive
 from mirror.oci import mediatypes as mt
@@ -28,11 +30,10 @@ from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint, Http
 from mirror.registry.retry import RetryPolicy
-from mirror.sources.interface import Found, Selection, Source
-from mirror.sources.memory import MemorySource
-from mirror.sources.packdir import pick
-from mirror.sources.registry import RegistrySource
 from mirror.spec import Registry
+from mirror.stores.interface import Source
+from mirror.stores.memory import MemorySource
+from mirror.stores.registry import RegistryStore
 
 MAX_REWRAP = 512 * 1024 * 1024  # a pack archive re-wrapped at discovery is held in memory
 DOC = "see docs/LEGACY-PACK-REGISTRY.md"
@@ -185,7 +186,7 @@ def discover(reg: Registry, *, ca_file: str | None = None) -> Selection:
     notes: list[str] = []
     rewrapped = MemorySource(f"{server.where} (re-wrapped packs)")
     for entry in entries:
-        source = RegistrySource(server.client, entry.repository)
+        source = RegistryStore(server.client, entry.repository)
         for version in wanted.get(entry.name, []):
             tag = oci_tag(version)
             desc, data = server.client.get_manifest(entry.repository, tag)

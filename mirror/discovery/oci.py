@@ -7,15 +7,16 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from mirror.discovery.interface import Found, Selection
 from mirror.errors import NotFoundError
 from mirror.formats import jsondoc
 from mirror.formats.cosign import subject_of_tag
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.client import RegistryClient
-from mirror.sources.interface import Found, KnownManifests, Selection
-from mirror.sources.registry import RegistrySource
 from mirror.spec import Registry
+from mirror.stores.interface import KnownManifests
+from mirror.stores.registry import RegistryStore
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -43,8 +44,8 @@ def _one_repository(
     reg: Registry, client: RegistryClient, base: str, repo: str, known: KnownManifests | None
 ) -> Selection:
     full = f"{base}/{repo}" if base else repo
-    source = RegistrySource(client, full, known)
-    # cosign's companion tags travel with what they sign (sources/referrers.py), not as
+    source = RegistryStore(client, full, known)
+    # cosign's companion tags travel with what they sign (discovery/referrers.py), not as
     # artifacts of their own, whatever the tag filter says.
     listed = [t for t in source.tags() if subject_of_tag(t) is None]
     tags = reg.tags.apply(listed, f"registry {reg.name}")
@@ -79,7 +80,7 @@ def _repositories(reg: Registry, client: RegistryClient, base: str) -> list[str]
 
 def _found(
     reg: Registry,
-    source: RegistrySource,
+    source: RegistryStore,
     repo: str,
     full: str,
     tag: str,

@@ -8,11 +8,13 @@ the same registry at `<basePath>/spectro-packs/archive/<name>`, newest fitting f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mirror.cache import BlobCache
+from mirror.discovery.interface import Found
+from mirror.discovery.oci import kind_of
 from mirror.errors import NotFoundError
 from mirror.formats import jsondoc
 from mirror.formats.pack import (
@@ -24,10 +26,8 @@ from mirror.formats.pack import (
 from mirror.formats.semver import version_order
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.interface import Found, Selection
-from mirror.sources.memory import Remembering
-from mirror.sources.oci import kind_of
-from mirror.sources.registry import RegistrySource
+from mirror.stores.memory import Remembering
+from mirror.stores.registry import RegistryStore
 
 MAX_CANDIDATES = 3  # newest fitting versions probed per dependency: bounded work
 
@@ -45,10 +45,11 @@ class _Pool:
 class PackReport:
     notes: list[str] = field(default_factory=list)
     infos: dict[str, PackInfo] = field(default_factory=dict)  # by the pack's manifest digest
+    added: list[Found] = field(default_factory=list)  # with `add`: required packs to copy too
 
 
 def check_packs(
-    selection: Selection,
+    found: Sequence[Found],
     cache: BlobCache,
     *,
     add: bool,
@@ -58,10 +59,11 @@ def check_packs(
 ) -> PackReport:
     """Notes for the plan, and each pack's pack.json (read once, in parallel, here).
 
-    With `add`, required packs join `selection.found` in place.
+    With `add`, the packs the selected ones require are returned in `added`; the selection
+    handed in is never changed.
     """
     pool = _Pool()
-    packs = [f for f in selection.found if f.kind == "pack"]
+    packs = [f for f in found if f.kind == "pack"]
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as workers:
         infos = list(workers.map(lambda f: pack_json(f, cache, store=store, known=known), packs))
     report = PackReport()
@@ -73,12 +75,11 @@ def check_packs(
     if not pool.selected:
         return report
     report.notes = [n for n in names if n]
-    report.notes += _dependency_notes(selection, pool, report, cache, add, store)
+    report.notes += _dependency_notes(pool, report, cache, add, store)
     return report
 
 
 def _dependency_notes(
-    selection: Selection,
     pool: _Pool,
     report: PackReport,
     cache: BlobCache,
@@ -97,7 +98,7 @@ def _dependency_notes(
     notes = []
     for info in added:
         found = pool.available[info.ref][1]
-        selection.found.append(found)
+        report.added.append(found)
         report.infos[found.desc.digest] = info
         notes.append(f"added pack {info.ref}: a required dependency")
         note = name_note(found, info)
@@ -127,7 +128,7 @@ def _probe(pool: _Pool, cache: BlobCache, store: bool) -> bool:
     for issue in issues:
         name = issue.dependency.pack_name
         origin = pool.selected.get(issue.pack.ref) or pool.available.get(issue.pack.ref)
-        if origin is None or not isinstance(_registry(origin[1]), RegistrySource):
+        if origin is None or not isinstance(_registry(origin[1]), RegistryStore):
             continue
         key = f"{origin[1].registry.name}/{name}"
         if key in pool.probed:
@@ -149,7 +150,7 @@ def _registry(found: Found) -> object:
 
 def _candidates(like: Found, name: str, allows: object) -> list[Found]:
     src = _registry(like)
-    assert isinstance(src, RegistrySource)
+    assert isinstance(src, RegistryStore)
     base = like.registry.base_path.strip("/")
     repo = f"spectro-packs/archive/{name}"
     full = f"{base}/{repo}" if base else repo
@@ -159,7 +160,7 @@ def _candidates(like: Found, name: str, allows: object) -> list[Found]:
         return []
     fitting = [t for t in version_order(tags) if callable(allows) and allows(t)]
     out = []
-    source = RegistrySource(src.client, full, src.known)
+    source = RegistryStore(src.client, full, src.known)
     for tag in fitting[:MAX_CANDIDATES]:
         desc, data = source.get_tag(tag)
         out.append(Found(like.registry, repo, tag, full, desc, source, kind_of(desc, data), ()))

@@ -12,12 +12,12 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mirror.discovery.interface import Found, Selection
 from mirror.errors import UsageError
 from mirror.formats.pack import build_pack_archive, load_pack_dir, pack_artifact
 from mirror.oci.names import oci_tag, pack_repository
-from mirror.sources.interface import Found, Selection
-from mirror.sources.memory import MemorySource
 from mirror.spec import Registry
+from mirror.stores.memory import MemorySource
 
 ARCHIVE_PREFIX = "spectro-packs/archive"
 

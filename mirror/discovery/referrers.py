@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mirror.errors import NotFoundError
 from mirror.formats import cosign, jsondoc
 from mirror.oci.descriptor import Descriptor
-from mirror.sources.registry import RegistrySource
+from mirror.stores.registry import RegistryStore
 
 MAX_DEPTH = 3  # a signature on an SBOM of an image: three levels
 
@@ -32,7 +32,7 @@ class Companion:
         return self.tag is not None and self.tag.endswith(".sig")
 
 
-def find_companions(source: RegistrySource, digests: Iterable[str]) -> list[Companion]:
+def find_companions(source: RegistryStore, digests: Iterable[str]) -> list[Companion]:
     """Every companion of `digests` in the source's repository, each once, subjects first."""
     try:
         tags = set(source.tags())
@@ -55,7 +55,7 @@ def find_companions(source: RegistrySource, digests: Iterable[str]) -> list[Comp
     return out
 
 
-def _of(source: RegistrySource, digest: str, tags: set[str]) -> list[Companion]:
+def _of(source: RegistryStore, digest: str, tags: set[str]) -> list[Companion]:
     out = []
     *cosign_tags, fallback = cosign.companion_tags(digest)
     for tag in cosign_tags:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from mirror.discovery import oci
+from mirror.discovery.interface import Selection
 from mirror.errors import UsageError
 from mirror.registry.auth import resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint
-from mirror.sources import oci
-from mirror.sources.interface import KnownManifests, Selection
 from mirror.spec import BundleSpec, Registry
+from mirror.stores.interface import KnownManifests
 
 
 def client_for(reg: Registry, *, ca_file: str | None = None) -> RegistryClient:
@@ -51,15 +52,15 @@ def _discover(
     if reg.kind == "oci":
         return oci.discover(reg, client_for(reg, ca_file=ca_file), jobs=jobs, known=known)
     if reg.kind == "pack" and reg.path:
-        from mirror.sources import packdir
+        from mirror.discovery import packdir
 
         return packdir.discover(reg)
     if reg.kind == "pack":
-        from mirror.sources import legacy
+        from mirror.discovery import legacy
 
         return legacy.discover(reg, ca_file=ca_file)
     if reg.kind == "helm":
-        from mirror.sources import helm
+        from mirror.discovery import helm
 
         return helm.discover(reg, jobs=jobs, ca_file=ca_file)
     raise UsageError(f"registry {reg.name}: unknown kind {reg.kind!r}")

@@ -13,15 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mirror.discovery.images import Need
 from mirror.errors import MirrorError, NotFoundError, RegistryError, UsageError, redact
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
-from mirror.sources.images import Need
-from mirror.sources.interface import KnownManifests
-from mirror.sources.registry import RegistrySource
 from mirror.spec import BundleSpec
+from mirror.stores.interface import KnownManifests
+from mirror.stores.registry import RegistryStore
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Resolved:
     """One image of the closure, found upstream: what to copy and how it was narrowed."""
 
     need: Need
-    source: RegistrySource
+    source: RegistryStore
     desc: Descriptor
     platforms: tuple[str, ...] = ()
     note: str | None = None
@@ -125,7 +125,7 @@ def resolve(
 ) -> Resolved:
     """A digest pin is asked by digest (and checked); a tag by tag, conditionally if seen."""
     client, repo = upstreams.locate(need)
-    source = RegistrySource(client, repo, known)
+    source = RegistryStore(client, repo, known)
     if need.ref.digest:
         desc, data = client.get_manifest(repo, need.ref.digest)  # checks bytes against the pin
         source.remember(desc, data)
@@ -136,7 +136,7 @@ def resolve(
 
 def _narrow(
     need: Need,
-    source: RegistrySource,
+    source: RegistryStore,
     desc: Descriptor,
     data: bytes,
     platforms: Sequence[str],

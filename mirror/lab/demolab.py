@@ -202,8 +202,8 @@ def seed_source(
 def listed_images(artifacts: Sequence[OciArtifact]) -> list[ImageRef]:
     """Every image these packs and charts list, as export's closure finds it:
     pack.content.images, and the images annotations of charts (subcharts too)."""
-    from mirror.sources.images import build_closure, scan_artifact
-    from mirror.sources.memory import MemorySource
+    from mirror.discovery.images import build_closure, scan_artifact
+    from mirror.stores.memory import MemorySource
 
     source = MemorySource("demo lab", artifacts)
     scans = [

@@ -121,9 +121,9 @@ def _corpus_items(
 
 def pack_images(packs: Sequence[OciArtifact]) -> list[tuple[str, str, Artifact, str]]:
     """The images these packs list, at `<host>/<path>:<tag>` (mirror.lab.upstream)."""
+    from mirror.discovery.images import build_closure, scan_artifact
     from mirror.lab.upstream import upstream_items
-    from mirror.sources.images import build_closure, scan_artifact
-    from mirror.sources.memory import MemorySource
+    from mirror.stores.memory import MemorySource
 
     source = MemorySource("lab packs", packs)
     scans = [

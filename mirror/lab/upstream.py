@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mirror.discovery.images import values_images
 from mirror.lab.content import make_image, make_layer
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.names import host_segment
 from mirror.oci.reference import ImageRef, parse_reference
-from mirror.sources.images import values_images
 
 # Every host the corpus names, plus Docker Hub and gcr.io; mapping a host no pack uses is harmless.
 LAB_UPSTREAM_HOSTS = (

@@ -1,24 +1,30 @@
-"""The bundle's OCI layout as a target: blobs staged in the cache, index.json at commit.
+"""The bundle as a store: staged while export writes it, sealed when import reads it.
 
-Nothing is final until the export writes the archive; `index()` is what `commit` would
-write, and the export signs it together with the blobs it names.
+Staging: blobs land in the export's verified cache and refs are collected; nothing is final
+until `commit()`, which writes manifest.json (signed), the OCI layout's index.json and every
+blob into the archive (or its parts), then FILE.sha256 and FILE.sig. Sealed: blobs are read
+straight out of the archive, never extracted. Each read seeks to the member's zstd frame
+through the table of contents and is checked against the signed manifest's sha256 and size
+as it streams, so a lying table of contents can only cause a refusal.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from mirror.bundle.reader import BundleReader
 from mirror.cache import BlobCache
 from mirror.errors import IntegrityError, MirrorError, OperationError, UsageError
 from mirror.oci import mediatypes as mt
-from mirror.oci.descriptor import Descriptor
-from mirror.streams import free_bytes, sweep_stale
+from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes
+from mirror.streams import VerifyingReader, free_bytes, sweep_stale
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -26,55 +32,120 @@ if TYPE_CHECKING:
     from mirror.bundle.manifest import BundleManifest
     from mirror.bundle.writer import Member
     from mirror.copy import Observer
-    from mirror.formats.pack import PackInfo
-    from mirror.sources.images import LayerScan
-
-MAX_PACK_LAYER = 64 * 1024 * 1024  # pack archives are small; a bigger "pack" is not parsed
-_CONTENT = (mt.OCI_LAYER_TAR, mt.HELM_CHART)  # layers whose archives say what they need
 
 
-class BundleTarget:
-    """`held`: for a delta (`export --since`), blobs the far side already holds.
+@dataclass(frozen=True)
+class BundleFile:
+    """Where and how `commit()` writes the bundle."""
 
-    They count as present, so they are neither fetched nor packed; manifests are always
-    packed, because import walks every graph from the bundle.
-    """
+    output: Path
+    key: EllipticCurvePrivateKey | None
+    observer: Observer
+    split_size: int | None = None  # FILE.001, FILE.002, ... of at most this many bytes
+    mtime: int = 0
 
-    def __init__(self, cache: BlobCache, held: Collection[str] = ()) -> None:
+
+class BundleStore:
+    """The bundle, read and written. `staging` (export) and `sealed` (import, verify, serve)
+    are the two ends of one store: what export commits is what import reads."""
+
+    def __init__(
+        self,
+        *,
+        cache: BlobCache | None = None,
+        held: Collection[str] = (),
+        file: BundleFile | None = None,
+        reader: BundleReader | None = None,
+        manifest: BundleManifest | None = None,
+    ) -> None:
         self.cache = cache
         self.held = frozenset(held)
-        self.where = "bundle"
+        self.file = file
+        self.reader = reader
+        self.where = str(reader.path) if reader is not None else "bundle"
         self._refs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self.packs: dict[str, PackInfo] = {}  # pack.json by the pack layer's digest
-        self.scans: dict[str, LayerScan] = {}  # images named, by pack or chart layer digest
+        self._members = manifest.member_map() if manifest is not None else {}
+        self._external = {e.digest for e in manifest.external} if manifest is not None else set()
+        self._description: tuple[BundleManifest, Sequence[Member]] | None = None
+
+    @classmethod
+    def staging(
+        cls, cache: BlobCache, held: Collection[str] = (), file: BundleFile | None = None
+    ) -> BundleStore:
+        """A bundle being written: blobs staged in `cache`; `held`, for a delta (`export
+        --since`), are blobs the far side already holds. They count as present, so they are
+        neither fetched nor packed; manifests are always packed, as import walks every graph."""
+        return cls(cache=cache, held=held, file=file)
+
+    @classmethod
+    def sealed(cls, reader: BundleReader, manifest: BundleManifest) -> BundleStore:
+        """A written bundle, read in place against its signed manifest."""
+        return cls(reader=reader, manifest=manifest)
+
+    # -- read -----------------------------------------------------------------------------
+
+    @contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
+        if self.reader is None:  # staging: what landed in the cache, checked again
+            with self._staged().open(desc) as fh:
+                yield VerifyingReader(fh, desc, f"cache {desc.digest}")  # type: ignore[misc]
+            return
+        reason = self.lacks(desc)
+        if reason is not None:
+            raise OperationError(f"{desc.digest}: {reason}")
+        path, rec = self._member(desc)
+        with self.reader.open_member(path, rec.sha256, rec.size) as stream:
+            yield stream  # type: ignore[misc]
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes:
+        if desc.size > MAX_MANIFEST:
+            raise IntegrityError(f"{self.where}: manifest {desc.digest} is too large")
+        if self.reader is None:
+            data = self._staged().manifest(desc)
+            if data is None:
+                raise OperationError(f"{self.where}: {desc.digest} is not staged")
+            return data
+        path, rec = self._member(desc)
+        data = self.reader.read_small(path, rec.sha256, rec.size)
+        check_bytes(desc, data, self.where)
+        return data
+
+    def descriptor(self, digest: str, media_type: str) -> Descriptor:
+        """A root's descriptor, sized from the signed member list."""
+        rec = self._members.get(_blob_path(digest))
+        if rec is None:
+            raise IntegrityError(f"{self.where}: {digest} is not in the bundle")
+        return Descriptor(media_type, digest, rec.size)
+
+    def lacks(self, desc: Descriptor) -> str | None:
+        """A blob a delta leaves out: the copy engine checks a donor holds it before writing."""
+        if desc.digest in self._external and _blob_path(desc.digest) not in self._members:
+            return "not carried by this delta bundle: import the bundle its receipt came from first"
+        return None
+
+    def _member(self, desc: Descriptor) -> tuple[str, Any]:
+        path = _blob_path(desc.digest)
+        rec = self._members.get(path)
+        if rec is None or rec.sha256 != desc.hex or rec.size != desc.size:
+            raise IntegrityError(f"{self.where}: {path} is not in the signed manifest as named")
+        return path, rec
+
+    # -- write (staging) ----------------------------------------------------------------
+
+    def _staged(self) -> BlobCache:
+        if self.cache is None:
+            raise OperationError(f"{self.where}: a sealed bundle is read-only")
+        return self.cache
 
     def external(self, desc: Descriptor) -> bool:
         return not desc.is_manifest and desc.digest in self.held
 
     def exists(self, desc: Descriptor) -> bool:
-        return self.external(desc) or self.cache.has(desc)
+        return self.external(desc) or self._staged().has(desc)
 
     def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
-        self.cache.put(desc, stream)
-        if desc.media_type in _CONTENT and desc.size <= MAX_PACK_LAYER:
-            self._read_content(desc)
-
-    def _read_content(self, desc: Descriptor) -> None:
-        """A pack's or chart's tarball, read once, now, on this copy worker while other
-        blobs still download: its pack.json, and the images it names."""
-        from mirror.formats.pack import read_pack_json_from_archive
-        from mirror.sources.images import LayerScan
-
-        data = self.cache.path(desc.digest).read_bytes()  # at most MAX_PACK_LAYER
-        info = None
-        if desc.media_type == mt.OCI_LAYER_TAR:
-            info = read_pack_json_from_archive(io.BytesIO(data), desc.digest)
-        scan = LayerScan.of(data, desc.media_type)
-        with self._lock:
-            if info is not None:
-                self.packs[desc.digest] = info
-            self.scans[desc.digest] = scan
+        self._staged().put(desc, stream)
 
     def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
         entry = desc.to_json()
@@ -85,40 +156,39 @@ class BundleTarget:
                 raise UsageError(f"two artifacts claim the bundle reference {ref!r}")
             self._refs[ref] = entry
 
-    def commit(self) -> None:
-        """After each copy round: blobs are already durable in the cache; `seal` writes the
-        archive once every round is done."""
+    def describe(self, manifest: BundleManifest, members: Sequence[Member]) -> None:
+        """What `commit()` will write: the manifest to sign and the members it lists."""
+        self._description = (manifest, members)
 
-    def seal(
-        self,
-        output: Path,
-        manifest: BundleManifest,
-        members: Sequence[Member],
-        *,
-        key: EllipticCurvePrivateKey | None,
-        observer: Observer,
-        split_size: int | None,
-        mtime: int,
-    ) -> None:
-        """Sign manifest.json, write the archive atomically, then FILE.sha256 and FILE.sig."""
+    def commit(self) -> None:
+        """Sign manifest.json, write the archive atomically, then FILE.sha256 and FILE.sig.
+
+        Blobs are already durable in the cache; export commits once, after every round,
+        when the bundle is described. Until then there is nothing to write.
+        """
+        if self._description is None or self.file is None:
+            return
         from mirror.bundle.writer import write_bundle
         from mirror.signing import sign_bytes, write_detached
 
+        manifest, members = self._description
+        out = self.file
         data = manifest.to_bytes()
-        sweep_stale(output.resolve().parent, output.name)  # a killed run's temp files
-        _check_space(output, members)
-        signature = sign_bytes(key, data) if key is not None else None
-        observer.planned(len(members), sum(m.size for m in members))
+        sweep_stale(out.output.resolve().parent, out.output.name)  # a killed run's temp files
+        _check_space(out.output, members)
+        signature = sign_bytes(out.key, data) if out.key is not None else None
+        out.observer.planned(len(members), sum(m.size for m in members))
         try:
             written = write_bundle(
-                output, data, signature, members, mtime=mtime, observer=observer,
-                split_size=split_size,
+                out.output, data, signature, members, mtime=out.mtime, observer=out.observer,
+                split_size=out.split_size,
             )  # fmt: skip
         except IntegrityError as exc:
-            raise _forget_corrupt(exc, self.cache) from None
-        write_detached(written.path, written.sha256, key)
+            raise _forget_corrupt(exc, self._staged()) from None
+        write_detached(written.path, written.sha256, out.key)
 
     def index(self) -> bytes:
+        """The OCI layout's index.json: every ref this bundle names, sorted."""
         doc = {
             "schemaVersion": 2,
             "mediaType": mt.OCI_INDEX,
@@ -147,3 +217,7 @@ def _check_space(output: Path, members: Sequence[Member]) -> None:
         raise OperationError(
             f"not enough space for {output}: need up to {need >> 20} MiB, {have >> 20} MiB free"
         )
+
+
+def _blob_path(digest: str) -> str:
+    return "blobs/sha256/" + digest.split(":", 1)[-1]

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from mirror.formats import jsondoc
 from mirror.formats.helm import ChartVersion, parse_index, write_index
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes, parse_manifest
+from mirror.settings import Clock
 from mirror.streams import COPY_CHUNK, VerifyingReader, atomic_file, drain
 
 RECORD = ".mirror-charts.json"
@@ -62,7 +62,8 @@ class _Chart:
 class HelmDirTarget:
     """Charts in, a Helm repository out; merges with an index.yaml already in the folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()  # index.yaml's `generated`
         self.folder = folder
         self.where = f"helm folder {folder}"
         self._lock = threading.RLock()  # commit and tag hash files while holding it
@@ -263,7 +264,7 @@ class HelmDirTarget:
             cv = ChartVersion(c.name, c.version, (), c.layer, c.created, c.metadata or {})
             charts[(c.name, c.version)] = (cv, c.filename)
         with atomic_file(self.folder / "index.yaml") as fh:
-            fh.write(write_index(list(charts.values()), _generated()))
+            fh.write(write_index(list(charts.values()), self.clock.stamp()))
         self._index = charts
 
     def _read_record(self) -> dict[str, _Chart]:
@@ -333,10 +334,3 @@ def _chart_layers(
     if config.media_type != mt.HELM_CONFIG or len(charts) != 1 or len(provs) + 1 != len(layers):
         raise UsageError(f"{where}: only Helm charts go to a Helm folder; got another artifact")
     return config, charts[0], provs[0] if provs else None
-
-
-def _generated() -> str:
-    """index.yaml's `generated`: SOURCE_DATE_EPOCH when set, so output is reproducible."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    seconds = int(epoch) if epoch.isdigit() else int(time.time())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

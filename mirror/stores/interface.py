@@ -1,6 +1,9 @@
-"""The write side of a store, after oras-go's `content.Storage` and `Target`.
+"""What every store offers, after oras-go's `content.Fetcher`, `content.Storage` and `Target`.
 
-`exists` lets the copy engine skip what the destination holds; `push` verifies as it
+A store is read (`Source`: `fetch`, `fetch_manifest`) and written (`Target`: `exists`, `push`,
+`tag`, `commit`). One class per store kind does both where the kind allows: a registry
+(`stores/registry.py`), the bundle (`stores/bundle.py`), content built in memory
+(`stores/memory.py`); the Helm folder (`stores/helmdir.py`) is written. `push` verifies as it
 writes; `tag` names a root; `commit` makes it all visible at once. Mounting and tag
 resolution are optional powers, detected at run time.
 """
@@ -8,9 +11,23 @@ resolution are optional powers, detected at run time.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import IO, Protocol, runtime_checkable
 
 from mirror.oci.descriptor import Descriptor
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Fetch content by descriptor. Streams are verified: a mismatch raises at EOF."""
+
+    where: str
+
+    def fetch(self, desc: Descriptor) -> AbstractContextManager[IO[bytes]]: ...
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes:
+        """Small documents (capped), already checked against `desc`."""
+        ...
 
 
 class Target(Protocol):
@@ -37,3 +54,17 @@ class TagResolver(Protocol):
     """A target that can say what a tag points at now, so conflicts are caught early."""
 
     def resolve(self, ref: str) -> Descriptor | None: ...
+
+
+class KnownManifests(Protocol):
+    """Manifests an earlier run kept (the export cache), so a warm run asks only what changed."""
+
+    def last_seen(self, ref: str) -> Descriptor | None:
+        """What `host/repository:tag` named last time."""
+        ...
+
+    def saw(self, ref: str, desc: Descriptor) -> None: ...
+
+    def manifest(self, desc: Descriptor) -> bytes | None:
+        """The bytes of `desc` if kept, checked against its digest; else None."""
+        ...

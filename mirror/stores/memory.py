@@ -11,7 +11,7 @@ from typing import IO
 from mirror.errors import NotFoundError
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.descriptor import Descriptor, check_bytes
-from mirror.sources.interface import Source
+from mirror.stores.interface import Source
 
 
 class MemorySource:

@@ -1,24 +1,83 @@
-"""A registry repository as a target: where a blob is pushed on the far side."""
+"""A registry repository as a store, read and written: oras-go's `Repository`.
+
+Export reads from it (discovery already fetched the roots, so manifests are remembered);
+import writes to it (blobs skipped or mounted, manifests by digest, then tags). The wire
+protocol is `registry/client.py`; this class is what the copy engine sees.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import IO
 
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
 from mirror.oci.descriptor import Descriptor, check_bytes
 from mirror.registry.client import RegistryClient
+from mirror.stores.interface import KnownManifests
 
 
-class RegistryTarget:
-    """Writes one repository: blobs (skipping or mounting), manifests by digest, then tags."""
+class RegistryStore:
+    """One repository. A manifest named by digest that an earlier run kept (`known`, the
+    export cache) is not fetched again."""
 
-    def __init__(self, client: RegistryClient, repo: str) -> None:
+    def __init__(
+        self, client: RegistryClient, repo: str, known: KnownManifests | None = None
+    ) -> None:
         self.client = client
         self.repo = repo
         self.where = f"{client.host}/{repo}"
-        self._pushed: dict[str, bytes] = {}
+        self.known = known
+        self._manifests: dict[str, bytes] = {}  # read or pushed here, by digest
         self._broken: set[str] = set()
+        self._lock = threading.Lock()
+        self._tags: list[str] | None = None
+
+    # -- read ---------------------------------------------------------------------------
+
+    def tags(self) -> list[str]:
+        """The repository's tags, listed once: discovery and companions share the list."""
+        if self._tags is None:
+            self._tags = self.client.list_tags(self.repo)
+        return self._tags
+
+    def get_tag(self, tag: str) -> tuple[Descriptor, bytes]:
+        """The manifest a tag names now, asked as a conditional GET when it was seen before."""
+        ref = f"{self.where}:{tag}"
+        last = self.known.last_seen(ref) if self.known is not None else None
+        kept = self.known.manifest(last) if self.known is not None and last else None
+        desc, data = self.client.get_manifest(
+            self.repo, tag, (last, kept) if last is not None and kept is not None else None
+        )
+        self.remember(desc, data)
+        if self.known is not None:
+            self.known.saw(ref, desc)
+        return desc, data
+
+    def remember(self, desc: Descriptor, data: bytes) -> None:
+        check_bytes(desc, data, self.where)
+        with self._lock:
+            self._manifests[desc.digest] = data
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes:
+        with self._lock:
+            hit = self._manifests.get(desc.digest)
+        if hit is None and self.known is not None:
+            hit = self.known.manifest(desc)  # content-addressed: checked against desc
+        if hit is not None:
+            return hit
+        _, data = self.client.get_manifest(self.repo, desc.digest)
+        check_bytes(desc, data, f"{self.where}@{desc.digest}")
+        self.remember(desc, data)
+        return data
+
+    @contextmanager
+    def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
+        with self.client.open_blob(self.repo, desc) as stream:
+            yield stream  # type: ignore[misc]
+
+    # -- write --------------------------------------------------------------------------
 
     def exists(self, desc: Descriptor) -> bool:
         if desc.is_manifest:
@@ -30,13 +89,14 @@ class RegistryTarget:
             data = stream.read(desc.size + 1)
             check_bytes(desc, data, self.where)
             self.client.put_manifest(self.repo, desc.digest, data, desc.media_type)
-            self._pushed[desc.digest] = data
+            with self._lock:
+                self._manifests[desc.digest] = data
         else:
             self.client.push_blob(self.repo, desc, stream, skip_present=False)
 
     def mount(self, desc: Descriptor, sibling: object) -> bool:
         """Link from another repository of the same registry instead of uploading again."""
-        if not isinstance(sibling, RegistryTarget) or sibling.client is not self.client:
+        if not isinstance(sibling, RegistryStore) or sibling.client is not self.client:
             return False
         return self.client.mount_blob(self.repo, desc, sibling.repo)
 
@@ -53,7 +113,8 @@ class RegistryTarget:
             if found is not None:
                 self._broken.add(found.digest)
             return found
-        self._pushed[desc.digest] = data
+        with self._lock:
+            self._manifests[desc.digest] = data
         return desc
 
     def readable(self, desc: Descriptor) -> bool:
@@ -62,7 +123,10 @@ class RegistryTarget:
 
     def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
         # Re-PUT the bytes under the tag: Distribution has no "tag this digest" call.
-        data = self._pushed.get(desc.digest) or self.client.get_manifest(self.repo, desc.digest)[1]
+        with self._lock:
+            data = self._manifests.get(desc.digest)
+        if data is None:
+            data = self.client.get_manifest(self.repo, desc.digest)[1]
         self.client.put_manifest(self.repo, ref, data, desc.media_type)
 
     def commit(self) -> None:

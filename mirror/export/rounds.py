@@ -1,0 +1,147 @@
+"""Export's copy rounds, children before parents across rounds too: the selection, then
+the packs its packs depend on, then the images they run, then signatures and other
+referrers of everything copied. Each round is the same engine into the same bundle store."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mirror.bundle.manifest import ReferrerRecord
+from mirror.cache import BlobCache, CacheFirst
+from mirror.closure import ImageRound, image_round
+from mirror.companions import companion_round
+from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
+from mirror.discovery.interface import Found, Selection
+from mirror.discovery.landed import ContentScan
+from mirror.discovery.packdeps import PackReport, check_packs
+from mirror.oci import mediatypes as mt
+from mirror.sigpolicy import check_found
+from mirror.spec import BundleSpec
+from mirror.stores.bundle import BundleStore
+from mirror.stores.interface import Source
+from mirror.stores.memory import Remembering
+
+if TYPE_CHECKING:
+    from mirror.export import ExportOptions
+
+
+@dataclass
+class Rounds:
+    """What the copy rounds did: artifacts (and their dependencies), images, companions."""
+
+    report: CopyReport
+    packs: PackReport
+    images: ImageRound
+    image_report: CopyReport
+    referrers: list[ReferrerRecord]
+    signers: dict[str, str]  # artifact digest -> cosign key fingerprint
+    keys: dict[str, str]  # fingerprint -> PEM
+
+
+def run_rounds(
+    spec: BundleSpec,
+    selection: Selection,
+    cache: BlobCache,
+    target: BundleStore,
+    opts: ExportOptions,
+    observer: Observer,
+) -> Rounds:
+    """Children before parents across rounds too: what refers to a thing is copied after it."""
+    scan = ContentScan()  # pack and chart layers, read by the copy workers as they land
+    jobs = opts.settings.jobs
+    copy = CopyOptions(jobs=jobs, dry_run=opts.dry_run, hooks=(scan,), commit=False)
+    if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
+        _remember_layers(selection)
+        packs = check_packs(
+            selection.found, cache, add=opts.with_dependencies, store=False, jobs=jobs
+        )
+        selection.found += packs.added  # planned too
+    report = copy_graphs(
+        [_task(f, target) for f in selection.found], options=copy, observer=observer
+    )
+    if not opts.dry_run:
+        packs = _pack_check(
+            selection, cache, target, scan, copy, report, observer, add=opts.with_dependencies
+        )
+    selection.notes += packs.notes
+    copy = dataclasses.replace(copy, hooks=())  # images and companions are no packs
+    images, more = image_round(
+        spec, selection.found, cache, target, options=copy, observer=observer,
+        ca_file=opts.settings.ca_file, carry=opts.images, known=scan.scans,
+    )  # fmt: skip
+    report.absorb(more)
+    selection.notes += images.notes
+    referrers: list[ReferrerRecord] = []
+    if opts.referrers:
+        referrers, companions = companion_round(
+            report.graphs, target, options=copy, observer=observer
+        )
+        report.absorb(companions)
+    signers, keys = check_found(selection.found, referrers, _sources(selection, referrers, cache))
+    return Rounds(report, packs, images, more, referrers, signers, keys)
+
+
+def _pack_check(
+    selection: Selection,
+    cache: BlobCache,
+    target: BundleStore,
+    scan: ContentScan,
+    copy: CopyOptions,
+    report: CopyReport,
+    observer: Observer,
+    *,
+    add: bool,
+) -> PackReport:
+    """Dependencies of the copied packs; with --with-dependencies, copy what they need."""
+    packs = check_packs(
+        selection.found,
+        cache,
+        add=add,
+        store=True,
+        jobs=copy.jobs,
+        known=scan.packs,
+    )
+    selection.found += packs.added
+    if packs.added:
+        added = [_task(f, target) for f in packs.added]
+        report.absorb(copy_graphs(added, options=copy, observer=observer))
+    return packs
+
+
+def _sources(
+    selection: Selection, referrers: Sequence[ReferrerRecord], cache: BlobCache
+) -> dict[str, Source]:
+    """Where each companion of a selected artifact can be read again: the cache first."""
+    owners = {f.ref: f.source for f in selection.found}
+    return {
+        r.layout_ref: CacheFirst(cache, owners[r.owner]) for r in referrers if r.owner in owners
+    }
+
+
+def _remember_layers(selection: Selection) -> None:
+    """A dry run reads each pack layer for pack.json and again for images: fetch it once."""
+    wrapped: dict[int, Remembering] = {}
+    for i, f in enumerate(selection.found):
+        if f.kind in ("pack", "chart"):
+            keep = wrapped.setdefault(id(f.source), Remembering(f.source))
+            selection.found[i] = dataclasses.replace(f, source=keep)
+
+
+def _task(found: Found, target: BundleStore) -> CopyTask:
+    reg = found.registry
+    return CopyTask(
+        src=found.source,
+        dst=target,
+        root=found.desc,
+        tag=found.ref,
+        label=f"{reg.name}: {found.path}:{found.tag}",
+        annotations={
+            mt.ANN_REGISTRY: reg.name,
+            mt.ANN_REPOSITORY: found.repository,
+            mt.ANN_TAG: found.tag,
+            mt.ANN_KIND: found.kind,
+        },
+    )

@@ -1,0 +1,73 @@
+"""What `mirror import` is asked to do, and everything the flags alone can get wrong,
+refused before the bundle is even read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # cryptography is imported only when a key is in play
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        EllipticCurvePrivateKey,
+        EllipticCurvePublicKey,
+    )
+
+from mirror.catalog import load_catalog
+from mirror.errors import UsageError
+from mirror.formats.schema import ValidMemo
+from mirror.importer.plan import IMAGES_BASE
+from mirror.oci.names import check_repository_prefix
+from mirror.registry.auth import Credentials, resolve_credentials
+from mirror.settings import Settings
+
+TARGET_USER_ENV = "MIRROR_TARGET_USERNAME"
+TARGET_PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    bundle: Path
+    target: str
+    pub: EllipticCurvePublicKey | None
+    catalog: Path
+    allow_unsigned: bool = False
+    fips: bool = False
+    base_path: str = ""
+    images_base_path: str = IMAGES_BASE
+    mirror_config: Path | None = None  # mirror-registries.txt and certs.d/ go here
+    helm_repo_dir: Path | None = None
+    receipt: Path | None = None
+    receipt_key: EllipticCurvePrivateKey | None = None  # `--receipt-key`: sign the receipt
+    settings: Settings = field(default_factory=Settings)  # jobs, CA file, memo, clock
+    dry_run: bool = False
+    force: bool = False
+    allow_downgrade: bool = False  # import a bundle older than one imported before
+
+
+VALID_MEMO_NAME = "valid-documents.json"  # formats/schema.ValidMemo
+
+
+def valid_memo(opts: ImportOptions) -> ValidMemo | None:
+    """Beside the bundle memo: the catalog this host wrote last need not be validated again."""
+    memo = opts.settings.memo
+    return ValidMemo(memo.with_name(VALID_MEMO_NAME)) if memo else None
+
+
+def target_credentials(host: str) -> Credentials | None:
+    return resolve_credentials(host, (TARGET_USER_ENV, TARGET_PASSWORD_ENV))
+
+
+def check_options(opts: ImportOptions) -> None:
+    """Everything the flags alone can get wrong, refused before the bundle is even read."""
+    for flag, value in (
+        ("--base-path", opts.base_path),
+        ("--images-base-path", opts.images_base_path),
+    ):
+        check_repository_prefix(flag, value)
+    if "@" in opts.target.split("://", 1)[-1].split("/", 1)[0]:
+        raise UsageError(
+            "--target: credentials don't belong in a URL; "
+            f"use {TARGET_USER_ENV}/{TARGET_PASSWORD_ENV} or docker's config.json"
+        )
+    load_catalog(opts.catalog, valid_memo(opts))  # a bad catalog fails now, not after the push

@@ -1,0 +1,109 @@
+"""Where a bundle's content lands on the target, as copy tasks: artifacts at their paths
+under `--base-path`, charts also in the Helm folder, images under `--images-base-path`
+(Palette's layout), and companions beside their subjects. `serve` offers the same names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from mirror.bundle.manifest import ArtifactRecord, BundleManifest, ImageRecord
+from mirror.copy import CopyTask
+from mirror.mirrorconfig import Mirror
+from mirror.oci import mediatypes as mt
+from mirror.oci import names
+from mirror.oci.names import host_segment, resolve_held
+from mirror.registry.client import RegistryClient
+from mirror.stores.bundle import BundleStore
+from mirror.stores.interface import Target
+from mirror.stores.registry import RegistryStore
+
+if TYPE_CHECKING:
+    from mirror.importer.options import ImportOptions
+
+IMAGES_BASE = "spectro-images"  # Palette's air-gap layout: <registry>/spectro-images/<host>/...
+
+
+def landing_path(art: ArtifactRecord, base_path: str) -> str:
+    """TARGET/[--base-path/]<where the export said this artifact lands>."""
+    return names.artifact_landing(art.ref, art.tag, base_path)
+
+
+def artifact_tasks(
+    manifest: BundleManifest, source: BundleStore, client: RegistryClient, opts: ImportOptions
+) -> list[CopyTask]:
+    repos: dict[str, RegistryStore] = {}
+    helm_dir: Target | None = None
+    if opts.helm_repo_dir is not None:
+        from mirror.stores.helmdir import HelmDirTarget
+
+        helm_dir = HelmDirTarget(opts.helm_repo_dir, opts.settings.clock)
+    tasks = []
+    for art in manifest.artifacts:
+        repo = landing_path(art, opts.base_path)
+        dst = repos.setdefault(repo, RegistryStore(client, repo))
+        root = source.descriptor(art.digest, art.media_type)
+        label = f"{art.registry}: {art.ref}"
+        ann = {mt.ANN_REGISTRY: art.registry, mt.ANN_REF_NAME: art.ref}
+        tasks.append(CopyTask(source, dst, root, art.tag, label, ann))
+        if helm_dir is not None and art.kind == "chart":
+            tasks.append(CopyTask(source, helm_dir, root, art.tag, label, {}))
+    return tasks
+
+
+def owners(
+    tasks: Sequence[CopyTask], images: Sequence[tuple[CopyTask, ImageRecord]]
+) -> dict[str, RegistryStore]:
+    """Where each bundle ref (index.json name) lands: its companions land there too."""
+    out: dict[str, RegistryStore] = {}
+    for task in [*tasks, *(t for t, _ in images)]:
+        ref = task.annotations.get(mt.ANN_REF_NAME)
+        if ref is not None and isinstance(task.dst, RegistryStore):
+            out[ref] = task.dst
+    return out
+
+
+def image_landing(image: ImageRecord, opts: ImportOptions) -> str:
+    """TARGET/[--base-path/]<--images-base-path>/<host>/<path>: Palette's documented layout."""
+    return names.image_landing(image.host, image.repository, opts.base_path, opts.images_base_path)
+
+
+def image_tasks(
+    manifest: BundleManifest, source: BundleStore, client: RegistryClient, opts: ImportOptions
+) -> list[tuple[CopyTask, ImageRecord]]:
+    """Each image by tag, or by digest alone when its reference pinned one."""
+    out = []
+    for image in manifest.images:
+        dst = RegistryStore(client, image_landing(image, opts))
+        root = source.descriptor(image.digest, image.media_type)
+        tag = None if image.pin else image.tag
+        ann = {mt.ANN_KIND: "image", mt.ANN_REF_NAME: image.layout_ref}
+        task = CopyTask(source, dst, root, tag, f"image {image.ref}", ann)
+        out.append((task, image))
+    return out
+
+
+def mirrors_for(
+    images: Sequence[ImageRecord], target_host: str, opts: ImportOptions
+) -> list[Mirror]:
+    """One mirror per upstream host: where its images now live on the target."""
+    hosts = sorted({i.host for i in images})
+    base = _join(opts.base_path, opts.images_base_path)
+    return [Mirror(h, f"{target_host}/{_join(base, host_segment(h))}") for h in hosts]
+
+
+def donors(
+    manifest: BundleManifest, client: RegistryClient, opts: ImportOptions
+) -> dict[str, list[Target]]:
+    """For a delta: the repositories on the target that hold what the bundle leaves out."""
+    return {
+        e.digest: [
+            RegistryStore(client, resolve_held(e.held_at, opts.base_path, opts.images_base_path))
+        ]
+        for e in manifest.external
+        if e.held_at
+    }
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
