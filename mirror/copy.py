@@ -177,7 +177,7 @@ def copy_graphs(
     # each, whether uploaded once and mounted twice or found present.
     report.blobs = sum(len(group) for group in work.values())
     report.bytes = sum(i.desc.size for group in work.values() for i in group)
-    _parallel(opts.jobs, [_checker(w) for w in work.values()])
+    parallel(opts.jobs, [_checker(w) for w in work.values()])
     for group in work.values():
         for item in group:
             if item.present:
@@ -191,8 +191,8 @@ def copy_graphs(
     obs.planned(len(missing), to_copy)
     if opts.dry_run:
         return report
-    _parallel(opts.jobs, [_copier(g, opts, obs, report) for g in missing])
-    _parallel(opts.jobs, [_manifest_pusher(gs) for gs in _by_destination(report.graphs)])
+    parallel(opts.jobs, [_copier(g, opts, obs, report) for g in missing])
+    parallel(opts.jobs, [_manifest_pusher(gs) for gs in _by_destination(report.graphs)])
     for dst in _unique(t.dst for t in tasks) if opts.commit else ():
         dst.commit()
     return report
@@ -216,7 +216,7 @@ def _resolve_and_check(
 
         return run
 
-    _parallel(jobs, [job(i) for i in range(len(out))])
+    parallel(jobs, [job(i) for i in range(len(out))])
     return [g for g in out if g is not None], sorted(found)
 
 
@@ -278,7 +278,7 @@ def _check_supply(missing: Sequence[list[_Item]], opts: CopyOptions) -> None:
 
         return run
 
-    _parallel(opts.jobs, [job(i) for i in range(len(gaps))])
+    parallel(opts.jobs, [job(i) for i in range(len(gaps))])
     lost = [g for g, ok in zip(gaps, found, strict=True) if not ok]
     if lost:
         item = next(i for i in lost[0] if not i.present)
@@ -412,7 +412,7 @@ def _manifest_pusher(graphs: list[Graph]) -> Callable[[], None]:
     return run
 
 
-def _parallel(jobs: int, calls: Sequence[Callable[[], None]]) -> None:
+def parallel(jobs: int, calls: Sequence[Callable[[], None]]) -> None:
     """Run calls on a bounded pool; the first failure cancels the rest and is raised."""
     if not calls:
         return

@@ -23,14 +23,14 @@ from mirror.bundle.manifest import (
     ChartInfo,
     ImageRecord,
     MemberRecord,
-    PackInfo,
+    PackRecord,
     RegistryRecord,
 )
 from mirror.bundle.writer import Member
 from mirror.cache import BlobCache
 from mirror.copy import CopyReport, Graph
 from mirror.discovery.interface import Selection
-from mirror.formats.pack import PackInfo as FormatPackInfo
+from mirror.formats.pack import PackInfo
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.settings import Clock
@@ -70,7 +70,7 @@ def artifact_records(
     selection: Selection,
     report: CopyReport,
     cache: BlobCache,
-    packs: Mapping[str, FormatPackInfo],
+    packs: Mapping[str, PackInfo],
 ) -> list[ArtifactRecord]:
     sizes = {g.task.root.digest + (g.task.tag or ""): g for g in report.graphs}
     out = []
@@ -95,11 +95,11 @@ def artifact_records(
     return sorted(out, key=lambda a: a.ref)
 
 
-def _pack_record(info: FormatPackInfo | None) -> PackInfo | None:
+def _pack_record(info: PackInfo | None) -> PackRecord | None:
     """What manifest.json records of a pack, from the pack.json read before the copy."""
     if info is None:
         return None
-    return PackInfo(
+    return PackRecord(
         name=info.name,
         version=info.version,
         layer=info.layer or None,

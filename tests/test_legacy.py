@@ -12,7 +12,7 @@ import pytest
 
 from mirror.discovery import legacy, packdir
 from mirror.discovery.interface import Found, Selection
-from mirror.discovery.legacy import CatalogEntry, parse_catalog
+from mirror.discovery.legacy import LegacyEntry, parse_catalog
 from mirror.errors import AuthError, NotFoundError, RegistryError
 from mirror.lab.legacyserver import catalog_names, catalog_packs, serve_legacy
 from mirror.oci import mediatypes as mt
@@ -208,11 +208,11 @@ def test_colliding_pack_names(packs: Path, creds: AuthEnv) -> None:
     ],
 )
 def test_parse_catalog_shapes(doc: Any, want: list[tuple[str, tuple[str, ...]]]) -> None:
-    assert parse_catalog(doc, "t") == [CatalogEntry(r, v) for r, v in want]
+    assert parse_catalog(doc, "t") == [LegacyEntry(r, v) for r, v in want]
 
 
 def test_catalog_entry_name_is_the_last_segment() -> None:
-    assert CatalogEntry("spectro-packs/archive/nginx").name == "nginx"
+    assert LegacyEntry("spectro-packs/archive/nginx").name == "nginx"
 
 
 @pytest.fixture(autouse=True)

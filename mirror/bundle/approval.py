@@ -19,7 +19,7 @@ from mirror.units import exact
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-    from mirror.bundle.writer import Observer
+    from mirror.bundle.writer import ByteObserver as Observer
 
 IMAGES_BASE = "spectro-images"  # import's --images-base-path default
 

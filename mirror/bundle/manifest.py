@@ -43,7 +43,7 @@ class RegistryRecord:
 
 
 @dataclass(frozen=True)
-class PackInfo:
+class PackRecord:
     name: str
     version: str
     layer: str | None = None
@@ -82,7 +82,7 @@ class ArtifactRecord:
     size: int
     fips: bool
     platforms: tuple[str, ...] = ()
-    pack: PackInfo | None = None
+    pack: PackRecord | None = None
     chart: ChartInfo | None = None
     signed_by: str | None = None  # fingerprint of the cosign key export checked it with
 
@@ -399,7 +399,7 @@ def _artifact(a: dict[str, Any]) -> ArtifactRecord:
         size=a["size"],
         fips=a["fips"],
         platforms=tuple(a["platforms"]),
-        pack=PackInfo(
+        pack=PackRecord(
             name=pack["name"],
             version=pack["version"],
             layer=pack.get("layer"),

@@ -23,7 +23,7 @@ from mirror.bundle.verify import VerifyResult, check_manifest, check_policy, ver
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-    from mirror.bundle.writer import Observer
+    from mirror.bundle.writer import ByteObserver as Observer
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:  # the writer, and cryptography (for an unsigned bundle), are not needed
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-    from mirror.bundle.writer import Observer
+    from mirror.bundle.writer import ByteObserver as Observer
 
 CHUNK = 1024 * 1024
 MAX_TRAILER = 1024 * 1024  # zeros tar pads its last record with; anything beyond is hostile

@@ -36,7 +36,9 @@ COMPRESSED_LEVEL = 1
 _COMPRESSED_MAGICS = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
 
 
-class Observer(Protocol):
+class ByteObserver(Protocol):
+    """The part of the copy engine's ByteObserver the writer reports to: bytes as they go."""
+
     def advance(self, nbytes: int) -> None: ...
 
 
@@ -117,7 +119,7 @@ def write_bundle(
     members: Sequence[Member],
     *,
     mtime: int,
-    observer: Observer | None = None,
+    observer: ByteObserver | None = None,
     level: int = LEVEL,
     compressed_level: int = COMPRESSED_LEVEL,
     threads: int = -1,
@@ -197,7 +199,7 @@ def _write_all(
     sink: _Sink,
     items: list[_Item],
     mtime: int,
-    observer: Observer | None,
+    observer: ByteObserver | None,
     level: int,
     compressed_level: int,
     threads: int,
@@ -246,7 +248,7 @@ def _copy(
     stream: BinaryIO,
     first: bytes,
     out: zstandard.ZstdCompressionWriter,
-    observer: Observer | None,
+    observer: ByteObserver | None,
 ) -> None:
     """Stream one member through, checking that it is exactly what the manifest says."""
     digest = None if member.verified else hashlib.sha256()

@@ -14,13 +14,13 @@ import fnmatch
 import hashlib
 import json
 import re
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from mirror.copy import parallel
 from mirror.discovery.interface import Found, Selection
 from mirror.errors import (
     AuthError,
@@ -163,23 +163,18 @@ def _placeable(versions: list[ChartVersion], reg_name: str, notes: list[str]) ->
 def _download_all(
     http: Http, repo: _Repo, picked: Sequence[ChartVersion], jobs: int
 ) -> list[OciArtifact]:
-    """Parallel downloads (the transport keeps one session per thread); the first failure wins."""
-    if not picked:
-        return []
-    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(picked))), thread_name_prefix="helm")
-    futures: list[Future[OciArtifact]] = []
-    try:
-        futures = [pool.submit(_chart, http, repo, cv) for cv in picked]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        for f in futures:
-            exc = f.exception() if f.done() else None
-            if exc is not None:
-                raise exc
-        return [f.result() for f in futures]
-    finally:
-        for f in futures:
-            f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+    """Parallel downloads on the engine's pool (the first failure cancels the rest); the
+    transport keeps one session per thread."""
+    out: list[OciArtifact | None] = [None] * len(picked)
+
+    def job(i: int) -> Callable[[], None]:
+        def run() -> None:
+            out[i] = _chart(http, repo, picked[i])
+
+        return run
+
+    parallel(jobs, [job(i) for i in range(len(picked))])
+    return [a for a in out if a is not None]
 
 
 def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:

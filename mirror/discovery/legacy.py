@@ -45,7 +45,7 @@ _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
 @dataclass(frozen=True)
-class CatalogEntry:
+class LegacyEntry:
     """One pack the catalog names: its `/v2/` repository and versions (empty: ask `/v2/`)."""
 
     repository: str
@@ -56,7 +56,7 @@ class CatalogEntry:
         return self.repository.rsplit("/", 1)[-1]
 
 
-def parse_catalog(doc: Any, where: str) -> list[CatalogEntry]:
+def parse_catalog(doc: Any, where: str) -> list[LegacyEntry]:
     """Read `/v1/_catalog` tolerantly; the format is undocumented (ASSUMED, see the docs).
 
     Accepted: a list, or an object whose `repositories`/`packs`/`items`/... member is a list
@@ -81,7 +81,7 @@ def parse_catalog(doc: Any, where: str) -> list[CatalogEntry]:
             merged[repo] = None
         else:
             merged[repo] = (merged.get(repo) or set()) | set(versions)
-    return [CatalogEntry(r, tuple(sorted(v or ()))) for r, v in sorted(merged.items())]
+    return [LegacyEntry(r, tuple(sorted(v or ()))) for r, v in sorted(merged.items())]
 
 
 def _catalog_item(item: Any, where: str) -> tuple[str, list[str] | None]:
@@ -144,9 +144,9 @@ class LegacyPackRegistry:
                 f"{self.where}: health check failed ({resp.status_code}, status {status})"
             )
 
-    def catalog(self) -> list[CatalogEntry]:
+    def catalog(self) -> list[LegacyEntry]:
         """`GET /v1/_catalog` (documented path, assumed format), following `Link: next`."""
-        entries: list[CatalogEntry] = []
+        entries: list[LegacyEntry] = []
         path: str | None = "/v1/_catalog"
         for _ in range(1000):
             if path is None:
@@ -163,7 +163,7 @@ class LegacyPackRegistry:
             path = match.group(1) if match else None
         return entries
 
-    def versions(self, entry: CatalogEntry) -> list[str]:
+    def versions(self, entry: LegacyEntry) -> list[str]:
         """The catalog's versions, else the `/v2/` tags (ASSUMED: tags are versions)."""
         return list(entry.versions) or self.client.list_tags(entry.repository)
 
@@ -211,7 +211,7 @@ def discover(reg: Registry, *, ca_file: str | None = None) -> Selection:
     return Selection(found, notes)
 
 
-def _unique_names(entries: Iterable[CatalogEntry], where: str) -> list[CatalogEntry]:
+def _unique_names(entries: Iterable[LegacyEntry], where: str) -> list[LegacyEntry]:
     """Packs land by name, so two repositories ending in the same name would collide."""
     seen: dict[str, str] = {}
     out = []
@@ -235,7 +235,7 @@ def _is_oci_pack(desc: Descriptor, data: bytes) -> bool:
 
 def _rewrap(
     client: RegistryClient,
-    entry: CatalogEntry,
+    entry: LegacyEntry,
     tag: str,
     desc: Descriptor,
     data: bytes,
