@@ -118,16 +118,16 @@ class CacheFirst:
 
     def __init__(self, cache: BlobCache, source: Source) -> None:
         self.cache = cache
-        self.source = source
+        self.origin = source
         self.where = source.where
 
     def fetch_manifest(self, desc: Descriptor) -> bytes:
-        return self.cache.manifest(desc) or self.source.fetch_manifest(desc)
+        return self.cache.manifest(desc) or self.origin.fetch_manifest(desc)
 
     @contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
         if not self.cache.has(desc):
-            with self.source.fetch(desc) as stream:
+            with self.origin.fetch(desc) as stream:
                 yield stream
             return
         with self.cache.open(desc) as fh:

@@ -20,8 +20,7 @@ from mirror.errors import IntegrityError, NotFoundError
 from mirror.formats import cosign
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.stores.interface import Source, Target
-from mirror.stores.memory import Remembering
+from mirror.stores.interface import Source, Target, origin
 from mirror.stores.registry import RegistryStore
 
 
@@ -55,7 +54,7 @@ def companion_round(
 
 def _owner(graph: Graph) -> _Owner | None:
     task = graph.task
-    src = task.src.source if isinstance(task.src, Remembering) else task.src
+    src = origin(task.src)
     if not isinstance(src, RegistryStore) or task.tag is None:
         return None
     digests = tuple(d.digest for d, _ in graph.manifests)

@@ -228,3 +228,33 @@ def test_verifying_md_checks_one_image_signature_with_openssl(lab: Any, tmp_path
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "Verified OK" in run.stdout and lab["seeded"]["app"].digest in run.stdout
+
+
+def test_a_dry_run_counts_the_signatures_of_packs_too(lab: Any, tmp_path: Path) -> None:
+    """A dry run keeps pack layers in memory (a wrapper around the registry store); the
+    companion round must see through it to the registry, or a pack's signature is left out
+    of the plan that the real export then carries."""
+    from mirror.formats.pack import build_pack_archive, pack_artifact
+
+    folder = tmp_path / "web-1.0.0"
+    folder.mkdir()
+    (folder / "pack.json").write_text(json.dumps({"name": "web", "version": "1.0.0"}))
+    (folder / "values.yaml").write_text("pack:\n  content:\n    images: []\n")
+    src = start_registry(tmp_path / "reg", flavour="anon")
+    try:
+        c = client_for(src)
+        pack = seed_artifact(c, "production/packs/web", "1.0.0", pack_artifact(
+            *reversed(build_pack_archive(folder))
+        ))  # fmt: skip
+        seed_signature(c, "production/packs/web", pack.digest, lab["key"])
+        c.close()
+        spec = write_spec(tmp_path / "s.yaml", src.url, repositories=["packs/web"])
+        plans = []
+        for more in (["--dry-run"], []):
+            run = mirror("export", spec, "-o", tmp_path / "b.tar.zst", "--cache-dir",
+                         tmp_path / "cache", "--json", *more)  # fmt: skip
+            assert run.rc == 0, run.err
+            plans.append(run.json()["referrers"])
+        assert plans == [1, 1]  # the plan says what the export then carries
+    finally:
+        src.stop()

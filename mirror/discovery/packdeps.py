@@ -26,7 +26,7 @@ from mirror.formats.pack import (
 from mirror.formats.semver import version_order
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
-from mirror.stores.memory import Remembering
+from mirror.stores.interface import origin
 from mirror.stores.registry import RegistryStore
 
 MAX_CANDIDATES = 3  # newest fitting versions probed per dependency: bounded work
@@ -143,9 +143,8 @@ def _probe(pool: _Pool, cache: BlobCache, store: bool) -> bool:
 
 
 def _registry(found: Found) -> object:
-    """The registry behind a found pack, through a dry run's in-memory wrapper."""
-    src = found.source
-    return src.source if isinstance(src, Remembering) else src
+    """The registry behind a found pack, through any wrapper in front of it."""
+    return origin(found.source)
 
 
 def _candidates(like: Found, name: str, allows: object) -> list[Found]:

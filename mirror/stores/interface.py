@@ -30,6 +30,14 @@ class Source(Protocol):
         ...
 
 
+def origin(source: Source) -> Source:
+    """The store behind a wrapper (the export cache in front of a registry, a dry run's
+    memory): wrappers name what they wrap as `origin`."""
+    while (inner := getattr(source, "origin", None)) is not None:
+        source = inner
+    return source
+
+
 class Target(Protocol):
     where: str
 

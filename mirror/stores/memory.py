@@ -54,7 +54,7 @@ class Remembering:
     """
 
     def __init__(self, source: Source, *, cap: int = 4 << 20, budget: int = 256 << 20) -> None:
-        self.source = source
+        self.origin = source
         self.where = source.where
         self._cap = cap
         self._budget = budget
@@ -62,18 +62,18 @@ class Remembering:
         self._lock = threading.Lock()
 
     def fetch_manifest(self, desc: Descriptor) -> bytes:
-        return self.source.fetch_manifest(desc)
+        return self.origin.fetch_manifest(desc)
 
     @contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
         with self._lock:
             kept = self._kept.get(desc.digest)
         if kept is None and (desc.size > self._cap or desc.size > self._budget):
-            with self.source.fetch(desc) as stream:
+            with self.origin.fetch(desc) as stream:
                 yield stream
             return
         if kept is None:
-            with self.source.fetch(desc) as stream:
+            with self.origin.fetch(desc) as stream:
                 kept = stream.read(desc.size + 1)
                 stream.read(1)  # the verifying stream checks the digest at EOF
             check_bytes(desc, kept, self.where)
