@@ -9,7 +9,7 @@ Pure: nothing here touches the network.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,18 @@ class Mirror:
 
     upstream: str
     endpoint: str
+
+
+def image_mirrors(
+    hosts: Iterable[str], endpoint_host: str, base_path: str, images_base: str
+) -> list[Mirror]:
+    """One mirror per upstream host: where its images are on ENDPOINT_HOST (import, serve)."""
+    from mirror.oci.names import image_landing
+
+    return [
+        Mirror(h, f"{endpoint_host}/{image_landing(h, '', base_path, images_base)}")
+        for h in sorted(set(hosts))
+    ]
 
 
 def mirror_string(mirrors: Sequence[Mirror]) -> str:

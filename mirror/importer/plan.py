@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from mirror.bundle.manifest import ArtifactRecord, BundleManifest, ImageRecord
 from mirror.copy import CopyTask
-from mirror.mirrorconfig import Mirror
+from mirror.mirrorconfig import Mirror, image_mirrors
 from mirror.oci import mediatypes as mt
 from mirror.oci import names
-from mirror.oci.names import host_segment, resolve_held
+from mirror.oci.names import resolve_held
 from mirror.registry.client import RegistryClient
 from mirror.stores.bundle import BundleStore
 from mirror.stores.interface import Target
@@ -87,9 +87,8 @@ def mirrors_for(
     images: Sequence[ImageRecord], target_host: str, opts: ImportOptions
 ) -> list[Mirror]:
     """One mirror per upstream host: where its images now live on the target."""
-    hosts = sorted({i.host for i in images})
-    base = _join(opts.base_path, opts.images_base_path)
-    return [Mirror(h, f"{target_host}/{_join(base, host_segment(h))}") for h in hosts]
+    hosts = [i.host for i in images]
+    return image_mirrors(hosts, target_host, opts.base_path, opts.images_base_path)
 
 
 def donors(

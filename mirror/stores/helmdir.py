@@ -38,7 +38,7 @@ _LAYER_SUFFIX = {mt.HELM_CHART: ".tgz", mt.HELM_PROV: ".prov"}
 
 
 @dataclass(frozen=True)
-class _Chart:
+class ChartFile:
     """A chart version as this folder knows it: its file and the digests it came from."""
 
     name: str
@@ -69,11 +69,11 @@ class HelmDirTarget:
         self._lock = threading.RLock()  # commit and tag hash files while holding it
         self._small: dict[str, bytes] = {}  # manifests and configs pushed in this run
         self._staged: dict[str, Path] = {}  # layer digest -> verified file in .staging
-        self._pending: dict[tuple[str, str], _Chart] = {}
-        self._learned: dict[str, _Chart] = {}  # complete already; only the record is new
+        self._pending: dict[tuple[str, str], ChartFile] = {}
+        self._learned: dict[str, ChartFile] = {}  # complete already; only the record is new
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._index = self._read_index()  # (name, version) -> (ChartVersion, url)
-        self._record = self._read_record()  # filename -> _Chart
+        self._record = self._read_record()  # filename -> ChartFile
 
     # ------------------------------------------------------------------ Target protocol
 
@@ -167,35 +167,20 @@ class HelmDirTarget:
         data = stream.read(desc.size + 1)
         check_bytes(desc, data, self.where)
         if desc.media_type in mt.MANIFESTS:
-            _chart_layers(parse_manifest(data, desc.digest), self.where)
+            chart_layers(parse_manifest(data, desc.digest), self.where)
         with self._lock:
             self._small[desc.digest] = data
 
     # ------------------------------------------------------------------ charts
 
-    def _chart_of(self, desc: Descriptor) -> _Chart:
+    def _chart_of(self, desc: Descriptor) -> ChartFile:
         """Name, version and files of a chart manifest pushed (or recorded) here."""
         data = self._small.get(desc.digest)
         if data is None:
             raise UsageError(f"{self.where}: {desc.digest} is not a chart pushed here")
         doc = parse_manifest(data, desc.digest)
-        config, layer, prov = _chart_layers(doc, self.where)
-        meta = self._config(config)
-        name, version = str(meta.get("name", "")), str(meta.get("version", ""))
-        if not (_FILE_PART.match(name) and _FILE_PART.match(version)) or ".." in name + version:
-            raise IntegrityError(f"{self.where}: unsafe chart name or version {name!r} {version!r}")
-        annotations = doc.get("annotations") or {}
-        return _Chart(
-            name=name,
-            version=version,
-            filename=f"{name}-{version}.tgz",
-            layer=layer.hex,
-            config=config.digest,
-            manifest=desc.digest,
-            prov=prov.hex if prov else None,
-            created=annotations.get("org.opencontainers.image.created"),
-            metadata=meta,
-        )
+        config, _, _ = chart_layers(doc, self.where)
+        return chart_file(doc, desc.digest, self._config(config), self.where)
 
     def _config(self, config: Descriptor) -> dict[str, Any]:
         data = self._small.get(config.digest)
@@ -204,15 +189,9 @@ class HelmDirTarget:
                 if c.config == config.digest:
                     return {"name": c.name, "version": c.version}
             raise UsageError(f"{self.where}: chart config {config.digest} never arrived")
-        try:
-            meta = jsondoc.loads(data)
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict):
-            raise IntegrityError(f"{self.where}: chart config {config.digest} is not JSON")
-        return meta
+        return chart_config(data, config.digest, self.where)
 
-    def _check_conflict(self, chart: _Chart) -> None:
+    def _check_conflict(self, chart: ChartFile) -> None:
         key = (chart.name, chart.version)
         other = self._pending.get(key)
         if other is not None and other.layer != chart.layer:
@@ -226,7 +205,7 @@ class HelmDirTarget:
                     f"sha256 {have[:12]}, the bundle has {chart.layer[:12]}; nothing was changed"
                 )
 
-    def _place(self, chart: _Chart) -> None:
+    def _place(self, chart: ChartFile) -> None:
         final = self.folder / chart.filename
         staged = self._staged.get(f"sha256:{chart.layer}")
         if staged is not None and staged.exists():
@@ -258,21 +237,20 @@ class HelmDirTarget:
             out[(cv.name, cv.version)] = (cv, unquote(url.removeprefix(base)))
         return out
 
-    def _write_index(self, pending: list[_Chart]) -> None:
+    def _write_index(self, pending: list[ChartFile]) -> None:
         charts = dict(self._index)
         for c in pending:
-            cv = ChartVersion(c.name, c.version, (), c.layer, c.created, c.metadata or {})
-            charts[(c.name, c.version)] = (cv, c.filename)
+            charts[(c.name, c.version)] = index_entry(c)
         with atomic_file(self.folder / "index.yaml") as fh:
             fh.write(write_index(list(charts.values()), self.clock.stamp()))
         self._index = charts
 
-    def _read_record(self) -> dict[str, _Chart]:
+    def _read_record(self) -> dict[str, ChartFile]:
         path = self.folder / RECORD
         try:
             doc = jsondoc.loads(path.read_bytes()) if path.is_file() else {}
             return {
-                name: _Chart(
+                name: ChartFile(
                     name=str(c["name"]),
                     version=str(c["version"]),
                     filename=name,
@@ -323,7 +301,47 @@ class HelmDirTarget:
         return known
 
 
-def _chart_layers(
+def chart_file(doc: dict[str, Any], digest: str, meta: Mapping[str, Any], where: str) -> ChartFile:
+    """A Helm OCI chart manifest and its config as a file of a static Helm repository.
+
+    Shared by `--helm-repo-dir` and `mirror serve`, so both name and index charts alike.
+    """
+    config, layer, prov = chart_layers(doc, where)
+    name, version = str(meta.get("name", "")), str(meta.get("version", ""))
+    if not (_FILE_PART.match(name) and _FILE_PART.match(version)) or ".." in name + version:
+        raise IntegrityError(f"{where}: unsafe chart name or version {name!r} {version!r}")
+    annotations = doc.get("annotations") or {}
+    return ChartFile(
+        name=name,
+        version=version,
+        filename=f"{name}-{version}.tgz",
+        layer=layer.hex,
+        config=config.digest,
+        manifest=digest,
+        prov=prov.hex if prov else None,
+        created=annotations.get("org.opencontainers.image.created"),
+        metadata=meta,
+    )
+
+
+def chart_config(data: bytes, digest: str, where: str) -> dict[str, Any]:
+    """A chart's config blob (its Chart.yaml as JSON), or an IntegrityError."""
+    try:
+        meta = jsondoc.loads(data)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"{where}: chart config {digest} is not JSON")
+    return meta
+
+
+def index_entry(chart: ChartFile) -> tuple[ChartVersion, str]:
+    """What `write_index` takes for one chart stored beside index.yaml."""
+    c = chart
+    return ChartVersion(c.name, c.version, (), c.layer, c.created, c.metadata or {}), c.filename
+
+
+def chart_layers(
     doc: dict[str, Any], where: str
 ) -> tuple[Descriptor, Descriptor, Descriptor | None]:
     """(config, chart layer, provenance) of a Helm OCI chart manifest; anything else is refused."""

@@ -1,0 +1,200 @@
+"""`mirror serve`: trust the bundle, then answer for it over HTTP(S) until told to stop.
+
+The HTTP server is cheroot (CherryPy's WSGI server): a fixed pool of worker threads with
+keep-alive connections parked in a selector, so many idle clients cost no thread; the WSGI
+body is an iterator, so a blob streams out chunk by chunk; `stop()` closes the listener
+and gives requests in flight time to finish; TLS is its built-in `ssl` adapter.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mirror.bundle.reader import BundleReader
+from mirror.bundle.trust import Trusted, TrustPolicy, open_trusted
+from mirror.errors import OperationError, UsageError
+from mirror.mirrorconfig import CERTS_DIR, HOSTS_FILE, MIRROR_FILE, hosts_toml, image_mirrors
+from mirror.mirrorconfig import mirror_string as swap_string
+from mirror.oci.names import check_repository_prefix
+from mirror.serve.app import RegistryApp, StartResponse
+from mirror.serve.store import ServedStore
+from mirror.stores.bundle import BundleStore
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+    from mirror.bundle.writer import ByteObserver as Observer
+
+DEFAULT_LISTEN = "127.0.0.1:5000"
+THREADS = 32  # requests served at once; idle keep-alive connections hold no thread
+SHUTDOWN_GRACE = 10.0  # seconds a SIGTERM leaves requests in flight to finish
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    bundle: Path
+    pub: EllipticCurvePublicKey | None
+    allow_unsigned: bool = False
+    fips: bool = False
+    listen: str = DEFAULT_LISTEN
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    base_path: str = ""
+    images_base_path: str = "spectro-images"
+    memo: Path | None = None
+    threads: int = THREADS
+
+
+def check_options(opts: ServeOptions) -> tuple[str, int]:
+    """Everything the flags alone can get wrong, refused before the bundle is read."""
+    for flag, value in (
+        ("--base-path", opts.base_path),
+        ("--images-base-path", opts.images_base_path),
+    ):
+        check_repository_prefix(flag, value)
+    if (opts.tls_cert is None) != (opts.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for path in (opts.tls_cert, opts.tls_key):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    return parse_listen(opts.listen)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets); port 0 picks a free one."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen {value!r}: expected HOST:PORT, such as {DEFAULT_LISTEN}")
+    return host, int(port)
+
+
+def open_store(opts: ServeOptions, observer: Observer | None = None) -> tuple[ServedStore, Trusted]:
+    """The same verdict as `verify` and `import` (fail-closed), then the store it allows."""
+    policy = TrustPolicy(opts.pub, allow_unsigned=opts.allow_unsigned, fips=opts.fips)
+    trusted = open_trusted(opts.bundle, policy, memo=opts.memo, observer=observer)
+    source = BundleStore.sealed(BundleReader(opts.bundle), trusted.manifest)
+    store = ServedStore(
+        source, trusted.manifest, base_path=opts.base_path, images_base=opts.images_base_path
+    )
+    return store, trusted
+
+
+class Server:
+    """One bound cheroot server; `run(stop)` serves until the event is set."""
+
+    def __init__(
+        self,
+        app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
+        host: str,
+        port: int,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        threads: int = THREADS,
+    ) -> None:
+        from cheroot import wsgi
+
+        self.tls = tls is not None
+        self._server = wsgi.Server(
+            (host, port), app, numthreads=threads, max=threads, server_name="mirror"
+        )
+        self._server.shutdown_timeout = SHUTDOWN_GRACE
+        self._server.keep_alive_conn_limit = 1024
+        self._server.timeout = 60
+        if tls is not None:
+            self._server.ssl_adapter = _ssl_adapter(*tls)
+        try:
+            self._server.prepare()
+        except OSError as exc:
+            raise OperationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        addr = self._server.bind_addr
+        return str(addr[0]), int(addr[1])
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until STOP is set, then stop accepting and let requests in flight finish."""
+        worker = threading.Thread(target=self._server.serve, name="serve", daemon=True)
+        worker.start()
+        try:
+            while not stop.wait(0.5) and worker.is_alive():
+                pass
+        finally:
+            self._server.stop()
+            worker.join(SHUTDOWN_GRACE)
+
+
+def _ssl_adapter(cert: Path, key: Path) -> Any:
+    import ssl
+
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    try:
+        return BuiltinSSLAdapter(str(cert), str(key))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise UsageError(f"--tls-cert/--tls-key: cannot load them: {exc}") from None
+
+
+class AccessLog:
+    """Common log format lines for every request, written as each response ends."""
+
+    def __init__(self, app: RegistryApp, write: Callable[[str], None]) -> None:
+        self.app = app
+        self.write = write
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        status = ["-"]
+
+        def started(code: str, headers: list[tuple[str, str]]) -> Any:
+            status[0] = code.split(" ", 1)[0]
+            return start_response(code, headers)
+
+        body = self.app(environ, started)
+        return self._logged(body, environ, status)
+
+    def _logged(
+        self, body: Iterable[bytes], environ: dict[str, Any], status: list[str]
+    ) -> Iterator[bytes]:
+        sent = 0
+        try:
+            for chunk in body:
+                sent += len(chunk)
+                yield chunk
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            self.write(common_log_line(environ, status[0], sent))
+
+
+def common_log_line(environ: dict[str, Any], status: str, sent: int) -> str:
+    """`host - - [time] "request" status bytes`, as Apache's and nginx's default logs."""
+    query = environ.get("QUERY_STRING")
+    target = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+    request = f"{environ.get('REQUEST_METHOD')} {target} {environ.get('SERVER_PROTOCOL')}"
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    size = str(sent) if sent else "-"
+    return f'{environ.get("REMOTE_ADDR", "-")} - - [{when}] "{request}" {status} {size}'
+
+
+def mirror_config_text(store: ServedStore, opts: ServeOptions, host: str, port: int) -> str:
+    """What `import --mirror-config` would write, for this server's own address."""
+    shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    mirrors = image_mirrors(
+        store.image_hosts, f"{shown}:{port}", opts.base_path, opts.images_base_path
+    )
+    if not mirrors:
+        return ""
+    scheme = "https" if opts.tls_cert else "http"
+    parts = [f"# {MIRROR_FILE}", swap_string(mirrors)]
+    for m in mirrors:
+        parts += [f"# {CERTS_DIR}/{m.upstream}/{HOSTS_FILE}", hosts_toml(m, scheme=scheme).rstrip()]
+    return "\n".join(parts) + "\n"
