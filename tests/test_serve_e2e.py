@@ -499,6 +499,27 @@ def test_what_import_refuses_serve_refuses_before_listening(
     assert not _listening(port)
 
 
+def test_a_bundle_changed_after_start_is_not_served(built: Built, tmp_path: Path) -> None:
+    """Blobs are not hashed again as they are served: the file must still be the one proven."""
+    bundle = tmp_path / built.bundle.name
+    shutil.copy(built.bundle, bundle)
+    s = Served(bundle, "--allow-unsigned", "--listen", "127.0.0.1:0")
+    try:
+        url = s.wait_ready()
+        blob = f"{url}/v2/{built.app_repo}/blobs/{built.big}"
+        assert _session().head(blob, timeout=10).status_code == 200
+        entry = BundleReader(bundle).toc()["blobs/sha256/" + built.big.split(":", 1)[1]]
+        with bundle.open("r+b") as fh:  # one byte, in place: same size, same inode
+            fh.seek(entry.frame + 4096)
+            byte = fh.read(1)
+            fh.seek(entry.frame + 4096)
+            fh.write(bytes([byte[0] ^ 1]))
+        resp = _session().get(blob, timeout=10)
+        assert resp.status_code == 500 and "changed since it was verified" in resp.text
+    finally:
+        assert s.stop() == 0
+
+
 # ---- a real server ----------------------------------------------------------------------
 
 

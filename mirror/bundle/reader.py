@@ -63,13 +63,15 @@ def decompressing(raw: Readable, where: str, across_frames: bool = True) -> _Gua
 class MemberStream:
     """Exactly one member's bytes; the digest is checked before the last chunk is handed out."""
 
-    def __init__(self, raw: Readable, path: str, sha256: str, size: int) -> None:
+    def __init__(
+        self, raw: Readable, path: str, sha256: str, size: int, *, verify: bool = True
+    ) -> None:
         self._raw = raw
         self._path = path
         self._sha256 = sha256
         self._left = size
         self._size = size
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if verify else None
 
     def __len__(self) -> int:
         return self._left
@@ -84,6 +86,8 @@ class MemberStream:
                 f"{self._path}: truncated after {self._size - self._left} of {self._size} bytes"
             )
         self._left -= len(chunk)
+        if self._hash is None:
+            return chunk
         self._hash.update(chunk)
         if self._left == 0 and self._hash.hexdigest() != self._sha256:
             raise IntegrityError(f"{self._path}: content does not match sha256 {self._sha256}")
@@ -187,8 +191,14 @@ class BundleReader:
         return entry
 
     @contextmanager
-    def open_member(self, path: str, sha256: str, size: int) -> Iterator[MemberStream]:
-        """One member, decompressing only its frame; size and sha256 checked as it streams."""
+    def open_member(
+        self, path: str, sha256: str, size: int, *, verify: bool = True
+    ) -> Iterator[MemberStream]:
+        """One member, decompressing only its frame; size and sha256 checked as it streams.
+
+        `verify=False` skips the sha256 (never the size): for `serve`, which proved the
+        whole file at start and checks before each read that it is still that file.
+        """
         entry = self._entry(path, size)
         with self._open() as f, closing(decompressing(f, path, across_frames=False)) as stream:
             f.seek(entry.frame)
@@ -198,7 +208,7 @@ class BundleReader:
                 if not got:
                     raise IntegrityError(f"{path}: table of contents points past its frame")
                 skip -= got
-            yield MemberStream(stream, path, sha256, size)
+            yield MemberStream(stream, path, sha256, size, verify=verify)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from mirror.errors import IntegrityError
 from mirror.oci import mediatypes as mt
 from mirror.serve.store import OCTET, ServedStore
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 MAX_PAGE = 10_000
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -177,6 +178,10 @@ class RegistryApp:
         return self._stream(digest, "application/gzip", environ)
 
     def _stream(self, digest: str, content_type: str, environ: dict[str, Any]) -> Response:
+        try:
+            self.store.check_unchanged()
+        except IntegrityError as exc:
+            return error("500 Internal Server Error", "UNKNOWN", str(exc))
         size = self.store.size_of(digest)
         span = _range(environ.get("HTTP_RANGE", ""), size)
         headers = [
