@@ -11,6 +11,7 @@ from bench.report import (
     LevelBench,
     LevelRow,
     Report,
+    ServeBench,
     SyncBench,
     all_goals,
     closure_goals,
@@ -21,6 +22,7 @@ from bench.report import (
     mb,
     rate,
     secs,
+    serve_goals,
     sync_goals,
     table,
     verify_goals,
@@ -73,8 +75,12 @@ def render(r: Report) -> str:
         lines += _closure(r.closure, numbered)
         numbered += 1
     lines += _verify(r, numbered) + _levels(r.levels, numbered + 1)
+    numbered += 2
     if r.sync is not None:
-        lines += _sync(r.sync, numbered + 2)
+        lines += _sync(r.sync, numbered)
+        numbered += 1
+    if r.serve is not None:
+        lines += _serve(r.serve, numbered)
     if r.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
     if r.findings.strip():
@@ -434,6 +440,22 @@ def _levels(lv: LevelBench, number: int) -> list[str]:
 
 def _verdict(best: int, current: int) -> str:
     return f"keep {current}" if best == current else f"use {best} (now {current})"
+
+
+def _serve(s: ServeBench, number: int) -> list[str]:
+    return [
+        f"## {number}. Serve",
+        "",
+        f"Every blob of the bench bundle ({s.blobs} blobs, {mb(s.bytes)}) fetched once by one "
+        "`curl -Z` process, 1 and then 8 transfers at a time: `mirror serve` straight out of "
+        "the bundle, and docker-registry from its filesystem after an (untimed) import of "
+        "the same bundle. serve's peak RSS covers its whole life, verification included.",
+        "",
+        *s.lines(),
+        "",
+        *goal_table(serve_goals(s)),
+        "",
+    ]
 
 
 def _method(repeat: int, closure: ClosureBench | None = None) -> list[str]:

@@ -19,6 +19,8 @@ REIMPORT_SHARE_GOAL = 0.10
 VERIFY_THROUGHPUT_GOAL = 0.7
 SYNC_DELTA_GOAL = 1.1  # a day's delta bundle / the bytes of the blobs that are new that day
 DISK_CONSTANT = 64 * MIB  # "the largest blob plus a small constant"
+SERVE_THROUGHPUT_GOAL = 0.8  # mirror serve / docker-registry, blob throughput at 8 clients
+SERVE_RSS_GOAL_MB = 200.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,47 @@ class SyncBench:
 
 
 @dataclass(frozen=True)
+class ServeBench:
+    """Every blob once, by 1 and by 8 parallel transfers: `mirror serve` and docker-registry."""
+
+    blobs: int
+    bytes: int
+    serve_one: Measured
+    serve_many: Measured
+    registry_one: Measured
+    registry_many: Measured
+    serve_rss_kb: int  # peak over serve's life: verification at start and every run
+
+    def rate(self, m: Measured) -> float:
+        return self.bytes / m.seconds if m.seconds > 0 else 0.0
+
+    @property
+    def relative_one(self) -> float:
+        return self.registry_one.seconds / self.serve_one.seconds
+
+    @property
+    def relative_many(self) -> float:
+        return self.registry_many.seconds / self.serve_many.seconds
+
+    def lines(self) -> list[str]:
+        """The four runs as a Markdown table."""
+        rows = [
+            [
+                f"{side}, {n} client{'s' if n > 1 else ''}",
+                secs(m.seconds),
+                rate(self.bytes, m.seconds),
+            ]
+            for side, n, m in (
+                ("mirror serve", 1, self.serve_one),
+                ("docker-registry", 1, self.registry_one),
+                ("mirror serve", 8, self.serve_many),
+                ("docker-registry", 8, self.registry_many),
+            )
+        ]
+        return table(["server", "time", "throughput"], rows)
+
+
+@dataclass(frozen=True)
 class LevelRow:
     level: int
     seconds: float
@@ -226,6 +269,7 @@ class Report:
     levels: LevelBench
     closure: ClosureBench | None = None  # None: no corpus, so no pack lists any image
     sync: SyncBench | None = None  # None: a report made before the sync scenario existed
+    serve: ServeBench | None = None
     quick: bool = False
     repeat: int = 1
     minutes: float = 0.0
@@ -355,12 +399,30 @@ def sync_goals(s: SyncBench) -> list[Goal]:
     ]
 
 
+def serve_goals(s: ServeBench) -> list[Goal]:
+    rss_mb = s.serve_rss_kb / 1024
+    return [
+        Goal(
+            "serve blob throughput / docker-registry, 8 clients",
+            f">= {SERVE_THROUGHPUT_GOAL}x",
+            f"{s.relative_many:.2f}x (1 client: {s.relative_one:.2f}x)",
+            s.relative_many >= SERVE_THROUGHPUT_GOAL,
+        ),
+        Goal(
+            "serve peak RSS",
+            f"<= {SERVE_RSS_GOAL_MB:.0f} MB",
+            f"{rss_mb:.0f} MB",
+            rss_mb <= SERVE_RSS_GOAL_MB,
+        ),
+    ]
+
+
 def all_goals(r: Report) -> list[Goal]:
     closure = closure_goals(r.closure) if r.closure is not None else []
     sync = sync_goals(r.sync) if r.sync is not None else []
-    return (
-        export_goals(r.export) + import_goals(r.imports) + closure + verify_goals(r.verify) + sync
-    )
+    serve = serve_goals(r.serve) if r.serve is not None else []
+    goals = export_goals(r.export) + import_goals(r.imports) + closure
+    return goals + verify_goals(r.verify) + sync + serve
 
 
 def _cell(text: str) -> str:

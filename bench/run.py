@@ -36,14 +36,15 @@ from bench.scenarios import (  # noqa: E402
     log,
     verify_bench,
 )
+from bench.serve import serve_bench  # noqa: E402
 from bench.sync import sync_bench  # noqa: E402
 
 __all__ = ["Report", "all_goals", "main", "recommend", "render"]
 
 DEFAULT_OUT = _ROOT / "docs" / "BENCHMARKS.md"
 FINDINGS = _ROOT / "bench" / "FINDINGS.md"
-TOOLS = ("skopeo", "zstd", "tar", "bash")
 SYNC_MB = 100  # day 1 of the sync scenario: enough for 5% of the blobs to be real layers
+TOOLS = ("skopeo", "zstd", "tar", "bash", "curl")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         ver = verify_bench(b, bundle, args.repeat)
         log("the 24-hour sync: a day's 5% of the blobs as a delta")
         sync = sync_bench(b, args.layer_cache, min(args.size_mb, SYNC_MB))
+        serve = serve_bench(b, bundle)
         log("zstd levels")
         levels = level_bench(layout, b.dir("levels"), quick=args.quick)
     notes = [] if corpus else ["The pack corpus was not found: the content has no packs."]
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         levels=levels,
         closure=closure,
         sync=sync,
+        serve=serve,
         quick=args.quick,
         repeat=args.repeat,
         minutes=(time.monotonic() - started) / 60,

@@ -35,6 +35,7 @@ from bench.report import (  # noqa: E402
     LevelBench,
     LevelRow,
     Report,
+    ServeBench,
     VerifyBench,
 )
 
@@ -194,6 +195,28 @@ def test_image_closure_section_and_its_spread() -> None:
     bare = run.render(dataclasses.replace(report, closure=None))
     assert "Image closure" not in bare and "image closure" not in bare
     assert "## 3. Verify" in bare and "## 4. zstd level" in bare
+
+
+def test_serve_section_and_its_goals() -> None:
+    m = Measured
+    serve = ServeBench(
+        blobs=46, bytes=100 * MB, serve_one=m(1.0, 0), serve_many=m(2.0, 0),
+        registry_one=m(1.2, 0), registry_many=m(1.5, 0), serve_rss_kb=250 * 1024,
+    )  # fmt: skip
+    goals = {g.what: g for g in run.all_goals(_report(serve=serve))}
+    assert not goals["serve blob throughput / docker-registry, 8 clients"].ok  # 1.5/2 = 0.75
+    assert not goals["serve peak RSS"].ok  # 250 MB
+    text = run.render(_report(serve=serve))
+    assert "## 6. Serve" in text and "| mirror serve, 8 clients | 2.00 s | 50 MB/s |" in text
+    assert "0.75x (1 client: 1.20x) | MISS |" in _row(
+        text, "serve blob throughput / docker-registry, 8 clients"
+    )
+    fast = dataclasses.replace(serve, serve_many=m(1.8, 0), serve_rss_kb=70 * 1024)
+    fine = {g.what: g.ok for g in run.all_goals(_report(serve=fast))}
+    assert fine["serve blob throughput / docker-registry, 8 clients"] and fine["serve peak RSS"]
+    assert "Serve" not in run.render(_report())  # not measured: no section, no goals
+    both = run.render(_report(serve=serve, sync=_sync(2 * MB)))
+    assert "## 6. The 24-hour sync" in both and "## 7. Serve" in both
 
 
 def test_big_layer_rows_are_left_out_when_skipped() -> None:
