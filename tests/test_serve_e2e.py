@@ -159,7 +159,11 @@ class Served:
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
 
     def stderr(self) -> str:
         assert self.proc.stderr is not None
@@ -493,7 +497,13 @@ def test_what_import_refuses_serve_refuses_before_listening(
         args = ["--key", tmp_path / "stranger.pub"]
     port = free_port()
     s = Served(bundle, *args, "--listen", f"127.0.0.1:{port}")
-    assert s.proc.wait(120) == 3
+    try:
+        rc = s.proc.wait(120)
+    finally:
+        if s.proc.poll() is None:  # it started after all: never leave it running
+            s.proc.kill()
+            s.proc.wait()
+    assert rc == 3
     assert "serving" not in s.out()
     assert s.stderr().startswith("mirror: error: ")
     assert not _listening(port)
@@ -581,9 +591,12 @@ def test_tls_with_the_given_certificate(built: Built, tmp_path: Path) -> None:
         assert s.stop() == 0
 
 
-def test_sigterm_lets_a_download_in_flight_finish_then_exits_0(built: Built) -> None:
+def test_sigterm_lets_a_download_in_flight_finish_then_exits_0(
+    built: Built, request: pytest.FixtureRequest
+) -> None:
     s = Served(built.bundle, "--key", built.pub, "--listen", "127.0.0.1:0")
     url = s.wait_ready()
+    request.addfinalizer(lambda: s.proc.kill() if s.proc.poll() is None else None)
     path = f"/v2/{built.app_repo}/blobs/{built.big}"
     sock = _raw_get(url, path, rcvbuf=64 * 1024)
     got = sock.recv(4096)
