@@ -4,7 +4,8 @@ Built once at start, from a trusted manifest: every artifact, image and companio
 the repository `import` would push it to (`names.artifact_landing`, `names.image_landing`,
 the owner's repository for a companion), and each graph is walked so a repository answers
 only for the manifests and blobs that are really its own. Bytes are never copied here: a
-read goes back to the archive through `BundleStore.sealed`, checked against the signed manifest.
+read goes back to the archive (manifests through `BundleStore`, hashed every time; blobs
+straight from their frames, once `check_unchanged` shows the file is the one proven).
 """
 
 from __future__ import annotations
