@@ -741,7 +741,13 @@ def _print_import(result: Any) -> None:
 # ---- serve -----------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "mirror serve palette.tar.zst --key keys/release.pub",
+        "mirror serve palette.tar.zst --key keys/release.pub --listen 0.0.0.0:5000 \\",
+        "    --tls-cert registry.pem --tls-key registry-key.pem --base-path edge",
+    )
+)
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key.")
 @click.option("--allow-unsigned", is_flag=True, help="Serve a bundle without a signature.")
