@@ -1,7 +1,7 @@
 """Every Helm repository in the bundle as a static Helm repository: index.yaml and its .tgz.
 
 The charts travel as Helm OCI charts; the index is written once at start by the same code
-as import's `--helm-repo-dir` (`targets/helmdir.py`), and each .tgz is the chart's layer,
+as import's `--helm-repo-dir` (`stores/helmdir.py`), and each .tgz is the chart's layer,
 streamed out of the archive like any other blob.
 """
 
