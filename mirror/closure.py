@@ -95,8 +95,11 @@ def _task(r: Resolved, target: Target) -> CopyTask:
     )
 
 
-def image_records(round_: ImageRound, report: CopyReport) -> list[ImageRecord]:
-    """manifest.json's `images`: each with its digest, size, platforms and who needs it."""
+def image_records(
+    round_: ImageRound, report: CopyReport, signers: Mapping[str, str] | None = None
+) -> list[ImageRecord]:
+    """manifest.json's `images`: each with its digest, size, platforms and who needs it, and
+    the fingerprint of the key (`signers`, by digest) whose signature export checked."""
     sizes = {(g.task.root.digest, g.task.tag): g.size for g in report.graphs}
     out = []
     for r in round_.resolved:
@@ -115,6 +118,7 @@ def image_records(round_: ImageRound, report: CopyReport) -> list[ImageRecord]:
                 platforms=r.platforms,
                 needed_by=r.need.needed_by,
                 layout_ref=r.layout_ref,
+                signed_by=(signers or {}).get(r.desc.digest),
             )
         )
     return sorted(out, key=lambda i: i.ref)

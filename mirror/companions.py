@@ -96,8 +96,8 @@ def _task(owner: _Owner, c: Companion, record: ReferrerRecord, target: Target) -
 
 
 def signed_digests(records: Sequence[ReferrerRecord]) -> set[str]:
-    """Subjects that carry a cosign signature (`.sig`) in the bundle."""
-    return {r.subject for r in records if r.tag is not None and r.tag.endswith(".sig")}
+    """Subjects that carry a signature (`.sig`, or a sigstore bundle) in the bundle."""
+    return {r.subject for r in records if cosign.is_signature(r.tag, r.artifact_type)}
 
 
 # ---------------------------------------------------------------- import

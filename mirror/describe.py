@@ -50,6 +50,7 @@ def image_row(record: ImageRecord, signed: bool) -> dict[str, Any]:
         "layoutRef": record.layout_ref,
         "platforms": list(record.platforms),
         "size": record.size,
+        **({"signedBy": record.signed_by} if record.signed_by else {}),
     }
 
 

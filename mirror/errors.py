@@ -59,6 +59,10 @@ class UnsignedError(VerificationError):
     """No signature where one is required."""
 
 
+class KeylessError(VerificationError):
+    """A keyless (Fulcio certificate, Rekor entry) signature: it cannot be checked offline."""
+
+
 class FipsError(VerificationError):
     """Content or an algorithm that FIPS mode forbids."""
 

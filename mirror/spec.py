@@ -154,6 +154,7 @@ class BundleSpec:
     images_from: tuple[str, ...] = IMAGE_SOURCES
     upstreams: tuple[tuple[str, str], ...] = ()  # image host -> where to pull it from
     platforms: tuple[str, ...] = ()  # the images' platform filter; empty: all
+    images_cosign_key: str | None = None  # a PEM file: every image must be signed by it
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -169,6 +170,8 @@ class BundleSpec:
             doc["imagesFrom"] = list(self.images_from)
         if self.platforms:
             doc["platforms"] = list(self.platforms)
+        if self.images_cosign_key is not None:
+            doc["imagesCosignKey"] = self.images_cosign_key
         # upstreams say where to pull from, not what: they leave the selection's digest alone.
         return doc
 
@@ -361,7 +364,18 @@ def load_spec(path: Path) -> BundleSpec:
         images_from=tuple(doc.get("imagesFrom", IMAGE_SOURCES)),
         upstreams=tuple(sorted((h.lower(), u) for h, u in upstreams.items())),
         platforms=tuple(doc.get("platforms", ())),
+        images_cosign_key=_key_file(doc, path),
     )
+
+
+def _key_file(doc: dict[str, Any], path: Path) -> str | None:
+    """`imagesCosignKey`, resolved beside the spec, as a registry's `cosignKey` is."""
+    if "imagesCosignKey" not in doc:
+        return None
+    key = (path.resolve().parent / doc["imagesCosignKey"]).resolve()
+    if not key.is_file():
+        raise SpecError(f"{path}: /imagesCosignKey: no such file: {key}")
+    return str(key)
 
 
 # ---------------------------------------------------------------- presets and selection
@@ -459,9 +473,13 @@ def _image_fields(specs: Sequence[BundleSpec]) -> dict[str, Any]:
             if upstreams.setdefault(host, url) != url:
                 raise SpecError(f"{spec.source or spec.name}: /upstreams/{host}: set differently")
     origins = {o for s in specs for o in s.images_from}
+    keys = {s.images_cosign_key for s in specs if s.images_cosign_key is not None}
+    if len(keys) > 1:
+        raise SpecError("/imagesCosignKey: the specs name different keys; one key polices images")
     return {
         "images": tuple(dict.fromkeys(i for s in specs for i in s.images)),
         "images_from": tuple(o for o in IMAGE_SOURCES if o in origins),
         "upstreams": tuple(sorted(upstreams.items())),
         "platforms": tuple(dict.fromkeys(p for s in specs for p in s.platforms)),
+        "images_cosign_key": next(iter(keys), None),
     }

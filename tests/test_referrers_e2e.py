@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from mirror.bundle.reader import BundleReader
 from mirror.formats import cosign
 from mirror.keys import generate_keypair, load_private_key
 from mirror.lab.content import make_image, make_layer, multiarch
-from mirror.lab.cosign import seed_referrer, seed_signature
+from mirror.lab.cosign import seed_bundle, seed_referrer, seed_signature
 from mirror.lab.registry import LabRegistry, start_registry
 from mirror.lab.seed import client_for, seed_artifact
 from mirror.oci import mediatypes as mt
@@ -53,6 +54,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
             b'{"sbom":1}',
         )
         sbom_sig = seed_signature(c, "production/images/app", sbom.digest, key)  # a companion's
+        sig_att = seed_signature(c, "production/images/app", sig.digest, key, suffix=".att")
         art = multiarch("multi")
         multi = seed_artifact(c, "production/images/multi", "1.0", art)
         child = json.loads(art.manifest)["manifests"][1]["digest"]
@@ -68,12 +70,47 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
             seeded_img = seed_artifact(c, f"production/images/{name}", "1.0", img)
             signer = other if name == "otherkey" else key
             seed_signature(c, f"production/images/{name}", seeded_img.digest, signer, **kwargs)
+        _seed_bundles(c, key, other)
+        _seed_upstream_images(c, key)
         c.close()
         seeded = {"app": app, "sig": sig, "att": att, "sbom": sbom, "sbom_sig": sbom_sig,
-                  "multi": multi, "child": child, "child_sig": child_sig}  # fmt: skip
+                  "sig_att": sig_att, "multi": multi, "child": child,
+                  "child_sig": child_sig}  # fmt: skip
         yield {"src": src, "work": work, "key": key, "seeded": seeded}
     finally:
         src.stop()
+
+
+def _seed_bundles(c: Any, key: Any, other: Any) -> None:
+    """Images signed only the cosign 3 way, by a sigstore bundle referrer, and a keyless `.sig`."""
+    for name, signer, kwargs in (
+        ("bundled", key, {}),  # a message signature over the manifest's digest
+        ("dsse", key, {"dsse": True}),  # an in-toto statement in a DSSE envelope
+        ("bundleother", other, {"dsse": True}),
+        ("bundleelsewhere", key, {"claims": "sha256:" + "0" * 64}),
+        ("keyless", key, {"keyless": True}),
+    ):
+        img = make_image(name, layers=[make_layer(name, 1024)])
+        seeded = seed_artifact(c, f"production/images/{name}", "1.0", img)
+        subject = Descriptor(mt.OCI_MANIFEST, seeded.digest, len(img.manifest))
+        seed_bundle(c, f"production/images/{name}", subject, signer, **kwargs)
+    img = make_image("keylesssig", layers=[make_layer("keylesssig", 1024)])
+    seeded = seed_artifact(c, "production/images/keylesssig", "1.0", img)
+    seed_signature(c, "production/images/keylesssig", seeded.digest, key, keyless=True)
+
+
+def _seed_upstream_images(c: Any, key: Any) -> None:
+    """Images of the closure, upstream at "ghcr.io": signed by `.sig`, by a bundle, tampered,
+    and not signed at all."""
+    for name in ("signed", "bundled", "tampered", "unsigned"):
+        repo = f"ghcr.io/acme/{name}"
+        img = make_image(f"up-{name}", layers=[make_layer(f"up-{name}", 1024)])
+        seeded = seed_artifact(c, repo, "1.0", img)
+        if name == "bundled":
+            subject = Descriptor(mt.OCI_MANIFEST, seeded.digest, len(img.manifest))
+            seed_bundle(c, repo, subject, key, dsse=True)
+        elif name != "unsigned":
+            seed_signature(c, repo, seeded.digest, key, tamper=name == "tampered")
 
 
 def _export(lab: Any, tmp: Path, *more: str) -> tuple[Path, Any]:
@@ -100,10 +137,12 @@ def test_signatures_sboms_and_attestations_travel_whatever_the_tag_filter(
     sbom = by_digest[s["sbom"].digest]
     assert sbom.tag is None and sbom.artifact_type == SBOM and sbom.subject == s["app"].digest
     assert by_digest[s["sbom_sig"].digest].subject == s["sbom"].digest  # a companion's own
+    sig_att = by_digest[s["sig_att"].digest]  # an attestation on a signature
+    assert sig_att.subject == s["sig"].digest and sig_att.tag == _sig_tag(s["sig"].digest, ".att")
     child = by_digest[s["child_sig"].digest]
     assert child.subject == s["child"] and child.owner == "production/images/multi:1.0"
     assert {a.tag for a in manifest.artifacts} == {"1.0"}  # no companion is an artifact
-    assert doc["referrers"] == len(manifest.referrers) == 5
+    assert doc["referrers"] == len(manifest.referrers) == 6
     assert mirror("verify", bundle, "--allow-unsigned").rc == 0
 
 
@@ -132,6 +171,10 @@ def test_import_lands_them_beside_their_subjects_and_merges_the_fallback_index(
     assert reg.digest("production/images/app", _sig_tag(s["app"].digest, ".att")) == s["att"].digest
     assert reg.digest("production/images/multi", _sig_tag(s["child"])) == s["child_sig"].digest
     assert reg.digest("production/images/app", _sig_tag(s["sbom"].digest)) == s["sbom_sig"].digest
+    assert (
+        reg.digest("production/images/app", _sig_tag(s["sig"].digest, ".att"))
+        == s["sig_att"].digest
+    )
     got = reg.manifest("production/images/app", _sig_tag(s["app"].digest, ""))
     assert got is not None
     listed = {m["digest"]: m for m in json.loads(got[2])["manifests"]}
@@ -186,6 +229,10 @@ def test_cosign_key_policy_records_who_signed_and_verify_checks_it_again(
         ("images/tampered", "does not verify"),
         ("images/elsewhere", "a signature for sha256:0000"),
         ("images/otherkey", "does not verify"),
+        ("images/bundleother", "does not verify"),  # a sigstore bundle by another key
+        ("images/bundleelsewhere", "a signature for sha256:0000"),
+        ("images/keyless", "keyless verification (Fulcio certificate, Rekor) is out of reach"),
+        ("images/keylesssig", "keyless verification (Fulcio certificate, Rekor) is out of reach"),
     ],
 )
 def test_cosign_key_policy_refuses_what_it_must(
@@ -258,3 +305,96 @@ def test_a_dry_run_counts_the_signatures_of_packs_too(lab: Any, tmp_path: Path) 
         assert plans == [1, 1]  # the plan says what the export then carries
     finally:
         src.stop()
+
+
+@pytest.mark.parametrize("repo", ["images/bundled", "images/dsse"])
+def test_cosign_key_policy_accepts_a_sigstore_bundle_referrer(
+    repo: str, lab: Any, tmp_path: Path
+) -> None:
+    """cosign 3's form: the only signature is a bundle referrer (message or DSSE)."""
+    from mirror.keys import fingerprint, load_public_key
+
+    out, run = _policed(lab, tmp_path, [repo])
+    assert run.rc == 0, run.err
+    manifest = parse_manifest(BundleReader(out).head()[0])
+    (artifact,) = manifest.artifacts
+    assert artifact.signed_by == fingerprint(load_public_key(lab["work"] / "signer.pub"))
+    (bundle,) = manifest.referrers
+    assert bundle.tag is None and bundle.artifact_type == cosign.SIGSTORE_BUNDLE
+    assert bundle.subject == artifact.digest
+    assert mirror("verify", out, "--allow-unsigned").rc == 0  # checked again, offline
+
+
+def _images_spec(lab: Any, tmp: Path, images: list[str]) -> tuple[Path, Any]:
+    """A spec whose `images:` are policed by `imagesCosignKey` (beside an unpoliced registry)."""
+    spec = write_spec(tmp / "s.yaml", lab["src"].url, repositories=["images/app"])
+    with spec.open("a") as f:
+        f.write(f"images: {json.dumps(images)}\nimagesFrom: []\n")
+        f.write(f"imagesCosignKey: {lab['work'] / 'signer.pub'}\n")
+    out = tmp / "out" / "b.tar.zst"
+    out.parent.mkdir(exist_ok=True)
+    return out, mirror("export", spec, "-o", out, "--cache-dir", tmp / "cache", "--json")
+
+
+def test_images_cosign_key_accepts_signed_images_and_records_the_signer(
+    lab: Any, tmp_path: Path
+) -> None:
+    from mirror.keys import fingerprint, load_public_key
+
+    refs = ["ghcr.io/acme/signed:1.0", "ghcr.io/acme/bundled:1.0"]
+    out, run = _images_spec(lab, tmp_path, refs)
+    assert run.rc == 0, run.err
+    fp = fingerprint(load_public_key(lab["work"] / "signer.pub"))
+    manifest = parse_manifest(BundleReader(out).head()[0])
+    assert {i.ref: i.signed_by for i in manifest.images} == {r: fp for r in refs}
+    assert dict(manifest.cosign_keys)[fp].startswith("-----BEGIN")
+    (app,) = manifest.artifacts
+    assert app.signed_by is None  # its registry is not policed
+    assert {r["ref"]: r.get("signedBy") for r in run.json()["images"]} == {r: fp for r in refs}
+    assert mirror("verify", out, "--allow-unsigned").rc == 0
+    shown = mirror("inspect", out, "--format", "markdown").out
+    assert f"by `{fp}` (checked at export)" in shown
+
+
+@pytest.mark.parametrize(
+    ("image", "why"),
+    [
+        ("ghcr.io/acme/unsigned:1.0", "no cosign signature"),
+        ("ghcr.io/acme/tampered:1.0", "does not verify"),
+    ],
+)
+def test_images_cosign_key_refuses_what_it_must(
+    image: str, why: str, lab: Any, tmp_path: Path
+) -> None:
+    out, run = _images_spec(lab, tmp_path, ["ghcr.io/acme/signed:1.0", image])
+    assert run.rc == 3, run.err
+    line = run.error_line()
+    assert f"image {image}" in line and why in line
+    assert list(out.parent.iterdir()) == []
+
+
+def test_images_cosign_key_with_no_referrers_is_a_usage_error(lab: Any, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "s.yaml", lab["src"].url, repositories=["images/app"])
+    with spec.open("a") as f:
+        f.write(f"imagesCosignKey: {lab['work'] / 'signer.pub'}\n")
+    run = mirror("export", spec, "-o", tmp_path / "b.tar.zst", "--no-referrers")
+    assert run.rc == 2 and "imagesCosignKey" in run.error_line()
+
+
+def test_verify_checks_the_recorded_image_signatures_again(lab: Any, tmp_path: Path) -> None:
+    """A manifest that says an image was signed, without the signature beside it, fails."""
+    import dataclasses
+
+    from mirror.errors import VerificationError
+    from mirror.sigpolicy import check_bundle
+    from mirror.stores.bundle import BundleStore
+
+    out, run = _images_spec(lab, tmp_path, ["ghcr.io/acme/signed:1.0"])
+    assert run.rc == 0, run.err
+    manifest = parse_manifest(BundleReader(out).head()[0])
+    source = BundleStore.sealed(BundleReader(out), manifest)
+    check_bundle(manifest, source)  # as recorded: it holds
+    stripped = dataclasses.replace(manifest, referrers=())
+    why = re.escape("image ghcr.io/acme/signed:1.0: no cosign")
+    with pytest.raises(VerificationError, match=why):
+        check_bundle(stripped, source)

@@ -407,3 +407,34 @@ def test_same_name_different_content_across_specs_is_a_spec_error(tmp_path: Path
 def test_registry_row_nulls() -> None:
     row = Registry(name="n", kind="pack", path="/p").to_row("default")
     assert row["url"] is None and row["basePath"] is None and row["providerType"] is None
+
+
+def test_images_cosign_key_resolves_beside_the_spec_and_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "images.pub").write_text("-----BEGIN PUBLIC KEY-----\n")
+    loaded = load_spec(
+        write(tmp_path, "name: s\nimages: [a:1]\nimagesCosignKey: keys/images.pub\n")
+    )
+    assert loaded.images_cosign_key == str(tmp_path / "keys" / "images.pub")
+    assert loaded.to_json()["imagesCosignKey"] == loaded.images_cosign_key  # in the digest
+    assert "imagesCosignKey" not in load_spec(write(tmp_path, "name: s\nimages: [a:1]\n")).to_json()
+    assert "no such file" in spec_error(
+        tmp_path, {"name": "s", "images": ["a:1"], "imagesCosignKey": "nope.pub"}
+    )
+
+
+def test_two_specs_with_different_image_keys_are_refused(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.pub").write_text("-----BEGIN PUBLIC KEY-----\n")
+    specs = [
+        load_spec(
+            write(tmp_path, f"name: {n}\nimages: [a:1]\nimagesCosignKey: {n}.pub\n", f"{n}.yaml")
+        )
+        for n in ("a", "b")
+    ]
+    assert (
+        select(specs[:1], [], fips=False, allow_non_fips=False).images_cosign_key
+        == specs[0].images_cosign_key
+    )
+    with pytest.raises(SpecError, match="imagesCosignKey"):
+        select(specs, [], fips=False, allow_non_fips=False)

@@ -13,6 +13,7 @@ from typing import Any
 from mirror.bundle.manifest import parse_manifest
 from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
+from mirror.formats import cosign
 from mirror.units import exact
 
 _CLAIMED = "claimed by manifest.json, not verified (run `mirror verify --key PUB`)"
@@ -22,7 +23,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
     """The contract's `inspect --json` document, plus registries, toolVersion and totals."""
     data, signature = BundleReader(path).head()
     m = parse_manifest(data)
-    signed = {r.subject for r in m.referrers if (r.tag or "").endswith(".sig")}
+    signed = {r.subject for r in m.referrers if cosign.is_signature(r.tag, r.artifact_type)}
     artifacts = [
         {
             "registry": a.registry,

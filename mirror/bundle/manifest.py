@@ -124,9 +124,10 @@ class ImageRecord:
     platforms: tuple[str, ...]
     needed_by: tuple[str, ...]
     layout_ref: str  # org.opencontainers.image.ref.name in index.json
+    signed_by: str | None = None  # fingerprint of the imagesCosignKey export checked it with
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "ref": self.ref,
             "original": self.original,
             "host": self.host,
@@ -140,6 +141,9 @@ class ImageRecord:
             "neededBy": list(self.needed_by),
             "layoutRef": self.layout_ref,
         }
+        if self.signed_by is not None:
+            out["signedBy"] = self.signed_by
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ImageRecord:
@@ -156,6 +160,7 @@ class ImageRecord:
             platforms=tuple(d["platforms"]),
             needed_by=tuple(d["neededBy"]),
             layout_ref=d["layoutRef"],
+            signed_by=d.get("signedBy"),
         )
 
 

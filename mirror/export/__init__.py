@@ -18,10 +18,11 @@ from mirror.cache import BlobCache
 from mirror.chain import ChainState, output_name
 from mirror.copy import Observer
 from mirror.discovery.select import discover_all
-from mirror.errors import NotFoundError, UsageError
+from mirror.errors import NotFoundError
 from mirror.export.result import ExportResult, describe_bundle, export_result, external_blobs
 from mirror.export.rounds import run_rounds
 from mirror.settings import Settings
+from mirror.sigpolicy import require_referrers
 from mirror.spec import BundleSpec
 from mirror.stores.bundle import BundleFile, BundleStore
 
@@ -46,7 +47,7 @@ class ExportOptions:
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
     """Select, copy into the cache in rounds, describe, then write FILE (and its sidecars)."""
-    _check_policy(spec, opts)
+    require_referrers(spec, opts.referrers)
     cache = BlobCache(opts.settings.cache_dir)
     state = ChainState(opts.state, spec.name) if opts.state is not None else None
     step = state.next(full=opts.full) if state is not None else None
@@ -103,12 +104,3 @@ def _honest_notes(opts: ExportOptions) -> list[str]:
     if exists(opts.output):
         notes.append(f"replacing {opts.output}, which was there before (written atomically)")
     return notes
-
-
-def _check_policy(spec: BundleSpec, opts: ExportOptions) -> None:
-    policed = [r.name for r in spec.registries if r.cosign_key]
-    if policed and not opts.referrers:
-        raise UsageError(
-            f"registry {policed[0]} requires cosign signatures (cosignKey), "
-            "which --no-referrers would leave behind"
-        )

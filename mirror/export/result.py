@@ -70,7 +70,7 @@ def export_result(
     result.artifacts = len(selection.found)  # images and companions are counted on their own
     result.referrers = len(done.referrers)
     signed = signed_digests(done.referrers)
-    records = image_records(done.images, done.image_report)
+    records = image_records(done.images, done.image_report, done.signers)
     result.images = [describe.image_row(i, i.digest in signed) for i in records]
     result.unresolved_images = [u.to_json() for u in unresolved_records(done.images)]
     result.skipped_images = done.images.skipped
@@ -121,7 +121,7 @@ def describe_bundle(
     members = describe.members(target, done.report, cache)
     return dataclasses.replace(
         describe.manifest(spec, artifacts, members, opts.key, opts.settings.clock),
-        images=tuple(image_records(done.images, done.image_report)),
+        images=tuple(image_records(done.images, done.image_report, done.signers)),
         unresolved_images=tuple(unresolved_records(done.images)),
         skipped_images=tuple(done.images.skipped),
         images_from=spec.images_from,

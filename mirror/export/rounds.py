@@ -5,12 +5,11 @@ referrers of everything copied. Each round is the same engine into the same bund
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mirror.bundle.manifest import ReferrerRecord
-from mirror.cache import BlobCache, CacheFirst
+from mirror.cache import BlobCache
 from mirror.closure import ImageRound, image_round
 from mirror.companions import companion_round
 from mirror.copy import CopyOptions, CopyReport, CopyTask, Observer, copy_graphs
@@ -18,10 +17,9 @@ from mirror.discovery.interface import Found, Selection
 from mirror.discovery.landed import ContentScan
 from mirror.discovery.packdeps import PackReport, check_packs
 from mirror.oci import mediatypes as mt
-from mirror.sigpolicy import check_found
+from mirror.sigpolicy import check_export
 from mirror.spec import BundleSpec
 from mirror.stores.bundle import BundleStore
-from mirror.stores.interface import Source
 from mirror.stores.memory import Remembering
 
 if TYPE_CHECKING:
@@ -80,7 +78,7 @@ def run_rounds(
             report.graphs, target, options=copy, observer=observer
         )
         report.absorb(companions)
-    signers, keys = check_found(selection.found, referrers, _sources(selection, referrers, cache))
+    signers, keys = check_export(spec, selection.found, images.resolved, referrers, cache)
     return Rounds(report, packs, images, more, referrers, signers, keys)
 
 
@@ -109,16 +107,6 @@ def _pack_check(
         added = [_task(f, target) for f in packs.added]
         report.absorb(copy_graphs(added, options=copy, observer=observer))
     return packs
-
-
-def _sources(
-    selection: Selection, referrers: Sequence[ReferrerRecord], cache: BlobCache
-) -> dict[str, Source]:
-    """Where each companion of a selected artifact can be read again: the cache first."""
-    owners = {f.ref: f.source for f in selection.found}
-    return {
-        r.layout_ref: CacheFirst(cache, owners[r.owner]) for r in referrers if r.owner in owners
-    }
 
 
 def _remember_layers(selection: Selection) -> None:
