@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import Reg, mirror, write_spec
+from faultproxy import FaultProxy, Reg, mirror, write_spec
 
 from mirror.bundle.manifest import parse_manifest
 from mirror.bundle.reader import BundleReader
@@ -398,3 +398,21 @@ def test_verify_checks_the_recorded_image_signatures_again(lab: Any, tmp_path: P
     why = re.escape("image ghcr.io/acme/signed:1.0: no cosign")
     with pytest.raises(VerificationError, match=why):
         check_bundle(stripped, source)
+
+
+def test_discovery_asks_a_registry_without_the_api_once_and_lists_tags_once(
+    lab: Any, tmp_path: Path
+) -> None:
+    """Discovery's cost (bench goal: <= 10% of export time): on Distribution 2.8 the referrers
+    API is asked once per registry, not once per manifest and worker, and each repository's
+    tags are listed once, by selection; companions come from that same list."""
+    with FaultProxy.running(lab["src"].url) as proxy:
+        spec = write_spec(tmp_path / "s.yaml", proxy.url, repositories=["images/*"])
+        out = tmp_path / "b.tar.zst"
+        run = mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "c", "-j", "8")
+        assert run.rc == 0, run.err
+        repos = {p.split("/tags/list")[0] for p in proxy.paths("GET", "/tags/list")}
+        assert proxy.seen("GET", "/tags/list") == len(repos) >= 10
+        assert proxy.seen("GET", "/referrers/") == 1
+    manifest = parse_manifest(BundleReader(out).head()[0])
+    assert len({r.subject for r in manifest.referrers}) >= 10  # discovery still found them

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -41,7 +42,10 @@ class RegistryClient:
         self.http = Http(self.endpoint, credentials, timeout=(10.0, timeout))
         self.chunk_size = chunk_size
         self.monolithic_max = monolithic_max
-        self._no_referrers = False  # set once the registry answers 404 to the referrers API
+        # Whether the registry has the referrers API: None until its first answer, which
+        # one request alone asks for (the others wait), so a registry without it is asked once.
+        self._referrers_api: bool | None = None
+        self._probe = threading.Lock()
 
     @property
     def host(self) -> str:
@@ -127,8 +131,15 @@ class RegistryClient:
     def referrers(self, repo: str, digest: str) -> list[dict[str, Any]] | None:
         """OCI 1.1 referrers of `digest`, following pagination; None when the registry has no
         referrers API (Distribution 2.8 answers 404), which is then not asked again."""
-        if self._no_referrers:
-            return None
+        if self._referrers_api is None:
+            with self._probe:
+                if self._referrers_api is None:
+                    listed = self._list_referrers(repo, digest)
+                    self._referrers_api = listed is not None
+                    return listed
+        return self._list_referrers(repo, digest) if self._referrers_api else None
+
+    def _list_referrers(self, repo: str, digest: str) -> list[dict[str, Any]] | None:
         out: list[dict[str, Any]] = []
         path: str | None = f"/v2/{repo}/referrers/{digest}"
         for _ in range(1000):
@@ -137,7 +148,6 @@ class RegistryClient:
             try:
                 resp = self.http.request("GET", path, scope=_pull(repo), what="referrers")
             except NotFoundError:
-                self._no_referrers = True
                 return None
             try:
                 found = resp.json().get("manifests") or []
