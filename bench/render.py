@@ -119,6 +119,19 @@ def _export(r: Report) -> list[str]:
             f"{e.mirror.rss_mb:.0f} MB",
             mb(e.bundle_bytes),
         ],
+        *(
+            [
+                [
+                    "`mirror export --no-referrers` (cold cache)",
+                    secs(e.no_referrers.seconds),
+                    rate(c.unique_bytes, e.no_referrers.seconds),
+                    f"{e.no_referrers.rss_mb:.0f} MB",
+                    "",
+                ]
+            ]
+            if e.no_referrers is not None
+            else []
+        ),
         [
             f"`skopeo copy --all` x{e.skopeo.runs} into one layout",
             secs(e.skopeo.seconds),

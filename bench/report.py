@@ -18,6 +18,7 @@ WARM_SHARE_GOAL = 0.10
 REIMPORT_SHARE_GOAL = 0.10
 VERIFY_THROUGHPUT_GOAL = 0.7
 SYNC_DELTA_GOAL = 1.1  # a day's delta bundle / the bytes of the blobs that are new that day
+DISCOVERY_GOAL = 0.10  # signatures and referrers looked up: at most 10% more export time
 DISK_CONSTANT = 64 * MIB  # "the largest blob plus a small constant"
 SERVE_THROUGHPUT_GOAL = 0.8  # mirror serve / docker-registry, blob throughput at 8 clients
 SERVE_RSS_GOAL_MB = 200.0
@@ -57,6 +58,8 @@ class ExportBench:
     big: Measured | None = None
     big_bytes: int = 0
     speedups: tuple[float, ...] = ()  # each cold run against the pipeline run beside it
+    no_referrers: Measured | None = None  # the same cold export with `--no-referrers`
+    discovery_costs: tuple[float, ...] = ()  # each cold run over the `--no-referrers` beside it
 
     @property
     def pipeline_seconds(self) -> float:
@@ -65,6 +68,12 @@ class ExportBench:
     @property
     def speedup(self) -> float:
         return self.pipeline_seconds / self.mirror.seconds
+
+    @property
+    def discovery_cost(self) -> float:
+        """What looking for signatures and referrers adds to a cold export, as a share."""
+        assert self.no_referrers is not None
+        return self.mirror.seconds / self.no_referrers.seconds - 1
 
     @property
     def warm_network(self) -> float:
@@ -317,6 +326,15 @@ def export_goals(e: ExportBench) -> list[Goal]:
     ]
     if e.big is not None:
         goals.append(rss_goal("export peak RSS, one 1 GB layer", e.big))
+    if e.no_referrers is not None:
+        goals.append(
+            Goal(
+                "referrer discovery: export time over --no-referrers",
+                f"<= +{DISCOVERY_GOAL:.0%}",
+                f"{e.discovery_cost:+.1%}" + spread(e.discovery_costs, "+.1%"),
+                e.discovery_cost <= DISCOVERY_GOAL,
+            )
+        )
     goals.append(
         Goal(
             "warm-cache export: network time / first run",

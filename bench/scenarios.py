@@ -27,6 +27,9 @@ VERIFY_REPEATS = 3
 # closure; the images the packs list are the closure bench's (bench/closure.py), and without
 # `upstreams:` they would be asked of ghcr.io, quay.io, ... themselves.
 NO_CLOSURE = "--no-images"
+# The same export without looking for signatures and referrers: what discovery costs. The
+# bench registry holds none, so this is the price of looking, not of carrying them.
+BARE = "--no-referrers"
 NETCLOCK = Path(__file__).resolve().parent / "netclock.py"
 
 
@@ -172,12 +175,20 @@ def export_bench(
     out = b.dir("export")
     spec = write_spec(out / "bench.json", src.url, MAIN_REPOS)
     bundle, cache = out / "bench.tar.zst", out / "cache"
-    colds, skopeos, tars = [], [], []
+    colds, bares, skopeos, tars = [], [], [], []
     for n in range(repeat):
-        shutil.rmtree(cache, ignore_errors=True)
-        log(f"export {n + 1}/{repeat}: mirror, cold cache")
-        cold, cold_sum = mirror_export(b, spec, bundle, cache, NO_CLOSURE)
-        colds.append(cold)
+        for refs in (True, False) if n % 2 == 0 else (False, True):
+            if refs:
+                shutil.rmtree(cache, ignore_errors=True)
+                log(f"export {n + 1}/{repeat}: mirror, cold cache")
+                cold, cold_sum = mirror_export(b, spec, bundle, cache, NO_CLOSURE)
+                colds.append(cold)
+            else:  # what looking for signatures and referrers costs: the run without it
+                log(f"export {n + 1}/{repeat}: mirror --no-referrers, cold cache")
+                bare, bare_cache = out / "bare.tar.zst", out / "bare-cache"
+                bares.append(mirror_export(b, spec, bare, bare_cache, NO_CLOSURE, BARE)[0])
+                bare.unlink()
+                shutil.rmtree(bare_cache)
         log(f"export {n + 1}/{repeat}: skopeo copy x{len(items)} into one layout, tar | zstd")
         skopeo, tar, tar_bytes = skopeo_export(b, src, items)
         skopeos.append(skopeo)
@@ -219,6 +230,8 @@ def export_bench(
             (s.seconds + t.seconds) / c.seconds
             for c, s, t in zip(colds, skopeos, tars, strict=True)
         ),
+        no_referrers=median_of(bares),
+        discovery_costs=tuple(c.seconds / n.seconds - 1 for c, n in zip(colds, bares, strict=True)),
     )
     return result, bundle, big_bundle
 

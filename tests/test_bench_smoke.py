@@ -392,3 +392,21 @@ def test_sync_bench_runs_a_small_chain(tmp_path: Path) -> None:
     assert result.left_out == result.day1_blobs - IMAGES  # all but the roots, sent again
     assert result.pushed_blobs == 4  # each changed image's new layer and config
     assert result.new_bytes < result.delta_bytes < result.full_bytes / 10
+
+
+def test_referrer_discovery_goal_is_judged_and_shown_with_its_spread() -> None:
+    """Discovery's cost: the cold export over the same export with `--no-referrers`."""
+    report = _report()
+    assert "referrer discovery" not in run.render(report)  # no such runs: no row, no goal
+    cheap = dataclasses.replace(
+        report.export,
+        no_referrers=Measured(9.5, 80 * 1024),
+        discovery_costs=(0.02, 0.05, 0.13),
+    )
+    text = run.render(dataclasses.replace(report, export=cheap))
+    row = _row(text, "referrer discovery: export time over --no-referrers")
+    assert "+5.3% (runs: +2.0%-+13.0%) | PASS |" in row  # 10 s over 9.5 s
+    assert "| `mirror export --no-referrers` (cold cache) | 9.50 s |" in text
+    dear = dataclasses.replace(cheap, no_referrers=Measured(8.5, 80 * 1024))
+    goals = {g.what: g for g in run.all_goals(dataclasses.replace(report, export=dear))}
+    assert not goals["referrer discovery: export time over --no-referrers"].ok  # +17.6%

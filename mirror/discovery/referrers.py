@@ -29,7 +29,7 @@ class Companion:
 
     @property
     def signature(self) -> bool:
-        return self.tag is not None and self.tag.endswith(".sig")
+        return cosign.is_signature(self.tag, self.artifact_type)
 
 
 def find_companions(source: RegistryStore, digests: Iterable[str]) -> list[Companion]:
