@@ -353,7 +353,7 @@ def test_images_cosign_key_accepts_signed_images_and_records_the_signer(
     assert {r["ref"]: r.get("signedBy") for r in run.json()["images"]} == {r: fp for r in refs}
     assert mirror("verify", out, "--allow-unsigned").rc == 0
     shown = mirror("inspect", out, "--format", "markdown").out
-    assert f"by `{fp}` (checked at export)" in shown
+    assert f"signed by `{fp}`, checked at export" in shown.split("ghcr.io/acme/signed")[1]
 
 
 @pytest.mark.parametrize(
