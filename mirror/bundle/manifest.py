@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from mirror.errors import VerificationError
 from mirror.formats import jsondoc
-from mirror.formats.schema import validator
+from mirror.formats.schema import FlatRecords, validator
 
 SCHEMA_NAME = "bundle-manifest.schema.json"
 SCHEMA_VERSION = 1
 MANIFEST_PATH = "manifest.json"
 SIGNATURE_PATH = "manifest.json.sig"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_MEMBERS = 500_000  # members and external blobs together (docs/BUNDLE-FORMAT.md)
+LONG_LISTS = {"members": "member", "external": "external"}  # key -> its item's $defs name
 
 
 @dataclass(frozen=True)
@@ -326,15 +329,36 @@ def _serialize(doc: dict[str, Any]) -> bytes:
 
 
 def _validate(doc: Any) -> None:
+    """The schema, with the per-blob lists (members, external) checked at list speed.
+
+    Past MAX_MEMBERS entries the manifest is refused before anything is validated.
+    """
     from jsonschema.exceptions import best_match
 
-    error = best_match(validator(SCHEMA_NAME).iter_errors(doc))
+    lists = {k: doc[k] for k in LONG_LISTS if isinstance(doc, dict) and type(doc.get(k)) is list}
+    count = sum(len(v) for v in lists.values())
+    if count > MAX_MEMBERS:
+        raise VerificationError(
+            f"{MANIFEST_PATH}: lists {count} members and external blobs, "
+            f"more than the {MAX_MEMBERS} a bundle may hold"
+        )
+    rest = {**doc, **{k: [] for k in lists}} if lists else doc
+    error = best_match(validator(SCHEMA_NAME).iter_errors(rest))
     if error is not None:
         pointer = "/" + "/".join(str(p) for p in error.absolute_path)
         raise VerificationError(f"{MANIFEST_PATH}: schema violation at {pointer}: {error.message}")
+    for key, items in lists.items():
+        problem = _long_list(key).problem(items, (key,))
+        if problem is not None:
+            raise VerificationError(f"{MANIFEST_PATH}: schema violation at {problem}")
     paths = [m["path"] for m in doc["members"]]
     if len(set(paths)) != len(paths):
         raise VerificationError(f"{MANIFEST_PATH}: a member is listed twice")
+
+
+@cache
+def _long_list(key: str) -> FlatRecords:
+    return FlatRecords(SCHEMA_NAME, LONG_LISTS[key])
 
 
 def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
