@@ -26,6 +26,7 @@ from mirror.bundle.manifest import (
     MemberRecord,
     RegistryRecord,
 )
+from mirror.bundle.toc import TocEntry, encode_footer, encode_toc
 from mirror.bundle.writer import Member, write_bundle
 from mirror.oci import mediatypes as mt
 
@@ -179,6 +180,42 @@ def hostile_bundle(
     """An archive made by tarfile + zstandard directly, no TOC; manifest signed by K."""
     head_entries = signed_head(manifest, k) if head else []
     out.write_bytes(zstandard.ZstdCompressor().compress(plain_tar([*head_entries, *entries])))
+    return out
+
+
+def framed_bundle(
+    out: Path,
+    k: Keys,
+    entries: Sequence[tuple[tarfile.TarInfo, bytes]],
+    *,
+    manifest: bytes,
+    head: bool = True,
+    trailer: bytes = b"",
+    not_in_toc: Sequence[str] = (),
+) -> Path:
+    """A hostile archive framed as mirror frames one, so that its only lie is ENTRIES.
+
+    Each entry is its own zstd frame; a table of contents names every regular entry by its
+    ustar name (the first of a duplicate, the pre-pax name of a renamed one) where its data
+    is; FILE.sha256 and FILE.sig (by K) cover the whole file. A reader that trusted FILE.sig
+    and seeked through the table would find every listed member's right bytes. `trailer`
+    is a frame after the end-of-archive blocks; `not_in_toc` names members the table omits.
+    """
+    compress = zstandard.ZstdCompressor().compress
+    body = bytearray()
+    toc: dict[str, TocEntry] = {}
+    for info, data in [*(signed_head(manifest, k) if head else []), *entries]:
+        header = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+        if info.isreg() and info.name not in toc and info.name not in not_in_toc:
+            toc[info.name] = TocEntry(info.name, len(body), len(header), len(data))
+        padded = data + bytes(-len(data) % 512) if info.isreg() else b""
+        body += compress(header + padded)
+    body += compress(bytes(1024))  # the end-of-archive blocks
+    if trailer:
+        body += compress(trailer)
+    toc_at = len(body)
+    out.write_bytes(bytes(body) + encode_toc(list(toc.values())) + encode_footer(toc_at))
+    signing.write_detached(out, signing.sha256_file(out), k.key)
     return out
 
 
