@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-ACTIONS = ("status", "corrupt", "truncate", "slow", "hang", "rewrite", "drop")
+ACTIONS = ("status", "corrupt", "truncate", "slow", "hang", "rewrite", "drop", "mangle", "cut")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "te"}
 UNKNOWN_MEDIA_TYPE = "application/vnd.example.unknown.manifest.v1+json"
 BLOB_GET = r"/blobs/sha256:"
@@ -51,7 +51,9 @@ class Fault:
     - slow:     forward after `delay` seconds, then send the body in slices, `delay` apart;
     - hang:     sleep `delay` seconds before forwarding;
     - rewrite:  answer a manifest GET with a manifest of an unknown media type;
-    - drop:     close the connection without answering.
+    - drop:     close the connection without answering;
+    - mangle:   flip one byte in the middle of the request's body, then forward it;
+    - cut:      forward only the first half of the request's body (an upload cut short).
     """
 
     action: str
@@ -191,6 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.in_flight += 1
         try:
             self._handle_counted()
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (a read timeout, a kill): the proxy says nothing on stderr,
+            # which an in-process `mirror()` captures as its own.
+            self.close_connection = True
         finally:
             with self.state.idle:
                 self.state.in_flight -= 1
@@ -203,6 +209,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fault = self._take_fault()
         action = fault.action if fault else ""
+        if action == "mangle" and body:
+            mid = len(body) // 2
+            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1 :]
+        if action == "cut" and body:
+            body = body[: len(body) // 2]
         if fault and action == "status":
             self._answer_status(fault.status, fault.retry_after)
             return

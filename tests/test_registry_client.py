@@ -280,3 +280,18 @@ def test_a_conditional_get_answered_304_returns_what_was_known_and_keeps_the_con
     _push(client, "lab/cond", "1.0", other)  # the tag moves: a 200 with the new bytes
     desc, data = client.get_manifest("lab/cond", "1.0", known)
     assert desc.digest != known[0].digest and data == other.manifest
+
+
+def test_the_read_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MIRROR_READ_TIMEOUT bounds a stall (docs/SECURITY.md); nonsense is a usage error."""
+    from mirror.errors import UsageError
+
+    monkeypatch.setenv("MIRROR_READ_TIMEOUT", "2.5")
+    assert RegistryClient("http://127.0.0.1:9").http._timeout == (10.0, 2.5)
+    assert RegistryClient("http://127.0.0.1:9", timeout=7).http._timeout == (10.0, 7)
+    monkeypatch.delenv("MIRROR_READ_TIMEOUT")
+    assert RegistryClient("http://127.0.0.1:9").http._timeout == (10.0, 120.0)
+    for bad in ("0", "-1", "soon"):
+        monkeypatch.setenv("MIRROR_READ_TIMEOUT", bad)
+        with pytest.raises(UsageError, match="MIRROR_READ_TIMEOUT"):
+            RegistryClient("http://127.0.0.1:9")

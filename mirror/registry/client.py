@@ -17,7 +17,7 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
 from mirror.registry.auth import Credentials
 from mirror.registry.http import ConnectionLost, Endpoint, Http
-from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy
+from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy, read_timeout
 from mirror.streams import LimitedReader, VerifyingReader
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # above this, blobs go up in PATCH chunks
@@ -34,12 +34,13 @@ class RegistryClient:
         *,
         credentials: Credentials | None = None,
         ca_file: str | None = None,
-        timeout: float = 120.0,
+        timeout: float | None = None,  # seconds a read may block; MIRROR_READ_TIMEOUT, 120
         chunk_size: int = CHUNK,
         monolithic_max: int = MONOLITHIC_MAX,
     ) -> None:
         self.endpoint = Endpoint.parse(url, ca_file=ca_file)
-        self.http = Http(self.endpoint, credentials, timeout=(10.0, timeout))
+        read = read_timeout() if timeout is None else timeout
+        self.http = Http(self.endpoint, credentials, timeout=(10.0, read))
         self.chunk_size = chunk_size
         self.monolithic_max = monolithic_max
         # Whether the registry has the referrers API: None until its first answer, which

@@ -423,6 +423,7 @@ _REASONS = (
     "Temporary failure in name resolution",
     "timed out",
     "Connection reset by peer",
+    "Remote end closed connection without response",  # a reset before the answer
 )
 
 

@@ -100,6 +100,19 @@ class RateFloor:
         return None
 
 
+READ_TIMEOUT = 120.0
+
+
+def read_timeout() -> float:
+    """Seconds one read may block (a stall): MIRROR_READ_TIMEOUT, else 120."""
+    value = _env_float("MIRROR_READ_TIMEOUT", READ_TIMEOUT)
+    if value <= 0:
+        from mirror.errors import UsageError
+
+        raise UsageError(f"MIRROR_READ_TIMEOUT={value:g}: expected a positive number of seconds")
+    return value
+
+
 def _env_float(name: str, default: float) -> float:
     text = os.environ.get(name, "").strip()
     try:
