@@ -91,6 +91,10 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     idle: threading.Condition = field(default_factory=threading.Condition)
     in_flight: int = 0
+    arrived: int = 0  # requests since the last clear(), in arrival order
+    hold_after: int | None = None  # requests past this many are held, never answered
+    held: int = 0
+    release: threading.Event = field(default_factory=threading.Event)
 
     def settle(self, timeout: float) -> bool:
         """Wait for requests already inside the proxy; they still reach the registry."""
@@ -121,6 +125,7 @@ class FaultProxy:
         try:
             yield proxy
         finally:
+            proxy.state.release.set()  # held requests end (unanswered) before shutdown
             proxy._server.shutdown()
             proxy._server.server_close()
             proxy._thread.join(5)
@@ -151,6 +156,26 @@ class FaultProxy:
             self.state.seen.clear()
             self.state.offsets.clear()
             self.state.range_errors.clear()
+            self.state.arrived = self.state.held = 0
+            self.state.hold_after = None
+            held, self.state.release = self.state.release, threading.Event()
+        held.set()  # whatever an earlier hold kept waiting ends now
+
+    def hold_after(self, n: int) -> None:
+        """Answer the next N requests, then hold every later one unanswered until clear():
+        a process killed at that moment has had exactly N requests answered."""
+        with self.state.lock:
+            self.state.hold_after = self.state.arrived + n
+
+    @property
+    def held(self) -> int:
+        with self.state.lock:
+            return self.state.held
+
+    @property
+    def arrived(self) -> int:
+        with self.state.lock:
+            return self.state.arrived
 
     @property
     def range_errors(self) -> list[str]:
@@ -204,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle_counted(self) -> None:
         body = self._read_body()
+        if self._hold(body):
+            return
         strict = self.state.strict_ranges and self.command == "PATCH"
         if strict and not self._range_ok(body):
             return
@@ -234,6 +261,27 @@ class _Handler(BaseHTTPRequestHandler):
             payload = payload[:mid] + bytes([payload[mid] ^ 0xFF]) + payload[mid + 1 :]
         self._log(status)
         self._send(status, headers, payload, fault)
+
+    def _hold(self, body: bytes) -> bool:
+        """Past hold_after: hold the request until clear() or shutdown, then close.
+
+        A GET is forwarded and half its body sent first, so a client killed meanwhile dies
+        in the middle of writing what it was downloading; anything else is held unsent.
+        """
+        with self.state.lock:
+            self.state.arrived += 1
+            gate, release = self.state.hold_after, self.state.release
+            held = gate is not None and self.state.arrived > gate
+            self.state.held += held
+        if not held:
+            return False
+        if self.command == "GET":
+            status, headers, payload = self._forward(body)
+            self._log(status)
+            self._send(status, headers, payload, Fault("truncate"), flush_only=True)
+        release.wait(60)
+        self.close_connection = True
+        return True
 
     def _range_ok(self, body: bytes) -> bool:
         """Strict mode: the OCI spec's rule for a chunk; else a 416, not forwarded."""
@@ -341,7 +389,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _send(
-        self, status: int, headers: list[tuple[str, str]], payload: bytes, fault: Fault | None
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        payload: bytes,
+        fault: Fault | None,
+        *,
+        flush_only: bool = False,
     ) -> None:
         action = fault.action if fault else ""
         self.send_response_only(status)
@@ -358,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "truncate":
             self.wfile.write(payload[: len(payload) // 2])
             self.wfile.flush()
-            self.close_connection = True
+            self.close_connection = not flush_only
             return
         if action == "slow" and fault is not None:
             step = max(1, len(payload) // 4)
@@ -521,10 +575,11 @@ class Reg:
             blobs.add(desc["digest"])
         return manifests, blobs
 
-    def dangling(self) -> list[str]:
-        """Every tag whose manifest, child manifest or blob does not answer: should be none."""
+    def dangling(self, prefix: str = "") -> list[str]:
+        """Every tag whose manifest, child manifest or blob does not answer: should be none
+        (in the repositories whose names start with PREFIX)."""
         problems = []
-        for repo in self.catalog():
+        for repo in (r for r in self.catalog() if r.startswith(prefix)):
             for tag in self.tags(repo):
                 try:
                     _, blobs = self.graph_blobs(repo, tag)
