@@ -20,7 +20,7 @@ from typing import IO, Protocol, runtime_checkable
 
 from mirror.errors import AuthError, ConflictError, IntegrityError, OperationError, RegistryError
 from mirror.oci.descriptor import Descriptor, successors
-from mirror.registry.retry import RetriesExhausted
+from mirror.registry.retry import RetriesExhausted, before_whole_retry
 from mirror.stores.interface import Mounter, Source, TagResolver, Target
 
 
@@ -341,10 +341,11 @@ def _transfer(item: _Item, donors: list[Target], opts: CopyOptions, obs: Observe
             return "copied"
         except (AuthError, IntegrityError, RetriesExhausted):
             raise  # final, or already retried by the HTTP layer's one budget
-        except RegistryError:
+        except RegistryError as exc:
             sent.rewind()
             if attempt == opts.attempts:
                 raise
+            before_whole_retry(exc, attempt)  # a 429's Retry-After, a 5xx's backoff
     raise AssertionError("unreachable")  # pragma: no cover
 
 

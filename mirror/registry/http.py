@@ -17,7 +17,7 @@ import requests
 
 from mirror.errors import AuthError, NotFoundError, OperationError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
-from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryPolicy
+from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryLater, RetryPolicy
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
 TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
@@ -383,6 +383,8 @@ class Http:
             return NotFoundError(f"{where}: {what or 'not found'}")
         if retried and code in self.retry.statuses:  # the budget is spent: retry no more
             return RetriesExhausted(f"{where}: {code} {detail}".rstrip())
+        if code in self.retry.statuses:  # a streamed upload: the engine retries it whole
+            return RetryLater(f"{where}: {code} {detail}".rstrip(), resp.headers.get("Retry-After"))
         return RegistryError(f"{where}: {code} {detail}".rstrip())
 
 

@@ -61,7 +61,29 @@ class RetriesExhausted(RegistryError):
     """
 
 
+class RetryLater(RegistryError):
+    """A retryable answer (429, 5xx) to a request the HTTP layer cannot replay: a streamed
+    upload. The engine retries the whole blob, after the wait the answer asked for."""
+
+    def __init__(self, message: str, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 DEFAULT = RetryPolicy()
+
+
+def before_whole_retry(exc: Exception, attempt: int, policy: RetryPolicy = DEFAULT) -> None:
+    """The engine's pause before trying a whole blob again: the policy's backoff or the
+    server's Retry-After for an answer that asked to wait; past the cap, a fast failure."""
+    if not isinstance(exc, RetryLater):
+        return  # a body cut off mid-stream: try again at once
+    if policy.too_long(exc.retry_after):
+        raise RetriesExhausted(
+            f"{exc}, asked to wait {exc.retry_after} s, more than the "
+            f"{policy.retry_after_cap:.0f} s mirror waits"
+        ) from None
+    policy.pause(attempt, exc.retry_after)
 
 
 @dataclass(frozen=True)
