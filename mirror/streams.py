@@ -165,6 +165,12 @@ def sweep_stale(folder: Path, name: str | None = None) -> int:
     return freed
 
 
+def sweep_for(*files: Path | None) -> int:
+    """Before a run writes FILES: what killed mirror runs left in their folders, found by
+    the naming rule alone (sweep_stale); bytes freed."""
+    return sum(sweep_stale(folder) for folder in {f.parent for f in files if f is not None})
+
+
 def _writer_pid(filename: str, head: str | None) -> int | None:
     if not filename.startswith(".") or not filename.endswith((".tmp", ".part")):
         return None

@@ -167,3 +167,28 @@ def test_an_import_killed_at_a_seeded_moment(
         assert reg.tags(f"{base}/{repo}") == ["1.0.0"]
     assert reg.dangling(base + "/") == []
     assert _temps(tmp_path) == []
+
+
+def test_an_import_sweeps_what_killed_imports_left_beside_its_files(
+    lab: dict[str, Any], tmp_path: Path
+) -> None:
+    """A kill during the catalog's or the receipt's write leaves a temp file; the next
+    import removes it by the naming rule, and nothing else."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [
+        tmp_path / f".catalog.json{TEMP_MARK}{dead.pid}-k1.tmp",
+        tmp_path / f".receipt.json{TEMP_MARK}{dead.pid}-k2.tmp",
+        tmp_path / f".imported-chains.json{TEMP_MARK}{dead.pid}-k3.tmp",
+    ]
+    kept = [
+        tmp_path / f".catalog.json{TEMP_MARK}{os.getpid()}-live.tmp",  # a live writer's
+        tmp_path / ".catalog.json.mine.tmp",  # not ours by the rule
+        tmp_path / "notes.txt",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"x" * 100)
+    run = _import(lab["bundle"], lab["target"].url, tmp_path, "swept")
+    assert run.rc == 0, run.err
+    assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in kept)

@@ -20,6 +20,7 @@ from mirror.importer.plan import IMAGES_BASE
 from mirror.oci.names import check_repository_prefix
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.settings import Settings
+from mirror.streams import sweep_for
 
 TARGET_USER_ENV = "MIRROR_TARGET_USERNAME"
 TARGET_PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
@@ -71,3 +72,4 @@ def check_options(opts: ImportOptions) -> None:
             f"use {TARGET_USER_ENV}/{TARGET_PASSWORD_ENV} or docker's config.json"
         )
     load_catalog(opts.catalog, valid_memo(opts))  # a bad catalog fails now, not after the push
+    sweep_for(opts.catalog, opts.receipt, opts.settings.memo)  # a killed import's temp files
