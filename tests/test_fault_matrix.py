@@ -68,7 +68,7 @@ UPLOAD_FAULTS = {
 }
 
 # What a lasting fault ends in: exit code, and a regex its one line matches.
-RESET = r"127\.0\.0\.1:\d+: Remote end closed connection without response[^'\"]*$"
+RESET = r"127\.0\.0\.1:\d+: (\w+: )?Remote end closed connection without response[^'\"]*$"
 EXPORT_FAILS = {
     "5xx": (1, r"503"),
     "429": (1, r"429"),
