@@ -1,5 +1,5 @@
 """The hostile-bundle corpus, one table: each case's verdict for `verify`, `import`, `inspect`
-(issue 15, items 1 and 7).
+and `serve` (issue 15, items 1 and 7; serve takes verify's verdict, as import does).
 
 Every bundle is framed as mirror frames one (a table of contents pointing at each listed
 member's right bytes) and carries a valid FILE.sig by the trusted key, so a reader that
@@ -303,6 +303,22 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabRegist
         reg.stop()
 
 
+def _serve_gives(rc: int, line: str, bundle: Path, k: Keys) -> None:
+    """`serve` opens its store by the same verdict: refused in the same words, or served."""
+    from mirror.errors import MirrorError
+    from mirror.serve.server import ServeOptions, open_store
+
+    opts = ServeOptions(bundle, k.pub)
+    if rc == 0:
+        store, _ = open_store(opts)
+        assert store is not None
+        return
+    with pytest.raises(MirrorError) as refused:
+        open_store(opts)
+    assert refused.value.exit_code == rc
+    assert line.strip() == f"mirror: error: {refused.value}"
+
+
 def _slug(case: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", case.lower()).strip("-")
 
@@ -339,6 +355,8 @@ def test_each_hostile_bundle_gets_one_verdict_per_command(
         assert landed == [] and not catalog.exists()
     else:
         assert landed == [f"{base}/library/app"] and Reg(reg.url).dangling() == []
+
+    _serve_gives(verdict.rc, verdict.err, bundle, k)
 
     shown = mirror("inspect", bundle, "--json")
     assert shown.rc == want.inspect, shown.err
