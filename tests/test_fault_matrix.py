@@ -50,9 +50,9 @@ FAULTS = {
     "reset": Fault("drop", {}, SHORT_BACKOFF, 3),
     "stall": Fault("hang", {"delay": READ_TIMEOUT + 1.5}, 3 * READ_TIMEOUT + SHORT_BACKOFF, 3),
     "trickle": Fault("slow", {"delay": 2.0}, 3 * (GRACE + READ_TIMEOUT), 3),
-    # Resumed with Range from the byte reached: a resume that brings bytes starts the 3-try
-    # budget again, so a body cut in half each time takes log2(4 KiB) + 3 tries, 0.5 s apart.
-    "truncation": Fault("truncate", {}, 16 * 0.625, 16),
+    # Resumed with Range from the byte reached, under the blob's one lost-connection budget:
+    # a body cut short every time ends after 3 requests, like a reset.
+    "truncation": Fault("truncate", {}, SHORT_BACKOFF, 3),
     "wrong bytes": Fault("corrupt", {}, 1.0, 1),
 }
 # On an import the bytes travel in the request, so truncation and wrong bytes bend the body

@@ -336,9 +336,10 @@ class _Guarded:
         self._started = self._floor.clock()
         self._resume = resume
         self._retry = retry
+        self._tries = 1  # requests made for this blob so far
+        self._resumed_at = 0  # the rate floor measures each request from its own start
 
     def read(self, n: int = -1, /) -> bytes:
-        attempt = 1
         while True:
             try:
                 chunk: bytes = self._resp.raw.read(n)
@@ -347,14 +348,16 @@ class _Guarded:
                 lost = f"{self._where}: connection broken after {self._seen} bytes"
                 if self._resume is None or self._retry is None:
                     raise ConnectionLost(lost) from None  # the engine retries the blob whole
-                if not self._retry.retries_lost(attempt):  # one budget: no whole retry on top
-                    raise RetriesExhausted(f"{lost} (after {attempt} tries)") from None
-                if not self._reopen(attempt):
+                # One budget for the whole blob, not per read: a body cut short again and
+                # again does not get a fresh budget each time it brought a few bytes.
+                if not self._retry.retries_lost(self._tries):  # and no whole retry on top
+                    raise RetriesExhausted(f"{lost} (after {self._tries} tries)") from None
+                if not self._reopen(self._tries):
                     raise ConnectionLost(lost) from None
-                attempt += 1
+                self._tries += 1
         self._seen += len(chunk)
         if chunk:
-            problem = self._floor.problem(self._started, self._seen)
+            problem = self._floor.problem(self._started, self._seen - self._resumed_at)
             if problem:
                 raise ConnectionLost(f"{self._where}: too slow: {problem}")
         return chunk
@@ -368,6 +371,7 @@ class _Guarded:
             self._resp = self._resume(self._seen)
         except RegistryError:
             return False
+        self._started, self._resumed_at = self._floor.clock(), self._seen
         start = _range_start(self._resp.headers.get("Content-Range", ""))
         if self._resp.status_code == 206:
             return start == self._seen
