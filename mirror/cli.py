@@ -584,7 +584,8 @@ def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
 @click.option(
     "--helm-repo-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Also write the charts here as a static Helm repository (index.yaml and .tgz).",
+    help="Also write every chart of the bundle here as a static Helm repository "
+    "(index.yaml + .tgz); a Helm repository's own index entry wins over an OCI copy.",
 )
 @click.option(
     "--catalog",

@@ -30,6 +30,7 @@ from mirror.bundle.writer import Member
 from mirror.cache import BlobCache
 from mirror.copy import CopyReport, Graph
 from mirror.discovery.interface import Selection
+from mirror.formats import jsondoc
 from mirror.formats.pack import PackInfo
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
@@ -90,7 +91,7 @@ def artifact_records(
                 fips=f.registry.fips,
                 platforms=f.platforms,
                 pack=_pack_record(packs.get(f.desc.digest)),
-                chart=_chart_info(graph, cache) if f.kind == "chart" else None,
+                chart=_chart_info(graph, cache, f.index_entry) if f.kind == "chart" else None,
             )
         )
     return sorted(out, key=lambda a: a.ref)
@@ -109,13 +110,29 @@ def _pack_record(info: PackInfo | None) -> PackRecord | None:
     )
 
 
-def _chart_info(graph: Graph, cache: BlobCache) -> ChartInfo | None:
-    """Name and version from the chart's config blob (Chart.yaml as JSON), in the cache."""
+def _chart_info(
+    graph: Graph, cache: BlobCache, entry: Mapping[str, Any] | None
+) -> ChartInfo | None:
+    """Name and version from the chart's config blob (Chart.yaml as JSON), in the cache;
+    a Helm repository's index entry too, when it is plain JSON (it is signed as bytes)."""
     for blob in graph.blobs:
         if blob.media_type == mt.HELM_CONFIG and blob.size < (1 << 20):
             meta = json.loads(cache.path(blob.digest).read_bytes())
-            return ChartInfo(str(meta.get("name")), str(meta.get("version")))
+            return ChartInfo(str(meta.get("name")), str(meta.get("version")), _json(entry))
     return None
+
+
+def _json(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The entry if JSON holds it exactly (no NaN, no infinity) and manifest.json can nest
+    it (4 levels above it, jsondoc's bound on reading), else None: rebuilt on the far side."""
+    if not entry:
+        return None
+    try:
+        doc = dict(json.loads(json.dumps(entry, allow_nan=False)))
+        jsondoc.check_depth(doc, jsondoc.MAX_DEPTH - 4)
+    except (TypeError, ValueError, jsondoc.DocumentError):
+        return None
+    return doc
 
 
 def members(target: BundleStore, report: CopyReport, cache: BlobCache) -> list[Member]:

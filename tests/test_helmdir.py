@@ -357,3 +357,59 @@ def test_hand_made_index_without_digests(tmp_path: Path, charts: dict[str, Chart
     assert json.loads((tmp_path / RECORD).read_text())["charts"]["hspc-3.17.4.tgz"]
     assert not (tmp_path / STAGING).exists()
     assert copy(tmp_path, [art]).copied_blobs == 0
+
+
+NS_CREATED = "2024-05-15T10:20:30.123456784+02:00"
+
+
+def _entry_for(tgz: bytes, **extra: object) -> dict[str, Any]:
+    return {
+        "apiVersion": "v2",
+        "name": "demo",
+        "version": "1.0.0",
+        "created": NS_CREATED,
+        "digest": hashlib.sha256(tgz).hexdigest(),
+        "description": "as the Helm repository wrote it",
+        **extra,
+    }
+
+
+def _two_sources(folder: Path, entry: dict[str, Any], helm_first: bool) -> None:
+    """One chart version twice in one run: as a Helm repository gave it, and from OCI."""
+    from mirror.copy import CopyOptions
+    from mirror.stores.helmdir import ANN_INDEX_ENTRY
+
+    tgz = fake_chart("demo", "1.0.0", "a: 1\n")
+    from_helm = chart_artifact(tgz, created=NS_CREATED)
+    from_oci = chart_artifact(tgz, created=CREATED)
+    dst = HelmDirTarget(folder)
+    helm_notes = {mt.ANN_REF_NAME: "charts/team/demo:1.0.0", ANN_INDEX_ENTRY: json.dumps(entry)}
+    tasks = [
+        CopyTask(MemorySource("helm", [from_helm]), dst, from_helm.descriptor, "1.0.0", "helm",
+                 helm_notes),
+        CopyTask(MemorySource("oci", [from_oci]), dst, from_oci.descriptor, "1.0.0", "oci",
+                 {mt.ANN_REF_NAME: "a/charts/demo:1.0.0"}),
+    ]  # fmt: skip
+    copy_graphs(tasks if helm_first else tasks[::-1], options=CopyOptions(jobs=1))
+
+
+@pytest.mark.parametrize("helm_first", [True, False])
+def test_a_helm_repositorys_entry_wins_whichever_copy_comes_last(
+    tmp_path: Path, helm_first: bool
+) -> None:
+    tgz = fake_chart("demo", "1.0.0", "a: 1\n")
+    entry = _entry_for(tgz, removed=False, annotations={"when": "2024-01-01"})
+    _two_sources(tmp_path, entry, helm_first)
+    (written,) = index_of(tmp_path)["entries"]["demo"]
+    assert written.pop("urls") == ["demo-1.0.0.tgz"]
+    assert written == entry
+    assert (tmp_path / "demo-1.0.0.tgz").read_bytes() == tgz
+
+
+def test_an_entry_that_does_not_describe_the_chart_is_refused(tmp_path: Path) -> None:
+    from mirror.errors import IntegrityError
+
+    entry = _entry_for(b"other bytes")
+    with pytest.raises(IntegrityError, match="does not describe that chart"):
+        _two_sources(tmp_path, entry, helm_first=True)
+    assert not (tmp_path / "index.yaml").exists()

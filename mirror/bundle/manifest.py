@@ -8,6 +8,7 @@ with only `sed` turn the member list into a `sha256sum -c` file (docs/VERIFYING.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -68,9 +69,15 @@ class PackRecord:
 class ChartInfo:
     name: str
     version: str
+    # From a Helm repository: its index.yaml entry, every field but `urls` (a Helm folder
+    # on the far side writes it back as it was). None for a chart from an OCI registry.
+    index_entry: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
+        out: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.index_entry is not None:
+            out["indexEntry"] = dict(self.index_entry)
+        return out
 
 
 @dataclass(frozen=True)
@@ -437,6 +444,8 @@ def _artifact(a: dict[str, Any]) -> ArtifactRecord:
         )
         if pack
         else None,
-        chart=ChartInfo(chart["name"], chart["version"]) if chart else None,
+        chart=ChartInfo(chart["name"], chart["version"], chart.get("indexEntry"))
+        if chart
+        else None,
         signed_by=a.get("signedBy"),
     )

@@ -83,6 +83,7 @@ def discover(reg: Registry, *, jobs: int = 4, ca_file: str | None = None) -> Sel
             desc=art.descriptor,
             source=source,
             kind="chart",
+            index_entry=cv.entry,
         )
         for cv, art in zip(picked, artifacts, strict=True)
     ]

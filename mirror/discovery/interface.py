@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mirror.oci.descriptor import Descriptor
 from mirror.stores.interface import Source
@@ -29,6 +30,8 @@ class Found:
     source: Source
     kind: str
     platforms: tuple[str, ...] = ()
+    # A chart from a Helm repository: its index entry, so a Helm folder can write it back.
+    index_entry: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def ref(self) -> str:

@@ -10,7 +10,9 @@ The manifest carries helm's `org.opencontainers.image.*` annotations, except `cr
 which helm sets to the push time: pass `created=` to add it.
 
 YAML is read with PyYAML's safe loader (the C one when present: a public index.yaml can be
-tens of megabytes), never with the full loader.
+tens of megabytes), never with the full loader. index.yaml is read without YAML's timestamp
+type, so an entry keeps `created: 2024-05-15T10:20:30.123456784+02:00` as written (a datetime
+would cut it to microseconds); `ChartVersion.entry` is the entry as the repository wrote it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ MAX_CHART_YAML = 1024 * 1024
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 _INDEX_OWN_KEYS = ("urls", "created", "digest", "removed")
 _SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 @dataclass(frozen=True)
@@ -51,17 +54,19 @@ class ChartVersion:
     digest: str | None
     created: str | None
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The index entry as its repository wrote it, every field but `urls`; empty when built here.
+    entry: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def tag(self) -> str:
         return chart_tag(self.version)
 
 
-def _safe_yaml(data: bytes | str) -> Any:
+def _safe_yaml(data: bytes | str, loader: type[yaml.SafeLoader] = _SAFE_LOADER) -> Any:
     """safe_load, through the C parser when PyYAML has it (same constructors, same safety);
     a document nested past jsondoc.MAX_DEPTH is a YAMLError, not a RecursionError."""
     try:
-        doc = yaml.load(data, Loader=_SAFE_LOADER)  # a SafeLoader subclass: safe_load
+        doc = yaml.load(data, Loader=loader)  # a SafeLoader subclass: safe_load
         jsondoc.check_depth(doc)
     except (RecursionError, jsondoc.DocumentError):
         raise yaml.YAMLError(f"nested deeper than {jsondoc.MAX_DEPTH} levels") from None
@@ -102,10 +107,40 @@ def _resolve(base_url: str, ref: str) -> str:
     return f"{resolved}?{parts.query}" if parts.query and "?" not in ref else resolved
 
 
+class _TimeText(str):
+    """A YAML time as its text; `value` is what PyYAML's timestamp type made of it before."""
+
+    value: Any
+
+
+class _TextTimeLoader(_SAFE_LOADER):  # type: ignore[valid-type,misc]
+    """The safe loader, but a time keeps its text: Helm's `created` has nanoseconds."""
+
+    def construct_time_text(self, node: yaml.ScalarNode) -> _TimeText:
+        out = _TimeText(self.construct_scalar(node))
+        out.value = _plain(self.construct_yaml_timestamp(node))
+        return out
+
+
+_TextTimeLoader.add_constructor(_TIMESTAMP, _TextTimeLoader.construct_time_text)
+
+
+def _settle(value: Any, *, text: bool) -> Any:
+    """Times as their text (`text=True`: the entry as written) or as before (the fields)."""
+    if isinstance(value, _TimeText):
+        return str(value) if text else value.value
+    if isinstance(value, dict):
+        return {k: _settle(v, text=text) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_settle(v, text=text) for v in value]
+    return value
+
+
 def _chart_version(key: str, item: Any, base_url: str) -> ChartVersion | None:
     if not isinstance(item, dict) or item.get("version") is None:
         return None
-    meta = _plain(item)
+    written = _plain(item)
+    meta = _settle(written, text=False)
     urls = meta.get("urls") if isinstance(meta.get("urls"), list) else []
     digest = str(meta.get("digest") or "").removeprefix("sha256:").lower()
     created = meta.get("created")
@@ -116,13 +151,14 @@ def _chart_version(key: str, item: Any, base_url: str) -> ChartVersion | None:
         digest=digest if _HEX64.match(digest) else None,
         created=str(created) if created else None,
         metadata={k: v for k, v in meta.items() if k not in _INDEX_OWN_KEYS},
+        entry={k: v for k, v in _settle(written, text=True).items() if k != "urls"},
     )
 
 
 def parse_index(data: bytes, base_url: str, where: str) -> list[ChartVersion]:
     """Every chart version of an index.yaml; entries that are not chart versions are skipped."""
     try:
-        doc = _safe_yaml(data)
+        doc = _safe_yaml(data, _TextTimeLoader)
     except yaml.YAMLError as exc:
         raise OperationError(f"{where}: index.yaml is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
@@ -137,12 +173,25 @@ def parse_index(data: bytes, base_url: str, where: str) -> list[ChartVersion]:
 
 
 def _index_entry(cv: ChartVersion, filename: str, generated: str) -> dict[str, Any]:
+    """The repository's own entry when there is one (only `urls` changes), else one built."""
+    if cv.entry:
+        return {**cv.entry, "urls": [filename]}
     entry = {k: v for k, v in cv.metadata.items() if k not in _INDEX_OWN_KEYS}
     entry.update(name=cv.name, version=cv.version, urls=[filename])
     entry["created"] = cv.created or generated
     if cv.digest:
         entry["digest"] = cv.digest
     return entry
+
+
+def entry_matches(entry: Mapping[str, Any], name: str, version: str, digest: str) -> bool:
+    """Whether an index entry describes this chart: its name (if given), version, digest."""
+    got = str(entry.get("digest") or digest).removeprefix("sha256:").lower()
+    return (
+        _scalar_str(entry.get("name") or name) == name
+        and _scalar_str(entry.get("version")) == version
+        and got == digest
+    )
 
 
 def write_index(charts: Sequence[tuple[ChartVersion, str]], generated: str) -> bytes:

@@ -47,7 +47,9 @@ def artifact_tasks(
         ann = {mt.ANN_REGISTRY: art.registry, mt.ANN_REF_NAME: art.ref}
         tasks.append(CopyTask(source, dst, root, art.tag, label, ann))
         if helm_dir is not None and art.kind == "chart":
-            tasks.append(CopyTask(source, helm_dir, root, art.tag, label, {}))
+            from mirror.stores.helmdir import chart_annotations
+
+            tasks.append(CopyTask(source, helm_dir, root, art.tag, label, chart_annotations(art)))
     return tasks
 
 

@@ -1,8 +1,9 @@
 """Every Helm repository in the bundle as a static Helm repository: index.yaml and its .tgz.
 
 The charts travel as Helm OCI charts; the index is written once at start by the same code
-as import's `--helm-repo-dir` (`stores/helmdir.py`), and each .tgz is the chart's layer,
-streamed out of the archive like any other blob.
+as import's `--helm-repo-dir` (`stores/helmdir.py`): each chart keeps its repository's own
+index entry (manifest.json's `chart.indexEntry`), every field but `urls`. Each .tgz is the
+chart's layer, streamed out of the archive like any other blob.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from mirror.bundle.manifest import BundleManifest
 from mirror.errors import IntegrityError
 from mirror.formats.helm import write_index
 from mirror.oci.names import slug
-from mirror.stores.helmdir import MAX_CONFIG, chart_config, chart_file, chart_layers, index_entry
+from mirror.stores.helmdir import (
+    MAX_CONFIG,
+    chart_config,
+    chart_file,
+    chart_layers,
+    entry_text,
+    index_entry,
+    with_entry,
+)
 
 if TYPE_CHECKING:
     from mirror.serve.store import ServedStore
@@ -44,6 +53,7 @@ def helm_repos(manifest: BundleManifest, store: ServedStore) -> dict[str, HelmRe
             with store.open_blob(config.digest) as stream:
                 meta = chart_config(stream.read(config.size + 1), config.digest, where)
             chart = chart_file(doc, art.digest, meta, where)
+            chart = with_entry(chart, entry_text(art), art.ref, where)
             charts.append(index_entry(chart))
             files[chart.filename] = f"sha256:{chart.layer}"
             if chart.prov:

@@ -1,9 +1,17 @@
 """A static Helm repository (index.yaml + .tgz) as a copy target: import's `--helm-repo-dir`.
 
-It takes Helm OCI charts. The engine pushes blobs before manifests and in parallel, so a
-chart layer arrives before anyone knows its chart's name: layers are staged by digest in
-`DIR/.staging`, verified as they are written, and get their `<name>-<version>.tgz` name only
-at `commit()`, together with index.yaml. Until then nothing in DIR changes, so a failed
+It takes Helm OCI charts, from every source the bundle has: a Helm repository's charts and
+the Helm OCI charts of OCI registries alike, one entry per chart name and version. A chart
+that came from a Helm repository carries that repository's index entry (manifest.json,
+`chart.indexEntry`; import hands it over as an annotation), and the entry is written back
+with every field but `urls` unchanged. When the same chart version came from a Helm
+repository and an OCI registry, the repository's entry wins; an entry is built from the
+chart's own Chart.yaml only for a chart no Helm repository supplied.
+
+The engine pushes blobs before manifests and in parallel, so a chart layer arrives before
+anyone knows its chart's name: layers are staged by digest in `DIR/.staging`, verified as
+they are written, and get their `<name>-<version>.tgz` name only at `commit()`, together
+with index.yaml. Until then nothing in DIR changes, so a failed
 import leaves the repository as it was. A small record (`.mirror-charts.json`) remembers
 which manifest and config digests each .tgz came from, so a second import copies nothing.
 """
@@ -11,6 +19,7 @@ which manifest and config digests each .tgz came from, so a second import copies
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,17 +28,21 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from mirror.errors import ConflictError, IntegrityError, UsageError
 from mirror.formats import jsondoc
-from mirror.formats.helm import ChartVersion, parse_index, write_index
+from mirror.formats.helm import ChartVersion, entry_matches, parse_index, write_index
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes, parse_manifest
 from mirror.settings import Clock
 from mirror.streams import COPY_CHUNK, VerifyingReader, atomic_file, drain
 
+if TYPE_CHECKING:
+    from mirror.bundle.manifest import ArtifactRecord
+
+ANN_INDEX_ENTRY = "io.mirror.helm.index-entry"  # a Helm repository's entry, as JSON
 RECORD = ".mirror-charts.json"
 STAGING = ".staging"
 MAX_CONFIG = 1024 * 1024
@@ -50,6 +63,8 @@ class ChartFile:
     prov: str | None = None
     created: str | None = None
     metadata: Mapping[str, Any] | None = None
+    entry: Mapping[str, Any] | None = None  # its Helm repository's index entry, if any
+    origin: str = ""  # the bundle's ref, to choose between copies of one chart
 
     def record(self) -> dict[str, Any]:
         out = {"name": self.name, "version": self.version, "layer": self.layer}
@@ -100,18 +115,21 @@ class HelmDirTarget:
 
     def tag(self, desc: Descriptor, ref: str, annotations: Mapping[str, str]) -> None:
         """Name the chart now (conflicts show before anything is final); move files at commit."""
-        del ref, annotations  # the file name comes from the chart itself
+        del ref  # the file name comes from the chart itself
         known = [c for c in self._record.values() if c.manifest == desc.digest]
         if known and self._complete(known[0].name, known[0].version, known[0].layer):
             return
         chart = self._chart_of(desc)
+        entry = annotations.get(ANN_INDEX_ENTRY)
+        chart = with_entry(chart, entry, annotations.get(mt.ANN_REF_NAME, ""), self.where)
         if self._complete(chart.name, chart.version, chart.layer):
             with self._lock:  # the same chart, pushed before under another manifest
                 self._learned[chart.filename] = chart
             return
         with self._lock:
             self._check_conflict(chart)
-            self._pending[(chart.name, chart.version)] = chart
+            other = self._pending.get((chart.name, chart.version))
+            self._pending[(chart.name, chart.version)] = _preferred(other, chart)
 
     def commit(self) -> None:
         """Charts into place, then index.yaml and the record, each written atomically."""
@@ -336,9 +354,53 @@ def chart_config(data: bytes, digest: str, where: str) -> dict[str, Any]:
 
 
 def index_entry(chart: ChartFile) -> tuple[ChartVersion, str]:
-    """What `write_index` takes for one chart stored beside index.yaml."""
+    """What `write_index` takes for one chart stored beside index.yaml: its Helm repository's
+    own entry when it has one (only `urls` changes), else one built from Chart.yaml."""
     c = chart
-    return ChartVersion(c.name, c.version, (), c.layer, c.created, c.metadata or {}), c.filename
+    cv = ChartVersion(c.name, c.version, (), c.layer, c.created, c.metadata or {}, c.entry or {})
+    return cv, c.filename
+
+
+def with_entry(chart: ChartFile, text: str | None, origin: str, where: str) -> ChartFile:
+    """The chart with its Helm repository's entry (JSON), which must describe this very chart:
+    its name, version and digest; `origin` is its ref in the bundle."""
+    if text is None:
+        return dataclasses.replace(chart, origin=origin)
+    try:
+        entry = jsondoc.loads(text.encode())
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or not entry_matches(
+        entry, chart.name, chart.version, chart.layer
+    ):
+        raise IntegrityError(
+            f"{where}: the index entry of {chart.name} {chart.version} does not describe that chart"
+        )
+    return dataclasses.replace(chart, entry=entry, origin=origin)
+
+
+def entry_text(art: ArtifactRecord) -> str | None:
+    """A chart artifact's Helm repository entry as JSON, as import hands it over; or None."""
+    if art.chart is None or art.chart.index_entry is None:
+        return None
+    return json.dumps(art.chart.index_entry, sort_keys=True)
+
+
+def chart_annotations(art: ArtifactRecord) -> dict[str, str]:
+    """What import tells the Helm folder of a chart: its bundle ref, its repository's entry."""
+    out = {mt.ANN_REF_NAME: art.ref}
+    text = entry_text(art)
+    if text is not None:
+        out[ANN_INDEX_ENTRY] = text
+    return out
+
+
+def _preferred(old: ChartFile | None, new: ChartFile) -> ChartFile:
+    """One chart version from two sources: a Helm repository's entry wins, then the first ref
+    (so the choice does not depend on which copy finished first)."""
+    if old is None:
+        return new
+    return min(old, new, key=lambda c: (c.entry is None, c.origin))
 
 
 def chart_layers(
