@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEBS    := docker-registry skopeo openssl zstd
+DEBS    := docker-registry skopeo umoci openssl zstd
 
 .PHONY: test lint demo bench debs venv clean pyc
 

@@ -14,9 +14,18 @@ from mirror.bundle.manifest import parse_manifest
 from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
 from mirror.formats import cosign
+from mirror.oci import mediatypes as mt
 from mirror.units import exact
 
 _CLAIMED = "claimed by manifest.json, not verified (run `mirror verify --key PUB`)"
+# Kept byte for byte (digests, signatures); skopeo 1.9 and umoci 0.4.7 cannot read such a
+# ref from the extracted layout, so inspect marks it (docs/BUNDLE-FORMAT.md).
+_DOCKER = frozenset({mt.DOCKER_MANIFEST, mt.DOCKER_LIST})
+_DOCKER_MARK = "  docker-typed"
+_DOCKER_NOTE = (
+    "skopeo 1.9 and umoci 0.4.7 cannot read them from the extracted layout; "
+    "docs/VERIFYING.md step 7 checks them"
+)
 
 
 def inspect_bundle(path: Path) -> dict[str, Any]:
@@ -40,9 +49,17 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
             "chart": a.chart.to_json() if a.chart else None,
             "signed": a.digest in signed,
             "signedBy": a.signed_by,
+            "dockerTyped": a.media_type in _DOCKER,
         }
         for a in m.artifacts
     ]
+    images = [
+        {**i.to_json(), "signed": i.digest in signed, "dockerTyped": i.media_type in _DOCKER}
+        for i in m.images
+    ]
+    refs = {a.ref: a.media_type for a in m.artifacts}  # index.json names, each once
+    refs |= {i.layout_ref: i.media_type for i in m.images}
+    refs |= {r.layout_ref: r.media_type for r in m.referrers}
     blobs = [mem for mem in m.members if mem.path.startswith("blobs/")]
     return {
         "name": m.name,
@@ -58,7 +75,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "since": list(m.since),
         "external": {"blobs": len(m.external), "bytes": sum(e.size for e in m.external)},
         "artifacts": artifacts,
-        "images": [{**i.to_json(), "signed": i.digest in signed} for i in m.images],
+        "images": images,
         "referrers": [r.to_json() for r in m.referrers],
         "unresolvedImages": [u.to_json() for u in m.unresolved_images],
         "skippedImages": list(m.skipped_images),
@@ -69,6 +86,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
             "blobs": len(blobs),
             "bytes": sum(mem.size for mem in m.members),
             "images": len(m.images),
+            "dockerTyped": sum(1 for t in refs.values() if t in _DOCKER),
         },
     }
 
@@ -138,13 +156,15 @@ def render_table(doc: dict[str, Any]) -> str:
             name = f"{a['repository']}:{a['tag']}".ljust(width)
             size = human(a["size"]).rjust(10)
             mark = f"  fips={_fips_mark(a['fips'])}" if fips_in_play else ""
+            mark += _DOCKER_MARK if a.get("dockerTyped") else ""
             lines.append(f"  {name}  {a['digest'][:19]}  {size}{mark}")
             if a.get("pack"):
                 lines.append(f"    {_pack_line(a['pack'])}")
     if doc["images"]:
         lines += ["", f"Images ({len(doc['images'])})"]
         for i in doc["images"]:
-            lines.append(f"  {i['ref']}  {i['digest'][:19]}  {human(i['size']).rjust(10)}")
+            mark = _DOCKER_MARK if i.get("dockerTyped") else ""
+            lines.append(f"  {i['ref']}  {i['digest'][:19]}  {human(i['size']).rjust(10)}{mark}")
     for u in doc["unresolvedImages"]:
         lines.append(f"  UNRESOLVED {u['ref']}: {u['reason']} ({', '.join(u['neededBy'])})")
     t = doc["totals"]
@@ -154,6 +174,8 @@ def render_table(doc: dict[str, Any]) -> str:
         f"Totals     {t['images']} images, {t['artifacts']} artifacts ({kinds}), "
         f"{t['nonFips']} non-FIPS, {t['blobs']} blobs, {exact(t['bytes'])} uncompressed",
     ]
+    if t.get("dockerTyped"):
+        lines.append(f"Docker     {t['dockerTyped']} docker-typed refs: {_DOCKER_NOTE}")
     return "\n".join(lines) + "\n"
 
 
