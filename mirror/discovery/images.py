@@ -161,11 +161,17 @@ class LayerScan:
 
     @classmethod
     def of(cls, data: bytes, media_type: str) -> LayerScan:
+        return cls.read(data, media_type)[0]
+
+    @classmethod
+    def read(cls, data: bytes, media_type: str) -> tuple[LayerScan, bytes | None]:
+        """One walk of the archive: its values list, its charts' annotations, and the bytes
+        of a pack's top-level pack.json (each walk inflates the layer and parses every tar
+        header, which is most of what reading a pack costs)."""
         values, charts = Scan(), Scan()
-        if media_type != mt.HELM_CHART:
-            _scan_archive(data, values, charts=False, depth=0, pack=True)
-        _scan_archive(data, charts, charts=True, depth=0, pack=False)
-        return cls(values, charts)
+        pack = media_type != mt.HELM_CHART
+        pack_json = _scan_archive(data, values if pack else None, charts, depth=0)
+        return cls(values, charts), pack_json
 
     def pick(self, *, packs: bool, charts: bool) -> Scan:
         parts = ([self.values] if packs else []) + ([self.charts] if charts else [])
@@ -210,32 +216,39 @@ def content_layers(source: Source, root: Descriptor) -> list[Descriptor]:
     return [d for d in layers if d.media_type in _CONTENT_LAYERS and d.size <= MAX_ARCHIVE]
 
 
-def _scan_archive(data: bytes, scan: Scan, *, charts: bool, depth: int, pack: bool) -> None:
+def _scan_archive(data: bytes, values: Scan | None, charts: Scan, *, depth: int) -> bytes | None:
+    """Walk one archive once. `values`: a pack's top-level values.yaml list goes there (None
+    for a chart); every Chart.yaml's annotations, and those of nested charts, go to `charts`.
+    Returns a pack's top-level pack.json, if any, for the caller to parse."""
     if len(data) > MAX_ARCHIVE or depth > MAX_DEPTH:
-        return
-    for name, body in _members(data):
+        return None
+    pack_json = None
+    for name, body in _members(data, pack=values is not None):
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if not parts:
             continue
-        leaf = parts[-1]
-        if pack and depth == 0 and leaf == "values.yaml" and len(parts) <= 2:
+        leaf, top = parts[-1], depth == 0 and len(parts) <= 2
+        if values is not None and top and leaf == "values.yaml":
             listed, maybe = values_images(body)
-            scan.listed += listed
-            scan.maybe += maybe
-        elif charts and leaf == "Chart.yaml":
-            scan.listed += chart_annotation_images(body)
-        elif charts and leaf.endswith(".tgz") and "charts" in parts[:-1]:
-            _scan_archive(body, scan, charts=charts, depth=depth + 1, pack=False)
+            values.listed += listed
+            values.maybe += maybe
+        elif values is not None and top and leaf == "pack.json" and pack_json is None:
+            pack_json = body
+        elif leaf == "Chart.yaml":
+            charts.listed += chart_annotation_images(body)
+        elif leaf.endswith(".tgz") and "charts" in parts[:-1]:
+            _scan_archive(body, None, charts, depth=depth + 1)
+    return pack_json
 
 
-def _members(data: bytes) -> Iterator[tuple[str, bytes]]:
-    """Regular files of a .tar(.gz) under MAX_FILE; a broken archive simply ends."""
+def _members(data: bytes, *, pack: bool) -> Iterator[tuple[str, bytes]]:
+    """Wanted regular files of a .tar(.gz) under MAX_FILE; a broken archive simply ends."""
     try:
         with open_tar_stream(io.BytesIO(data)) as tar:
             for member in tar:
                 if not member.isfile() or member.size > MAX_FILE:
                     continue
-                if not _wanted(member.name):
+                if not _wanted(member.name, pack=pack):
                     continue
                 fh = tar.extractfile(member)
                 if fh is not None:
@@ -244,9 +257,11 @@ def _members(data: bytes) -> Iterator[tuple[str, bytes]]:
         return
 
 
-def _wanted(name: str) -> bool:
+def _wanted(name: str, *, pack: bool) -> bool:
     leaf = name.rsplit("/", 1)[-1]
-    return leaf in ("values.yaml", "Chart.yaml") or leaf.endswith(".tgz")
+    if pack and leaf in ("values.yaml", "pack.json"):
+        return True
+    return leaf == "Chart.yaml" or leaf.endswith(".tgz")
 
 
 def _yaml(data: bytes) -> Any:

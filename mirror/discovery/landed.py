@@ -8,11 +8,11 @@ and the image closure never fetch or read it again.
 
 from __future__ import annotations
 
-import io
 import threading
 
 from mirror.discovery.images import LayerScan
-from mirror.formats.pack import PackInfo, read_pack_json_from_archive
+from mirror.errors import UsageError
+from mirror.formats.pack import PackInfo, parse_pack_json
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.stores.interface import Source, Target
@@ -36,11 +36,17 @@ class ContentScan:
             return
         with dst.fetch(desc) as stream:
             data = stream.read()  # at most MAX_PACK_LAYER, verified at EOF
-        info = None
-        if desc.media_type == mt.OCI_LAYER_TAR:
-            info = read_pack_json_from_archive(io.BytesIO(data), desc.digest)
-        scan = LayerScan.of(data, desc.media_type)
+        scan, pack_json = LayerScan.read(data, desc.media_type)  # one walk for both needs
+        info = _pack_info(pack_json, desc.digest) if pack_json is not None else None
         with self._lock:
             if info is not None:
                 self.packs[desc.digest] = info
             self.scans[desc.digest] = scan
+
+
+def _pack_info(data: bytes, where: str) -> PackInfo | None:
+    """A malformed pack.json gives None: a pack's metadata is a label, not a gate."""
+    try:
+        return parse_pack_json(data, where)[0]
+    except UsageError:
+        return None
