@@ -621,3 +621,26 @@ def test_sigterm_lets_a_download_in_flight_finish_then_exits_0(
 
 def _which(name: str) -> bool:
     return shutil.which(name) is not None
+
+
+def test_export_from_a_registry_with_the_referrers_api(
+    served: Served, built: Built, tmp_path: Path
+) -> None:
+    """Distribution 2.8 has no referrers API, so discovery's own path to it is driven here by
+    `mirror serve`, which has one (and no fallback `sha256-<hex>` index tag): the SBOM can
+    reach the second bundle only through the API, the `.sig` through its tag."""
+    spec = tmp_path / "again.yaml"
+    spec.write_text(yaml.safe_dump({"name": "again", "registries": [
+        {"name": "Served", "kind": "oci", "url": served.url, "basePath": "production",
+         "providerType": "image", "repositories": ["images/app"]},
+    ]}))  # fmt: skip
+    bundle = tmp_path / "again.tar.zst"
+    run = mirror("export", spec, "-o", bundle, "--cache-dir", tmp_path / "c", "--json")
+    assert run.rc == 0, run.err
+    manifest = parse_manifest(BundleReader(bundle).head()[0])
+    kinds = sorted((r.artifact_type or "", r.tag or "") for r in manifest.referrers)
+    sig_tag = "sha256-" + built.app.split(":", 1)[1] + ".sig"
+    assert kinds == sorted([(SBOM, ""), (kinds[0][0] if kinds[0][1] else "", sig_tag)])
+    assert {r.subject for r in manifest.referrers} == {built.app}
+    first = {r.digest for r in built.manifest.referrers}
+    assert {r.digest for r in manifest.referrers} == first  # the same bytes, found again
