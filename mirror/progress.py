@@ -74,10 +74,7 @@ class Progress:
         self.close()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._beater is not None:
-            self._beater.join()
-            self._beater = None
+        self._stop_beating()
         with self._lock:
             if self._bar is not None:
                 self._bar.close()
@@ -154,11 +151,18 @@ class Progress:
         """The last line in a log: what the command's result counted, and the rate."""
         if self.enabled:
             return  # a terminal has seen the bars; stdout says the rest
+        self._stop_beating()  # the summary is the last line: no beat may follow it
         elapsed = max(self._clock() - self._started, 1e-9)
         self._say(
             f"{self.label}: done: {artifacts} artifacts, {blobs} blobs, {exact(nbytes)} "
             f"in {_elapsed(elapsed)} ({human(nbytes / elapsed)}/s)"
         )
+
+    def _stop_beating(self) -> None:
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join()
+            self._beater = None
 
     def _beat(self) -> None:
         while not self._stop.wait(self._every):

@@ -131,3 +131,15 @@ def test_export_import_verify_show_life_and_agree_on_bytes(
     assert re.search(r"^import push: .* elapsed, .*/s$", imported.err, re.M) or re.search(
         r"^import verify: .* elapsed", imported.err, re.M
     ), imported.err
+
+
+def test_no_heartbeat_follows_the_summary() -> None:
+    """The summary is a log's last line: a beat racing it must not land after it."""
+    out = io.StringIO()
+    with Progress("verify", stream=out, heartbeat=0.001) as p:
+        p.planned(1, 10)
+        time.sleep(0.02)  # beats are flowing
+        p.summary(artifacts=1, blobs=1, nbytes=10)
+        time.sleep(0.02)  # a beater still running would print again here
+        lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("verify: done: ") and len(lines) > 1
