@@ -61,7 +61,7 @@ def test_parse_index_resolves_urls_and_normalizes() -> None:
     assert sorted(by_version) == ["14.0.0", "15.1.0", "15.10.0", "17.0.0+build.1"]
     first = by_version["15.1.0"]
     assert first.urls == ("https://repo.example/sub/charts/nginx-15.1.0.tgz?token=x",)
-    assert first.digest == HEX and first.created == "2023-05-01T10:00:00.500000Z"
+    assert first.digest == HEX and first.created == "2023-05-01T10:00:00.5Z"  # as written
     assert first.metadata["appVersion"] == "1.25" and "urls" not in first.metadata
     assert by_version["15.10.0"].urls == ("https://cdn.example/nginx-15.10.0.tgz",)
     assert by_version["15.10.0"].digest == HEX
@@ -77,7 +77,11 @@ def test_parse_index_resolves_urls_and_normalizes() -> None:
         (b"apiVersion: v1\n", "no 'entries'"),
         (b"- a list\n", "no 'entries'"),
         (b"entries: 3\n", "no 'entries'"),
-        (b"entries: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+        # fastyaml-rs drops tags, never constructs them: here a list, not a mapping
+        (b"entries: !!python/object/apply:os.system ['true']\n", "no 'entries'"),
+        (b"entries: {}\n---\nentries: {}\n", "not valid YAML"),  # one document only
+        (b"entries:\n" + b"- " * 100 + b"x\n", "not valid YAML"),  # deeper than 64
+        (b"entries: {a: \xff}\n", "not valid YAML"),
     ],
 )
 def test_parse_index_errors(data: bytes, message: str) -> None:

@@ -79,3 +79,25 @@ def test_a_hostile_memo_is_a_hint_and_is_ignored(tmp_path: Path) -> None:
     memo = tmp_path / "memo.json"
     memo.write_text(DEEP_JSON)
     assert read_hint(memo) is None
+
+
+LAUGHS = "".join(
+    f"{a}: &{a} [{', '.join([f'*{b}'] * 9)}]\n" for b, a in zip("abcdefgh", "bcdefghi", strict=True)
+)
+HOSTILE_INDEXES = {
+    "deep flow": DEEP_YAML.replace("a: ", "entries: "),
+    "deep block": "entries:\n" + "- " * 100_000 + "x\n",  # crashes some Rust parsers
+    "a billion laughs": "a: &a [x, x, x, x, x, x, x, x, x]\n" + LAUGHS + "entries: {c: *i}\n",
+    "two documents": "entries: {}\n---\nentries: {}\n",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("body", HOSTILE_INDEXES.values(), ids=HOSTILE_INDEXES.keys())
+def test_a_hostile_helm_index_is_one_error_quickly(body: str) -> None:
+    """9^9 aliases used to be expanded by the depth check after PyYAML: minutes, gigabytes."""
+    from mirror.errors import OperationError
+    from mirror.formats.helm import parse_index
+
+    with pytest.raises(OperationError, match=r"^repo: index.yaml is not valid YAML: "):
+        parse_index(body.encode(), "http://127.0.0.1/", "repo")

@@ -9,10 +9,13 @@ config blob should match helm's byte for byte; YAML scalars Helm would read as s
 The manifest carries helm's `org.opencontainers.image.*` annotations, except `created`,
 which helm sets to the push time: pass `created=` to add it.
 
-YAML is read with PyYAML's safe loader (the C one when present: a public index.yaml can be
-tens of megabytes), never with the full loader. index.yaml is read without YAML's timestamp
-type, so an entry keeps `created: 2024-05-15T10:20:30.123456784+02:00` as written (a datetime
-would cut it to microseconds); `ChartVersion.entry` is the entry as the repository wrote it.
+index.yaml is read with fastyaml-rs (Rust, safe-load only, depth, alias and document
+limits of its own): a public index runs to 20 MB, which PyYAML's C loader takes half a
+minute over. It has no timestamp type, so an entry keeps `created:
+2024-05-15T10:20:30.123456784+02:00` as written (a datetime would cut it to microseconds);
+`ChartVersion.entry` is the entry as the repository wrote it. Chart.yaml, at most 1 MiB,
+stays on PyYAML's safe loader: its YAML 1.1 reading (`yes`, octal, merge keys) is what
+Helm's Go decoder does, and the config blob follows it. Neither builds objects from tags.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import json
 import re
 import tarfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import fast_yaml
 import yaml
 
 from mirror.errors import ConflictError, OperationError
@@ -41,7 +45,8 @@ MAX_CHART_YAML = 1024 * 1024
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 _INDEX_OWN_KEYS = ("urls", "created", "digest", "removed")
 _SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MAX_ALIAS_BYTES = 8 * 1024 * 1024  # real indexes use no aliases; a billion laughs stops here
+_MAX_SCAN = 1 << 30  # fastyaml-rs's own ceiling; an index is capped at 256 MiB before this
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,22 @@ def _safe_yaml(data: bytes | str, loader: type[yaml.SafeLoader] = _SAFE_LOADER) 
     return doc
 
 
+def _index_yaml(data: bytes) -> Any:
+    """One YAML document, safe-loaded and bounded: nested at most jsondoc.MAX_DEPTH, aliases
+    expanding to at most 8 MiB. Look-ahead is the whole document, so an index written as one
+    JSON object (valid YAML, which Helm reads) parses too."""
+    try:
+        return fast_yaml.safe_load(
+            data,
+            max_depth=jsondoc.MAX_DEPTH,
+            max_alias_bytes=_MAX_ALIAS_BYTES,
+            max_scan_ahead=max(1, min(len(data), _MAX_SCAN)),
+            max_documents=1,
+        )
+    except RecursionError:
+        raise ValueError(f"nested deeper than {jsondoc.MAX_DEPTH} levels") from None
+
+
 def _plain(value: Any) -> Any:
     """YAML values as JSON-able ones: timestamps become RFC 3339 strings, keys strings."""
     if isinstance(value, datetime):
@@ -97,76 +118,59 @@ def _scalar_str(value: Any) -> str:
     return str(_plain(value))
 
 
-def _resolve(base_url: str, ref: str) -> str:
-    """Helm's ResolveReferenceURL: relative to the repository URL, keeping its query."""
-    if urlsplit(ref).scheme:
-        return ref
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_PLAIN_RELATIVE = re.compile(r"^[^/.?#:;][^?#:;]*$")
+
+
+def _resolver(base_url: str) -> Callable[[str], str]:
+    """Helm's ResolveReferenceURL: relative to the repository URL, keeping its query.
+
+    The base is worked out once per index, not once per chart version."""
     parts = urlsplit(base_url)
     base = parts._replace(path=parts.path.rstrip("/") + "/", query="", fragment="").geturl()
-    resolved = urljoin(base, ref)
-    return f"{resolved}?{parts.query}" if parts.query and "?" not in ref else resolved
+
+    def resolve(ref: str) -> str:
+        if _SCHEME.match(ref):  # what urlsplit calls a scheme, without its cost
+            return ref
+        plain = _PLAIN_RELATIVE.match(ref) and "/." not in ref  # what urljoin only appends
+        resolved = base + ref if plain else urljoin(base, ref)
+        return f"{resolved}?{parts.query}" if parts.query and "?" not in ref else resolved
+
+    return resolve
 
 
-class _TimeText(str):
-    """A YAML time as its text; `value` is what PyYAML's timestamp type made of it before."""
-
-    value: Any
-
-
-class _TextTimeLoader(_SAFE_LOADER):  # type: ignore[valid-type,misc]
-    """The safe loader, but a time keeps its text: Helm's `created` has nanoseconds."""
-
-    def construct_time_text(self, node: yaml.ScalarNode) -> _TimeText:
-        out = _TimeText(self.construct_scalar(node))
-        out.value = _plain(self.construct_yaml_timestamp(node))
-        return out
-
-
-_TextTimeLoader.add_constructor(_TIMESTAMP, _TextTimeLoader.construct_time_text)
-
-
-def _settle(value: Any, *, text: bool) -> Any:
-    """Times as their text (`text=True`: the entry as written) or as before (the fields)."""
-    if isinstance(value, _TimeText):
-        return str(value) if text else value.value
-    if isinstance(value, dict):
-        return {k: _settle(v, text=text) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_settle(v, text=text) for v in value]
-    return value
-
-
-def _chart_version(key: str, item: Any, base_url: str) -> ChartVersion | None:
+def _chart_version(key: str, item: Any, resolve: Callable[[str], str]) -> ChartVersion | None:
+    """One entry as it came from the parser (JSON types, times as written): only what is
+    used is converted; `metadata` and `entry` keep the rest as it is."""
     if not isinstance(item, dict) or item.get("version") is None:
         return None
-    written = _plain(item)
-    meta = _settle(written, text=False)
-    urls = meta.get("urls") if isinstance(meta.get("urls"), list) else []
-    digest = str(meta.get("digest") or "").removeprefix("sha256:").lower()
-    created = meta.get("created")
+    urls = item.get("urls")
+    digest = str(_plain(item.get("digest")) or "").removeprefix("sha256:").lower()
+    created = item.get("created")
     return ChartVersion(
-        name=_scalar_str(meta.get("name") or key),
-        version=_scalar_str(meta["version"]),
-        urls=tuple(_resolve(base_url, str(u)) for u in urls if u),
+        name=_scalar_str(item.get("name") or key),
+        version=_scalar_str(item["version"]),
+        urls=tuple(resolve(str(_plain(u))) for u in urls if u) if isinstance(urls, list) else (),
         digest=digest if _HEX64.match(digest) else None,
-        created=str(created) if created else None,
-        metadata={k: v for k, v in meta.items() if k not in _INDEX_OWN_KEYS},
-        entry={k: v for k, v in _settle(written, text=True).items() if k != "urls"},
+        created=str(_plain(created)) if created else None,
+        metadata={str(k): v for k, v in item.items() if k not in _INDEX_OWN_KEYS},
+        entry={str(k): v for k, v in item.items() if k != "urls"},
     )
 
 
 def parse_index(data: bytes, base_url: str, where: str) -> list[ChartVersion]:
     """Every chart version of an index.yaml; entries that are not chart versions are skipped."""
     try:
-        doc = _safe_yaml(data, _TextTimeLoader)
-    except yaml.YAMLError as exc:
+        doc = _index_yaml(data)
+    except ValueError as exc:  # fastyaml-rs's errors, not-UTF-8 included, are ValueErrors
         raise OperationError(f"{where}: index.yaml is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
         raise OperationError(f"{where}: index.yaml has no 'entries' mapping")
+    resolve = _resolver(base_url)
     out = []
     for key, items in sorted(doc["entries"].items(), key=lambda kv: str(kv[0])):
         for item in items if isinstance(items, list) else []:
-            cv = _chart_version(str(key), item, base_url)
+            cv = _chart_version(str(key), item, resolve)
             if cv is not None:
                 out.append(cv)
     return out
@@ -175,8 +179,8 @@ def parse_index(data: bytes, base_url: str, where: str) -> list[ChartVersion]:
 def _index_entry(cv: ChartVersion, filename: str, generated: str) -> dict[str, Any]:
     """The repository's own entry when there is one (only `urls` changes), else one built."""
     if cv.entry:
-        return {**cv.entry, "urls": [filename]}
-    entry = {k: v for k, v in cv.metadata.items() if k not in _INDEX_OWN_KEYS}
+        return {**_plain(dict(cv.entry)), "urls": [filename]}
+    entry = {k: v for k, v in _plain(dict(cv.metadata)).items() if k not in _INDEX_OWN_KEYS}
     entry.update(name=cv.name, version=cv.version, urls=[filename])
     entry["created"] = cv.created or generated
     if cv.digest:
