@@ -90,6 +90,9 @@ class BlobCache:
             return None
         return data
 
+    def hint_dir(self, kind: str) -> Path:
+        return self.root / kind
+
     def last_seen(self, ref: str) -> Descriptor | None:
         """What `host/repository:tag` named the last time it was looked up."""
         with self._lock:

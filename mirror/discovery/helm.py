@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from mirror.copy import parallel
+from mirror.discovery.helmmemo import IndexMemo
 from mirror.discovery.interface import Found, Selection
 from mirror.errors import (
     AuthError,
@@ -37,6 +38,7 @@ from mirror.oci.names import oci_tag, slug
 from mirror.registry.auth import Credentials, credentials_from_env, resolve_credentials
 from mirror.registry.http import Endpoint, Http
 from mirror.spec import Registry
+from mirror.stores.interface import KnownManifests
 from mirror.stores.memory import MemorySource
 
 MAX_INDEX = 256 * 1024 * 1024  # public indexes run to tens of MiB; more is hostile
@@ -61,15 +63,24 @@ class _Repo:
         return f"helm registry {self.name} ({_host(self.base)})"
 
 
-def discover(reg: Registry, *, jobs: int = 4, ca_file: str | None = None) -> Selection:
-    """Select chart versions from the index, download them, and offer them as OCI charts."""
+def discover(
+    reg: Registry,
+    *,
+    jobs: int = 4,
+    ca_file: str | None = None,
+    known: KnownManifests | None = None,
+) -> Selection:
+    """Select chart versions from the index, download them, and offer them as OCI charts.
+
+    `known` (the export cache) keeps the index between runs: then it is asked for
+    conditionally, and a 304 is answered with the versions parsed last time."""
     repo = dataclasses.replace(_repo(reg), verify=ca_file or True)
     http = _http(repo)
-    data = _get(http, repo, repo.base.rstrip("/") + "/index.yaml", MAX_INDEX, index=True)
-    try:
-        versions = parse_index(data, repo.base, repo.where)
-    except OperationError as exc:
-        raise RegistryError(f"not a Helm repository: {_first_line(str(exc))}") from None
+    memo = None
+    if known is not None:
+        user = repo.credentials.username if repo.credentials else None
+        memo = IndexMemo(known.hint_dir("helm"), repo.base, user)
+    versions = index_versions(http, repo, memo)
     picked, notes = _select(reg, versions)
     artifacts = _download_all(http, repo, picked, jobs)
     source = MemorySource(repo.where, artifacts)
@@ -88,6 +99,28 @@ def discover(reg: Registry, *, jobs: int = 4, ca_file: str | None = None) -> Sel
         for cv, art in zip(picked, artifacts, strict=True)
     ]
     return Selection(found, notes)
+
+
+def index_versions(http: Http, repo: _Repo, memo: IndexMemo | None) -> list[ChartVersion]:
+    """The index's chart versions: parsed, or as kept when the server says (304) or shows
+    (the same bytes) that the index has not changed since the last run."""
+    kept = memo.load() if memo is not None else None
+    url = repo.base.rstrip("/") + "/index.yaml"
+    got = _get(http, repo, url, MAX_INDEX, index=True, headers=kept.validators() if kept else {})
+    if got.data is None and kept is not None:  # 304 Not Modified
+        return kept.versions
+    if got.data is None:
+        raise RegistryError(f"{repo.where}: 304 Not Modified for an unconditional GET")
+    digest = hashlib.sha256(got.data).hexdigest()
+    if kept is not None and kept.index == digest:
+        return kept.versions
+    try:
+        versions = parse_index(got.data, repo.base, repo.where)
+    except OperationError as exc:
+        raise RegistryError(f"not a Helm repository: {_first_line(str(exc))}") from None
+    if memo is not None:
+        memo.store(got.etag, got.modified, digest, versions)
+    return versions
 
 
 def _repo(reg: Registry) -> _Repo:
@@ -186,7 +219,7 @@ def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
     url = cv.urls[0]
     if urlsplit(url).scheme not in ("http", "https"):
         raise RegistryError(f"{what}: unsupported download URL {redact(url)}")
-    tgz = _get(http, repo, url, MAX_CHART, index=False)
+    tgz = _get(http, repo, url, MAX_CHART, index=False).data or b""
     if cv.digest is not None:
         got = hashlib.sha256(tgz).hexdigest()
         if got != cv.digest:
@@ -207,12 +240,31 @@ def _http(repo: _Repo) -> Http:
     return Http(endpoint, repo.credentials, timeout=TIMEOUT, preemptive_basic=True)
 
 
-def _get(http: Http, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
+@dataclass(frozen=True)
+class _Body:
+    """A response's bytes (None: 304 Not Modified) and its validators."""
+
+    data: bytes | None
+    etag: str | None = None
+    modified: str | None = None
+
+
+def _get(
+    http: Http,
+    repo: _Repo,
+    url: str,
+    cap: int,
+    *,
+    index: bool,
+    headers: dict[str, str] | None = None,
+) -> _Body:
     """GET under the one retry rule; redirects followed by hand: the index stays home, and
-    the transport sends credentials to the repository's own host only."""
+    the transport sends credentials to the repository's own host only. `headers` make it
+    conditional (sent to the repository's host only): a 304 is then a body of None."""
     home = _host(repo.base)
     for _hop in range(MAX_REDIRECTS + 1):
-        resp = http.request("GET", url, stream=True, check=False, cap=cap)
+        sent = (headers or {}) if _host(url) == home else {}
+        resp = http.request("GET", url, headers=sent, stream=True, check=False, cap=cap)
         if resp.is_redirect:
             target = urljoin(url, resp.headers.get("Location", ""))
             if index and (_host(target) != home or _downgrade(url, target)):
@@ -221,8 +273,10 @@ def _get(http: Http, repo: _Repo, url: str, cap: int, *, index: bool) -> bytes:
                 )
             url = target
             continue
+        if resp.status_code == 304 and sent:
+            return _Body(None)
         _check_status(resp, repo, url, index=index)
-        return resp.content
+        return _Body(resp.content, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
     raise RegistryError(f"{repo.where}: more than {MAX_REDIRECTS} redirects for {redact(url)}")
 
 

@@ -62,5 +62,5 @@ def _discover(
     if reg.kind == "helm":
         from mirror.discovery import helm
 
-        return helm.discover(reg, jobs=jobs, ca_file=ca_file)
+        return helm.discover(reg, jobs=jobs, ca_file=ca_file, known=known)
     raise UsageError(f"registry {reg.name}: unknown kind {reg.kind!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -14,10 +15,39 @@ from typing import Any
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    """Keeps pytest output clean; failures show up in the client, not in access logs."""
+    """Keeps pytest output clean; failures show up in the client, not in access logs.
+
+    Files carry an ETag (mtime and size, as nginx makes it) and a matching If-None-Match
+    is a 304, as on a real web server; the standard handler only knows If-Modified-Since.
+    `seen` (when a list) records "METHOD path status" for tests that count requests."""
+
+    seen: list[str] | None = None
+    _etag: str | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if self.seen is not None:
+            self.seen.append(f"{self.command} {self.path} {int(code)}")
+
+    def send_head(self) -> Any:
+        self._etag = None
+        path = self.translate_path(self.path)
+        if os.path.isfile(path):
+            st = os.stat(path)
+            self._etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+            asked = [t.strip() for t in self.headers.get("If-None-Match", "").split(",")]
+            if self._etag in asked or "*" in asked:
+                self.send_response(304)
+                self.end_headers()
+                return None
+        return super().send_head()
+
+    def end_headers(self) -> None:
+        if self._etag is not None:
+            self.send_header("ETag", self._etag)
+        super().end_headers()
 
 
 class _BasicHandler(_QuietHandler):
@@ -36,15 +66,20 @@ class _BasicHandler(_QuietHandler):
 
 
 @contextlib.contextmanager
-def serve_directory(path: Path, *, basic: tuple[str, str] | None = None) -> Iterator[str]:
+def serve_directory(
+    path: Path, *, basic: tuple[str, str] | None = None, seen: list[str] | None = None
+) -> Iterator[str]:
     """Yield the base URL (no trailing slash) of `path` served on 127.0.0.1 at a free port;
-    with `basic` (user, password), only to requests that carry them."""
+    with `basic` (user, password), only to requests that carry them; with `seen`, each
+    request is appended to it as "GET /index.yaml 304"."""
     if not path.is_dir():
         raise NotADirectoryError(str(path))
     handler: type[_QuietHandler] = _QuietHandler
     if basic is not None:
         token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
         handler = type("Basic", (_BasicHandler,), {"expected": f"Basic {token}"})
+    if seen is not None:
+        handler = type("Seen", (handler,), {"seen": seen})
     with serve(functools.partial(handler, directory=str(path)), "lab-http") as url:
         yield url
 

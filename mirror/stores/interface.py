@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
 from mirror.oci.descriptor import Descriptor
@@ -75,4 +76,8 @@ class KnownManifests(Protocol):
 
     def manifest(self, desc: Descriptor) -> bytes | None:
         """The bytes of `desc` if kept, checked against its digest; else None."""
+        ...
+
+    def hint_dir(self, kind: str) -> Path:
+        """A private folder for `kind`'s hints between runs (a Helm index's validators)."""
         ...
