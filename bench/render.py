@@ -81,6 +81,11 @@ def render(r: Report) -> str:
         numbered += 1
     if r.serve is not None:
         lines += _serve(r.serve, numbered)
+        numbered += 1
+    if r.helm is not None or r.small is not None:
+        from bench.scale import scale_section
+
+        lines += scale_section(r.helm, r.small, numbered)
     if r.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
     if r.findings.strip():

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bench.measure import Measured
+
+if TYPE_CHECKING:
+    from bench.scale import HelmBench, SmallBench
 
 MIB = 1024 * 1024
 RSS_GOAL_MB = 150.0
@@ -284,6 +288,8 @@ class Report:
     minutes: float = 0.0
     notes: list[str] = field(default_factory=list)
     findings: str = ""  # hand-written profile analysis (bench/FINDINGS.md), shown as such
+    helm: HelmBench | None = None  # the Bitnami-size index (bench/scale.py); None: not run
+    small: SmallBench | None = None  # thousands of small images (bench/scale.py)
 
 
 def mb(n: float) -> str:
@@ -436,11 +442,14 @@ def serve_goals(s: ServeBench) -> list[Goal]:
 
 
 def all_goals(r: Report) -> list[Goal]:
+    from bench.scale import helm_goals, small_goals
+
     closure = closure_goals(r.closure) if r.closure is not None else []
     sync = sync_goals(r.sync) if r.sync is not None else []
     serve = serve_goals(r.serve) if r.serve is not None else []
+    scale = (helm_goals(r.helm) if r.helm else []) + (small_goals(r.small) if r.small else [])
     goals = export_goals(r.export) + import_goals(r.imports) + closure
-    return goals + verify_goals(r.verify) + sync + serve
+    return goals + verify_goals(r.verify) + sync + serve + scale
 
 
 def _cell(text: str) -> str:

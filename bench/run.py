@@ -27,6 +27,7 @@ from bench.levels import level_bench  # noqa: E402
 from bench.measure import BenchError, machine_info  # noqa: E402
 from bench.render import recommend, render  # noqa: E402
 from bench.report import Report, all_goals  # noqa: E402
+from bench.scale import HELM_VERSIONS, SMALL_SIZES, helm_bench, small_bench  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     Bench,
     content_of,
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=None, help="default: a new temp folder")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--layer-cache", type=Path, default=None, help="generated layers, reused")
+    p.add_argument("--no-scale", action="store_true", help="skip the Helm and small-image runs")
     args = p.parse_args(argv)
     if args.quick:
         args.size_mb, args.big_layer_mb = min(args.size_mb, 50), 0
@@ -110,6 +112,11 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         serve = serve_bench(b, bundle)
         log("zstd levels")
         levels = level_bench(layout, b.dir("levels"), quick=args.quick)
+        helm, small = None, None
+        if not args.no_scale:
+            log("scale: a Bitnami-size Helm index, then thousands of small images")
+            helm = helm_bench(b, args.repeat, 2000 if args.quick else HELM_VERSIONS)
+            small = small_bench(b, (50, 200) if args.quick else SMALL_SIZES)
     notes = [] if corpus else ["The pack corpus was not found: the content has no packs."]
     findings = "" if args.quick or not FINDINGS.is_file() else FINDINGS.read_text()
     return Report(
@@ -128,6 +135,8 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         minutes=(time.monotonic() - started) / 60,
         notes=notes,
         findings=findings,
+        helm=helm,
+        small=small,
     )
 
 

@@ -1,0 +1,68 @@
+"""bench/scale.py: its goals judged from numbers, and both scenarios run tiny for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from test_bench_smoke import _report, _row, run
+
+from bench.measure import Measured
+from bench.scale import HelmBench, SmallBench, SmallRun, helm_bench, small_run
+from bench.scenarios import Bench, isolated_env
+from mirror.lab import registry_binary
+
+
+def _helm(parse: float = 0.6, dry: float = 1.5) -> HelmBench:
+    return HelmBench(18_000, 17_500_000, 0.1, parse, Measured(dry, 90_000), Measured(0.9, 80_000))
+
+
+def _small(*ms: float, rss_kb: int = 100 * 1024) -> SmallBench:
+    runs = [
+        SmallRun(n, Measured(1.0, 1), Measured(n * m / 1000, rss_kb), None)
+        for n, m in zip((500, 2000, 5000), ms, strict=True)
+    ]
+    return SmallBench(tuple(runs))
+
+
+def test_scale_goals_are_judged_from_the_numbers() -> None:
+    report = _report(helm=_helm(), small=_small(10.0, 11.0, 11.5))
+    goals = {g.what: g for g in run.all_goals(report)}
+    assert goals["Helm index parse (18,000 versions) / json.loads"].ok  # 6x
+    assert goals["dry-run export of one chart / that parse"].ok  # 2.5x
+    assert goals["import cost per small artifact at 2,000"].ok
+    assert goals["import cost per artifact at 5,000 / at 500"].ok  # 1.15x
+    assert goals["import peak RSS at 5,000 small artifacts"].ok
+    slow = _report(helm=_helm(parse=0.9, dry=3.0), small=_small(10, 13, 13, rss_kb=200 << 10))
+    missed = {g.what for g in run.all_goals(slow) if not g.ok}
+    assert missed >= {
+        "Helm index parse (18,000 versions) / json.loads",  # 9x
+        "dry-run export of one chart / that parse",  # 3.3x
+        "import cost per small artifact at 2,000",
+        "import cost per artifact at 5,000 / at 500",  # 1.3x
+        "import peak RSS at 5,000 small artifacts",
+    }
+    text = run.render(slow)
+    assert "| MISS |" in _row(text, "import cost per small artifact at 2,000")
+    assert "## 6. Scale" in text and "17.5 MB" in text
+    assert "Scale" not in run.render(_report())  # not run: no section, no goals
+
+
+@pytest.mark.slow
+def test_scale_scenarios_run_tiny(tmp_path: Path) -> None:
+    """Both scenarios end to end at toy sizes: real registries, real skopeo, counts checked."""
+    if registry_binary() is None or shutil.which("skopeo") is None:
+        pytest.skip("needs docker-registry and skopeo (make debs)")
+    work = tmp_path / "work"
+    with ExitStack() as stack:
+        bench = Bench(work, stack, isolated_env(work, dict(os.environ)))
+        helm = helm_bench(bench, 1, versions=200)
+        small = small_run(bench, 12, skopeo=True)
+    assert helm.versions == 200 and 150_000 < helm.index_bytes < 250_000
+    assert helm.parse_seconds > 0 and helm.dry_run.seconds > 0 and helm.warm.seconds > 0
+    assert small.artifacts == 12 and small.skopeo is not None and small.skopeo.runs == 12
+    text = run.render(_report(helm=helm, small=SmallBench((small,))))
+    assert "| 12 |" in text and "200 chart versions" in text
