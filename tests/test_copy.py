@@ -10,10 +10,11 @@ from typing import IO
 import pytest
 
 from mirror.copy import CopyOptions, CopyTask, copy_graphs
-from mirror.errors import ConflictError, IntegrityError
+from mirror.errors import ConflictError, IntegrityError, RegistryError
+from mirror.lab.content import make_image, make_index
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
-from mirror.oci.descriptor import Descriptor
+from mirror.oci.descriptor import Descriptor, successors
 from mirror.stores.memory import MemorySource
 from mirror.streams import VerifyingReader, drain
 
@@ -51,7 +52,12 @@ class FailingSource(MemorySource):
 
 
 class MemoryTarget:
-    """A registry-like target: verifies as it writes, tags, resolves, can lose a manifest."""
+    """A registry-like target: verifies as it writes, tags, resolves, can lose a manifest.
+
+    Like Distribution, it refuses a manifest whose config, layers or child manifests it
+    does not hold yet (MANIFEST_BLOB_UNKNOWN): an engine that pushes a manifest before its
+    blobs, or skips a blob it wrongly thought present, fails here as it would on a registry.
+    """
 
     def __init__(self) -> None:
         self.where = "memory-target"
@@ -66,6 +72,10 @@ class MemoryTarget:
     def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
         sink = io.BytesIO()
         drain(VerifyingReader(stream, desc, self.where), sink)
+        if desc.is_manifest:
+            missing = [c.digest for c in successors(desc, sink.getvalue()) if not self.exists(c)]
+            if missing:
+                raise RegistryError(f"{self.where}: manifest blob unknown: {missing[0]}")
         self.blobs[desc.digest] = sink.getvalue()
         self.pushes.append(desc.digest)
         self.unreadable.discard(desc.digest)
@@ -139,3 +149,25 @@ def test_dry_run_moves_nothing() -> None:
     report = copy_graphs([_task(src, dst, art, "t")], options=CopyOptions(dry_run=True))
     assert report.blobs == 2 and report.present_blobs == 0
     assert src.fetched == [] and dst.blobs == {} and dst.tags == {}
+
+
+def test_the_memory_target_refuses_a_manifest_whose_blobs_it_lacks() -> None:
+    """As Distribution does (MANIFEST_BLOB_UNKNOWN): the double must not be kinder."""
+    art = _artifact(b"z" * 300)
+    dst = MemoryTarget()
+    with pytest.raises(RegistryError, match="manifest blob unknown"):
+        dst.push(art.descriptor, io.BytesIO(art.manifest))
+    assert dst.blobs == {}
+
+
+def test_an_index_goes_up_after_its_children_and_theirs_after_their_blobs() -> None:
+    """Order matters on a registry: blobs, then each image, then the index over them."""
+    a = make_image("a", layers=[b"arch a" * 100], platform=("linux", "amd64"))
+    b = make_image("b", layers=[b"arch b" * 100], platform=("linux", "arm64"))
+    index = make_index([a, b])
+    src, dst = MemorySource("memory", [a, b, index]), MemoryTarget()
+    copy_graphs([_task(src, dst, index, "multi")], options=CopyOptions(jobs=4))
+    assert dst.tags["multi"].digest == index.descriptor.digest
+    last = dst.pushes[-3:]
+    assert set(last[:2]) == {a.descriptor.digest, b.descriptor.digest}
+    assert last[2] == index.descriptor.digest
