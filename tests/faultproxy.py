@@ -29,11 +29,24 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-ACTIONS = ("status", "corrupt", "truncate", "slow", "hang", "rewrite", "drop", "mangle", "cut")
+ACTIONS = (
+    "status",
+    "corrupt",
+    "truncate",
+    "slow",
+    "hang",
+    "rewrite",
+    "drop",
+    "mangle",
+    "cut",
+    "overlong",
+    "relocate",
+    "paginate",
+)
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "te"}
 UNKNOWN_MEDIA_TYPE = "application/vnd.example.unknown.manifest.v1+json"
 BLOB_GET = r"/blobs/sha256:"
@@ -53,7 +66,12 @@ class Fault:
     - rewrite:  answer a manifest GET with a manifest of an unknown media type;
     - drop:     close the connection without answering;
     - mangle:   flip one byte in the middle of the request's body, then forward it;
-    - cut:      forward only the first half of the request's body (an upload cut short).
+    - cut:      forward only the first half of the request's body (an upload cut short);
+    - overlong: forward, then send the body with `extra` bytes after it (length to match);
+    - relocate: forward, then point the answer's Location at `to` (`HOST:PORT`) instead;
+    - paginate: a tag list of at most `page` tags after the client's `last`, with a `Link`
+                to the next page, as registries that cap `n` do (Distribution 2.8 answers
+                every tag at once and ignores `n` on tags/list; it paginates `_catalog`).
     """
 
     action: str
@@ -64,6 +82,9 @@ class Fault:
     delay: float = 0.0
     hits: int = 0
     retry_after: str = "0"  # what a 429 says
+    extra: bytes = b"EXTRA"  # what `overlong` sends after the body
+    to: str = ""  # where `relocate` sends the client
+    page: int = 1  # tags per page for `paginate`
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -251,7 +272,16 @@ class _Handler(BaseHTTPRequestHandler):
         # A slow GET sends its body in slices (below); anything else waits before forwarding.
         if fault and (action == "hang" or (action == "slow" and self.command != "GET")):
             time.sleep(fault.delay)
+        if fault and action == "paginate" and self.command == "GET":
+            self._paginate(fault.page)
+            return
         status, headers, payload = self._forward(body)
+        if fault and action == "overlong":
+            payload += fault.extra
+        if fault and action == "relocate":
+            headers = [
+                (k, _relocated(v, fault.to) if k.lower() == "location" else v) for k, v in headers
+            ]
         if strict:
             self._took_chunk(status, headers, len(body))
         if fault and action == "rewrite" and self.command == "GET" and status == 200:
@@ -282,6 +312,27 @@ class _Handler(BaseHTTPRequestHandler):
         release.wait(60)
         self.close_connection = True
         return True
+
+    def _paginate(self, page: int) -> None:
+        """The registry's whole tag list, answered a page at a time with a `Link`."""
+        path, _, query = self.path.partition("?")
+        status, headers, payload = self._forward(b"", path)
+        if status != 200:
+            self._log(status)
+            self._send(status, headers, payload, None)
+            return
+        doc = json.loads(payload)
+        tags = sorted(doc.get("tags") or [])
+        last = parse_qs(query).get("last", [""])[0]
+        rest = [t for t in tags if t > last] if last else tags
+        doc["tags"] = rest[:page]
+        keep = [(k, v) for k, v in headers if k.lower() not in ("link", "content-type")]
+        keep.append(("Content-Type", "application/json"))
+        if len(rest) > page:
+            after = urlencode({"n": page, "last": rest[page - 1]})
+            keep.append(("Link", f'<{path}?{after}>; rel="next"'))
+        self._log(200)
+        self._send(200, keep, json.dumps(doc).encode(), None)
 
     def _range_ok(self, body: bytes) -> bool:
         """Strict mode: the OCI spec's rule for a chunk; else a 416, not forwarded."""
@@ -357,14 +408,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(
+        self, body: bytes, path: str | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(*self.state.upstream, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
             headers.pop("Content-Length", None)
             if body or self.command in ("PUT", "POST", "PATCH"):
                 headers["Content-Length"] = str(len(body))
-            conn.request(self.command, self.path, body=body, headers=headers)
+            conn.request(self.command, path or self.path, body=body, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
             return resp.status, [(k, v) for k, v in resp.getheaders()], payload
@@ -422,6 +475,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             return
         self.wfile.write(payload)
+
+
+def _relocated(location: str, to: str) -> str:
+    """The same upload URL (a relative one made absolute) on another HOST:PORT."""
+    parts = urlsplit(location)
+    return urlunsplit(("http", to, parts.path, parts.query, parts.fragment))
 
 
 def _unknown_manifest(headers: list[tuple[str, str]]) -> tuple[bytes, list[tuple[str, str]]]:

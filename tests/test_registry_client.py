@@ -1,17 +1,21 @@
 """The registry client: the oras-py 0.2.43 traps, proven fixed.
 
-Real registries (token auth, chunked uploads, mounts) where we can run them; `responses`
-for faults a real registry won't produce on demand (429, 503, redirects, bad bytes).
+Real registries (token auth, chunked uploads, mounts, pagination) where we can run them,
+behind the fault proxy (tests/faultproxy.py) for what a registry does not do on demand (429,
+503, an overlong body, an upload sent elsewhere); `responses` only for pure byte faults.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import responses
+from faultproxy import UPLOAD, FaultProxy, Reg
 
 from mirror.errors import AuthError, IntegrityError, NotFoundError, RegistryError
 from mirror.lab.registry import LabRegistry
@@ -20,6 +24,7 @@ from mirror.oci.artifact import OciArtifact, single_layer_artifact
 from mirror.oci.descriptor import descriptor_for
 from mirror.registry.auth import Credentials, parse_challenge
 from mirror.registry.client import RegistryClient
+from mirror.registry.retry import RetriesExhausted
 
 
 def _artifact(size: int = 3000) -> OciArtifact:
@@ -85,40 +90,136 @@ def test_tls_needs_the_ca(tls_registry: LabRegistry) -> None:
     RegistryClient(tls_registry.url, ca_file=str(tls_registry.ca_file)).ping()
 
 
-# ---- faults, with responses ---------------------------------------------------------------
+# ---- a real registry behind the fault proxy ------------------------------------------------
+
+
+@pytest.fixture
+def proxied(registry: LabRegistry) -> Iterator[FaultProxy]:
+    """A fresh lab registry with the fault proxy in front; no fault until a test adds one."""
+    with FaultProxy.running(registry.url) as proxy:
+        yield proxy
+
+
+def _counting_sleep(client: RegistryClient) -> list[float]:
+    """Inject the retry policy's clock: each wait is recorded, none is slept."""
+    waits: list[float] = []
+    client.http.retry = replace(client.http.retry, sleep=waits.append)
+    return waits
+
+
+def test_catalog_pagination_follows_distributions_link(registry: LabRegistry) -> None:
+    """Distribution pages `_catalog` with `Link: <...&last=...>; rel="next"` when n is small."""
+    client = RegistryClient(registry.url)
+    repos = [f"page/r{i}" for i in range(5)]
+    for repo in repos:
+        _push(client, repo, "1", _artifact(100))
+    assert client.catalog(page=2) == repos
+    assert client.catalog(page=1000) == repos
+
+
+def test_tag_pagination_follows_link(proxied: FaultProxy) -> None:
+    """Distribution 2.8 answers every tag at once; the proxy pages them two at a time, as
+    registries that cap `n` do, and the client walks each `Link` to the end."""
+    client = RegistryClient(proxied.url)
+    art = _artifact(100)
+    _push(client, "paged/r", "a", art)
+    for tag in ("b", "c", "d", "e"):
+        client.put_manifest("paged/r", tag, art.manifest, art.media_type)
+    proxied.add("paginate", method="GET", path=r"/tags/list$", page=2)
+    assert sorted(client.list_tags("paged/r")) == ["a", "b", "c", "d", "e"]
+    assert proxied.seen("GET", r"/paged/r/tags/list") == 3
+
+
+def test_a_429_then_a_503_are_waited_out_by_retry_after_then_backoff(
+    proxied: FaultProxy,
+) -> None:
+    """Retry-After (seconds) sets the first wait; the second is the policy's backoff."""
+    client = RegistryClient(proxied.url)
+    _push(client, "retry/r", "1", _artifact(100))
+    waits = _counting_sleep(client)
+    proxied.add("status", status=429, method="GET", path=r"/tags/list$", times=1, retry_after="2")
+    proxied.add("status", status=503, method="GET", path=r"/tags/list$", times=1)
+    assert client.list_tags("retry/r") == ["1"]
+    assert proxied.seen("GET", r"/tags/list") == 3
+    policy = client.http.retry
+    assert len(waits) == 2
+    assert 2 * 0.75 <= waits[0] <= 2 * 1.25  # what the server asked, jittered
+    backoff = policy.base * 2**2  # after the second try
+    assert backoff * 0.75 <= waits[1] <= backoff * 1.25
+
+
+def test_gives_up_after_the_bounded_retries_counted_by_the_proxy(proxied: FaultProxy) -> None:
+    client = RegistryClient(proxied.url)
+    waits = _counting_sleep(client)
+    fault = proxied.add("status", status=502, method="GET", path=r"/tags/list$")
+    with pytest.raises(RetriesExhausted, match="502"):
+        client.list_tags("r")
+    attempts = client.http.retry.attempts
+    assert fault.hits == proxied.seen("GET", r"/tags/list") == attempts == 5
+    assert len(waits) == attempts - 1
+
+
+def test_overlong_blob_fails(proxied: FaultProxy) -> None:
+    """The right bytes with more after them: the digest matches, the size does not."""
+    client = RegistryClient(proxied.url)
+    art = _artifact(3000)
+    _push(client, "long/r", "1", art)
+    layer, data = art.blobs[1]
+    proxied.add("overlong", method="GET", path=layer.digest)
+    with (
+        pytest.raises(IntegrityError, match="more than the declared 3000 bytes"),
+        client.open_blob("long/r", layer) as stream,
+    ):
+        assert stream.read(3000) == data
+        stream.read()
+
+
+def test_upload_redirected_to_another_host_is_refused(proxied: FaultProxy) -> None:
+    """`localhost` is the same proxy under another name: the client must not go there, so
+    the proxy sees the POST that opened the session and nothing after it."""
+    client = RegistryClient(proxied.url)
+    port = proxied.host.rsplit(":", 1)[1]
+    proxied.add("relocate", method="POST", path=UPLOAD, to=f"localhost:{port}")
+    desc, data = _artifact(100).blobs[1]
+    with pytest.raises(
+        RegistryError, match=f"upload redirected to another host http://localhost:{port}/"
+    ):
+        client.push_blob("moved/r", desc, io.BytesIO(data))
+    assert proxied.seen("POST", UPLOAD) == 1
+    assert proxied.seen("PUT") == proxied.seen("PATCH") == 0
+    assert not Reg(proxied.url).blob_ok("moved/r", desc.digest)
+
+
+def test_a_tag_whose_manifest_cannot_be_read_is_repaired(proxied: FaultProxy) -> None:
+    """HEAD names the digest but GET answers 500 (a push killed mid-way): the engine pushes
+    the manifest again and re-tags, and uploads no blob."""
+    from mirror.copy import CopyTask, copy_graphs
+    from mirror.stores.memory import MemorySource
+    from mirror.stores.registry import RegistryStore
+
+    client = RegistryClient(proxied.url)
+    _counting_sleep(client)
+    art = _artifact(300)
+    _push(client, "fix/r", "t", art)
+    proxied.clear()
+    fault = proxied.add("status", status=500, method="GET", path=r"/fix/r/manifests/t$")
+    target = RegistryStore(client, "fix/r")
+    task = CopyTask(MemorySource("memory", [art]), target, art.descriptor, "t", "fix:t")
+    report = copy_graphs([task])
+    assert fault.hits == client.http.retry.attempts  # resolve's GET, retried, then HEAD
+    assert report.copied_blobs == 0
+    assert proxied.paths("PUT", r"/manifests/") == [
+        f"/v2/fix/r/manifests/{art.descriptor.digest}",
+        "/v2/fix/r/manifests/t",
+    ]
+    assert proxied.seen("POST", UPLOAD) == 0
+    proxied.clear()
+    assert client.get_manifest("fix/r", "t")[1] == art.manifest
+
+
+# ---- pure faults, with responses -----------------------------------------------------------
 
 BASE = "https://reg.example"
-
-
-@responses.activate
-def test_retries_429_and_503_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mirror.registry.retry.time.sleep", lambda s: None)
-    url = f"{BASE}/v2/r/tags/list?n=1000"
-    responses.get(url, status=429, headers={"Retry-After": "1"})
-    responses.get(url, status=503)
-    responses.get(url, json={"tags": ["a"]})
-    assert RegistryClient(BASE).list_tags("r") == ["a"]
-    assert len(responses.calls) == 3
-
-
-@responses.activate
-def test_gives_up_after_bounded_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mirror.registry.retry.time.sleep", lambda s: None)
-    responses.get(f"{BASE}/v2/r/tags/list?n=1000", status=502)
-    with pytest.raises(RegistryError, match="502"):
-        RegistryClient(BASE).list_tags("r")
-    assert len(responses.calls) == 5
-
-
-@responses.activate
-def test_tag_pagination_follows_link() -> None:
-    responses.get(
-        f"{BASE}/v2/r/tags/list?n=1000",
-        json={"tags": ["a"]},
-        headers={"Link": '</v2/r/tags/list?n=1000&last=a>; rel="next"'},
-    )
-    responses.get(f"{BASE}/v2/r/tags/list?n=1000&last=a", json={"tags": ["b"]})
-    assert RegistryClient(BASE).list_tags("r") == ["a", "b"]
 
 
 @responses.activate
@@ -154,30 +255,6 @@ def test_blob_with_wrong_bytes_fails_as_it_streams() -> None:
 
 
 @responses.activate
-def test_overlong_blob_fails() -> None:
-    desc = descriptor_for(b"good", "application/octet-stream")
-    responses.get(f"{BASE}/v2/r/blobs/{desc.digest}", body=b"good and more")
-    client = RegistryClient(BASE)
-    with pytest.raises(IntegrityError), client.open_blob("r", desc) as s:
-        while s.read(2):
-            pass
-
-
-@responses.activate
-def test_upload_redirect_to_another_host_is_refused() -> None:
-    responses.head(f"{BASE}/v2/r/blobs/sha256:" + "a" * 64, status=404)
-    responses.post(
-        f"{BASE}/v2/r/blobs/uploads/",
-        status=202,
-        headers={"Location": "https://evil.example/upload/1"},
-    )
-    desc = descriptor_for(b"x", "application/octet-stream")
-    responses.head(f"{BASE}/v2/r/blobs/{desc.digest}", status=404)
-    with pytest.raises(RegistryError, match="another host"):
-        RegistryClient(BASE).push_blob("r", desc, io.BytesIO(b"x"))
-
-
-@responses.activate
 def test_401_without_credentials_says_so_and_leaks_nothing() -> None:
     responses.get(f"{BASE}/v2/r/tags/list?n=1000", status=401)
     with pytest.raises(AuthError, match="no credentials"):
@@ -202,24 +279,6 @@ def test_unreachable_registry_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=f"cannot reach 127.0.0.1:{port}") as err:
         RegistryClient(f"http://127.0.0.1:{port}").ping()
     assert "\n" not in str(err.value)
-
-
-@responses.activate
-def test_target_tag_that_cannot_be_read_is_named_but_marked_for_repair() -> None:
-    from mirror.stores.registry import RegistryStore
-
-    digest = "sha256:" + "ab" * 32
-    responses.get(f"{BASE}/v2/r/manifests/t", status=500)
-    responses.head(
-        f"{BASE}/v2/r/manifests/t",
-        headers={"Docker-Content-Digest": digest, "Content-Type": mt.OCI_MANIFEST},
-    )
-    target = RegistryStore(RegistryClient(BASE), "r")
-    found = target.resolve("t")
-    assert found is not None and found.digest == digest
-    assert not target.readable(found)
-    responses.get(f"{BASE}/v2/r/manifests/gone", status=404)
-    assert target.resolve("gone") is None
 
 
 def test_environment_is_read_once_per_host_and_still_honoured(
