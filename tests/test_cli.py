@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -104,16 +105,23 @@ def test_usage_errors_exit_2_in_one_line(
     assert needle in _one_line(capsys.readouterr().err)
 
 
-def test_unreadable_spec_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        # Cases that stay unreadable for root too (root reads a chmod-0 file anyway).
+        (lambda p: p.write_bytes(b"\xff\xfename: x\n"), "cannot read: 'utf-8' codec can't"),
+        (lambda p: p.symlink_to(p.parent / "gone.yaml"), "cannot read: No such file"),
+    ],
+    ids=["not-utf8", "dangling-symlink"],
+)
+def test_unreadable_spec_is_exit_2(
+    make: Any, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = tmp_path / "spec.yaml"
-    spec.write_text("name: x\n")
-    spec.chmod(0)
-    if os.access(spec, os.R_OK):  # root reads anything; a directory is unreadable as a spec
-        spec.chmod(0o644)
-        spec.unlink()
-        spec.mkdir()
-    assert main(["export", str(spec), "--dry-run"]) == 2
-    assert "spec.yaml" in _one_line(capsys.readouterr().err)
+    make(spec)
+    assert main(["export", str(spec), "--dry-run", "-o", str(tmp_path / "b.tar.zst")]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(f"mirror: error: {spec}: {reason}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
 
 
 def test_unreachable_registry_is_exit_1_one_line(
@@ -145,16 +153,41 @@ def test_keygen_needs_a_password_without_a_terminal(
     assert (tmp_path / "k.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
 
 
-def test_python_dash_m_and_completion() -> None:
+def test_python_dash_m_and_completion(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "mirror", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("mirror, version")
     env = {**os.environ, "_MIRROR_COMPLETE": "bash_source"}
     script = subprocess.run(
-        [sys.executable, "-m", "mirror"], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "mirror"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    # Source the script in bash and complete as a shell would: the effect, not the text.
+    wrapper = tmp_path / "bin" / "mirror"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m mirror "$@"\n')
+    wrapper.chmod(0o755)
+    drive = (
+        'eval "$SCRIPT"; complete -p mirror\n'
+        "COMP_WORDS=(mirror exp); COMP_CWORD=1; _mirror_completion mirror\n"
+        'echo "words: ${COMPREPLY[*]}"; COMPREPLY=()\n'
+        "COMP_WORDS=(mirror import --ta); COMP_CWORD=2; _mirror_completion mirror\n"
+        'echo "options: ${COMPREPLY[*]}"\n'
     )
-    assert "_mirror_completion" in script.stdout or "complete " in script.stdout
+    env = {"PATH": f"{wrapper.parent}:{os.environ['PATH']}", "SCRIPT": script}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("PYTHON", "XDG_", "HOME"))})
+    shell = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", drive],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shell.stdout.splitlines() == [
+        "complete -o nosort -F _mirror_completion mirror",
+        "words: export",
+        "options: --target",
+    ], shell.stderr
 
 
 def test_verify_json_has_every_contract_key_on_success_and_failure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,27 @@ def test_export_from_a_private_ca_registry(
     art = single_layer_artifact(
         b"{}", mt.UNKNOWN_CONFIG, os.urandom(2048), mt.OCI_LAYER_TAR, {mt.ANN_TITLE: "p.tar.gz"}
     )
-    seed_artifact(client_for(tls_registry), "base/spectro-packs/archive/p", "1.0.0", art, "pack")
+    seeded = seed_artifact(
+        client_for(tls_registry), "base/spectro-packs/archive/p", "1.0.0", art, "pack"
+    )
     spec = tmp_path / "spec.yaml"
     entry = f"{{name: Private, kind: oci, url: '{tls_registry.url}', basePath: base}}"
     spec.write_text(f"registries:\n  - {entry}\n")
     out = tmp_path / "b.tar.zst"
     args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
     assert main(args) == 1
-    assert "--ca-file" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"mirror: error: {tls_registry.host}: TLS verification failed "
+        "(certificate verify failed: unable to get local issuer certificate); "
+        "pass --ca-file with the registry's CA"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing left
     assert main([*args, "--ca-file", str(tls_registry.ca_file)]) == 0
-    assert out.is_file()
+    assert main(["verify", str(out), "--allow-unsigned"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    carried = json.loads(capsys.readouterr().out)["artifacts"]
+    assert [(a["ref"], a["digest"]) for a in carried] == [
+        ("base/spectro-packs/archive/p:1.0.0", seeded.digest)
+    ]

@@ -22,6 +22,7 @@ from mirror.errors import (
     AuthError,
     IntegrityError,
     NotFoundError,
+    OperationError,
     RegistryError,
     UsageError,
 )
@@ -249,7 +250,7 @@ def test_credentials_stay_on_the_repository_host(monkeypatch: pytest.MonkeyPatch
     )
     responses.get(f"{repo_url}/index.yaml", body=index)
     responses.get("https://cdn.test/demo.tgz", body=b"not a chart")
-    with pytest.raises(Exception, match="not a chart archive"):
+    with pytest.raises(OperationError, match="not a chart archive"):
         helm.discover(reg(repo_url, auth=AuthEnv("HU", "HP")))
     assert "Authorization" in responses.calls[0].request.headers
     assert "Authorization" not in responses.calls[1].request.headers
@@ -274,7 +275,7 @@ def test_oversized_chart_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     index = write_index([(ChartVersion("big", "1.0.0", (), None, None, {}), "big.tgz")], GENERATED)
     responses.get("https://charts.test/index.yaml", body=index)
     responses.get("https://charts.test/big.tgz", body=b"x" * 4096)
-    with pytest.raises(Exception, match="cap"):
+    with pytest.raises(OperationError, match="more than the 0 MiB cap"):
         helm.discover(reg("https://charts.test"))
 
 

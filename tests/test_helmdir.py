@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mirror.copy import CopyReport, CopyTask, copy_graphs
-from mirror.errors import ConflictError, UsageError
+from mirror.errors import ConflictError, IntegrityError, UsageError
 from mirror.formats.helm import chart_artifact, parse_index
 from mirror.lab.corpus import unique_charts
 from mirror.oci import mediatypes as mt
@@ -291,7 +291,7 @@ def test_unsafe_chart_names_are_refused(tmp_path: Path) -> None:
     target.push(cdesc, io.BytesIO(bad_config))
     mdesc = Descriptor(mt.OCI_MANIFEST, _digest(data), len(data))
     target.push(mdesc, io.BytesIO(data))
-    with pytest.raises(Exception, match="unsafe chart name"):
+    with pytest.raises(IntegrityError, match="unsafe chart name"):
         target.tag(mdesc, "x", {})
     assert config_desc.digest != cdesc.digest
 
@@ -299,7 +299,7 @@ def test_unsafe_chart_names_are_refused(tmp_path: Path) -> None:
 def test_corrupt_layer_is_not_staged(tmp_path: Path, charts: dict[str, Chart]) -> None:
     layer = layer_of(charts["hspc-3.17.4"][3])
     target = HelmDirTarget(tmp_path)
-    with pytest.raises(Exception, match="digest"):
+    with pytest.raises(IntegrityError, match=f"does not match digest {layer.digest}"):
         target.push(layer, io.BytesIO(b"x" * layer.size))
     assert not target.exists(layer)
     assert not list(tmp_path.rglob("*.tgz")) and not list(tmp_path.rglob("*.tmp"))

@@ -13,7 +13,7 @@ import pytest
 from mirror.discovery import legacy, packdir
 from mirror.discovery.interface import Found, Selection
 from mirror.discovery.legacy import LegacyEntry, parse_catalog
-from mirror.errors import AuthError, NotFoundError, RegistryError
+from mirror.errors import AuthError, NotFoundError, RegistryError, UsageError
 from mirror.lab.legacyserver import catalog_names, catalog_packs, serve_legacy
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, canonical_json, single_layer_artifact
@@ -121,7 +121,7 @@ def test_filters_select_names_and_versions(packs: Path, creds: AuthEnv) -> None:
     with serve_legacy(packs) as url:
         sel = legacy.discover(reg_at(url, creds, repositories=("crossplane",)))
         assert sorted(f.tag for f in sel.found) == ["1.16.0", "1.20.0"]
-        with pytest.raises(Exception, match="no pack name matches"):
+        with pytest.raises(UsageError, match="no pack name matches"):
             legacy.discover(reg_at(url, creds, repositories=("nginx",)))
 
 

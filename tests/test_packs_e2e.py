@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import require_registry
+from faultproxy import Reg
 
 from mirror.bundle.reader import BundleReader
 from mirror.cli import main
@@ -207,7 +208,15 @@ def test_fips_bundle_round_trip_and_verify_fips(
     for repo, tag in [("production-fips/spectro-packs/archive/secure", "1.0.0")]:
         assert client.get_manifest(repo, tag)[1] == src.get_manifest(repo, tag)[1]
     monkeypatch.setenv("MIRROR_KEY_PASSWORD", "unused")
-    assert main([*imp, "--catalog", str(catalog), "--fips"]) == 3
+    empty: LabRegistry = registry_factory()  # type: ignore[operator]
+    capsys.readouterr()
+    fresh = ["import", str(mixed), "--target", empty.url, "--key", str(pub), "--fips"]
+    assert main([*fresh, "--catalog", str(tmp_path / "fresh.json")]) == 3
+    assert capsys.readouterr().err == (
+        "mirror: error: spectro-packs/archive/base:1.0.0: not FIPS content (registry Lab)\n"
+    )
+    assert Reg(empty.url).catalog() == []  # refused before the first byte moved
+    assert not (tmp_path / "fresh.json").exists()
 
 
 def test_fips_export_refuses_a_scrypt_protected_key(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import write_spec
+from faultproxy import Reg, write_spec
 
 from mirror.bundle.parts import JoinedFile, parse_size, part_path, parts_of
 from mirror.cli import main
@@ -55,6 +55,13 @@ def test_split_bundle_round_trip(
     assert json.loads(capsys.readouterr().out)["size"] == len(joined)
     imp = ["import", str(split), "--target", registry.url, "--allow-unsigned"]
     assert main([*imp, "--catalog", str(tmp_path / "c.json")]) == 0
+    wanted = [s for s in seeded_registry.seeded if s.repository.endswith(("/web", "/api-00"))]
+    assert len(wanted) >= 2
+    target = Reg(registry.url)
+    for item in wanted:  # each tag the split bundle carried, on the target byte for byte
+        assert target.digest(item.repository, item.tag) == item.digest, item.ref
+    assert sorted(target.catalog()) == sorted({s.repository for s in wanted})
+    assert target.dangling() == []
 
     data = bytearray(parts[1].read_bytes())
     data[100] ^= 0x01
