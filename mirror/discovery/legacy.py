@@ -20,7 +20,7 @@ from typing import Any
 
 from mirror.discovery.interface import Found, Selection
 from mirror.discovery.packdir import pick
-from mirror.errors import RegistryError, UsageError
+from mirror.errors import RegistryError, UsageError, redact
 from mirror.formats.pack import pack_artifact, read_pack_json_from_archive
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact
@@ -101,7 +101,7 @@ def _catalog_item(item: Any, where: str) -> tuple[str, list[str] | None]:
             if many is not None:
                 return name.strip(), [v for v in (_version(m) for m in many) if v]
             return name.strip(), None
-    raise RegistryError(f"{where}: unrecognised catalog item {str(item)[:80]!r}; {DOC}")
+    raise RegistryError(f"{where}: unrecognised catalog item {redact(str(item))[:80]!r}; {DOC}")
 
 
 def _version(item: Any) -> str | None:
@@ -140,8 +140,9 @@ class LegacyPackRegistry:
         except (ValueError, AttributeError):
             status = f"not JSON: {resp.text[:60]!r}"
         if resp.status_code != 200 or status.upper() != "UP":
+            # The server's words are shown, so a header or token it echoes is hidden first.
             raise RegistryError(
-                f"{self.where}: health check failed ({resp.status_code}, status {status})"
+                f"{self.where}: health check failed ({resp.status_code}, status {redact(status)})"
             )
 
     def catalog(self) -> list[LegacyEntry]:
