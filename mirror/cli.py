@@ -868,7 +868,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(args=args, prog_name="mirror", standalone_mode=False)
         return 0
     except MirrorError as exc:
-        return _fail(redact(str(exc)), exc.exit_code, debug)
+        return _fail(str(exc), exc.exit_code, debug)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
@@ -886,9 +886,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
+    """The one line, and with --debug the traceback: both redacted, since a usage error
+    echoes what was typed and a traceback repeats every message in its chain."""
     if debug:
-        traceback.print_exc()
-    click.echo(f"mirror: error: {message}", err=True)
+        click.echo(redact(traceback.format_exc()).rstrip("\n"), err=True)
+    click.echo(f"mirror: error: {redact(message)}", err=True)
     return code
 
 
