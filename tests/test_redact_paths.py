@@ -135,6 +135,21 @@ def helm_download_url_unsupported(url: str) -> None:
     helm.discover(Registry(name="H", kind="helm", url=url))
 
 
+def helm_chart_over_the_cap(url: str) -> None:
+    from mirror.sources import helm
+    from mirror.spec import Registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(helm, "MAX_CHART", 1024)
+        helm.discover(Registry(name="H", kind="helm", url=url))
+
+
+def _index_or_big_chart(method: str, path: str) -> Answer:
+    if path.endswith("/index.yaml"):
+        return 200, {}, _helm_index(f"/c.tgz?sig={SECRET}")
+    return 200, {}, b"x" * 4096
+
+
 def helm_index_at_a_url_with_a_token(url: str) -> None:
     from mirror.discovery import helm
     from mirror.spec import Registry
@@ -170,8 +185,9 @@ def palette_url_not_https(_: str) -> None:
 
 def palette_echoes_the_key(url: str) -> None:
     from mirror.palette import PaletteClient
+    from mirror.registry.retry import RetryPolicy
 
-    with PaletteClient(url, SECRET) as client:
+    with PaletteClient(url, SECRET, retry=RetryPolicy(sleep=lambda s: None)) as client:
         client.existing()
 
 
@@ -248,6 +264,9 @@ ROWS = {
         lambda m, p: (200, {}, f"entries: {{c: [urls: https://bob:{SECRET}@x/c.tgz: [}}".encode()),
         "not a Helm repository: ",
     ),
+    "helm-chart-over-cap": Row(
+        helm_chart_over_the_cap, _index_or_big_chart, "/c.tgz?sig=***: 4096 bytes is over"
+    ),
     "helm-index-404": Row(helm_index_at_a_url_with_a_token, _nothing, "no index.yaml at"),
     "helm-redirect-loop": Row(
         helm_redirects_forever,
@@ -272,8 +291,13 @@ ROWS = {
     "palette-url": Row(palette_url_not_https, _nothing, "--palette-url 'ftp://***@"),
     "palette-echo": Row(
         palette_echoes_the_key,
-        lambda m, p: _json(500, {"message": f"bad ApiKey: {SECRET}"}),
-        "500: bad ApiKey: ***",
+        lambda m, p: _json(400, {"message": f"bad ApiKey: {SECRET}"}),
+        "400: bad ApiKey: ***",
+    ),
+    "palette-echo-retried": Row(
+        palette_echoes_the_key,
+        lambda m, p: _json(503, {"errors": [{"message": f"ApiKey: {SECRET}"}]}),
+        "Palette GET /v1/registries/metadata: ",
     ),
     "palette-redirect": Row(
         palette_redirects_with_a_signature,
@@ -377,7 +401,7 @@ CLI_ROWS = {
         _import("{lab}", "--base-path", "again", "--palette-url", "{url}"),
         ROWS["palette-echo"].route,
         1,
-        "500: bad ApiKey: ***",
+        "400: bad ApiKey: ***",
     ),
     "export-helm-download-url": CliRow(
         _export("registries:\n  - {{name: H, kind: helm, url: '{url}'}}\n"),
