@@ -161,21 +161,25 @@ def test_manifest_digest_mismatch(faults: FaultProxy, outdir: Path, tmp_path: Pa
 
 
 def test_truncated_blob(faults: FaultProxy, outdir: Path, tmp_path: Path) -> None:
-    """Every blob cut in half: a lost connection (exit 1, not a verification failure),
-    fetched whole the engine's bounded number of times, then given up in one line naming
-    the blob; no partial cache entry."""
-    from mirror.copy import CopyOptions
+    """Every blob cut in half, every resume too: a lost connection (exit 1, not a
+    verification failure), resumed with Range from the byte reached (never fetched whole
+    again) until one read spends the policy's tries, then one line naming the blob; no
+    partial cache entry."""
+    from mirror.registry.retry import DEFAULT
 
     faults.add("truncate", method="GET", path=BLOB_GET)
     run = export_to(outdir, write_spec(tmp_path / "s.yaml", faults.url))
     assert run.rc == 1
     found = re.fullmatch(
         rf"mirror: error: {re.escape(faults.host)}/production/[\w/.-]+@(sha256:[0-9a-f]{{64}}): "
-        r"connection broken after \d+ bytes",
+        rf"connection broken after \d+ bytes \(after {DEFAULT.lost_attempts} tries\)",
         run.error_line(),
     )
     assert found, run.error_line()
-    assert len(faults.paths("GET", found.group(1))) == CopyOptions().attempts == 3
+    with faults.state.lock:
+        answers = [s.status for s in faults.state.seen if s.method == "GET" and found[1] in s.path]
+    assert answers[0] == 200 and len(answers) > DEFAULT.lost_attempts
+    assert set(answers[1:]) == {206}, answers  # each retry a resume, none the whole blob
     assert_nothing_left(outdir)
     assert_cache_honest(outdir.parent / "cache")
 

@@ -136,7 +136,7 @@ def helm_download_url_unsupported(url: str) -> None:
 
 
 def helm_chart_over_the_cap(url: str) -> None:
-    from mirror.sources import helm
+    from mirror.discovery import helm
     from mirror.spec import Registry
 
     with pytest.MonkeyPatch.context() as mp:
