@@ -185,6 +185,7 @@ def keygen(output_dir: Path, name: str) -> None:
         "mirror export --preset palette-default --dry-run      # the plan first",
         "mirror export --preset palette-default --key keys/release.key -o palette.tar.zst",
         "mirror export edge.yaml --registry Bitnami --split-size 4G -o edge.tar.zst",
+        "mirror export edge.yaml --no-cache -o /mnt/usb/edge.tar.zst   # disk-tight hosts",
     )
 )
 @_selection
@@ -238,6 +239,12 @@ def keygen(output_dir: Path, name: str) -> None:
     help="Verified blob cache: an interrupted export fetches only what is missing.  "
     "[default: $XDG_CACHE_HOME/mirror]",
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Write the bundle while blobs arrive: no disk beyond it but a 256 MiB spool. "
+    "Nothing is kept for a rerun; blobs the cache already holds are read from it.",
+)
 @click.option("--with-dependencies", is_flag=True, help="Add packs that selected packs require.")
 @click.option(
     "--no-referrers",
@@ -275,6 +282,7 @@ def export(
     split_size: str | None,
     jobs: int,
     cache_dir: Path | None,
+    no_cache: bool,
     with_dependencies: bool,
     no_referrers: bool,
     no_images: bool,
@@ -321,6 +329,7 @@ def export(
         referrers=not no_referrers,
         state=state,
         full=full,
+        no_cache=no_cache,
     )
     with Progress("export", phases=("fetch", "pack")) as progress:
         result = run_export(spec, opts, progress)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -27,7 +27,6 @@ from mirror.bundle.manifest import (
     RegistryRecord,
 )
 from mirror.bundle.writer import Member
-from mirror.cache import BlobCache
 from mirror.copy import CopyReport, Graph
 from mirror.discovery.interface import Selection
 from mirror.formats import jsondoc
@@ -39,6 +38,16 @@ from mirror.spec import BundleSpec
 from mirror.stores.bundle import BundleStore
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+class Blobs(Protocol):
+    """Where the members' bytes come from: the export cache (`cache.BlobCache`), or the
+    source registries as the writer goes (`export/streaming.Streamer`, `--no-cache`)."""
+
+    @property
+    def fresh(self) -> Collection[str]: ...  # verified by this process: not hashed again
+
+    def open(self, desc: Descriptor) -> BinaryIO: ...
 
 
 def image_row(record: ImageRecord, signed: bool) -> dict[str, Any]:
@@ -71,7 +80,7 @@ def plan_row(graph: Graph) -> dict[str, Any]:
 def artifact_records(
     selection: Selection,
     report: CopyReport,
-    cache: BlobCache,
+    cache: Blobs,
     packs: Mapping[str, PackInfo],
 ) -> list[ArtifactRecord]:
     sizes = {g.task.root.digest + (g.task.tag or ""): g for g in report.graphs}
@@ -110,14 +119,13 @@ def _pack_record(info: PackInfo | None) -> PackRecord | None:
     )
 
 
-def _chart_info(
-    graph: Graph, cache: BlobCache, entry: Mapping[str, Any] | None
-) -> ChartInfo | None:
+def _chart_info(graph: Graph, cache: Blobs, entry: Mapping[str, Any] | None) -> ChartInfo | None:
     """Name and version from the chart's config blob (Chart.yaml as JSON), in the cache;
     a Helm repository's index entry too, when it is plain JSON (it is signed as bytes)."""
     for blob in graph.blobs:
         if blob.media_type == mt.HELM_CONFIG and blob.size < (1 << 20):
-            meta = json.loads(cache.path(blob.digest).read_bytes())
+            with cache.open(blob) as fh:
+                meta = json.loads(fh.read(blob.size + 1))
             return ChartInfo(str(meta.get("name")), str(meta.get("version")), _json(entry))
     return None
 
@@ -135,7 +143,7 @@ def _json(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return doc
 
 
-def members(target: BundleStore, report: CopyReport, cache: BlobCache) -> list[Member]:
+def members(target: BundleStore, report: CopyReport, cache: Blobs) -> list[Member]:
     """The layout's files: oci-layout, index.json, then every node of every graph once."""
     small = [("oci-layout", OCI_LAYOUT), ("index.json", target.index())]
     members = [

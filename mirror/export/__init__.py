@@ -19,6 +19,7 @@ from mirror.chain import ChainState, output_name
 from mirror.copy import Observer
 from mirror.discovery.select import discover_all
 from mirror.errors import NotFoundError
+from mirror.export import streaming
 from mirror.export.result import ExportResult, describe_bundle, export_result, external_blobs
 from mirror.export.rounds import run_rounds
 from mirror.settings import Settings
@@ -43,6 +44,7 @@ class ExportOptions:
     referrers: bool = True  # signatures, SBOMs, attestations (`--no-referrers`: none)
     state: Path | None = None  # `--state DIR`: each export a delta against the last one sent
     full: bool = False  # `--full`: start a new chain with a full bundle
+    no_cache: bool = False  # `--no-cache`: write the bundle as blobs arrive (export/streaming)
 
 
 def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportResult:
@@ -70,20 +72,26 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
         mtime=opts.settings.clock.mtime(),
     )
     target = BundleStore.staging(cache, held.where, out)
-    done = run_rounds(spec, selection, cache, target, opts, observer)
+    streamed = opts.no_cache and not opts.dry_run
+    plan = dataclasses.replace(opts, dry_run=True) if streamed else opts  # --no-cache: plan
+    done = run_rounds(spec, selection, cache, target, plan, observer)
     external = external_blobs(done.report, target, held)
     result = export_result(opts, done, external, selection)
     if not opts.dry_run:
         result.notes += _honest_notes(opts)
-        manifest = describe_bundle(spec, opts, done, selection, target, cache)
+        blobs = streaming.planned(done.report, target, cache, opts) if streamed else cache
+        manifest = describe_bundle(spec, opts, done, selection, target, blobs)
         if since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
         if step is not None:
             manifest = dataclasses.replace(manifest, chain=step.chain)
-        members = describe.members(target, done.report, cache)
+        members = describe.members(target, done.report, blobs)
         result.blobs, result.bytes = describe.totals(members)  # what inspect and verify count
         target.describe(manifest, members)
-        target.commit()  # the archive, its signature and its sidecars, written once
+        if isinstance(blobs, streaming.Streamer):
+            result.downloaded_bytes = streaming.commit(target, blobs, done.report)
+        else:
+            target.commit()  # the archive, its signature and its sidecars, written once
         if state is not None:  # only now, with the bundle written, does the chain move on
             data = manifest.to_bytes()
             state.record(manifest, data, "sha256:" + hashlib.sha256(data).hexdigest())

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from mirror import describe
 from mirror.bundle.manifest import BundleManifest, ExternalBlob
-from mirror.cache import BlobCache
 from mirror.closure import image_records, unresolved_records
 from mirror.companions import signed_digests
 from mirror.copy import CopyReport
@@ -112,7 +111,7 @@ def describe_bundle(
     done: Rounds,
     selection: Selection,
     target: BundleStore,
-    cache: BlobCache,
+    cache: describe.Blobs,
 ) -> BundleManifest:
     artifacts = [
         dataclasses.replace(a, signed_by=done.signers.get(a.digest))
