@@ -14,9 +14,11 @@ against its digest.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -69,7 +71,15 @@ class BlobCache:
             self.fresh.add(desc.digest)
 
     def open(self, desc: Descriptor) -> BinaryIO:
-        return self.path(desc.digest).open("rb")
+        fh = self.path(desc.digest).open("rb")
+        used(self.path(desc.digest))
+        return fh
+
+    def held(self) -> AbstractContextManager[bool]:
+        """Hold the cache for a run: `mirror cache prune` waits for no export, it refuses."""
+        from mirror.cacheprune import lock
+
+        return lock(self.root, exclusive=False)
 
     def drop(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
@@ -88,6 +98,7 @@ class BlobCache:
             return None
         if len(data) != desc.size or digest_of(data) != desc.digest:
             return None
+        used(self.path(desc.digest))
         return data
 
     def hint_dir(self, kind: str) -> Path:
@@ -135,6 +146,13 @@ class CacheFirst:
             return
         with self.cache.open(desc) as fh:
             yield VerifyingReader(fh, desc, f"cache {desc.digest}")  # type: ignore[misc]
+
+
+def used(path: Path) -> None:
+    """Record a use as the entry's modification time: `cache prune` drops the least
+    recently used first, and access times are not kept on noatime mounts."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def _load_tags(path: Path) -> dict[str, Descriptor]:

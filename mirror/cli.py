@@ -177,6 +177,58 @@ def keygen(output_dir: Path, name: str) -> None:
     click.echo(f"fingerprint: {fingerprint(load_public_key(pub_path))}", err=True)
 
 
+# ---- cache ------------------------------------------------------------------------------
+
+
+@cli.group(
+    epilog=examples("mirror cache prune --max-size 50G", "mirror cache prune --max-size 0 --json")
+)
+def cache() -> None:
+    """The export's blob cache: what lets an interrupted or repeated export fetch less."""
+
+
+@cache.command(
+    "prune",
+    epilog=examples(
+        "mirror cache prune --max-size 50G                 # after each monthly export",
+        "mirror cache prune --max-size 0                   # every blob",
+        "mirror cache prune --max-size 20G --cache-dir /srv/mirror-cache --json",
+    ),
+)
+@click.option(
+    "--max-size",
+    default="0",
+    help="Keep at most this much (700M, 50G, 50GB); 0 removes every blob.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The cache to prune.  [default: $XDG_CACHE_HOME/mirror]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed and kept as JSON.")
+def cache_prune(max_size: str, cache_dir: Path | None, as_json: bool) -> None:
+    """Remove the least recently used blobs until the cache fits in --max-size.
+
+    Refuses (exit 1) while an export is using the cache. A pruned blob costs only a fetch
+    the next time an export needs it.
+    """
+    from mirror.bundle.parts import parse_size
+    from mirror.cacheprune import prune
+    from mirror.settings import Settings
+    from mirror.units import human
+
+    limit = parse_size(max_size, "--max-size", 0)
+    root = Settings.from_env(cache_dir=cache_dir).cache_dir
+    report = prune(root, limit)
+    if as_json:
+        emit(report.to_json())
+        return
+    click.echo(
+        f"removed {report.removed_blobs} blobs ({human(report.removed_bytes)}), "
+        f"kept {report.kept_blobs} blobs ({human(report.kept_bytes)}) in {root}"
+    )
+
+
 # ---- export ----------------------------------------------------------------------------
 
 
@@ -184,8 +236,7 @@ def keygen(output_dir: Path, name: str) -> None:
     epilog=examples(
         "mirror export --preset palette-default --dry-run      # the plan first",
         "mirror export --preset palette-default --key keys/release.key -o palette.tar.zst",
-        "mirror export edge.yaml --registry Bitnami --split-size 4G -o edge.tar.zst",
-        "mirror export edge.yaml --no-cache -o /mnt/usb/edge.tar.zst   # disk-tight hosts",
+        "mirror export edge.yaml --registry Bitnami --no-cache --split-size 4G -o edge.tar.zst",
     )
 )
 @_selection

@@ -29,16 +29,16 @@ _SUM_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+)")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str = "--split-size", minimum: int = MIN_PART) -> int:
     """`4G`, `4GiB` (binary), `4GB` (decimal, as media are sold), `700M`, or plain bytes."""
     match = _SIZE.match(text)
     if not match:
-        raise UsageError(f"--split-size {text!r}: expected a size such as 700M, 4G or 4GB")
+        raise UsageError(f"{option} {text!r}: expected a size such as 700M, 4G or 4GB")
     number, unit, suffix = match.groups()
     base = 1000 if suffix.upper() == "B" and unit else 1024
     size = int(float(number) * base ** " KMGT".index(unit.upper() or " "))
-    if size < MIN_PART:
-        raise UsageError(f"--split-size {text!r}: parts must be at least {MIN_PART} bytes")
+    if size < minimum:
+        raise UsageError(f"{option} {text!r}: parts must be at least {minimum} bytes")
     return size
 
 

@@ -51,6 +51,13 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     """Select, copy into the cache in rounds, describe, then write FILE (and its sidecars)."""
     require_referrers(spec, opts.referrers)
     cache = BlobCache(opts.settings.cache_dir)
+    with cache.held():  # `mirror cache prune` refuses while an export uses the cache
+        return _export(spec, opts, observer, cache)
+
+
+def _export(
+    spec: BundleSpec, opts: ExportOptions, observer: Observer, cache: BlobCache
+) -> ExportResult:
     state = ChainState(opts.state, spec.name) if opts.state is not None else None
     step = state.next(full=opts.full) if state is not None else None
     if step is not None:
