@@ -10,6 +10,7 @@ from bench.report import (
     ClosureBench,
     LevelBench,
     LevelRow,
+    NoCacheBench,
     Report,
     ServeBench,
     SyncBench,
@@ -20,6 +21,7 @@ from bench.report import (
     import_goals,
     mark,
     mb,
+    nocache_goals,
     rate,
     secs,
     serve_goals,
@@ -81,6 +83,9 @@ def render(r: Report) -> str:
         numbered += 1
     if r.serve is not None:
         lines += _serve(r.serve, numbered)
+        numbered += 1
+    if r.nocache is not None:
+        lines += _nocache(r.nocache, numbered)
         numbered += 1
     if r.helm is not None or r.small is not None:
         from bench.scale import scale_section
@@ -389,6 +394,26 @@ def _sync(y: SyncBench, number: int) -> list[str]:
         *table(["run", "seconds", "output"], rows),
         "",
         *goal_table(sync_goals(y)),
+        "",
+    ]
+
+
+def _nocache(n: NoCacheBench, number: int) -> list[str]:
+    rows = [
+        ["`mirror export --no-cache`", secs(n.mirror.seconds), f"{n.mirror.rss_mb:.0f} MB"],
+        ["`mirror export` (cold cache)", secs(n.cached.seconds), f"{n.cached.rss_mb:.0f} MB"],
+        ["`skopeo copy` + `tar | zstd -T0`", secs(n.pipeline_seconds), ""],
+    ]
+    return [
+        f"## {number}. The cacheless export",
+        "",
+        f"The export scenario's content written while its blobs arrive (bench/nocache.py): "
+        f"a {mb(n.bundle_bytes)} bundle, with at most **{mb(n.peak_extra)}** on disk beyond "
+        f"it at any sample (the spool; the largest blob is {mb(n.largest_blob)}).",
+        "",
+        *table(["run", "seconds", "peak RSS"], rows),
+        "",
+        *goal_table(nocache_goals(n)),
         "",
     ]
 

@@ -26,6 +26,8 @@ DISCOVERY_GOAL = 0.10  # signatures and referrers looked up: at most 10% more ex
 DISK_CONSTANT = 64 * MIB  # "the largest blob plus a small constant"
 SERVE_THROUGHPUT_GOAL = 0.8  # mirror serve / docker-registry, blob throughput at 8 clients
 SERVE_RSS_GOAL_MB = 200.0
+NOCACHE_SPEEDUP_GOAL = 3.5  # issue 19: the cacheless export against skopeo + tar|zstd
+SPOOL_MB = 256  # mirror/export/streaming.py SPOOL_CAP: the cacheless export's spool
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,27 @@ class ServeBench:
 
 
 @dataclass(frozen=True)
+class NoCacheBench:
+    """`export --no-cache` (bench/nocache.py): time, and disk beyond the bundle."""
+
+    mirror: Measured  # median of the cacheless runs
+    cached: Measured  # one cold export with the cache, on the same content, for scale
+    pipeline_seconds: float  # median skopeo copy + tar|zstd run beside them
+    speedups: tuple[float, ...]  # each cacheless run against the pipeline run beside it
+    peak_extra: int  # bytes on disk beyond the bundle, at the worst sample
+    largest_blob: int
+    bundle_bytes: int
+
+    @property
+    def speedup(self) -> float:
+        return self.pipeline_seconds / self.mirror.seconds
+
+    @property
+    def bound(self) -> int:
+        return self.largest_blob + SPOOL_MB * MIB
+
+
+@dataclass(frozen=True)
 class LevelRow:
     level: int
     seconds: float
@@ -283,6 +306,7 @@ class Report:
     closure: ClosureBench | None = None  # None: no corpus, so no pack lists any image
     sync: SyncBench | None = None  # None: a report made before the sync scenario existed
     serve: ServeBench | None = None
+    nocache: NoCacheBench | None = None  # None: made before the cacheless scenario existed
     quick: bool = False
     repeat: int = 1
     minutes: float = 0.0
@@ -441,6 +465,23 @@ def serve_goals(s: ServeBench) -> list[Goal]:
     ]
 
 
+def nocache_goals(n: NoCacheBench) -> list[Goal]:
+    return [
+        Goal(
+            "export --no-cache extra disk (largest blob + 256 MB)",
+            f"<= {mb(n.bound)}",
+            mb(n.peak_extra),
+            n.peak_extra <= n.bound,
+        ),
+        Goal(
+            "export --no-cache vs skopeo copy + tar|zstd",
+            f">= {NOCACHE_SPEEDUP_GOAL}x faster",
+            f"{n.speedup:.2f}x" + spread(n.speedups, ".2f", "x"),
+            n.speedup >= NOCACHE_SPEEDUP_GOAL,
+        ),
+    ]
+
+
 def all_goals(r: Report) -> list[Goal]:
     from bench.scale import helm_goals, small_goals
 
@@ -448,7 +489,8 @@ def all_goals(r: Report) -> list[Goal]:
     sync = sync_goals(r.sync) if r.sync is not None else []
     serve = serve_goals(r.serve) if r.serve is not None else []
     scale = (helm_goals(r.helm) if r.helm else []) + (small_goals(r.small) if r.small else [])
-    goals = export_goals(r.export) + import_goals(r.imports) + closure
+    nocache = nocache_goals(r.nocache) if r.nocache is not None else []
+    goals = export_goals(r.export) + nocache + import_goals(r.imports) + closure
     return goals + verify_goals(r.verify) + sync + serve + scale
 
 

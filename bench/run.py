@@ -25,6 +25,7 @@ if str(_ROOT) not in sys.path:  # run as a script: make `bench` and `mirror` imp
 from bench.closure import closure_bench, closure_content  # noqa: E402
 from bench.levels import level_bench  # noqa: E402
 from bench.measure import BenchError, machine_info  # noqa: E402
+from bench.nocache import nocache_bench  # noqa: E402
 from bench.render import recommend, render  # noqa: E402
 from bench.report import Report, all_goals  # noqa: E402
 from bench.scale import HELM_VERSIONS, SMALL_SIZES, helm_bench, small_bench  # noqa: E402
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         log(f"seeding {src.url}")
         seed.seed_many(seed.client_for(src), [*items, *([big] if big else [])])
         exp, bundle, big_bundle = export_bench(b, src, items, big, args.repeat)
+        nocache = nocache_bench(b, src, items, args.repeat)
         src.stop()
         imp, layout = import_bench(b, bundle, items, big_bundle, big, args.repeat)
         closure = None
@@ -130,6 +132,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         closure=closure,
         sync=sync,
         serve=serve,
+        nocache=nocache,
         quick=args.quick,
         repeat=args.repeat,
         minutes=(time.monotonic() - started) / 60,

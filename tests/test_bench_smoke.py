@@ -410,3 +410,29 @@ def test_referrer_discovery_goal_is_judged_and_shown_with_its_spread() -> None:
     dear = dataclasses.replace(cheap, no_referrers=Measured(8.5, 80 * 1024))
     goals = {g.what: g for g in run.all_goals(dataclasses.replace(report, export=dear))}
     assert not goals["referrer discovery: export time over --no-referrers"].ok  # +17.6%
+
+
+def _nocache(peak_extra: int, seconds: float) -> Any:
+    from bench.report import NoCacheBench
+
+    m = Measured
+    return NoCacheBench(
+        mirror=m(seconds, 90 * 1024), cached=m(10.0, 80 * 1024), pipeline_seconds=26.0,
+        speedups=(26.0 / seconds,), peak_extra=peak_extra, largest_blob=10 * MB,
+        bundle_bytes=301 * MB,
+    )  # fmt: skip
+
+
+def test_nocache_goals_and_section() -> None:
+    """The cacheless export's two goals from issue 19: disk beyond the bundle within the
+    largest blob + 256 MB, and 3.5x skopeo + tar|zstd."""
+    disk = "export --no-cache extra disk (largest blob + 256 MB)"
+    speed = "export --no-cache vs skopeo copy + tar\\|zstd"  # as the table escapes it
+    good = run.render(dataclasses.replace(_report(), nocache=_nocache(200 * MB, 7.0)))
+    assert _row(good, disk) == f"| {disk} | <= 266.0 MB | 200.0 MB | PASS |"
+    assert _row(good, speed) == f"| {speed} | >= 3.5x faster | 3.71x | PASS |"
+    assert "The cacheless export" in good and disk in good.split("## Machine")[0]
+    bad = run.render(dataclasses.replace(_report(), nocache=_nocache(300 * MB, 8.0)))
+    assert _row(bad, disk).endswith("| 300.0 MB | MISS |")
+    assert _row(bad, speed).endswith("| 3.25x | MISS |")
+    assert "cacheless" not in run.render(_report())
