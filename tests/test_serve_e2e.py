@@ -623,12 +623,19 @@ def _which(name: str) -> bool:
     return shutil.which(name) is not None
 
 
-def test_export_from_a_registry_with_the_referrers_api(
-    served: Served, built: Built, tmp_path: Path
-) -> None:
+def test_export_from_a_registry_with_the_referrers_api(built: Built, tmp_path: Path) -> None:
     """Distribution 2.8 has no referrers API, so discovery's own path to it is driven here by
     `mirror serve`, which has one (and no fallback `sha256-<hex>` index tag): the SBOM can
     reach the second bundle only through the API, the `.sig` through its tag."""
+    served = Served(built.bundle, "--key", built.pub, "--listen", "127.0.0.1:0")  # its own
+    try:
+        served.wait_ready()
+        _export_again(served, built, tmp_path)
+    finally:
+        served.stop()
+
+
+def _export_again(served: Served, built: Built, tmp_path: Path) -> None:
     spec = tmp_path / "again.yaml"
     spec.write_text(yaml.safe_dump({"name": "again", "registries": [
         {"name": "Served", "kind": "oci", "url": served.url, "basePath": "production",
