@@ -21,7 +21,7 @@ from typing import IO, Protocol, runtime_checkable
 from mirror.errors import AuthError, ConflictError, IntegrityError, OperationError, RegistryError
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.retry import RetriesExhausted, before_whole_retry
-from mirror.stores.interface import Mounter, Source, TagResolver, Target
+from mirror.stores.interface import Mounter, ReferencePusher, Source, TagResolver, Target
 
 
 class Observer(Protocol):
@@ -394,23 +394,32 @@ def _manifest_pusher(graphs: list[Graph]) -> Callable[[], None]:
 
     One destination's manifests go one at a time, each digest once: two tags of one
     image (`2.0.0` and `latest`) racing to write the same manifest make Distribution
-    answer 500.
+    answer 500. A root goes last, with its tag in the same request where the target can.
     """
 
     def run() -> None:
         done: set[str] = set()
         for graph in graphs:
-            task = graph.task
-            if graph.complete:
-                continue
-            for desc, data in graph.manifests:
-                if desc.digest not in done and (graph.repair or not task.dst.exists(desc)):
-                    task.dst.push(desc, io.BytesIO(data))
-                done.add(desc.digest)
-            if task.tag is not None:
-                task.dst.tag(task.root, task.tag, task.annotations)
+            if not graph.complete:
+                _push_graph(graph, done)
 
     return run
+
+
+def _push_graph(graph: Graph, done: set[str]) -> None:
+    task = graph.task
+    for desc, data in graph.manifests:
+        if desc.digest in done:
+            continue
+        done.add(desc.digest)
+        root = desc.digest == task.root.digest
+        if root and task.tag is not None and isinstance(task.dst, ReferencePusher):
+            task.dst.push_reference(desc, io.BytesIO(data), task.tag)
+            return  # stored and named at once
+        if graph.repair or not task.dst.exists(desc):
+            task.dst.push(desc, io.BytesIO(data))
+    if task.tag is not None:
+        task.dst.tag(task.root, task.tag, task.annotations)
 
 
 def parallel(jobs: int, calls: Sequence[Callable[[], None]]) -> None:

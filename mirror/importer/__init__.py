@@ -21,6 +21,7 @@ from mirror.freshness import FILE_NAME as FRESHNESS_FILE
 from mirror.freshness import Freshness
 from mirror.importer.options import ImportOptions, check_options, target_credentials, valid_memo
 from mirror.importer.plan import (
+    Landing,
     artifact_tasks,
     donors,
     image_tasks,
@@ -87,8 +88,9 @@ def _copy(
 ) -> ImportResult:
     """One engine, two rounds: subjects (artifacts and images), then what refers to them."""
     source = BundleStore.sealed(BundleReader(opts.bundle), manifest)
-    tasks = artifact_tasks(manifest, source, client, opts)
-    images = image_tasks(manifest, source, client, opts)
+    landing = Landing(client)
+    tasks = artifact_tasks(manifest, source, landing, opts)
+    images = image_tasks(manifest, source, landing, opts)
     refs = import_tasks(manifest.referrers, source, owners(tasks, images))
     copy = CopyOptions(
         jobs=opts.settings.jobs,

@@ -16,7 +16,7 @@ from mirror.oci.names import resolve_held
 from mirror.registry.client import RegistryClient
 from mirror.stores.bundle import BundleStore
 from mirror.stores.interface import Target
-from mirror.stores.registry import RegistryStore
+from mirror.stores.registry import Census, RegistryStore
 
 if TYPE_CHECKING:
     from mirror.importer.options import ImportOptions
@@ -29,10 +29,25 @@ def landing_path(art: ArtifactRecord, base_path: str) -> str:
     return names.artifact_landing(art.ref, art.tag, base_path)
 
 
+class Landing:
+    """One store per target repository, shared by every task landing there (the engine then
+    writes each manifest there once), and one census of the target for all of them."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+        self.census = Census(client)
+        self.repos: dict[str, RegistryStore] = {}
+
+    def store(self, repo: str) -> RegistryStore:
+        found = self.repos.get(repo)
+        if found is None:
+            found = self.repos[repo] = RegistryStore(self.client, repo, census=self.census)
+        return found
+
+
 def artifact_tasks(
-    manifest: BundleManifest, source: BundleStore, client: RegistryClient, opts: ImportOptions
+    manifest: BundleManifest, source: BundleStore, landing: Landing, opts: ImportOptions
 ) -> list[CopyTask]:
-    repos: dict[str, RegistryStore] = {}
     helm_dir: Target | None = None
     if opts.helm_repo_dir is not None:
         from mirror.stores.helmdir import HelmDirTarget
@@ -41,7 +56,7 @@ def artifact_tasks(
     tasks = []
     for art in manifest.artifacts:
         repo = landing_path(art, opts.base_path)
-        dst = repos.setdefault(repo, RegistryStore(client, repo))
+        dst = landing.store(repo)
         root = source.descriptor(art.digest, art.media_type)
         label = f"{art.registry}: {art.ref}"
         ann = {mt.ANN_REGISTRY: art.registry, mt.ANN_REF_NAME: art.ref}
@@ -71,12 +86,12 @@ def image_landing(image: ImageRecord, opts: ImportOptions) -> str:
 
 
 def image_tasks(
-    manifest: BundleManifest, source: BundleStore, client: RegistryClient, opts: ImportOptions
+    manifest: BundleManifest, source: BundleStore, landing: Landing, opts: ImportOptions
 ) -> list[tuple[CopyTask, ImageRecord]]:
     """Each image by tag, or by digest alone when its reference pinned one."""
     out = []
     for image in manifest.images:
-        dst = RegistryStore(client, image_landing(image, opts))
+        dst = landing.store(image_landing(image, opts))
         root = source.descriptor(image.digest, image.media_type)
         tag = None if image.pin else image.tag
         ann = {mt.ANN_KIND: "image", mt.ANN_REF_NAME: image.layout_ref}

@@ -66,18 +66,21 @@ class RegistryClient:
         ):
             raise RegistryError(f"{self.host}: /v2/ does not look like an OCI registry")
 
-    def catalog(self, page: int = 1000) -> list[str]:
-        return self._paged(f"/v2/_catalog?n={page}", "repositories", None, "catalog")
+    def catalog(self, page: int = 1000, pages: int = 100_000) -> list[str]:
+        """Every repository; RegistryError past `pages` pages rather than a partial list."""
+        return self._paged(f"/v2/_catalog?n={page}", "repositories", None, "catalog", pages)
 
     def list_tags(self, repo: str, page: int = 1000) -> list[str]:
         return self._paged(
             f"/v2/{repo}/tags/list?n={page}", "tags", _pull(repo), f"repository {repo}"
         )
 
-    def _paged(self, path: str, key: str, scope: str | None, what: str) -> list[str]:
+    def _paged(
+        self, path: str, key: str, scope: str | None, what: str, pages: int = 100_000
+    ) -> list[str]:
         out: list[str] = []
         next_path: str | None = path
-        for _ in range(100_000):  # bounded: a registry that links in a circle stops here
+        for _ in range(pages):  # bounded: a registry that links in a circle stops here
             if next_path is None:
                 break
             resp = self.http.request("GET", next_path, scope=scope, what=f"{what} not found")
@@ -87,6 +90,8 @@ class RegistryClient:
                 raise RegistryError(f"{self.host}: {what}: listing is not JSON") from None
             match = _NEXT.search(resp.headers.get("Link", ""))
             next_path = match.group(1) if match else None
+        if next_path is not None:
+            raise RegistryError(f"{self.host}: {what}: more than {pages} pages")
         return out
 
     # ---- manifests -------------------------------------------------------------------

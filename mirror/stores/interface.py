@@ -59,6 +59,14 @@ class Mounter(Protocol):
 
 
 @runtime_checkable
+class ReferencePusher(Protocol):
+    """A target that stores a root manifest and names it in one step (oras-go's
+    `registry.ReferencePusher`); the engine still calls it only once the children are in."""
+
+    def push_reference(self, desc: Descriptor, stream: IO[bytes], ref: str) -> None: ...
+
+
+@runtime_checkable
 class TagResolver(Protocol):
     """A target that can say what a tag points at now, so conflicts are caught early."""
 

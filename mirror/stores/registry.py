@@ -1,8 +1,9 @@
 """A registry repository as a store, read and written: oras-go's `Repository`.
 
 Export reads from it (discovery already fetched the roots, so manifests are remembered);
-import writes to it (blobs skipped or mounted, manifests by digest, then tags). The wire
-protocol is `registry/client.py`; this class is what the copy engine sees.
+import writes to it (blobs skipped or mounted, child manifests by digest, the root and its
+tag in one PUT). The wire protocol is `registry/client.py`; this class is what the copy
+engine sees.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ class RegistryStore:
     export cache) is not fetched again."""
 
     def __init__(
-        self, client: RegistryClient, repo: str, known: KnownManifests | None = None
+        self,
+        client: RegistryClient,
+        repo: str,
+        known: KnownManifests | None = None,
+        census: Census | None = None,
     ) -> None:
         self.client = client
         self.repo = repo
@@ -33,6 +38,8 @@ class RegistryStore:
         self._broken: set[str] = set()
         self._lock = threading.Lock()
         self._tags: list[str] | None = None
+        self._held: set[str] = set()  # pushed or mounted here by this run
+        self.census = census
 
     # -- read ---------------------------------------------------------------------------
 
@@ -80,25 +87,50 @@ class RegistryStore:
     # -- write --------------------------------------------------------------------------
 
     def exists(self, desc: Descriptor) -> bool:
+        """Asked of the registry, unless this run wrote it here, or the repository did not
+        exist when the census was taken (an import into an empty registry would otherwise
+        HEAD every blob only to hear 404)."""
+        if desc.digest in self._held:
+            return True
+        if self.census is not None and self.census.lacks(self.repo):
+            return False
         if desc.is_manifest:
             return self.client.manifest_exists(self.repo, desc)
         return self.client.blob_exists(self.repo, desc)
 
     def push(self, desc: Descriptor, stream: IO[bytes]) -> None:
         if desc.is_manifest:
-            data = stream.read(desc.size + 1)
-            check_bytes(desc, data, self.where)
-            self.client.put_manifest(self.repo, desc.digest, data, desc.media_type)
-            with self._lock:
-                self._manifests[desc.digest] = data
+            self._put_manifest(desc, stream, desc.digest)
         else:
             self.client.push_blob(self.repo, desc, stream, skip_present=False)
+            self._hold(desc)
+
+    def push_reference(self, desc: Descriptor, stream: IO[bytes], ref: str) -> None:
+        """A root manifest and its tag in one PUT, after oras-go's `PushReference`: the
+        registry stores it by digest too, so the HEAD, the PUT by digest and the PUT of the
+        tag become one request."""
+        self._put_manifest(desc, stream, ref)
+
+    def _put_manifest(self, desc: Descriptor, stream: IO[bytes], ref: str) -> None:
+        data = stream.read(desc.size + 1)
+        check_bytes(desc, data, self.where)
+        self.client.put_manifest(self.repo, ref, data, desc.media_type)
+        with self._lock:
+            self._manifests[desc.digest] = data
+        self._hold(desc)
+
+    def _hold(self, desc: Descriptor) -> None:
+        with self._lock:
+            self._held.add(desc.digest)
 
     def mount(self, desc: Descriptor, sibling: object) -> bool:
         """Link from another repository of the same registry instead of uploading again."""
         if not isinstance(sibling, RegistryStore) or sibling.client is not self.client:
             return False
-        return self.client.mount_blob(self.repo, desc, sibling.repo)
+        mounted = self.client.mount_blob(self.repo, desc, sibling.repo)
+        if mounted:
+            self._hold(desc)
+        return mounted
 
     def resolve(self, ref: str) -> Descriptor | None:
         """What the tag names now, read whole: one GET shows both the digest and that the
@@ -131,3 +163,30 @@ class RegistryStore:
 
     def commit(self) -> None:
         """Nothing to do: a registry makes each manifest visible as it is pushed."""
+
+
+class Census:
+    """The repositories a registry held when an import first asked: one `_catalog` listing.
+
+    Distribution lists every repository holding a blob, tagged or not (a killed import's
+    blobs included), so a repository it does not list holds nothing to ask about. A
+    registry that will not list (401, 403, 404) or lists more than `pages` pages is asked
+    blob by blob instead. Taken lazily, by the engine's check phase, before its first write.
+    """
+
+    def __init__(self, client: RegistryClient, pages: int = 20) -> None:
+        self.client = client
+        self.pages = pages
+        self._lock = threading.Lock()
+        self._repos: frozenset[str] | None = None
+        self._taken = False
+
+    def lacks(self, repo: str) -> bool:
+        with self._lock:
+            if not self._taken:
+                self._taken = True
+                try:
+                    self._repos = frozenset(self.client.catalog(pages=self.pages))
+                except RegistryError:
+                    self._repos = None
+            return self._repos is not None and repo not in self._repos
