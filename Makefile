@@ -3,7 +3,8 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEBS    := docker-registry skopeo umoci openssl zstd
+DEBS    := docker-registry skopeo umoci openssl zstd time
+BENCH_DEBS := curl
 
 .PHONY: test lint demo bench debs venv clean pyc
 
@@ -22,7 +23,7 @@ pyc: $(STAMP)
 
 # Debian's CNCF Distribution and skopeo: the real parts the tests talk to.
 debs:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBS) $(EXTRA_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -45,5 +46,6 @@ demo: debs $(STAMP) pyc
 	$(BIN)/python -m mirror.lab.demo $(DEMO_ARGS)
 
 # Every benchmark side by side with skopeo in one run; rewrites docs/BENCHMARKS.md.
+bench: EXTRA_DEBS = $(BENCH_DEBS)
 bench: debs $(STAMP) pyc
 	$(BIN)/python bench/run.py

@@ -1,7 +1,9 @@
 """Measuring child processes: wall time, peak RSS and the disk they add while they run.
 
-Peak RSS comes from wait4(2) on the child itself, so it is exact for that process tree
-(Linux folds the biggest waited-for descendant into ru_maxrss) and needs no extra tool.
+Peak RSS comes from GNU time (`%M`), which forks the command itself. A child of this
+process would not do: Linux carries the parent's high-water RSS into a child's ru_maxrss
+through fork (and vfork) and exec, so once the bench had held 227 MB, every later child
+reported at least 227 MB. GNU time is small, so what its child inherits is not the figure.
 """
 
 from __future__ import annotations
@@ -55,22 +57,48 @@ def run_measured(
         os.sync()
     with tempfile.TemporaryFile() as err, contextlib.ExitStack() as stack:
         out = stack.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
+        rss = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "rss"
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd)
+        proc = subprocess.Popen(
+            [gnu_time(), "-f", "%M", "-o", str(rss), *cmd],
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+        )
         if watch is not None:
-            watch.start(proc.pid)
+            watch.start(child_of(proc.pid))
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            returncode = proc.wait()
         finally:
             if watch is not None:
                 watch.stop()
         seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        if returncode != 0:
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}: {' | '.join(tail)}")
-    return Measured(seconds, int(usage.ru_maxrss))
+            raise BenchError(f"{' '.join(cmd)} exited {returncode}: {' | '.join(tail)}")
+        return Measured(seconds, int(rss.read_text().split()[-1]))
+
+
+def gnu_time() -> str:
+    found = shutil.which("time", path="/usr/bin:/bin")
+    if found is None:
+        raise BenchError("the bench needs GNU time (Debian: apt-get install time; make bench does)")
+    return found
+
+
+def child_of(pid: int, wait: float = 2.0) -> int:
+    """The command GNU time started (its only child), so /proc/PID/io is the command's."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            kids = path.read_text().split()
+            if kids:
+                return int(kids[0])
+        time.sleep(0.001)
+    return pid
 
 
 def median_of(runs: Sequence[Measured]) -> Measured:

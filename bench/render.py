@@ -506,7 +506,9 @@ def _method(repeat: int, closure: ClosureBench | None = None) -> list[str]:
         "## Method",
         "",
         "- One process per run, started by `bench/run.py`; wall time from start to exit, "
-        "peak RSS from `wait4(2)` of that process (for a pipeline, its largest process).",
+        "peak RSS from GNU time's `%M` for that process (for a pipeline, its largest "
+        "process); not from `wait4(2)` of the bench's own child, which inherits the bench's "
+        "high-water RSS through fork.",
         "- mirror runs as `python -m mirror` from the editable install, byte-compiled first "
         "(`make pyc`, as `pip install` does for a regular install).",
         f"- Each comparison ran {repeat} time(s), mirror and the baseline in turns: the "

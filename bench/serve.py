@@ -27,7 +27,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script: make `bench` and `mirror` importable
     sys.path.insert(0, str(_ROOT))
 
-from bench.measure import BenchError, Measured, run_measured  # noqa: E402
+from bench.measure import BenchError, Measured, child_of, gnu_time, run_measured  # noqa: E402
 from bench.report import ServeBench, serve_goals  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     MAIN_REPOS,
@@ -61,30 +61,31 @@ def fetch_all(b: Bench, base: str, paths: Sequence[tuple[str, int]], parallel: i
     return run_measured(cmd, env=b.env)
 
 
-def start_serve(b: Bench, bundle: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_serve(b: Bench, bundle: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """serve under GNU time, which reports its peak RSS into the returned file at exit."""
     log_path = b.dir("serve") / "access.log"
+    rss = b.dir("serve") / "serve.rss"
     proc = subprocess.Popen(
-        [*b.mirror, "serve", str(bundle), "--allow-unsigned", "--listen", "127.0.0.1:0"],
+        [gnu_time(), "-f", "%M", "-o", str(rss),
+         *b.mirror, "serve", str(bundle), "--allow-unsigned", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=log_path.open("wb"),
         env=b.env,
-    )
+    )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if " at http://" not in line:
         proc.kill()
         raise BenchError(f"mirror serve did not start: {line or log_path.read_text()[-500:]}")
-    return proc, line.split(" at ", 1)[1].split()[0]
+    return proc, line.split(" at ", 1)[1].split()[0], rss
 
 
-def stop_serve(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, then the peak RSS of its whole life (kB), from wait4(2)."""
-    proc.send_signal(signal.SIGTERM)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+def stop_serve(proc: subprocess.Popen[bytes], rss: Path) -> int:
+    """SIGTERM to serve itself (not to GNU time), then the peak RSS of its whole life (kB)."""
+    os.kill(child_of(proc.pid), signal.SIGTERM)
+    if proc.wait() != 0:
         raise BenchError(f"mirror serve exited {proc.returncode} on SIGTERM")
-    return int(usage.ru_maxrss)
+    return int(rss.read_text().split()[-1])
 
 
 def serve_bench(b: Bench, bundle: Path) -> ServeBench:
@@ -94,7 +95,7 @@ def serve_bench(b: Bench, bundle: Path) -> ServeBench:
                 "--catalog", str(b.dir("serve") / "catalog.json")]  # fmt: skip
     run_measured(imported, env=b.env)
     paths = blob_paths(bundle)
-    proc, url = start_serve(b, bundle)
+    proc, url, rss_file = start_serve(b, bundle)
     runs: dict[tuple[str, int], Measured] = {}
     try:
         for n in CLIENTS:
@@ -102,7 +103,7 @@ def serve_bench(b: Bench, bundle: Path) -> ServeBench:
                 log(f"serve: {len(paths)} blobs from {side}, {n} in parallel")
                 runs[(side, n)] = fetch_all(b, base, paths, n)
     finally:
-        rss = stop_serve(proc) if proc.poll() is None else 0
+        rss = stop_serve(proc, rss_file) if proc.poll() is None else 0
         registry.stop()
     return ServeBench(
         blobs=len(paths),

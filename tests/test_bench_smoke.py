@@ -262,6 +262,24 @@ def test_run_measured_reports_peak_rss_and_fails_loudly(tmp_path: Path) -> None:
         run_measured([sys.executable, "-c", "import sys; sys.exit(3)"])
 
 
+def test_peak_rss_is_the_commands_not_what_the_bench_once_held() -> None:
+    """A bench that once held 300 MB measures a small child as small: wait4(2) of its own
+    child would report at least 300 MB (the parent's high water, carried through fork)."""
+    import subprocess
+
+    code = (
+        "import sys; sys.path.insert(0, '.')\n"
+        "b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); del b\n"
+        "from bench.measure import run_measured\n"
+        "print(run_measured([sys.executable, '-c', 'pass']).rss_mb)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert 1 < float(done.stdout) < 100, done.stdout
+
+
 def test_disk_watch_sees_scratch_files_that_come_and_go(tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
