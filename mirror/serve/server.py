@@ -135,8 +135,9 @@ class Server:
         return str(addr[0]), int(addr[1])
 
     def release(self) -> None:
-        """Close the listener of a server that never ran (a start that failed after the bind)."""
-        self._server.socket.close()
+        """Close the listener and end the worker threads of a server that never ran: cheroot
+        starts its (non-daemon) pool when it binds, and a live pool keeps Python from exiting."""
+        self._server.stop()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until STOP is set, then stop accepting and let requests in flight finish."""
