@@ -30,6 +30,7 @@ from mirror.streams import (
     drain,
     read_hint,
     sweep_stale,
+    verified,
     write_hint,
 )
 
@@ -65,7 +66,7 @@ class BlobCache:
     def put(self, desc: Descriptor, stream: IO[bytes]) -> None:
         # Not fsynced: the bundle writer re-hashes every entry, so a torn one is caught.
         with atomic_file(self.path(desc.digest), durable=False) as out:
-            drain(VerifyingReader(stream, desc, f"cache {desc.digest}"), out)
+            drain(verified(stream, desc, f"cache {desc.digest}"), out)
         with self._lock:
             self.stored_bytes += desc.size
             self.fresh.add(desc.digest)

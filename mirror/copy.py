@@ -376,6 +376,11 @@ class _Counter:
     def __len__(self) -> int:
         return len(self._stream)  # type: ignore[arg-type]
 
+    @property
+    def proves(self) -> str | None:
+        """What the wrapped stream proves at its end, so the target need not hash it again."""
+        return getattr(self._stream, "proves", None)
+
     def rewind(self) -> None:
         self.obs.advance(-self.count)
         self.count = 0

@@ -35,6 +35,11 @@ class VerifyingReader:
         self._seen = 0
         self._done = False
 
+    @property
+    def proves(self) -> str:
+        """The digest this stream proves by its end (it raises instead of ending otherwise)."""
+        return self._desc.digest
+
     def __len__(self) -> int:
         return self._desc.size - self._seen
 
@@ -70,6 +75,14 @@ class VerifyingReader:
         extra = self._raw.read(1)
         if extra:
             raise IntegrityError(f"{self._where}: more than the declared {self._desc.size} bytes")
+
+
+def verified(stream: Readable, desc: Descriptor, where: str) -> Readable:
+    """`stream` checked against `desc`, hashed once: a stream that already proves `desc`
+    (a registry download, a wrapper that forwards `proves`) is not hashed a second time."""
+    if getattr(stream, "proves", None) == desc.digest:
+        return stream
+    return VerifyingReader(stream, desc, where)
 
 
 class LimitedReader:

@@ -37,7 +37,7 @@ from mirror.formats.helm import ChartVersion, entry_matches, parse_index, write_
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes, parse_manifest
 from mirror.settings import Clock
-from mirror.streams import COPY_CHUNK, VerifyingReader, atomic_file, drain
+from mirror.streams import COPY_CHUNK, atomic_file, drain, verified
 
 if TYPE_CHECKING:
     from mirror.bundle.manifest import ArtifactRecord
@@ -171,7 +171,7 @@ class HelmDirTarget:
     def _stage(self, desc: Descriptor, stream: IO[bytes]) -> None:
         path = self._staging_path(desc)
         with atomic_file(path) as fh:
-            drain(VerifyingReader(stream, desc, f"{self.where}: {desc.digest}"), fh)
+            drain(verified(stream, desc, f"{self.where}: {desc.digest}"), fh)
         with self._lock:
             self._staged[desc.digest] = path
 
