@@ -246,3 +246,18 @@ def test_read_small_matches_streaming_and_decompresses_a_shared_frame_once(
     assert reader.read_small(big, sha(files[big]), len(files[big])) == files[big]
     with pytest.raises(IntegrityError):
         reader.read_small(small[0], "0" * 64, len(files[small[0]]))
+
+
+def test_the_small_member_cache_keeps_json_members_not_frames(tmp_path: Path) -> None:
+    """What the reader keeps is the frames' small JSON members (read again: manifests and
+    configs), never the frames themselves: 5,000 small images once kept 64 MB of frames."""
+    layers = [os.urandom(3000 + i) for i in range(6)]
+    layout = make_layout(layers)
+    files, root = layout.files, layout.root
+    out = _write(tmp_path / "b.tar.zst", files, root)
+    reader = BundleReader(out)
+    small = sorted(p for p, d in files.items() if len(d) < SMALL_MEMBER)
+    for path in [*small, *small]:  # the second pass reads non-JSON members by streaming
+        assert reader.read_small(path, sha(files[path]), len(files[path])) == files[path]
+    kept = sum(len(d) for p, d in files.items() if p in small and d.startswith(b"{"))
+    assert 0 < reader._cached == kept < sum(len(files[p]) for p in small)

@@ -10,6 +10,7 @@ as it streams, so a lying table of contents can only cause a refusal.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from mirror.bundle.reader import BundleReader
+from mirror.bundle.reader import JSON_MEMBER, BundleReader
 from mirror.cache import BlobCache
 from mirror.errors import IntegrityError, MirrorError, OperationError, UsageError
 from mirror.oci import mediatypes as mt
@@ -95,6 +96,9 @@ class BundleStore:
         if reason is not None:
             raise OperationError(f"{desc.digest}: {reason}")
         path, rec = self._member(desc)
+        if rec.size <= JSON_MEMBER:  # a config, most often: the reader's small-member cache
+            yield io.BytesIO(self.reader.read_small(path, rec.sha256, rec.size))
+            return
         with self.reader.open_member(path, rec.sha256, rec.size) as stream:
             yield stream  # type: ignore[misc]
 
