@@ -572,6 +572,24 @@ def test_a_client_hanging_up_mid_blob_leaves_the_server_serving(
     assert served.proc.poll() is None
 
 
+def test_connections_that_say_nothing_hold_no_worker(served: Served, built: Built) -> None:
+    """More silent connections than serve has workers (32): each used to hold a worker for
+    its 60 s timeout, and serve answered no one. They now wait in the selector, and are
+    served when they do speak."""
+    host, port = served.url.split("://", 1)[1].rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=10) for _ in range(48)]
+    try:
+        resp = _session().get(f"{served.url}/v2/", timeout=5)
+        assert resp.status_code == 200
+        for sock in silent[:3]:
+            sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in silent:
+            sock.close()
+    assert served.proc.poll() is None
+
+
 def test_tls_with_the_given_certificate(built: Built, tmp_path: Path) -> None:
     certs = write_certs(tmp_path / "certs")
     s = Served(

@@ -107,10 +107,8 @@ class Server:
         tls: tuple[Path, Path] | None = None,
         threads: int = THREADS,
     ) -> None:
-        from cheroot import wsgi
-
         self.tls = tls is not None
-        self._server = wsgi.Server(
+        self._server = _server_class()(
             (host, port),
             app,
             numthreads=threads,
@@ -186,8 +184,33 @@ def _connection_class() -> type:
             else:
                 super().__init__(server, sock, makefile)
             self.wfile = _SocketWriter(sock)
+            self.parked = False  # waited in the selector for its first bytes
 
     return Connection
+
+
+def _server_class() -> type:
+    """cheroot's WSGI server, with new connections parked until they send something.
+
+    cheroot hands a new connection straight to a worker, which then waits up to its
+    timeout (60 s) for a request line: 40 connections that said nothing held all 32
+    workers, and `mirror serve` answered no one for a minute. A new connection now waits
+    in the selector, as an idle keep-alive connection does, and takes a worker only once it
+    is readable; idle ones are closed after the same timeout. (A client that sends a few
+    bytes and stalls still holds a worker until the timeout: docs/SECURITY.md.)
+    """
+    from cheroot import wsgi
+
+    class Server(wsgi.Server):  # type: ignore[misc]
+        def process_conn(self, conn: Any) -> None:
+            pending = getattr(conn.socket, "pending", None)  # TLS: bytes already decrypted
+            if not getattr(conn, "parked", True) and not (pending is not None and pending()):
+                conn.parked = True
+                self._connections.put(conn)  # type: ignore[attr-defined]  # to the selector
+                return
+            super().process_conn(conn)
+
+    return Server
 
 
 def _ssl_adapter(cert: Path, key: Path) -> Any:
