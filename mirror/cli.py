@@ -881,16 +881,20 @@ def _serve_until_signal(store: Any, opts: Any, signer: str | None, host: str, po
 
     tls = (opts.tls_cert, opts.tls_key) if opts.tls_cert else None
     server = Server(AccessLog(RegistryApp(store), log), host, port, tls=tls)
-    bound_host, bound_port = server.address
-    scheme = "https" if tls else "http"
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    where = f"{scheme}://{shown}:{bound_port}"
-    click.echo(f"serving {opts.bundle} at {where} (signer {signer or 'none'})")
-    click.echo(f"  {len(store.repos)} repositories; pull API at {where}/v2/")
-    for slug_ in sorted(store.helm):
-        click.echo(f"  Helm repository: {where}/charts/{slug_}/index.yaml")
-    click.echo(mirror_config_text(store, opts, bound_host, bound_port), nl=False)
-    sys.stdout.flush()
+    try:
+        bound_host, bound_port = server.address
+        scheme = "https" if tls else "http"
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        where = f"{scheme}://{shown}:{bound_port}"
+        click.echo(f"serving {opts.bundle} at {where} (signer {signer or 'none'})")
+        click.echo(f"  {len(store.repos)} repositories; pull API at {where}/v2/")
+        for slug_ in sorted(store.helm):
+            click.echo(f"  Helm repository: {where}/charts/{slug_}/index.yaml")
+        click.echo(mirror_config_text(store, opts, bound_host, bound_port), nl=False)
+        sys.stdout.flush()
+    except BaseException:
+        server.release()  # bound, never run: its worker pool would outlive the error
+        raise
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -9,7 +9,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mirror.serve.server import Server
 
@@ -47,3 +50,25 @@ def _established(s: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_start_that_fails_after_the_bind_leaves_no_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve binds, then prints where it listens; if printing fails (a closed stdout), the
+    bound server's pool must end with it, or the process lives on after its error."""
+    from faultproxy import mirror
+    from test_bundle_support import build_bundle, make_keys
+
+    from mirror.serve import server as server_module
+
+    keys = make_keys(tmp_path)
+    bundle = build_bundle(tmp_path / "b.tar.zst", keys)
+
+    def broken(*_: Any) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(server_module, "mirror_config_text", broken)
+    run = mirror("serve", bundle, "--key", keys.pub_path, "--listen", "127.0.0.1:0")
+    assert run.rc == 1 and "No space left" in run.err, run.err
+    assert [t.name for t in threading.enumerate() if t.name.startswith("CP Server")] == []

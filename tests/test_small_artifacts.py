@@ -100,3 +100,19 @@ def test_a_repository_with_tags_is_still_asked_blob_by_blob(
         assert proxy.seen("HEAD", r"/small/a/blobs/") > 0
         assert proxy.paths("PUT", shared) == []  # held by small/a, mounted into small/b
     _landed_whole(target.url)
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_a_registry_that_will_not_list_is_asked_blob_by_blob(
+    registry_factory: Any, tmp_path: Path, status: int
+) -> None:
+    """No census (the catalog refused, as some registries do for non-admins): the import
+    falls back to a HEAD per blob and still lands everything."""
+    bundle, _ = _export_small(registry_factory, tmp_path)
+    target = registry_factory("anon")
+    with FaultProxy.running(target.url) as proxy:
+        proxy.add("status", status=status, method="GET", path=r"/_catalog")
+        _import(bundle, proxy.url, tmp_path)
+        assert proxy.seen("GET", r"/_catalog", status=status) == 1
+        assert proxy.seen("HEAD", r"/blobs/") > 0
+    _landed_whole(target.url)

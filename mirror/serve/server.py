@@ -201,7 +201,7 @@ def _server_class() -> type:
     """
     from cheroot import wsgi
 
-    class Server(wsgi.Server):  # type: ignore[misc]
+    class ParkingServer(wsgi.Server):  # type: ignore[misc]
         def process_conn(self, conn: Any) -> None:
             pending = getattr(conn.socket, "pending", None)  # TLS: bytes already decrypted
             if not getattr(conn, "parked", True) and not (pending is not None and pending()):
@@ -210,7 +210,7 @@ def _server_class() -> type:
                 return
             super().process_conn(conn)
 
-    return Server
+    return ParkingServer
 
 
 def _ssl_adapter(cert: Path, key: Path) -> Any:
