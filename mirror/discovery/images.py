@@ -9,8 +9,6 @@ verify demands cannot drift apart.
 from __future__ import annotations
 
 import io
-import tarfile
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mirror.formats import jsondoc, open_tar_stream
+from mirror.formats import jsondoc, tar_files
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
 from mirror.oci.reference import ImageRef, parse_reference
@@ -243,18 +241,9 @@ def _scan_archive(data: bytes, values: Scan | None, charts: Scan, *, depth: int)
 
 def _members(data: bytes, *, pack: bool) -> Iterator[tuple[str, bytes]]:
     """Wanted regular files of a .tar(.gz) under MAX_FILE; a broken archive simply ends."""
-    try:
-        with open_tar_stream(io.BytesIO(data)) as tar:
-            for member in tar:
-                if not member.isfile() or member.size > MAX_FILE:
-                    continue
-                if not _wanted(member.name, pack=pack):
-                    continue
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    yield member.name, fh.read(MAX_FILE)
-    except (tarfile.TarError, OSError, EOFError, zlib.error):
-        return
+    return tar_files(
+        io.BytesIO(data), lambda name, size: size <= MAX_FILE and _wanted(name, pack=pack)
+    )
 
 
 def _wanted(name: str, *, pack: bool) -> bool:

@@ -6,8 +6,10 @@ Nothing here touches the network; sources and targets call these on bytes they a
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -110,3 +112,112 @@ def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:
     raw: io.RawIOBase = _Gunzip(head, stream) if head == b"\x1f\x8b" else _Prefixed(head, stream)
     source = io.BufferedReader(raw, _INFLATE_OUT)
     return tarfile.open(fileobj=source, mode="r|", bufsize=262144)
+
+
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_REGULAR = (b"0", b"\0", b"7")
+_META = (b"x", b"g", b"L", b"K")  # pax and GNU long-name records: about the next header
+_MAX_META = 64 * 1024
+_SKIP = 1024 * 1024
+
+
+class _Ended(Exception):
+    """The archive ends here: truncated, or a header that is not one."""
+
+
+def tar_files(stream: BinaryIO, want: Callable[[str, int], bool]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files of a plain or gzipped tar that `want(name, size)`
+    asks for, in archive order; a malformed archive simply ends the walk.
+
+    A scan of a pack reads every header to find three files. tarfile builds each header
+    field by field in Python and copies its stream buffer per header, most of what scanning
+    the corpus's packs cost; here a header is a few slices. Bundles are read strictly
+    elsewhere (bundle/tarfmt.py); this walker is for content that is only looked into.
+    """
+    head = stream.read(2)
+    raw: io.RawIOBase = _Gunzip(head, stream) if head == b"\x1f\x8b" else _Prefixed(head, stream)
+    src = io.BufferedReader(raw, _INFLATE_OUT)
+    pax: dict[bytes, bytes] = {}
+    long_name: bytes | None = None
+    try:
+        while (block := src.read(_BLOCK)) and len(block) == _BLOCK and block != _ZERO_BLOCK:
+            size, kind = _header_size(block), block[156:157]
+            if kind in _META:
+                if size > _MAX_META:
+                    return
+                data = _take(src, size, size)
+                if kind == b"x":
+                    pax = _pax(data)
+                elif kind == b"L":
+                    long_name = data.split(b"\0", 1)[0]
+                continue
+            name = (pax.get(b"path") or long_name or _ustar_name(block)).decode(
+                "utf-8", "surrogateescape"
+            )
+            size = int(pax[b"size"]) if b"size" in pax else size
+            pax, long_name = {}, None
+            if kind in _REGULAR and want(name, size):
+                yield name, _take(src, size, size)
+            else:
+                _skip(src, size + (-size % _BLOCK))
+    except (_Ended, OSError, EOFError, zlib.error, ValueError):
+        return
+
+
+def _header_size(block: bytes) -> int:
+    """The size field, once the checksum says this is a header (unsigned or signed sum)."""
+    recorded = _tar_number(block[148:156])
+    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+    if recorded != unsigned and recorded != sum(struct.unpack("148b8x356b", block)) + 256:
+        raise _Ended()
+    return _tar_number(block[124:136])
+
+
+def _tar_number(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # base-256, for sizes over 8 GiB
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _ustar_name(block: bytes) -> bytes:
+    name = block[0:100].split(b"\0", 1)[0]
+    if block[257:263] == b"ustar\x00":  # POSIX ustar; GNU's magic has no prefix field
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            return prefix + b"/" + name
+    return name
+
+
+def _pax(data: bytes) -> dict[bytes, bytes]:
+    """`LEN key=value\n` records; a malformed one ends the archive, as tarfile's would."""
+    records: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data) and data[pos : pos + 1] != b"\0":
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        record = data[space + 1 : pos + length]
+        if length <= 0 or not record.endswith(b"\n"):
+            raise _Ended()
+        key, _, value = record[:-1].partition(b"=")
+        records[key] = value
+        pos += length
+    return records
+
+
+def _take(src: io.BufferedIOBase, size: int, keep: int) -> bytes:
+    """The next member's data (the first `keep` bytes of it) and its padding."""
+    data = src.read(keep)
+    if len(data) != keep:
+        raise _Ended()
+    _skip(src, size - keep + (-size % _BLOCK))
+    return data
+
+
+def _skip(src: io.BufferedIOBase, n: int) -> None:
+    while n > 0:
+        chunk = src.read(min(n, _SKIP))
+        if not chunk:
+            raise _Ended()
+        n -= len(chunk)
