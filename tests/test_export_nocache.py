@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -90,6 +91,21 @@ def test_no_cache_bundle_is_byte_identical_to_the_cached_one(
     assert _spool(tmp_path) == []
     assert mirror("verify", streamed, "--allow-unsigned").rc == 0
     assert faults.seen("GET", BLOB_GET, status=503) == 2
+
+
+def test_each_blob_is_asked_for_once_though_the_plan_reads_the_pack_layers(
+    fixed_clock: None, faults: FaultProxy, tmp_path: Path, reference: Path
+) -> None:
+    """The plan reads each pack and chart layer (dependencies, images) and keeps it for the
+    writer, while the other blobs already arrive: one GET per blob in all, the same bytes."""
+    spec = write_spec(tmp_path / "s.yaml", faults.url)
+    out = tmp_path / "b.tar.zst"
+    run = mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "c", "--no-cache")
+    assert run.rc == 0, run.err
+    gets = Counter(p.rsplit("sha256:", 1)[1] for p in faults.paths("GET", BLOB_GET))
+    held = {p.name for p in _blobs(reference.parent / "cache")}  # blobs and manifests
+    assert len(gets) > 20 and set(gets) <= held and set(gets.values()) == {1}
+    assert out.read_bytes() == reference.read_bytes()
 
 
 def test_the_spool_is_bounded_and_big_blobs_stream_straight_in(

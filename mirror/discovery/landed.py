@@ -9,7 +9,10 @@ and the image closure never fetch or read it again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
+from mirror.copy import Graph
 from mirror.discovery.images import LayerScan
 from mirror.errors import UsageError
 from mirror.formats.pack import PackInfo, parse_pack_json
@@ -19,6 +22,7 @@ from mirror.stores.interface import Source, Target
 
 MAX_PACK_LAYER = 64 * 1024 * 1024  # pack archives are small; a bigger "pack" is not parsed
 _CONTENT = (mt.OCI_LAYER_TAR, mt.HELM_CHART)  # layers whose archives say what they need
+Keep = Callable[[Descriptor, bytes], None]  # who else wants a layer's bytes (--no-cache)
 
 
 class ContentScan:
@@ -30,12 +34,32 @@ class ContentScan:
         self._lock = threading.Lock()
 
     def landed(self, desc: Descriptor, dst: Target) -> None:
-        if desc.media_type not in _CONTENT or desc.size > MAX_PACK_LAYER:
+        if isinstance(dst, Source):  # a store that cannot be read back: discovery reads
+            self._read(desc, dst)
+
+    @staticmethod
+    def reads(desc: Descriptor) -> bool:
+        """Whether this layer is one the scan reads (a pack's or a chart's archive)."""
+        return desc.media_type in _CONTENT and desc.size <= MAX_PACK_LAYER
+
+    def read_planned(self, graphs: Sequence[Graph], *, jobs: int, keep: Keep | None) -> None:
+        """A plan's graphs: nothing landed, so read each pack and chart layer from its
+        source, once, in parallel, as the copy workers would have; `keep` gets the bytes."""
+        todo: dict[str, tuple[Descriptor, Source]] = {}
+        for g in graphs:
+            for b in g.blobs:
+                if self.reads(b) and b.digest not in self.scans:
+                    todo.setdefault(b.digest, (b, g.task.src))
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="scan") as pool:
+            list(pool.map(lambda item: self._read(item[0], item[1], keep), todo.values()))
+
+    def _read(self, desc: Descriptor, src: Source, keep: Keep | None = None) -> None:
+        if not self.reads(desc):
             return
-        if not isinstance(dst, Source):  # a store that cannot be read back: discovery reads
-            return
-        with dst.fetch(desc) as stream:
+        with src.fetch(desc) as stream:
             data = stream.read()  # at most MAX_PACK_LAYER, verified at EOF
+        if keep is not None:
+            keep(desc, data)
         scan, pack_json = LayerScan.read(data, desc.media_type)  # one walk for both needs
         info = _pack_info(pack_json, desc.digest) if pack_json is not None else None
         with self._lock:

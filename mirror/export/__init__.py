@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,14 +80,23 @@ def _export(
         mtime=opts.settings.clock.mtime(),
     )
     target = BundleStore.staging(cache, held.where, out)
-    streamed = opts.no_cache and not opts.dry_run
-    plan = dataclasses.replace(opts, dry_run=True) if streamed else opts  # --no-cache: plan
-    done = run_rounds(spec, selection, cache, target, plan, observer)
-    external = external_blobs(done.report, target, held)
-    result = export_result(opts, done, external, selection)
-    if not opts.dry_run:
+    with ExitStack() as stack:
+        streamer = None
+        if opts.no_cache and not opts.dry_run:  # the rounds plan; blobs arrive meanwhile
+            streamer = streaming.Streamer(
+                cache, opts.output.resolve(), jobs=opts.settings.jobs, skip=target.external
+            )
+            stack.enter_context(streamer.running())
+        plan = dataclasses.replace(opts, dry_run=True) if streamer else opts
+        done = run_rounds(spec, selection, cache, target, plan, observer, streamer)
+        external = external_blobs(done.report, target, held)
+        result = export_result(opts, done, external, selection)
+        if opts.dry_run:
+            return result
         result.notes += _honest_notes(opts)
-        blobs = streaming.planned(done.report, target, cache, opts) if streamed else cache
+        if streamer is not None:
+            streaming.planned(target, done.report)
+        blobs = streamer or cache
         manifest = describe_bundle(spec, opts, done, selection, target, blobs)
         if since:
             manifest = dataclasses.replace(manifest, since=tuple(held.bundles), external=external)
@@ -95,14 +105,14 @@ def _export(
         members = describe.members(target, done.report, blobs)
         result.blobs, result.bytes = describe.totals(members)  # what inspect and verify count
         target.describe(manifest, members)
-        if isinstance(blobs, streaming.Streamer):
-            result.downloaded_bytes = streaming.commit(target, blobs, done.report)
+        if streamer is not None:
+            result.downloaded_bytes = streaming.commit(target, streamer, done.report)
         else:
             target.commit()  # the archive, its signature and its sidecars, written once
-        if state is not None:  # only now, with the bundle written, does the chain move on
-            data = manifest.to_bytes()
-            state.record(manifest, data, "sha256:" + hashlib.sha256(data).hexdigest())
-        cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
+    if state is not None:  # only now, with the bundle written, does the chain move on
+        data = manifest.to_bytes()
+        state.record(manifest, data, "sha256:" + hashlib.sha256(data).hexdigest())
+    cache.save_seen()  # the tags this bundle holds: next time, conditional GETs
     return result
 
 

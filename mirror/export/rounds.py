@@ -20,10 +20,10 @@ from mirror.oci import mediatypes as mt
 from mirror.sigpolicy import check_export
 from mirror.spec import BundleSpec
 from mirror.stores.bundle import BundleStore
-from mirror.stores.memory import Remembering
 
 if TYPE_CHECKING:
     from mirror.export import ExportOptions
+    from mirror.export.streaming import Streamer
 
 
 @dataclass
@@ -46,24 +46,19 @@ def run_rounds(
     target: BundleStore,
     opts: ExportOptions,
     observer: Observer,
+    streamer: Streamer | None = None,
 ) -> Rounds:
     """Children before parents across rounds too: what refers to a thing is copied after it."""
     scan = ContentScan()  # pack and chart layers, read by the copy workers as they land
     jobs = opts.settings.jobs
     copy = CopyOptions(jobs=jobs, dry_run=opts.dry_run, hooks=(scan,), commit=False)
-    if opts.dry_run:  # nothing is copied: read pack layers from the source for the check
-        _remember_layers(selection)
-        packs = check_packs(
-            selection.found, cache, add=opts.with_dependencies, store=False, jobs=jobs
-        )
-        selection.found += packs.added  # planned too
     report = copy_graphs(
         [_task(f, target) for f in selection.found], options=copy, observer=observer
     )
-    if not opts.dry_run:
-        packs = _pack_check(
-            selection, cache, target, scan, copy, report, observer, add=opts.with_dependencies
-        )
+    planned = _Planned(scan, streamer, jobs) if opts.dry_run else None
+    if planned is not None:
+        planned.read(report)
+    packs = _pack_check(selection, cache, target, scan, copy, report, observer, opts, planned)
     selection.notes += packs.notes
     copy = dataclasses.replace(copy, hooks=())  # images and companions are no packs
     images, more = image_round(
@@ -90,32 +85,45 @@ def _pack_check(
     copy: CopyOptions,
     report: CopyReport,
     observer: Observer,
-    *,
-    add: bool,
+    opts: ExportOptions,
+    planned: _Planned | None,
 ) -> PackReport:
     """Dependencies of the copied packs; with --with-dependencies, copy what they need."""
     packs = check_packs(
         selection.found,
         cache,
-        add=add,
-        store=True,
+        add=opts.with_dependencies,
+        store=not copy.dry_run,
         jobs=copy.jobs,
         known=scan.packs,
     )
     selection.found += packs.added
     if packs.added:
-        added = [_task(f, target) for f in packs.added]
-        report.absorb(copy_graphs(added, options=copy, observer=observer))
+        added = copy_graphs(
+            [_task(f, target) for f in packs.added], options=copy, observer=observer
+        )
+        if planned is not None:
+            planned.read(added)
+        report.absorb(added)
     return packs
 
 
-def _remember_layers(selection: Selection) -> None:
-    """A dry run reads each pack layer for pack.json and again for images: fetch it once."""
-    wrapped: dict[int, Remembering] = {}
-    for i, f in enumerate(selection.found):
-        if f.kind in ("pack", "chart"):
-            keep = wrapped.setdefault(id(f.source), Remembering(f.source))
-            selection.found[i] = dataclasses.replace(f, source=keep)
+@dataclass(frozen=True)
+class _Planned:
+    """A plan's round (a dry run, or `--no-cache`'s): nothing landed, so no copy worker read
+    the pack and chart layers; they are read from their sources here. With a streamer, the
+    round's other blobs start to arrive meanwhile and the layers read are kept for it."""
+
+    scan: ContentScan
+    streamer: Streamer | None
+    jobs: int
+
+    def read(self, report: CopyReport) -> None:
+        keep = None
+        if self.streamer is not None:
+            self.streamer.add(report.graphs, later=ContentScan.reads)
+            keep = self.streamer.keep
+        self.scan.read_planned(report.graphs, jobs=self.jobs, keep=keep)
 
 
 def _task(found: Found, target: BundleStore) -> CopyTask:

@@ -2,11 +2,15 @@
 
 The plan comes first (a dry run's rounds: every manifest is small and fetched whole), so
 every blob's digest and size, hence the signed manifest.json written first, is known
-before any blob's bytes. The writer then opens members in archive order; `Streamer`
-fetches the next ones in parallel into temp files beside the output (named by the
-streams.py sweep rule, so a killed run's spool is swept by the next export to that output),
-at most `cap` bytes at a time. A blob bigger than the spool streams straight into the
-archive when its turn comes. The writer hashes every member as it packs it.
+before any blob's bytes. The fetching does not wait for it: once the first round's graphs
+are known (`add`), their blobs start to arrive while the plan reads pack and chart layers
+for dependencies and images; those layers are kept in memory (`keep`), read once. The
+writer then opens members in archive order (`begin`); `Streamer` fetches the next ones in
+parallel into temp files beside the output (named by the streams.py sweep rule, so a killed
+run's spool is swept by the next export to that output), at most `cap` bytes at a time. A
+blob bigger than the spool, or one not fetched ahead, streams straight into the archive
+when its turn comes. Every source stream is verified as it is read (a `Source` promises
+it), so the writer hashes only what comes from the cache.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -34,10 +38,11 @@ from mirror.stores.interface import Source
 from mirror.streams import COPY_CHUNK, temp_beside
 
 if TYPE_CHECKING:
-    from mirror.export import ExportOptions
     from mirror.stores.bundle import BundleStore
 
 SPOOL_CAP = 256 << 20  # the most bytes fetched ahead of the writer, on disk at one time
+KEEP_CAP = 32 << 20  # pack and chart layers the plan read, kept in memory for the writer
+KEEP_SMALL = 64 << 10  # a blob up to this size is read whole and kept when first opened
 SPOOL_SUFFIX = ".spool.tmp"  # ends in .tmp: streams.sweep_stale removes a killed run's
 RESUME_HINT = "run it again without --no-cache to keep what arrives in the cache and resume"
 
@@ -49,34 +54,33 @@ class _Stopped(Exception):
 class Streamer:
     """Members' bytes from the source registries, in archive order, fetched ahead.
 
-    `open(desc)` is what `describe.members` calls for each blob; manifests come from
-    memory (the plan holds them), blobs the cache already has from the cache, the rest
-    from the spool or, outside `running()` or past the spool's size, from the source.
+    `open(desc)` is what `describe.members` calls for each blob; manifests and kept layers
+    come from memory, blobs the cache held when the plan named them from the cache, the
+    rest from the spool or, past the spool's size or its turn, from the source.
     """
-
-    fresh: frozenset[str] = frozenset()  # nothing is pre-verified: the writer hashes all
 
     def __init__(
         self,
-        graphs: Sequence[Graph],
         cache: BlobCache,
         spool_beside: Path,
         *,
         jobs: int,
+        skip: Callable[[Descriptor], bool] = lambda d: False,
         cap: int | None = None,
         attempts: int = 3,
     ) -> None:
         self.cache = cache
         self._beside = spool_beside
         self._jobs = jobs
+        self._skip = skip  # blobs not written at all (a delta's external ones)
         self._cap = SPOOL_CAP if cap is None else cap
         self._attempts = attempts
         self._manifests: dict[str, bytes] = {}
-        self._sources: dict[str, Source] = {}
-        for g in graphs:
-            self._manifests.update((d.digest, data) for d, data in g.manifests)
-            for b in g.blobs:
-                self._sources.setdefault(b.digest, g.task.src)
+        self._sources: dict[str, Source] = {}  # blobs to fetch: not in the cache
+        self._fresh: set[str] = set()
+        self._kept: dict[str, bytes] = {}
+        self._kept_bytes = 0
+        self._writing = False  # begun: the writer's opens are the last reads of each blob
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._order: list[Descriptor] = []
@@ -88,17 +92,81 @@ class Streamer:
         self.fetched_bytes = 0  # from the network by this export
         self.peak_spool = 0  # the most bytes the spool held at one time (for the bench)
 
+    @property
+    def fresh(self) -> Collection[str]:
+        """Verified by this process on the way in: the plan's manifests, fetched blobs."""
+        return self._fresh
+
+    # -- what the plan calls ---------------------------------------------------------
+
+    def add(self, graphs: Sequence[Graph], *, later: Callable[[Descriptor], bool]) -> None:
+        """A round's graphs, as the plan finds them: their blobs (but those `later` says the
+        plan reads itself) start to arrive now, in archive order."""
+        with self._lock:
+            new = self._register(graphs)
+            self._order += sorted((d for d in new if not later(d)), key=lambda d: d.digest)
+        self._top_up()
+
+    def keep(self, desc: Descriptor, data: bytes) -> None:
+        """A layer the plan fetched and read whole (verified): the writer takes it from here."""
+        if self._hold(desc, data):
+            with self._lock:
+                self.fetched_bytes += len(data)
+
+    def _hold(self, desc: Descriptor, data: bytes) -> bool:
+        with self._lock:
+            if desc.digest in self._kept or self._kept_bytes + len(data) > KEEP_CAP:
+                return False
+            self._kept[desc.digest] = data
+            self._kept_bytes += len(data)
+            return True
+
+    def begin(self, graphs: Sequence[Graph], order: Sequence[Descriptor]) -> None:
+        """The whole plan and the writer's order: fetch ahead along it from now on."""
+        with self._lock:
+            self._register(graphs)
+            self._order = [d for d in order if self._fetches(d)]
+            self._next = 0
+            self._writing = True
+        self._top_up()
+
+    def _register(self, graphs: Sequence[Graph]) -> list[Descriptor]:
+        new = []
+        for g in graphs:
+            self._manifests.update((d.digest, data) for d, data in g.manifests)
+            for b in g.blobs:
+                if b.digest in self._sources or self._skip(b) or self.cache.has(b):
+                    continue  # decided once: what the cache holds is read from it
+                self._sources[b.digest] = g.task.src
+                new.append(b)
+        self._fresh.update(self._manifests, self._sources)
+        return new
+
+    def _fetches(self, desc: Descriptor) -> bool:
+        d = desc.digest
+        return d in self._sources and d not in self._kept and d not in self._ahead
+
     # -- what describe.members and the writer call ------------------------------------
 
     def open(self, desc: Descriptor) -> BinaryIO:
-        data = self._manifests.get(desc.digest)
+        with self._lock:  # the writer reads each member once, and last: kept bytes go
+            kept = self._kept.pop(desc.digest, None) if self._writing else None
+            data = self._manifests.get(desc.digest) or kept or self._kept.get(desc.digest)
+            future = self._ahead.pop(desc.digest, None) if data is None else None
         if data is not None:
             return io.BytesIO(data)
-        if self.cache.has(desc):
+        if desc.digest not in self._sources:
             return self.cache.open(desc)
-        with self._lock:
-            future = self._ahead.pop(desc.digest, None)
         self._top_up()
+        stream = self._stream(desc, future)
+        if self._writing or desc.size > KEEP_SMALL:
+            return stream
+        with stream:  # before the writer (describe reads a chart's config): keep it for it
+            data = stream.read()
+        self._hold(desc, data)
+        return io.BytesIO(data)
+
+    def _stream(self, desc: Descriptor, future: Future[Path] | None) -> BinaryIO:
         if future is None:
             return io.BufferedReader(_Direct(self, desc), COPY_CHUNK)  # type: ignore[type-var]
         path = future.result()  # raises the prefetch's failure, already retried
@@ -107,12 +175,10 @@ class Streamer:
         return _Spooled(raw, self, desc.size)
 
     @contextmanager
-    def running(self, order: Sequence[Descriptor]) -> Iterator[Streamer]:
-        """Fetch ahead while the writer packs `order`; afterwards no spool file remains."""
-        self._order = [d for d in order if d.digest in self._sources]
+    def running(self) -> Iterator[Streamer]:
+        """Fetch ahead while the plan and the writer run; afterwards no spool file remains."""
         self._pool = ThreadPoolExecutor(max_workers=self._jobs, thread_name_prefix="spool")
         try:
-            self._top_up()
             yield self
         finally:
             self._stop.set()
@@ -127,8 +193,8 @@ class Streamer:
         with self._lock:
             while self._pool is not None and self._next < len(self._order):
                 desc = self._order[self._next]
-                if desc.size > self._cap or self.cache.has(desc):
-                    self._next += 1  # streamed directly, or read from the cache, in turn
+                if desc.size > self._cap or not self._fetches(desc):
+                    self._next += 1  # streamed directly in turn, or already on its way
                     continue
                 if self._reserved + desc.size > self._cap:
                     return
@@ -220,24 +286,20 @@ def say_how_to_resume(exc: MirrorError) -> None:
     exc.args = (f"{exc}; nothing was written ({RESUME_HINT})",)
 
 
-def planned(
-    report: CopyReport, target: BundleStore, cache: BlobCache, opts: ExportOptions
-) -> Streamer:
-    """After a dry run's rounds: name every ref as the manifest pusher would, and read the
-    members from the sources."""
+def planned(target: BundleStore, report: CopyReport) -> None:
+    """After the plan's rounds: name every ref as the manifest pusher would have."""
     for g in report.graphs:
         if g.task.tag is not None:
             target.tag(g.task.root, g.task.tag, g.task.annotations)
-    return Streamer(report.graphs, cache, opts.output.resolve(), jobs=opts.settings.jobs)
 
 
 def commit(target: BundleStore, streamer: Streamer, report: CopyReport) -> int:
     """Write the bundle as its blobs arrive; the bytes fetched from the network."""
     blobs = {b.digest: b for g in report.graphs for b in g.blobs if not target.external(b)}
     order = [blobs[d] for d in sorted(blobs)]  # the writer packs blobs by path: by digest
+    streamer.begin(report.graphs, order)
     try:
-        with streamer.running(order):
-            target.commit()
+        target.commit()
     except MirrorError as exc:
         say_how_to_resume(exc)
         raise
