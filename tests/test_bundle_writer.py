@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -261,3 +262,54 @@ def test_the_small_member_cache_keeps_json_members_not_frames(tmp_path: Path) ->
         assert reader.read_small(path, sha(files[path]), len(files[path])) == files[path]
     kept = sum(len(d) for p, d in files.items() if p in small and d.startswith(b"{"))
     assert 0 < reader._cached == kept < sum(len(files[p]) for p in small)
+
+
+def test_written_bytes_go_to_disk_while_the_bundle_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background fdatasync every SYNC_EVERY bytes, before the last member is packed, so
+    the closing fsync finds little left; the bundle is the same bytes as without it."""
+    from mirror.bundle import writer
+
+    files, root = _big_layout()
+    plain = _write(tmp_path / "plain.tar.zst", files, root).read_bytes()
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(writer, "SYNC_EVERY", 64 * 1024)
+    monkeypatch.setattr(writer.os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    members = members_of(files)
+    last = members[-1]
+
+    def last_opens() -> BinaryIO:  # the last member waits (5 s at most) for a sync to land
+        deadline = time.monotonic() + 5
+        while not synced and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return last.open()
+
+    members[-1] = Member(last.path, last.size, last.sha256, last_opens)
+    out = tmp_path / "b.tar.zst"
+    write_bundle(out, manifest_doc(files, root).to_bytes(), None, members, mtime=MTIME)
+    assert out.read_bytes() == plain
+    assert synced, "no fdatasync while members were still to come"
+
+
+def test_a_described_manifest_is_trusted_for_its_list_but_members_are_still_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`described` spares parsing and validating manifest.json a second time; what the
+    members are is still held against its list."""
+    from mirror.bundle import writer
+
+    files = make_layout().files
+    doc = manifest_doc(files, make_layout().root)
+    data = doc.to_bytes()
+
+    def no_parse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(writer, "parse_manifest", no_parse)
+    members = members_of(files)
+    with pytest.raises(IntegrityError, match="not given to the writer"):
+        write_bundle(tmp_path / "b", data, None, members[:-1], mtime=MTIME, described=doc)
+    write_bundle(tmp_path / "b", data, None, members, mtime=MTIME, described=doc)
+    assert BundleReader(tmp_path / "b").head()[0] == data

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -21,13 +22,19 @@ from typing import BinaryIO, Protocol, cast
 import zstandard
 
 from mirror.bundle import tarfmt
-from mirror.bundle.manifest import MANIFEST_PATH, SIGNATURE_PATH, parse_manifest
+from mirror.bundle.manifest import (
+    MANIFEST_PATH,
+    SIGNATURE_PATH,
+    BundleManifest,
+    parse_manifest,
+)
 from mirror.bundle.parts import split_output
 from mirror.bundle.toc import TocEntry, encode_footer, encode_toc
 from mirror.errors import IntegrityError, OperationError, UsageError
 from mirror.streams import atomic_file
 
 CHUNK = 1024 * 1024
+SYNC_EVERY = 32 * 1024 * 1024  # written bytes between background fdatasyncs
 SMALL_MEMBER = 256 * 1024  # smaller members share a frame ...
 GROUP_LIMIT = 1024 * 1024  # ... of at most about this many uncompressed bytes
 # Levels await the benchmark (docs/BENCHMARKS.md): gzip/zstd layers gain ~nothing from more.
@@ -70,11 +77,42 @@ class _Item:
         return len(self.header) + self.member.size + tarfmt.padding(self.member.size)
 
 
+class _Flusher:
+    """fdatasync the output on a thread of its own every SYNC_EVERY bytes, so the fsync that
+    makes the bundle durable finds little left to write: on the bench host it took 0.12-0.14 s
+    of a 300 MB export, with both cores otherwise idle. Errors wait for that fsync."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._due = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="bundle-sync", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._due.set()
+
+    def close(self) -> None:
+        self._done = True
+        self._due.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._done:
+                return
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
+
+
 class _Sink:
     """The output file, counting and hashing every compressed byte on its way to disk.
 
     The hash runs on a thread of its own (hashlib releases the GIL), beside the
-    compression, instead of after each write on the writer's thread.
+    compression, instead of after each write on the writer's thread; written bytes go
+    to disk in the background as well (`_Flusher`).
     """
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -84,12 +122,19 @@ class _Sink:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._hasher, name="bundle-hash", daemon=True)
         self._thread.start()
+        fileno = getattr(raw, "fileno", None)
+        self._flusher = _Flusher(fileno()) if callable(fileno) else None
+        self._poked = 0
 
     def write(self, data: bytes) -> int:
         chunk = bytes(data)
         self.raw.write(chunk)
         self._queue.put(chunk)
         self.count += len(chunk)
+        if self._flusher is not None and self.count - self._poked >= SYNC_EVERY:
+            self.raw.flush()
+            self._poked = self.count
+            self._flusher.poke()
         return len(chunk)
 
     def flush(self) -> None:
@@ -103,6 +148,9 @@ class _Sink:
         return self._hash.digest()
 
     def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.close()
+            self._flusher = None
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -124,12 +172,15 @@ def write_bundle(
     compressed_level: int = COMPRESSED_LEVEL,
     threads: int = -1,
     split_size: int | None = None,
+    described: BundleManifest | None = None,
 ) -> WrittenBundle:
     """Write FILE atomically: a temp file beside it, fsync, rename; on any failure no FILE.
 
     With `split_size`, FILE.001, FILE.002, ... instead (bundle/parts.py), just as atomic.
+    `described`: the manifest whose `to_bytes()` (schema-checked) gave `manifest`, so its
+    member list is not parsed and validated a second time.
     """
-    items = _plan(manifest, signature, members, mtime)
+    items = _plan(manifest, signature, members, mtime, described)
     out = split_output(output, split_size) if split_size else atomic_file(output)
     try:
         with out as raw:
@@ -144,10 +195,14 @@ def write_bundle(
 
 
 def _plan(
-    manifest: bytes, signature: bytes | None, members: Sequence[Member], mtime: int
+    manifest: bytes,
+    signature: bytes | None,
+    members: Sequence[Member],
+    mtime: int,
+    described: BundleManifest | None,
 ) -> list[_Item]:
     """Members in bundle order, checked against the manifest before any byte is written."""
-    listed = {m.path: m for m in parse_manifest(manifest).members}
+    listed = (described or parse_manifest(manifest)).member_map()
     given: dict[str, Member] = {}
     for m in members:
         reason = tarfmt.unsafe_reason(m.path)

@@ -185,7 +185,7 @@ class BundleStore:
         try:
             written = write_bundle(
                 out.output, data, signature, members, mtime=out.mtime, observer=out.observer,
-                split_size=out.split_size,
+                split_size=out.split_size, described=manifest,
             )  # fmt: skip
         except IntegrityError as exc:
             raise _forget_corrupt(exc, self._staged()) from None
