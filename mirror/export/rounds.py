@@ -49,21 +49,19 @@ def run_rounds(
     streamer: Streamer | None = None,
 ) -> Rounds:
     """Children before parents across rounds too: what refers to a thing is copied after it."""
-    scan = ContentScan()  # pack and chart layers, read by the copy workers as they land
     jobs = opts.settings.jobs
-    copy = CopyOptions(jobs=jobs, dry_run=opts.dry_run, hooks=(scan,), commit=False)
+    layers = _Layers(ContentScan(), opts.dry_run, streamer, jobs)
+    copy = CopyOptions(jobs=jobs, dry_run=opts.dry_run, hooks=(layers.scan,), commit=False)
     report = copy_graphs(
         [_task(f, target) for f in selection.found], options=copy, observer=observer
     )
-    planned = _Planned(scan, streamer, jobs) if opts.dry_run else None
-    if planned is not None:
-        planned.read(report)
-    packs = _pack_check(selection, cache, target, scan, copy, report, observer, opts, planned)
+    layers.after(report)
+    packs = _pack_check(selection, cache, target, copy, report, observer, opts, layers)
     selection.notes += packs.notes
     copy = dataclasses.replace(copy, hooks=())  # images and companions are no packs
     images, more = image_round(
         spec, selection.found, cache, target, options=copy, observer=observer,
-        ca_file=opts.settings.ca_file, carry=opts.images, known=scan.scans,
+        ca_file=opts.settings.ca_file, carry=opts.images, known=layers.scan.scans,
     )  # fmt: skip
     report.absorb(more)
     selection.notes += images.notes
@@ -81,12 +79,11 @@ def _pack_check(
     selection: Selection,
     cache: BlobCache,
     target: BundleStore,
-    scan: ContentScan,
     copy: CopyOptions,
     report: CopyReport,
     observer: Observer,
     opts: ExportOptions,
-    planned: _Planned | None,
+    layers: _Layers,
 ) -> PackReport:
     """Dependencies of the copied packs; with --with-dependencies, copy what they need."""
     packs = check_packs(
@@ -95,30 +92,33 @@ def _pack_check(
         add=opts.with_dependencies,
         store=not copy.dry_run,
         jobs=copy.jobs,
-        known=scan.packs,
+        known=layers.scan.packs,
     )
     selection.found += packs.added
     if packs.added:
         added = copy_graphs(
             [_task(f, target) for f in packs.added], options=copy, observer=observer
         )
-        if planned is not None:
-            planned.read(added)
+        layers.after(added)
         report.absorb(added)
     return packs
 
 
 @dataclass(frozen=True)
-class _Planned:
-    """A plan's round (a dry run, or `--no-cache`'s): nothing landed, so no copy worker read
-    the pack and chart layers; they are read from their sources here. With a streamer, the
-    round's other blobs start to arrive meanwhile and the layers read are kept for it."""
+class _Layers:
+    """Pack and chart layers, read once per export: by the copy workers as they land (the
+    scan is an engine hook), or in a plan (a dry run, `--no-cache`), where nothing lands,
+    from their sources after each round; with a streamer, the round's other blobs start to
+    arrive meanwhile, and the layers read are kept for its writer."""
 
     scan: ContentScan
+    plan: bool
     streamer: Streamer | None
     jobs: int
 
-    def read(self, report: CopyReport) -> None:
+    def after(self, report: CopyReport) -> None:
+        if not self.plan:
+            return
         keep = None
         if self.streamer is not None:
             self.streamer.add(report.graphs, later=ContentScan.reads)
