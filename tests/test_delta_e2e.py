@@ -115,3 +115,35 @@ def test_a_bad_receipt_is_a_usage_error(
     args = ["export", str(_spec(tmp_path, source)), "-o", str(tmp_path / "b"), "--since", str(bad)]
     assert main(args) == 2
     assert "receipt.json" in capsys.readouterr().err
+
+
+def test_a_cacheless_delta_is_the_same_bundle_and_fetches_nothing_held(
+    source: LabRegistry,
+    registry_factory: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--no-cache` starts fetching before the plan is done; what the far side holds (the
+    delta's external blobs) is still never fetched, and the bundle is the cached one's."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    target: LabRegistry = registry_factory()
+    _push(source, "1.0.0", make_layer("cacheless-one", 300_000))
+    spec, receipt = str(_spec(tmp_path, source)), tmp_path / "receipt.json"
+    full = tmp_path / "full.tar.zst"
+    assert main(["export", spec, "-o", str(full), "--cache-dir", str(tmp_path / "c0")]) == 0
+    imp = ["--target", target.url, "--allow-unsigned", "--catalog", str(tmp_path / "cat.json")]
+    assert main(["import", str(full), *imp, "--receipt", str(receipt)]) == 0
+    _push(source, "2.0.0", make_layer("cacheless-two", 200_000))  # shares BASE
+
+    cached, streamed = tmp_path / "cached.tar.zst", tmp_path / "streamed.tar.zst"
+    delta = ["export", spec, "--since", str(receipt), "--json"]
+    assert main([*delta, "-o", str(cached), "--cache-dir", str(tmp_path / "c1")]) == 0
+    capsys.readouterr()
+    assert (
+        main([*delta, "-o", str(streamed), "--cache-dir", str(tmp_path / "c2"), "--no-cache"]) == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["externalBlobs"] == 3 and summary["externalBytes"] > 600_000
+    assert 200_000 <= summary["downloadedBytes"] < 300_000  # the new layer and its config
+    assert streamed.read_bytes() == cached.read_bytes()
