@@ -121,3 +121,26 @@ def test_a_pax_record_too_large_to_be_a_header_ends_the_walk() -> None:
         tar.addfile(info, io.BytesIO(b""))
     assert _tarfile_files(buf.getvalue()) == [("values.yaml", b"")]  # tarfile reads it whole
     assert _ours(buf.getvalue()) == []  # we refuse a 70 KB header before reading it
+
+
+def test_a_negative_pax_size_ends_the_walk_instead_of_reading_everything() -> None:
+    """Read as a length, "-1" means "all of it": the walk would hold the rest in memory."""
+    info = tarfile.TarInfo("values.yaml")
+    info.pax_headers = {"size": "-1"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(b""))
+        more = tarfile.TarInfo("pack.json")
+        more.size = 20 << 20
+        tar.addfile(more, io.BytesIO(bytes(more.size)))
+
+    class Counted(io.BytesIO):
+        taken = 0
+
+        def read(self, n: int | None = -1) -> bytes:
+            data = super().read(n)
+            Counted.taken += len(data)
+            return data
+
+    assert list(tar_files(Counted(buf.getvalue()), lambda name, size: True)) == []
+    assert Counted.taken < 4 << 20  # not the 20 MB that follow

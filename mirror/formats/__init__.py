@@ -156,6 +156,8 @@ def tar_files(stream: BinaryIO, want: Callable[[str, int], bool]) -> Iterator[tu
                 "utf-8", "surrogateescape"
             )
             size = int(pax[b"size"]) if b"size" in pax else size
+            if size < 0:  # only a pax record can say so; reading "-1" bytes reads it all
+                return
             pax, long_name = {}, None
             if kind in _REGULAR and want(name, size):
                 yield name, _take(src, size, size)
