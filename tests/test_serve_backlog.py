@@ -72,3 +72,46 @@ def test_a_start_that_fails_after_the_bind_leaves_no_worker(
     run = mirror("serve", bundle, "--key", keys.pub_path, "--listen", "127.0.0.1:0")
     assert run.rc == 1 and "No space left" in run.err, run.err
     assert [t.name for t in threading.enumerate() if t.name.startswith("CP Server")] == []
+
+
+def _endless(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    chunk = bytes(1 << 20)
+    while True:  # a big blob: far more than the socket buffers hold
+        yield chunk
+
+
+def test_a_client_that_stops_reading_does_not_hold_serve_after_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cheroot's stop waits out its grace, shuts only the read side of connections still
+    held, then joins their workers without a limit: a worker blocked sending to a client
+    that stopped reading held serve forever (a SIGTERM unanswered for 30 s in CI)."""
+    from mirror.serve import server as server_module
+
+    monkeypatch.setattr(server_module, "SHUTDOWN_GRACE", 0.5)
+    server = Server(_endless, "127.0.0.1", 0)
+    host, port = server.address
+    stop = threading.Event()
+    runner = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    runner.start()
+    client = socket.create_connection((host, port))
+    try:
+        client.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.recv(1024)  # the response began; from here on the client reads nothing
+        time.sleep(0.5)  # the worker fills the socket buffers and blocks in send
+        began = time.monotonic()
+        stop.set()
+        runner.join(15)
+        assert not runner.is_alive(), "serve did not stop"
+        assert time.monotonic() - began < 10
+        deadline = time.monotonic() + 5  # the worker's send failed: it ends too
+        while _pool_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _pool_threads() == []
+    finally:
+        client.close()
+
+
+def _pool_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("CP Server")]

@@ -8,6 +8,7 @@ and gives requests in flight time to finish; TLS is its built-in `ssl` adapter.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "127.0.0.1:5000"
 THREADS = 32  # requests served at once; idle keep-alive connections hold no thread
 SHUTDOWN_GRACE = 10.0  # seconds a SIGTERM leaves requests in flight to finish
+FORCED_GRACE = 5.0  # then, with their connections shut, seconds before serve exits anyway
 # Connections the kernel queues before accept(). cheroot's default is 5: the sixth client
 # connecting at once has its SYN dropped and retries a second later (curl -Z 8: 0.14 s
 # became 1.05 s). Go's net/http, which docker-registry uses, asks for the system maximum.
@@ -135,7 +137,7 @@ class Server:
     def release(self) -> None:
         """Close the listener and end the worker threads of a server that never ran: cheroot
         starts its (non-daemon) pool when it binds, and a live pool keeps Python from exiting."""
-        self._server.stop()
+        self._stop()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until STOP is set, then stop accepting and let requests in flight finish."""
@@ -145,8 +147,27 @@ class Server:
             while not stop.wait(0.5) and worker.is_alive():
                 pass
         finally:
-            self._server.stop()
+            self._stop()
             worker.join(SHUTDOWN_GRACE)
+
+    def _stop(self) -> None:
+        """cheroot's stop, bounded. It lets requests in flight run for SHUTDOWN_GRACE, then
+        shuts only the read side of the connections still held and joins their workers with
+        no limit: one blocked sending to a client that stopped reading held serve forever
+        (a SIGTERM unanswered for 30 s in CI). Past the grace, both sides are shut here,
+        which fails that send, and the wait ends either way."""
+        workers = list(getattr(self._server.requests, "_threads", ()))  # stop() clears it
+        stopper = threading.Thread(target=self._server.stop, name="serve-stop", daemon=True)
+        stopper.start()
+        stopper.join(SHUTDOWN_GRACE + 1)
+        if not stopper.is_alive():
+            return
+        for worker in workers:
+            sock = getattr(getattr(worker, "conn", None), "socket", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        stopper.join(FORCED_GRACE)
 
 
 class _SocketWriter:
