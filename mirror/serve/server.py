@@ -148,7 +148,7 @@ class Server:
                 pass
         finally:
             self._stop()
-            worker.join(SHUTDOWN_GRACE)
+            worker.join(FORCED_GRACE)  # the accept loop ends once stop() has begun
 
     def _stop(self) -> None:
         """cheroot's stop, bounded. It lets requests in flight run for SHUTDOWN_GRACE, then
