@@ -13,6 +13,7 @@ import tarfile
 from dataclasses import dataclass
 
 from mirror.errors import VerificationError
+from mirror.formats import pax_records, tar_number, ustar_name
 from mirror.streams import Readable
 
 BLOCK = 512
@@ -145,23 +146,16 @@ def _check_checksum(block: bytes) -> None:
 
 
 def _number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # base-256, for sizes over 8 GiB
-        if field[0] & 0x40:
-            raise VerificationError("archive: negative number in tar header")
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip(b" ")
+    if field[:1] and field[0] & 0xC0 == 0xC0:  # base-256 with its sign bit set
+        raise VerificationError("archive: negative number in tar header")
     try:
-        return int(text, 8) if text else 0
+        return tar_number(field)
     except ValueError:
         raise VerificationError("archive: corrupt number in tar header") from None
 
 
 def _name(block: bytes) -> str:
-    name = block[0:100].split(b"\0", 1)[0]
-    if block[257:263] == b"ustar\x00":  # POSIX ustar; old GNU has no prefix field
-        prefix = block[345:500].split(b"\0", 1)[0]
-        if prefix:
-            name = prefix + b"/" + name
+    name = ustar_name(block)
     try:
         return name.decode("utf-8")
     except UnicodeDecodeError:
@@ -169,20 +163,7 @@ def _name(block: bytes) -> str:
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
-    records: dict[str, str] = {}
-    pos = 0
     try:
-        while pos < len(data):
-            space = data.index(b" ", pos)
-            length = int(data[pos:space])
-            if length <= 0:
-                raise ValueError
-            record = data[space + 1 : pos + length]
-            if not record.endswith(b"\n"):
-                raise ValueError
-            key, _, value = record[:-1].partition(b"=")
-            records[key.decode("utf-8")] = value.decode("utf-8")
-            pos += length
-    except (ValueError, UnicodeDecodeError):
+        return pax_records(data)
+    except ValueError:  # UnicodeDecodeError is one
         raise VerificationError("archive: malformed pax header") from None
-    return records

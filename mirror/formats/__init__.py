@@ -138,8 +138,8 @@ def tar_files(stream: BinaryIO, want: Callable[[str, int], bool]) -> Iterator[tu
     head = stream.read(2)
     raw: io.RawIOBase = _Gunzip(head, stream) if head == b"\x1f\x8b" else _Prefixed(head, stream)
     src = io.BufferedReader(raw, _INFLATE_OUT)
-    pax: dict[bytes, bytes] = {}
-    long_name: bytes | None = None
+    pax: dict[str, str] = {}
+    long_name: str | None = None
     try:
         while (block := src.read(_BLOCK)) and len(block) == _BLOCK and block != _ZERO_BLOCK:
             size, kind = _header_size(block), block[156:157]
@@ -148,14 +148,12 @@ def tar_files(stream: BinaryIO, want: Callable[[str, int], bool]) -> Iterator[tu
                     return
                 data = _take(src, size, size)
                 if kind == b"x":
-                    pax = _pax(data)
+                    pax = pax_records(data.rstrip(b"\0"))
                 elif kind == b"L":
-                    long_name = data.split(b"\0", 1)[0]
+                    long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                 continue
-            name = (pax.get(b"path") or long_name or _ustar_name(block)).decode(
-                "utf-8", "surrogateescape"
-            )
-            size = int(pax[b"size"]) if b"size" in pax else size
+            name = pax.get("path") or long_name or _decoded(ustar_name(block))
+            size = int(pax["size"]) if "size" in pax else size
             if size < 0:  # only a pax record can say so; reading "-1" bytes reads it all
                 return
             pax, long_name = {}, None
@@ -169,21 +167,30 @@ def tar_files(stream: BinaryIO, want: Callable[[str, int], bool]) -> Iterator[tu
 
 def _header_size(block: bytes) -> int:
     """The size field, once the checksum says this is a header (unsigned or signed sum)."""
-    recorded = _tar_number(block[148:156])
+    recorded = tar_number(block[148:156])
     unsigned = sum(block) - sum(block[148:156]) + 8 * 32
     if recorded != unsigned and recorded != sum(struct.unpack("148b8x356b", block)) + 256:
         raise _Ended()
-    return _tar_number(block[124:136])
+    return tar_number(block[124:136])
 
 
-def _tar_number(field: bytes) -> int:
-    if field[:1] and field[0] & 0x80:  # base-256, for sizes over 8 GiB
+def _decoded(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")  # as tarfile does
+
+
+def tar_number(field: bytes) -> int:
+    """A header's number: octal text, or base-256 for sizes over 8 GiB. ValueError for
+    anything else, a negative number included (bundle/tarfmt.py reads with it too)."""
+    if field[:1] and field[0] & 0x80:
+        if field[0] & 0x40:
+            raise ValueError("negative number in tar header")
         return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
+    text = field.split(b"\0", 1)[0].strip(b" ")
     return int(text, 8) if text else 0
 
 
-def _ustar_name(block: bytes) -> bytes:
+def ustar_name(block: bytes) -> bytes:
+    """A header's name, with the ustar prefix field when the magic says there is one."""
     name = block[0:100].split(b"\0", 1)[0]
     if block[257:263] == b"ustar\x00":  # POSIX ustar; GNU's magic has no prefix field
         prefix = block[345:500].split(b"\0", 1)[0]
@@ -192,18 +199,18 @@ def _ustar_name(block: bytes) -> bytes:
     return name
 
 
-def _pax(data: bytes) -> dict[bytes, bytes]:
-    """`LEN key=value\n` records; a malformed one ends the archive, as tarfile's would."""
-    records: dict[bytes, bytes] = {}
+def pax_records(data: bytes) -> dict[str, str]:
+    """`LEN key=value\n` records, UTF-8; ValueError for a malformed one."""
+    records: dict[str, str] = {}
     pos = 0
-    while pos < len(data) and data[pos : pos + 1] != b"\0":
+    while pos < len(data):
         space = data.index(b" ", pos)
         length = int(data[pos:space])
         record = data[space + 1 : pos + length]
         if length <= 0 or not record.endswith(b"\n"):
-            raise _Ended()
+            raise ValueError("malformed pax record")
         key, _, value = record[:-1].partition(b"=")
-        records[key] = value
+        records[key.decode("utf-8")] = value.decode("utf-8")
         pos += length
     return records
 
