@@ -34,7 +34,7 @@ class ContentScan:
         self._lock = threading.Lock()
 
     def landed(self, desc: Descriptor, dst: Target) -> None:
-        if isinstance(dst, Source):  # a store that cannot be read back: discovery reads
+        if isinstance(dst, Source):  # one that cannot be read back leaves it to discovery
             self._read(desc, dst)
 
     @staticmethod
