@@ -144,3 +144,18 @@ def test_a_negative_pax_size_ends_the_walk_instead_of_reading_everything() -> No
 
     assert list(tar_files(Counted(buf.getvalue()), lambda name, size: True)) == []
     assert Counted.taken < 4 << 20  # not the 20 MB that follow
+
+
+def test_a_name_that_is_not_utf8_reads_as_tarfile_reads_it() -> None:
+    """A name in some other encoding (latin-1 here) comes through with surrogate escapes,
+    as tarfile gives it, instead of ending the walk; the files after it are still read."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, body in (("caf\udce9/values.yaml", b"a: 1\n"), ("pack.json", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    data = buf.getvalue()
+    assert b"caf\xe9/" in data
+    assert _ours(data) == _tarfile_files(data)
+    assert [name for name, _ in _ours(data)] == ["caf\udce9/values.yaml", "pack.json"]
