@@ -7,6 +7,7 @@ level parameters are not on the CLI.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from bench.report import LevelBench, LevelRow
 from mirror.bundle import writer
 from mirror.bundle.manifest import MANIFEST_PATH, parse_manifest
 
-BUNDLE_LEVELS = (-1, 1, 3, 9)
+BUNDLE_LEVELS = (writer.STORED, -1, 1, 3, 9)
 TRIES = 3  # best of: a level's time is CPU-bound, so the minimum is the least noisy figure
 PACK_LEVELS = (-1, 1, 3, 9, 19)
 QUICK_PACK_LEVELS = (-1, 1, 3, 9)
@@ -30,7 +31,7 @@ def _opener(path: Path) -> Callable[[], BinaryIO]:
     return lambda: path.open("rb")
 
 
-def bundle_sweep(layout: Path, out_dir: Path, levels: Sequence[int]) -> list[LevelRow]:
+def bundle_sweep(layout: Path, out_dir: Path, levels: Sequence[int | None]) -> list[LevelRow]:
     """write_bundle over the extracted bundle's own members, at each level."""
     manifest = (layout / MANIFEST_PATH).read_bytes()
     members = [
@@ -45,8 +46,9 @@ def bundle_sweep(layout: Path, out_dir: Path, levels: Sequence[int]) -> list[Lev
         best = float("inf")
         for _ in range(TRIES):
             with timed() as t:
+                plain = writer.LEVEL if level is writer.STORED else level
                 written = writer.write_bundle(
-                    out, manifest, None, members, mtime=0, level=level, compressed_level=level
+                    out, manifest, None, members, mtime=0, level=plain, compressed_level=level
                 )
             best = min(best, t[0])
             out.unlink()
@@ -79,19 +81,31 @@ def _gunzip(data: bytes) -> bytes:
         return data
 
 
-def frames_sweep(blobs: Sequence[bytes], levels: Sequence[int]) -> list[LevelRow]:
+def frames_sweep(blobs: Sequence[bytes], levels: Sequence[int | None]) -> list[LevelRow]:
     """One frame per blob, all cores, as the writer does for a lone member."""
     in_bytes = sum(len(b) for b in blobs)
     rows = []
     for level in levels:
-        ctx = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+        frame = _stored if level is writer.STORED else _compressor(level)
         best = float("inf")
         for _ in range(TRIES):
             with timed() as t:
-                out = sum(len(ctx.compress(b)) for b in blobs)
+                out = sum(len(frame(b)) for b in blobs)
             best = min(best, t[0])
         rows.append(LevelRow(level, best, out, in_bytes))
     return rows
+
+
+def _compressor(level: int) -> Callable[[bytes], bytes]:
+    return zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True).compress
+
+
+def _stored(blob: bytes) -> bytes:
+    out = io.BytesIO()
+    frame = writer.StoredFrame(out, len(blob))
+    frame.write(blob)
+    frame.flush()
+    return out.getvalue()
 
 
 def level_bench(layout: Path, out_dir: Path, *, quick: bool = False) -> LevelBench:
@@ -101,6 +115,6 @@ def level_bench(layout: Path, out_dir: Path, *, quick: bool = False) -> LevelBen
     return LevelBench(
         current=(writer.LEVEL, writer.COMPRESSED_LEVEL),
         bundle=bundle_sweep(layout, out_dir, BUNDLE_LEVELS),
-        packs=frames_sweep(packs, pack_levels) if packs else [],
+        packs=frames_sweep(packs, (writer.STORED, *pack_levels)) if packs else [],
         raw=frames_sweep(raw, pack_levels) if raw else [],
     )

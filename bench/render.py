@@ -40,14 +40,21 @@ RULE = (
 )
 
 
-def recommend(rows: Sequence[LevelRow], current: int | None = None) -> LevelRow:
+NO_LEVEL = "none"  # recommend() without a current level to keep
+
+
+def recommend(rows: Sequence[LevelRow], current: int | str | None = NO_LEVEL) -> LevelRow:
     """The smallest output at an acceptable speed, without chasing timing noise."""
     fast = [r for r in rows if r.seconds <= 0 or r.in_bytes / r.seconds >= RATE_FLOOR]
     fast = fast or list(rows)
     smallest = min(r.out_bytes for r in fast)
     good = [r for r in fast if r.out_bytes <= smallest * (1 + SIZE_TOLERANCE)]
     keep = [r for r in good if r.level == current]
-    return keep[0] if keep else min(good, key=lambda r: r.level)
+    return keep[0] if keep else min(good, key=lambda r: (r.level is not None, r.level or 0))
+
+
+def level_name(level: int | None) -> str:
+    return "stored" if level is None else str(level)
 
 
 def render(r: Report) -> str:
@@ -418,11 +425,11 @@ def _nocache(n: NoCacheBench, number: int) -> list[str]:
     ]
 
 
-def _level_rows(rows: Sequence[LevelRow], current: int) -> list[list[str]]:
+def _level_rows(rows: Sequence[LevelRow], current: int | None) -> list[list[str]]:
     best = recommend(rows, current)
     return [
         [
-            str(x.level),
+            level_name(x.level),
             secs(x.seconds),
             rate(x.in_bytes, x.seconds),
             mb(x.out_bytes),
@@ -442,7 +449,8 @@ def _levels(lv: LevelBench, number: int) -> list[str]:
             lv.bundle,
             compressed,
             "The whole bench bundle written by `mirror.bundle.writer.write_bundle` "
-            "(every member re-hashed, all cores), both writer levels set to the value shown:",
+            "(every member re-hashed, all cores), both writer levels set to the value shown "
+            "(for stored, `LEVEL` stays at its default):",
         ),
         (
             lv.packs,
@@ -461,7 +469,8 @@ def _levels(lv: LevelBench, number: int) -> list[str]:
             lines += [text, "", *table(head, _level_rows(rows, current)), ""]
     lines.append(
         f"Current writer defaults: `LEVEL = {lv.current[0]}` (uncompressed members), "
-        f"`COMPRESSED_LEVEL = {lv.current[1]}` (members starting with gzip or zstd magic). "
+        f"`COMPRESSED_LEVEL = {level_name(lv.current[1])}` (lone members starting with gzip or "
+        "zstd magic; stored: raw blocks, no compressor). "
         f"Rule: {RULE}."
     )
     if lv.bundle:
@@ -481,8 +490,10 @@ def _levels(lv: LevelBench, number: int) -> list[str]:
     return [*lines, ""]
 
 
-def _verdict(best: int, current: int) -> str:
-    return f"keep {current}" if best == current else f"use {best} (now {current})"
+def _verdict(best: int | None, current: int | None) -> str:
+    if best == current:
+        return f"keep {level_name(current)}"
+    return f"use {level_name(best)} (now {level_name(current)})"
 
 
 def _serve(s: ServeBench, number: int) -> list[str]:

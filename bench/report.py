@@ -280,7 +280,7 @@ class NoCacheBench:
 
 @dataclass(frozen=True)
 class LevelRow:
-    level: int
+    level: int | None  # None: STORED, raw blocks with no compressor
     seconds: float
     out_bytes: int
     in_bytes: int
@@ -288,7 +288,7 @@ class LevelRow:
 
 @dataclass(frozen=True)
 class LevelBench:
-    current: tuple[int, int]  # the writer's (LEVEL, COMPRESSED_LEVEL) today
+    current: tuple[int, int | None]  # the writer's (LEVEL, COMPRESSED_LEVEL) today
     bundle: Sequence[LevelRow]  # every member of the bench bundle at one level
     packs: Sequence[LevelRow]  # the real corpus pack blobs alone (gzip)
     raw: Sequence[LevelRow]  # the same pack blobs decompressed: compressible members

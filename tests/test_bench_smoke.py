@@ -238,6 +238,9 @@ def test_level_recommendation_keeps_the_current_level_unless_output_shrinks() ->
     assert run.recommend(rows, 3).level == 9  # 20% smaller and still above 100 MB/s
     rows.append(LevelRow(19, 60.0, 50, 200 * MB))
     assert run.recommend(rows, 3).level == 9  # smaller, but far too slow
+    stored = [LevelRow(None, 0.5, 201 * MB, 200 * MB), LevelRow(1, 1.0, 200 * MB, 200 * MB)]
+    assert run.recommend(stored).level is None  # within 1% of level 1: the cheapest wins
+    assert run.recommend(stored, 1).level == 1
     text = run.render(_report())
     assert "`COMPRESSED_LEVEL`: keep 1 on the bench bundle" in text
     assert "`LEVEL`: use 9 (now 3) on decompressed pack archives" in text

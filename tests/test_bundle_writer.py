@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import subprocess
@@ -25,7 +26,7 @@ from test_bundle_support import (
 from mirror.bundle import reader as reader_module
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.toc import FOOTER_SIZE
-from mirror.bundle.writer import SMALL_MEMBER, Member, write_bundle
+from mirror.bundle.writer import RAW_BLOCK, SMALL_MEMBER, ZSTD_MAGIC, Member, write_bundle
 from mirror.errors import IntegrityError, OperationError, VerificationError
 
 
@@ -61,6 +62,59 @@ def test_standard_tools_read_it_in_order(tmp_path: Path) -> None:
     subprocess.run(f"zstd -dqc {bundle2} | tar -xf - -C {dest}", shell=True, check=True)
     for path, data in files.items():
         assert (dest / path).read_bytes() == data
+
+
+def _raw_frame(data: bytes, at: int) -> tuple[bytes, int]:
+    """Parse a frame of raw blocks at `at` by RFC 8878 alone: its content and its length."""
+    assert data[at : at + 6] == ZSTD_MAGIC + b"\xc0\x38"  # 8-byte size, 128 KiB window
+    size = int.from_bytes(data[at + 6 : at + 14], "little")
+    pos, content = at + 14, bytearray()
+    while True:
+        head = int.from_bytes(data[pos : pos + 3], "little")
+        last, kind, n = head & 1, (head >> 1) & 3, head >> 3
+        assert kind == 0 and n <= RAW_BLOCK  # Raw_Block, within Block_Maximum_Size
+        content += data[pos + 3 : pos + 3 + n]
+        pos += 3 + n
+        if last:
+            assert len(content) == size
+            return bytes(content), pos - at
+
+
+def test_compressed_members_go_in_raw_blocks_and_read_back_everywhere(tmp_path: Path) -> None:
+    """gzip and zstd members are stored, not recompressed: zstd gained them nothing and
+    cost two copies of every byte. Everything else is still compressed, with a checksum."""
+    gz = gzip.compress(os.urandom(RAW_BLOCK * 9 + 5), mtime=0)
+    zst = zstandard.ZstdCompressor().compress(os.urandom(3 * SMALL_MEMBER))
+    plain = b"plain text, very compressible " * (SMALL_MEMBER // 8)
+    layout = make_layout([b"small gzip layer", gz, zst, plain])  # the first is gzipped again
+    out = _write(tmp_path / "b.tar.zst", layout.files, layout.root)
+    data, toc = out.read_bytes(), BundleReader(out).toc()
+    for blob in (gz, zst):
+        entry = toc["blobs/sha256/" + sha(blob)]
+        content, length = _raw_frame(data, entry.frame)
+        assert content[entry.offset : entry.offset + len(blob)] == blob
+        assert length - len(content) <= 14 + 3 * (len(content) // RAW_BLOCK + 4)  # ~0.002%
+        params = zstandard.get_frame_parameters(data[entry.frame :])
+        assert (params.content_size, params.window_size) == (len(content), RAW_BLOCK)
+        assert not params.has_checksum  # the member's sha256 is what readers check
+        one = zstandard.ZstdDecompressor().decompressobj().decompress(data[entry.frame :])
+        assert one == content  # zstd's own decoder, this frame alone
+    entry = toc["blobs/sha256/" + sha(plain)]
+    params = zstandard.get_frame_parameters(data[entry.frame :])
+    assert params.has_checksum and data[entry.frame + 4] != 0xC0
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(
+        f"zstd -tq {out} && zstd -dqc {out} | tar -xf - -C {dest}", shell=True, check=True
+    )
+    for path, blob in layout.files.items():
+        assert (dest / path).read_bytes() == blob
+        with BundleReader(out).open_member(path, sha(blob), len(blob)) as s:
+            assert s.read() == blob
+    # A level instead of STORED compresses them again (the bench's level sweep).
+    again = _write(tmp_path / "c.tar.zst", layout.files, layout.root, compressed_level=1)
+    entry = BundleReader(again).toc()["blobs/sha256/" + sha(gz)]
+    assert zstandard.get_frame_parameters(again.read_bytes()[entry.frame :]).has_checksum
 
 
 def test_output_is_byte_identical_whatever_the_order_and_threads(tmp_path: Path) -> None:
@@ -181,6 +235,20 @@ def test_corrupt_cache_leaves_nothing(tmp_path: Path, content: bytes, message: s
     with pytest.raises(IntegrityError, match=f"{path}.*{message}"):
         write_bundle(out, data, None, members, mtime=MTIME)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cut", [1, RAW_BLOCK, RAW_BLOCK + 1])
+def test_a_stored_member_cut_short_or_too_long_leaves_nothing(tmp_path: Path, cut: int) -> None:
+    good = b"\x1f\x8b" + os.urandom(2 * SMALL_MEMBER)  # gzip magic: a raw-block frame
+    files = {**make_layout().files, "blobs/sha256/" + sha(good): good}
+    data = manifest_doc(files, make_layout().root).to_bytes()
+    path = "blobs/sha256/" + sha(good)
+    for bad, message in ((good[:-cut], "truncated"), (good + b"\0" * cut, "more than")):
+        members = [m for m in members_of(files) if m.path != path]
+        members.append(Member(path, len(good), sha(good), lambda b=bad: io.BytesIO(b)))
+        with pytest.raises(IntegrityError, match=f"{path}.*{message}"):
+            write_bundle(tmp_path / "b.tar.zst", data, None, members, mtime=MTIME)
+        assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), OSError(28, "No space left on device")])
