@@ -155,7 +155,9 @@ class _Sink:
         self.raw = raw
         self.count = 0
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=32)
+        self._queue: queue.Queue[list[bytes | memoryview] | None] = queue.Queue(maxsize=32)
+        self._batch: list[bytes | memoryview] = []  # handed to the hasher about 1 MiB at a time
+        self._batched = 0
         self._thread = threading.Thread(target=self._hasher, name="bundle-hash", daemon=True)
         self._thread.start()
         fileno = getattr(raw, "fileno", None)
@@ -167,13 +169,20 @@ class _Sink:
         frozen = type(data) is bytes or (type(data) is memoryview and data.readonly)
         chunk = data if frozen else bytes(data)
         self.raw.write(chunk)
-        self._queue.put(chunk)
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= CHUNK:  # a stored frame writes 3 bytes, then 128 KiB: one
+            self._hand_over()  # wake-up of the hasher per piece was 4% of an export's CPU
         self.count += len(chunk)
         if self._flusher is not None and self.count - self._poked >= SYNC_EVERY:
             self.raw.flush()
             self._poked = self.count
             self._flusher.poke()
         return len(chunk)
+
+    def _hand_over(self) -> None:
+        self._queue.put(self._batch)
+        self._batch, self._batched = [], 0
 
     def flush(self) -> None:
         """Frame ends flush us; the file itself is flushed and fsynced once, at the end."""
@@ -190,12 +199,14 @@ class _Sink:
             self._flusher.close()
             self._flusher = None
         if self._thread.is_alive():
+            self._hand_over()
             self._queue.put(None)
             self._thread.join()
 
     def _hasher(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._hash.update(chunk)
+        while (batch := self._queue.get()) is not None:
+            for chunk in batch:
+                self._hash.update(chunk)
 
 
 def write_bundle(
