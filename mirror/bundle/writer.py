@@ -155,7 +155,7 @@ class _Sink:
         self.raw = raw
         self.count = 0
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[list[bytes | memoryview] | None] = queue.Queue(maxsize=32)
+        self._queue: queue.Queue[list[bytes | memoryview] | None] = queue.Queue(maxsize=8)
         self._batch: list[bytes | memoryview] = []  # handed to the hasher about 1 MiB at a time
         self._batched = 0
         self._thread = threading.Thread(target=self._hasher, name="bundle-hash", daemon=True)
