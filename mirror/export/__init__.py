@@ -54,8 +54,6 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     """Select, copy into the cache in rounds, describe, then write FILE (and its sidecars)."""
     require_referrers(spec, opts.referrers)
     cache = BlobCache(opts.settings.cache_dir)
-    if not opts.dry_run:
-        _warm_up()
     with cache.held():  # `mirror cache prune` refuses while an export uses the cache
         return _export(spec, opts, observer, cache)
 
@@ -76,6 +74,8 @@ def _export(
     )
     if not selection.found and not spec.images:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
+    if not opts.dry_run:
+        _warm_up()  # after discovery: its imports held the GIL from discovery's requests
     out = BundleFile(
         opts.output,
         opts.key,
@@ -122,8 +122,9 @@ def _export(
 
 def _warm_up() -> None:
     """Import the bundle writer and build the manifest's validator on a thread of their own
-    while the network rounds run: on the main thread, after the copy, they were 0.1-0.2 s
-    with nothing else to do (bench/FINDINGS.md). A failure here is met again where used."""
+    while the copy rounds run: on the main thread, after the copy, they were 0.1-0.2 s with
+    nothing else to do (bench/FINDINGS.md). Not during discovery, whose requests it slowed
+    (the warm-cache export's network time, 0.02-0.04 s). A failure is met again where used."""
 
     def run() -> None:
         with contextlib.suppress(Exception):
