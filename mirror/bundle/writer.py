@@ -111,7 +111,7 @@ class _Flusher:
 
 
 class _Writable(Protocol):
-    def write(self, data: bytes) -> int: ...
+    def write(self, data: bytes | memoryview, /) -> int: ...
 
 
 class StoredFrame:
@@ -135,7 +135,7 @@ class StoredFrame:
         for at in range(0, len(view), RAW_BLOCK):
             piece = view[at : at + RAW_BLOCK]
             self._out.write((len(piece) << 3).to_bytes(3, "little"))  # not last, raw, size
-            self._out.write(piece)  # type: ignore[arg-type]
+            self._out.write(piece)
         return len(view)
 
     def flush(self, flush_mode: int = zstandard.FLUSH_FRAME) -> int:
