@@ -472,8 +472,9 @@ def images(
     from mirror.settings import Settings
 
     spec = _select(specs, presets, registry_names, fips, allow_non_fips)
-    cache = BlobCache(Settings.from_env().cache_dir)
-    selection = discover_all(spec, ca_file=ca_file, jobs=jobs, known=cache)
+    settings = Settings.from_env(jobs=jobs, ca_file=ca_file)
+    cache = BlobCache(settings.cache_dir)
+    selection = discover_all(spec, net=settings.net, jobs=jobs, known=cache)
     closure = closure_of(spec, selection.found, cache, jobs=jobs)
     for note in closure.notes:
         click.echo(f"warning: {note}", err=True)

@@ -18,6 +18,7 @@ from mirror.discovery.interface import Found
 from mirror.discovery.upstream import Resolved, Upstreams, resolve_all
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
+from mirror.settings import Net
 from mirror.spec import BundleSpec
 from mirror.stores.interface import Source, Target
 
@@ -60,7 +61,7 @@ def image_round(
     *,
     options: CopyOptions,
     observer: Observer,
-    ca_file: str | None = None,
+    net: Net | None = None,
     carry: bool = True,
     known: Mapping[str, LayerScan] | None = None,
 ) -> tuple[ImageRound, CopyReport]:
@@ -70,7 +71,7 @@ def image_round(
     closure = closure_of(spec, found, cache, jobs=options.jobs, known=known)
     if not carry:
         return ImageRound(closure, skipped=[str(n.ref) for n in closure.images]), CopyReport()
-    upstreams = Upstreams(spec, ca_file=ca_file)
+    upstreams = Upstreams(spec, net=net)
     resolved = resolve_all(
         closure.images, upstreams, platforms=spec.platforms, known=cache, jobs=options.jobs
     )

@@ -1,9 +1,11 @@
-"""One settings object, built once by the CLI and handed down: how many workers, which CA
-file, where this host keeps its cache and its memos, and the clock.
+"""One settings object, built once by the CLI and handed down: how many workers, how the
+network is reached (`Net`: CA file, stall and rate limits), where this host keeps its cache
+and its memos, and the clock.
 
 The environment is read here and nowhere else for these (XDG_CACHE_HOME,
-SOURCE_DATE_EPOCH), so a test or an embedding program builds a `Settings` and knows
-exactly what the library will do.
+SOURCE_DATE_EPOCH, MIRROR_READ_TIMEOUT, MIRROR_MIN_RATE, MIRROR_RATE_GRACE,
+MIRROR_BLOB_DEADLINE), so a test or an embedding program builds a `Settings` and knows
+exactly what the library will do; a bad value is a usage error before any work.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mirror.errors import UsageError
 
 DEFAULT_JOBS = max(4, min(16, (os.cpu_count() or 2) * 4))  # network-bound: 4 per CPU
 
@@ -35,6 +39,45 @@ class Clock:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.now()))
 
 
+@dataclass(frozen=True)
+class Net:
+    """How this run reaches registries: a private CA, and how long it waits on them.
+
+    A read that blocks `read_timeout` seconds is a stall; a body averaging under `min_rate`
+    bytes a second after `grace` seconds is one too (0: no floor), and no blob may take over
+    `deadline` seconds (0: none). docs/SECURITY.md gives each fault's bound.
+    """
+
+    ca_file: str | None = None
+    read_timeout: float = 120.0  # MIRROR_READ_TIMEOUT
+    min_rate: float = 1024.0  # MIRROR_MIN_RATE
+    grace: float = 60.0  # MIRROR_RATE_GRACE
+    deadline: float = 0.0  # MIRROR_BLOB_DEADLINE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], ca_file: str | None = None) -> Net:
+        timeout = _number(env, "MIRROR_READ_TIMEOUT", cls.read_timeout)
+        if timeout <= 0:
+            raise UsageError(
+                f"MIRROR_READ_TIMEOUT={timeout:g}: expected a positive number of seconds"
+            )
+        return cls(
+            ca_file=ca_file,
+            read_timeout=timeout,
+            min_rate=_number(env, "MIRROR_MIN_RATE", cls.min_rate),
+            grace=_number(env, "MIRROR_RATE_GRACE", cls.grace),
+            deadline=_number(env, "MIRROR_BLOB_DEADLINE", cls.deadline),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    try:
+        return float(text) if text else default
+    except ValueError:
+        raise UsageError(f"{name}={text!r}: expected a number") from None
+
+
 def _home(env: Mapping[str, str]) -> Path:
     return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mirror"
 
@@ -42,7 +85,7 @@ def _home(env: Mapping[str, str]) -> Path:
 @dataclass(frozen=True)
 class Settings:
     jobs: int = DEFAULT_JOBS
-    ca_file: str | None = None  # a private CA for the registries this run talks to
+    net: Net = field(default_factory=Net)  # a private CA, stall and rate limits
     cache_dir: Path = field(default_factory=lambda: _home(os.environ))  # export's blob cache
     memo: Path | None = None  # bundles proven whole (bundle/memo.py); None: remember nothing
     clock: Clock = field(default_factory=Clock)
@@ -62,7 +105,7 @@ class Settings:
         epoch = env.get("SOURCE_DATE_EPOCH", "").strip()
         return cls(
             jobs=jobs,
-            ca_file=ca_file,
+            net=Net.from_env(env, ca_file),
             cache_dir=cache_dir or home,
             memo=home / "verified-bundles.json",
             clock=Clock(int(epoch) if epoch.isdigit() else None),

@@ -25,6 +25,7 @@ from mirror.oci.descriptor import descriptor_for
 from mirror.registry.auth import Credentials, parse_challenge
 from mirror.registry.client import RegistryClient
 from mirror.registry.retry import RetriesExhausted
+from mirror.settings import Net, Settings
 
 
 def _artifact(size: int = 3000) -> OciArtifact:
@@ -87,7 +88,7 @@ def test_missing_things_are_not_found(registry: LabRegistry) -> None:
 def test_tls_needs_the_ca(tls_registry: LabRegistry) -> None:
     with pytest.raises(RegistryError, match="--ca-file"):
         RegistryClient(tls_registry.url).ping()
-    RegistryClient(tls_registry.url, ca_file=str(tls_registry.ca_file)).ping()
+    RegistryClient(tls_registry.url, net=Net(ca_file=str(tls_registry.ca_file))).ping()
 
 
 # ---- a real registry behind the fault proxy ------------------------------------------------
@@ -338,16 +339,25 @@ def test_a_conditional_get_answered_304_returns_what_was_known_and_keeps_the_con
     assert desc.digest != known[0].digest and data == other.manifest
 
 
-def test_the_read_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MIRROR_READ_TIMEOUT bounds a stall (docs/SECURITY.md); nonsense is a usage error."""
+def test_the_network_limits_come_from_settings_and_only_settings_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MIRROR_READ_TIMEOUT and the rate floor's variables bound a stall (docs/SECURITY.md).
+    Settings.from_env reads them, the CLI hands them down, a client built without them
+    gets the defaults whatever the environment says; nonsense is a usage error at once."""
     from mirror.errors import UsageError
+    from mirror.registry.retry import RateFloor
 
-    monkeypatch.setenv("MIRROR_READ_TIMEOUT", "2.5")
-    assert RegistryClient("http://127.0.0.1:9").http._timeout == (10.0, 2.5)
-    assert RegistryClient("http://127.0.0.1:9", timeout=7).http._timeout == (10.0, 7)
-    monkeypatch.delenv("MIRROR_READ_TIMEOUT")
+    env = {"MIRROR_READ_TIMEOUT": "2.5", "MIRROR_MIN_RATE": "4096", "MIRROR_RATE_GRACE": "3"}
+    net = Settings.from_env({**env, "MIRROR_BLOB_DEADLINE": "600"}, ca_file="ca.pem").net
+    assert net == Net(ca_file="ca.pem", read_timeout=2.5, min_rate=4096, grace=3, deadline=600)
+    client = RegistryClient("http://127.0.0.1:9", net=net)
+    assert client.http._timeout == (10.0, 2.5)
+    assert client._floor == RateFloor(min_rate=4096, grace=3, deadline=600)
+    monkeypatch.setenv("MIRROR_READ_TIMEOUT", "7")  # not read below the settings
     assert RegistryClient("http://127.0.0.1:9").http._timeout == (10.0, 120.0)
-    for bad in ("0", "-1", "soon"):
-        monkeypatch.setenv("MIRROR_READ_TIMEOUT", bad)
-        with pytest.raises(UsageError, match="MIRROR_READ_TIMEOUT"):
-            RegistryClient("http://127.0.0.1:9")
+    assert Settings.from_env({}).net == Net()
+    for name, bad in (("MIRROR_READ_TIMEOUT", "0"), ("MIRROR_READ_TIMEOUT", "-1"),
+                      ("MIRROR_READ_TIMEOUT", "soon"), ("MIRROR_MIN_RATE", "fast")):  # fmt: skip
+        with pytest.raises(UsageError, match=name):
+            Settings.from_env({name: bad})

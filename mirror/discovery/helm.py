@@ -37,13 +37,13 @@ from mirror.oci.artifact import OciArtifact
 from mirror.oci.names import oci_tag, slug
 from mirror.registry.auth import Credentials, credentials_from_env, resolve_credentials
 from mirror.registry.http import Endpoint, Http
+from mirror.settings import Net
 from mirror.spec import Registry
 from mirror.stores.interface import KnownManifests
 from mirror.stores.memory import MemorySource
 
 MAX_INDEX = 256 * 1024 * 1024  # public indexes run to tens of MiB; more is hostile
 MAX_CHART = 512 * 1024 * 1024
-TIMEOUT = (10.0, 120.0)
 MAX_REDIRECTS = 5
 _REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
@@ -67,15 +67,16 @@ def discover(
     reg: Registry,
     *,
     jobs: int = 4,
-    ca_file: str | None = None,
+    net: Net | None = None,
     known: KnownManifests | None = None,
 ) -> Selection:
     """Select chart versions from the index, download them, and offer them as OCI charts.
 
     `known` (the export cache) keeps the index between runs: then it is asked for
     conditionally, and a 304 is answered with the versions parsed last time."""
-    repo = dataclasses.replace(_repo(reg), verify=ca_file or True)
-    http = _http(repo)
+    net = net or Net()
+    repo = dataclasses.replace(_repo(reg), verify=net.ca_file or True)
+    http = _http(repo, net.read_timeout)
     memo = None
     if known is not None:
         user = repo.credentials.username if repo.credentials else None
@@ -233,11 +234,12 @@ def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
     return art
 
 
-def _http(repo: _Repo) -> Http:
+def _http(repo: _Repo, read_timeout: float) -> Http:
     """The one transport, with Helm's habit of sending basic credentials unasked."""
     parts = urlsplit(repo.base)
     endpoint = Endpoint(parts.scheme, parts.netloc.rsplit("@", 1)[-1], repo.verify)
-    return Http(endpoint, repo.credentials, timeout=TIMEOUT, preemptive_basic=True)
+    timeout = (10.0, read_timeout)  # connect, as for registries; read: settings.Net
+    return Http(endpoint, repo.credentials, timeout=timeout, preemptive_basic=True)
 
 
 @dataclass(frozen=True)

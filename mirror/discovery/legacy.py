@@ -30,6 +30,7 @@ from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint, Http
 from mirror.registry.retry import RetryPolicy
+from mirror.settings import Net
 from mirror.spec import Registry
 from mirror.stores.interface import Source
 from mirror.stores.memory import MemorySource
@@ -117,14 +118,20 @@ class LegacyPackRegistry:
     """The documented `/v1/` side (health, catalog) and the assumed `/v2/` side of one server."""
 
     def __init__(
-        self, url: str, credentials: Credentials | None, *, ca_file: str | None = None
+        self, url: str, credentials: Credentials | None, *, net: Net | None = None
     ) -> None:
-        self.endpoint = Endpoint.parse(url, ca_file=ca_file)
+        net = net or Net()
+        self.endpoint = Endpoint.parse(url, ca_file=net.ca_file)
         self.where = f"legacy pack registry {self.endpoint.host}"
         self._credentials = credentials
         # Two attempts: a health check that fails should say so quickly, not after backoff.
-        self._http = Http(self.endpoint, credentials, retry=RetryPolicy(attempts=2))
-        self.client = RegistryClient(url, credentials=credentials, ca_file=ca_file)
+        self._http = Http(
+            self.endpoint,
+            credentials,
+            retry=RetryPolicy(attempts=2),
+            timeout=(10.0, net.read_timeout),
+        )
+        self.client = RegistryClient(url, credentials=credentials, net=net)
 
     def _headers(self) -> dict[str, str]:
         # Basic auth up front: the docs promise basic, and a 401 may come without a challenge.
@@ -174,12 +181,12 @@ def credentials_for(reg: Registry, host: str) -> Credentials | None:
     return resolve_credentials(host, reg.auth.names if reg.auth is not None else None)
 
 
-def discover(reg: Registry, *, ca_file: str | None = None) -> Selection:
+def discover(reg: Registry, *, net: Net | None = None) -> Selection:
     """Health, catalog, then each selected pack's `/v2/` manifest, as OCI packs to land."""
     if not reg.url:
         raise UsageError(f"registry {reg.name}: kind pack needs a url or a path")
-    host = Endpoint.parse(reg.url, ca_file=ca_file).host
-    server = LegacyPackRegistry(reg.url, credentials_for(reg, host), ca_file=ca_file)
+    host = Endpoint.parse(reg.url).host
+    server = LegacyPackRegistry(reg.url, credentials_for(reg, host), net=net)
     server.health()
     entries = _unique_names(server.catalog(), server.where)
     wanted = pick(reg, {e.name: server.versions(e) for e in entries})

@@ -8,23 +8,24 @@ from mirror.errors import UsageError
 from mirror.registry.auth import resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint
+from mirror.settings import Net
 from mirror.spec import BundleSpec, Registry
 from mirror.stores.interface import KnownManifests
 
 
-def client_for(reg: Registry, *, ca_file: str | None = None) -> RegistryClient:
+def client_for(reg: Registry, *, net: Net | None = None) -> RegistryClient:
     """Credentials from the spec's variables, else Docker's config.json for the host."""
     if not reg.url:
         raise UsageError(f"registry {reg.name}: no url")
     host = Endpoint.parse(reg.url).host
     creds = resolve_credentials(host, reg.auth.names if reg.auth is not None else None)
-    return RegistryClient(reg.url, credentials=creds, ca_file=ca_file)
+    return RegistryClient(reg.url, credentials=creds, net=net)
 
 
 def discover_all(
     spec: BundleSpec,
     *,
-    ca_file: str | None = None,
+    net: Net | None = None,  # the run's CA file, read timeout and rate floor
     jobs: int = 8,
     known: KnownManifests | None = None,
 ) -> Selection:
@@ -35,7 +36,7 @@ def discover_all(
     """
     out = Selection()
     for reg in spec.registries:
-        part = _discover(reg, ca_file, jobs, known)
+        part = _discover(reg, net or Net(), jobs, known)
         out.found.extend(part.found)
         out.notes.extend(part.notes)
     seen: dict[str, str] = {}
@@ -46,11 +47,9 @@ def discover_all(
     return out
 
 
-def _discover(
-    reg: Registry, ca_file: str | None, jobs: int, known: KnownManifests | None
-) -> Selection:
+def _discover(reg: Registry, net: Net, jobs: int, known: KnownManifests | None) -> Selection:
     if reg.kind == "oci":
-        return oci.discover(reg, client_for(reg, ca_file=ca_file), jobs=jobs, known=known)
+        return oci.discover(reg, client_for(reg, net=net), jobs=jobs, known=known)
     if reg.kind == "pack" and reg.path:
         from mirror.discovery import packdir
 
@@ -58,9 +57,9 @@ def _discover(
     if reg.kind == "pack":
         from mirror.discovery import legacy
 
-        return legacy.discover(reg, ca_file=ca_file)
+        return legacy.discover(reg, net=net)
     if reg.kind == "helm":
         from mirror.discovery import helm
 
-        return helm.discover(reg, jobs=jobs, ca_file=ca_file, known=known)
+        return helm.discover(reg, jobs=jobs, net=net, known=known)
     raise UsageError(f"registry {reg.name}: unknown kind {reg.kind!r}")

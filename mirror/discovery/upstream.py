@@ -19,6 +19,7 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
+from mirror.settings import Net
 from mirror.spec import BundleSpec
 from mirror.stores.interface import KnownManifests
 from mirror.stores.registry import RegistryStore
@@ -44,9 +45,9 @@ class Resolved:
 class Upstreams:
     """One registry client per upstream endpoint, made on first use, shared by threads."""
 
-    def __init__(self, spec: BundleSpec, *, ca_file: str | None = None) -> None:
+    def __init__(self, spec: BundleSpec, *, net: Net | None = None) -> None:
         self._spec = spec
-        self._ca_file = ca_file
+        self._net = net
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
 
@@ -64,7 +65,7 @@ class Upstreams:
                 client = RegistryClient(
                     scheme_url,
                     credentials=_credentials(scheme_url),
-                    ca_file=self._ca_file,
+                    net=self._net,
                 )
                 self._clients[scheme_url] = client
         return client, f"{prefix}/{ref.repository}" if prefix else ref.repository

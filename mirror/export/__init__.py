@@ -69,9 +69,7 @@ def _export(
     since = (*opts.since, *sent)
     # Bad receipts or bases fail before any work; a bare manifest.json is read through the cache.
     held = load_bases(opts.since, CachedManifests(cache), receipt_key=opts.receipt_key, sent=sent)
-    selection = discover_all(
-        spec, ca_file=opts.settings.ca_file, jobs=opts.settings.jobs, known=cache
-    )
+    selection = discover_all(spec, net=opts.settings.net, jobs=opts.settings.jobs, known=cache)
     if not selection.found and not spec.images:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
     if not opts.dry_run:

@@ -61,7 +61,7 @@ def run_rounds(
     copy = dataclasses.replace(copy, hooks=())  # images and companions are no packs
     images, more = image_round(
         spec, selection.found, cache, target, options=copy, observer=observer,
-        ca_file=opts.settings.ca_file, carry=opts.images, known=layers.scan.scans,
+        net=opts.settings.net, carry=opts.images, known=layers.scan.scans,
     )  # fmt: skip
     report.absorb(more)
     selection.notes += images.notes

@@ -58,7 +58,7 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     client = RegistryClient(
         opts.target,
         credentials=target_credentials(_host(opts.target)),
-        ca_file=opts.settings.ca_file,
+        net=opts.settings.net,
     )
     client.ping()
     result = _copy(manifest, client, opts, observer)

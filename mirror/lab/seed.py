@@ -150,7 +150,8 @@ def client_for(reg: LabRegistry) -> RegistryClient:
     """A RegistryClient with the lab registry's credentials and CA already filled in."""
     from mirror.registry.auth import Credentials
     from mirror.registry.client import RegistryClient
+    from mirror.settings import Net
 
     creds = Credentials(reg.username, reg.password) if reg.username and reg.password else None
     ca = str(reg.ca_file) if reg.ca_file else None
-    return RegistryClient(reg.url, credentials=creds, ca_file=ca)
+    return RegistryClient(reg.url, credentials=creds, net=Net(ca_file=ca))

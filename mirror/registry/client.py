@@ -17,7 +17,8 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
 from mirror.registry.auth import Credentials
 from mirror.registry.http import ConnectionLost, Endpoint, Http
-from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy, read_timeout
+from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy
+from mirror.settings import Net
 from mirror.streams import LimitedReader, VerifyingReader
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # above this, blobs go up in PATCH chunks
@@ -33,14 +34,14 @@ class RegistryClient:
         url: str,
         *,
         credentials: Credentials | None = None,
-        ca_file: str | None = None,
-        timeout: float | None = None,  # seconds a read may block; MIRROR_READ_TIMEOUT, 120
+        net: Net | None = None,  # the run's CA file, read timeout and rate floor
         chunk_size: int = CHUNK,
         monolithic_max: int = MONOLITHIC_MAX,
     ) -> None:
-        self.endpoint = Endpoint.parse(url, ca_file=ca_file)
-        read = read_timeout() if timeout is None else timeout
-        self.http = Http(self.endpoint, credentials, timeout=(10.0, read))
+        net = net or Net()
+        self.endpoint = Endpoint.parse(url, ca_file=net.ca_file)
+        self.http = Http(self.endpoint, credentials, timeout=(10.0, net.read_timeout))
+        self._floor = RateFloor.of(net)
         self.chunk_size = chunk_size
         self.monolithic_max = monolithic_max
         # Whether the registry has the referrers API: None until its first answer, which
@@ -234,7 +235,7 @@ class RegistryClient:
             )
 
         where = f"{self.host}/{repo}@{desc.digest}"
-        guarded = _Guarded(get(0), where, resume=get, retry=self.http.retry)
+        guarded = _Guarded(get(0), where, self._floor, resume=get, retry=self.http.retry)
         try:
             yield VerifyingReader(guarded, desc, where)  # type: ignore[misc]
         finally:
@@ -329,7 +330,7 @@ class _Guarded:
         self,
         resp: requests.Response,
         where: str,
-        floor: RateFloor | None = None,
+        floor: RateFloor,
         *,
         resume: Callable[[int], requests.Response] | None = None,
         retry: RetryPolicy | None = None,
@@ -337,7 +338,7 @@ class _Guarded:
         self._resp = resp
         self._where = where
         self._seen = 0
-        self._floor = floor or RateFloor.from_env()
+        self._floor = floor
         self._started = self._floor.clock()
         self._resume = resume
         self._retry = retry

@@ -8,13 +8,13 @@ answer, not a hiccup. The sleep is injectable so tests count attempts without wa
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mirror.errors import RegistryError
+from mirror.settings import Net
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -91,9 +91,9 @@ class RateFloor:
     """A body that trickles is a stall: after `grace` seconds, a blob averaging less than
     `min_rate` bytes a second fails (and is retried whole); none may take over `deadline`.
 
-    Configurable for slow links: MIRROR_MIN_RATE (bytes/s, 0 = off), MIRROR_RATE_GRACE and
-    MIRROR_BLOB_DEADLINE (seconds, 0 = none). One read can still block for the read timeout
-    (120 s), so a trickle fails within grace + 120 s, a stall within 120 s.
+    Set for slow links through `settings.Net` (MIRROR_MIN_RATE, MIRROR_RATE_GRACE,
+    MIRROR_BLOB_DEADLINE). One read can still block for the read timeout (120 s), so a
+    trickle fails within grace + 120 s, a stall within 120 s.
     """
 
     min_rate: float = 1024.0
@@ -102,12 +102,8 @@ class RateFloor:
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
     @classmethod
-    def from_env(cls) -> RateFloor:
-        return cls(
-            min_rate=_env_float("MIRROR_MIN_RATE", cls.min_rate),
-            grace=_env_float("MIRROR_RATE_GRACE", cls.grace),
-            deadline=_env_float("MIRROR_BLOB_DEADLINE", cls.deadline),
-        )
+    def of(cls, net: Net) -> RateFloor:
+        return cls(min_rate=net.min_rate, grace=net.grace, deadline=net.deadline)
 
     def problem(self, started: float, seen: int) -> str | None:
         """Why a transfer that began at `started` and moved `seen` bytes must stop, if so."""
@@ -120,26 +116,3 @@ class RateFloor:
                 f"{self.min_rate:.0f} bytes/s floor (MIRROR_MIN_RATE)"
             )
         return None
-
-
-READ_TIMEOUT = 120.0
-
-
-def read_timeout() -> float:
-    """Seconds one read may block (a stall): MIRROR_READ_TIMEOUT, else 120."""
-    value = _env_float("MIRROR_READ_TIMEOUT", READ_TIMEOUT)
-    if value <= 0:
-        from mirror.errors import UsageError
-
-        raise UsageError(f"MIRROR_READ_TIMEOUT={value:g}: expected a positive number of seconds")
-    return value
-
-
-def _env_float(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    try:
-        return float(text) if text else default
-    except ValueError:
-        from mirror.errors import UsageError
-
-        raise UsageError(f"{name}={text!r}: expected a number") from None
