@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mirror.bundle.manifest import BundleManifest, parse_manifest
+from mirror.bundle.toc import ZSTD_MAGIC
 from mirror.cache import BlobCache
 from mirror.errors import MirrorError, NotFoundError, SpecError
 from mirror.formats import jsondoc
@@ -26,7 +27,6 @@ from mirror.receipt import Held, load_held
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_DEPTH = 8
 
 

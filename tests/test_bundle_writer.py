@@ -25,8 +25,8 @@ from test_bundle_support import (
 
 from mirror.bundle import reader as reader_module
 from mirror.bundle.reader import BundleReader
-from mirror.bundle.toc import FOOTER_SIZE
-from mirror.bundle.writer import RAW_BLOCK, SMALL_MEMBER, ZSTD_MAGIC, Member, write_bundle
+from mirror.bundle.toc import FOOTER_SIZE, ZSTD_MAGIC
+from mirror.bundle.writer import RAW_BLOCK, SMALL_MEMBER, Member, write_bundle
 from mirror.errors import IntegrityError, OperationError, VerificationError
 
 

@@ -191,3 +191,18 @@ def test_a_killed_cacheless_export_leaves_a_spool_that_the_next_run_sweeps(
     run = mirror("export", spec, "-o", bundle, "--no-cache", "--cache-dir", tmp_path / "c")
     assert run.rc == 0, run.err
     assert sorted(p.name for p in out.iterdir()) == ["b.tar.zst", "b.tar.zst.sha256"]
+
+
+@pytest.mark.parametrize("data", [b"", b"{}"])
+def test_a_kept_layer_is_served_from_memory_even_when_empty(tmp_path: Path, data: bytes) -> None:
+    """What the plan read and kept is the writer's, once it writes, whatever its length: an
+    empty blob is b"", not "nothing kept" (which would go to the network or the cache)."""
+    from mirror.cache import BlobCache
+    from mirror.oci.descriptor import descriptor_for
+
+    desc = descriptor_for(data, "application/vnd.oci.image.layer.v1.tar")
+    streamer = streaming.Streamer(BlobCache(tmp_path / "cache"), tmp_path / "b.tar.zst", jobs=1)
+    streamer.keep(desc, data)
+    streamer.begin([], [desc])
+    with streamer.open(desc) as stream:
+        assert stream.read() == data

@@ -14,6 +14,7 @@ from typing import Any
 from mirror.errors import VerificationError
 from mirror.formats import jsondoc
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first bytes (RFC 8878)
 TOC_MAGIC = 0x184D2A5B
 FOOTER_MAGIC = 0x184D2A5C
 FOOTER_TAG = b"MIRRTOC1"

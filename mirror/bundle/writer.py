@@ -29,7 +29,7 @@ from mirror.bundle.manifest import (
     parse_manifest,
 )
 from mirror.bundle.parts import split_output
-from mirror.bundle.toc import TocEntry, encode_footer, encode_toc
+from mirror.bundle.toc import ZSTD_MAGIC, TocEntry, encode_footer, encode_toc
 from mirror.errors import IntegrityError, OperationError, UsageError
 from mirror.streams import atomic_file
 
@@ -41,8 +41,7 @@ GROUP_LIMIT = 1024 * 1024  # ... of at most about this many uncompressed bytes
 LEVEL = 3
 STORED = None  # a level meaning "no compressor": raw blocks (`StoredFrame`)
 COMPRESSED_LEVEL: int | None = STORED
-_COMPRESSED_MAGICS = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_COMPRESSED_MAGICS = (b"\x1f\x8b", ZSTD_MAGIC)
 RAW_BLOCK = 128 * 1024  # zstd's Block_Maximum_Size
 
 

@@ -150,8 +150,10 @@ class Streamer:
 
     def open(self, desc: Descriptor) -> BinaryIO:
         with self._lock:  # the writer reads each member once, and last: kept bytes go
-            kept = self._kept.pop(desc.digest, None) if self._writing else None
-            data = self._manifests.get(desc.digest) or kept or self._kept.get(desc.digest)
+            data = self._manifests.get(desc.digest)
+            if data is None:  # not `or`: an empty blob is kept as b""
+                kept = self._kept.pop if self._writing else self._kept.get
+                data = kept(desc.digest, None)
             future = self._ahead.pop(desc.digest, None) if data is None else None
         if data is not None:
             return io.BytesIO(data)
