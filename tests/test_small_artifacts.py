@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,15 @@ def test_first_import_into_empty_repositories_asks_nothing_it_knows(
     """Into repositories the target's catalog does not list, no blob is HEADed one by one
     (each would be a 404), and each image's manifest goes in one PUT of its tag instead of a
     HEAD, a PUT by digest and a PUT of the tag. (A killed import's untagged blobs are listed,
-    so a resumed import still skips them: test_import_e2e.py's kill test.)"""
+    so a resumed import still skips them: test_import_e2e.py's kill test. A repository with
+    no blob has no tag either, so no tag is read back before it is pushed.)"""
     bundle, shared = _export_small(registry_factory, tmp_path)
     target = registry_factory("anon")
     with FaultProxy.running(target.url) as proxy:
         _import(bundle, proxy.url, tmp_path)
         assert proxy.seen("HEAD", r"/blobs/") == 0
         assert proxy.seen("HEAD", MANIFEST) == 0
+        assert proxy.seen("GET", MANIFEST) == 0  # no tag to check in a repository not there
         assert proxy.seen("PUT", r"/manifests/sha256:") == 0
         assert proxy.seen("PUT", MANIFEST) == 6
         assert proxy.seen("GET", r"/_catalog") == 1  # the census, once per import
@@ -116,3 +119,27 @@ def test_a_registry_that_will_not_list_is_asked_blob_by_blob(
         assert proxy.seen("GET", r"/_catalog", status=status) == 1
         assert proxy.seen("HEAD", r"/blobs/") > 0
     _landed_whole(target.url)
+
+
+def test_a_repository_this_run_wrote_is_asked_again(registry_factory: Any) -> None:
+    """The census is taken before the first write. Once this run has written to a
+    repository, a later round must read its tags again (a conflict there is real), not
+    take the census's word that the repository is empty."""
+    from mirror.registry.client import RegistryClient
+    from mirror.stores.registry import Census, RegistryStore
+
+    target = registry_factory("anon")
+    client = RegistryClient(target.url)
+    census = Census(client)
+    store = RegistryStore(client, "fresh/repo", census=census)
+    assert store.resolve("v1") is None  # census: an empty registry, nothing asked
+    assert census.lacks("fresh/repo")
+    image = make_image("written", layers=[make_layer("written", 512)])
+    seed_artifact(client, "fresh/repo", "v1", image)  # as another writer would
+    assert store.resolve("v1") is None  # still the census's word: written by someone else
+    for desc, data in image.blobs:
+        store.push(desc, io.BytesIO(data))
+    store.push_reference(image.descriptor, io.BytesIO(image.manifest), "v2")
+    assert not census.lacks("fresh/repo")
+    found = store.resolve("v1")
+    assert found is not None and found.digest == image.descriptor.digest

@@ -122,6 +122,8 @@ class RegistryStore:
     def _hold(self, desc: Descriptor) -> None:
         with self._lock:
             self._held.add(desc.digest)
+        if self.census is not None:
+            self.census.wrote(self.repo)
 
     def mount(self, desc: Descriptor, sibling: object) -> bool:
         """Link from another repository of the same registry instead of uploading again."""
@@ -135,7 +137,10 @@ class RegistryStore:
     def resolve(self, ref: str) -> Descriptor | None:
         """What the tag names now, read whole: one GET shows both the digest and that the
         manifest can be read back (a push killed mid-way can leave a tag whose HEAD answers
-        while its content does not; Distribution then answers GET with 500)."""
+        while its content does not; Distribution then answers GET with 500). Not asked in a
+        repository the census lacks: a tag needs a manifest, and a manifest its blobs."""
+        if self.census is not None and self.census.lacks(self.repo):
+            return None
         try:
             desc, data = self.client.get_manifest(self.repo, ref)
         except NotFoundError:
@@ -171,7 +176,8 @@ class Census:
     Distribution lists every repository holding a blob, tagged or not (a killed import's
     blobs included), so a repository it does not list holds nothing to ask about. A
     registry that will not list (401, 403, 404) or lists more than `pages` pages is asked
-    blob by blob instead. Taken lazily, by the engine's check phase, before its first write.
+    blob by blob instead. Taken lazily, by the engine's check phase, before its first write;
+    a repository this run has written to is never lacking again (a later round asks it).
     """
 
     def __init__(self, client: RegistryClient, pages: int = 20) -> None:
@@ -180,6 +186,11 @@ class Census:
         self._lock = threading.Lock()
         self._repos: frozenset[str] | None = None
         self._taken = False
+        self._written: set[str] = set()
+
+    def wrote(self, repo: str) -> None:
+        with self._lock:
+            self._written.add(repo)
 
     def lacks(self, repo: str) -> bool:
         with self._lock:
@@ -189,4 +200,5 @@ class Census:
                     self._repos = frozenset(self.client.catalog(pages=self.pages))
                 except RegistryError:
                     self._repos = None
-            return self._repos is not None and repo not in self._repos
+            known = self._repos is not None and repo not in self._repos
+            return known and repo not in self._written
