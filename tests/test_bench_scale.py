@@ -51,6 +51,15 @@ def test_scale_goals_are_judged_from_the_numbers() -> None:
     assert "Scale" not in run.render(_report())  # not run: no section, no goals
 
 
+def test_a_repeated_import_reports_its_median_and_spread() -> None:
+    runs = (20.0, 26.0, 23.0)
+    mid = SmallRun(2000, Measured(1.0, 1), Measured(23.0, 1), None, runs)
+    report = _report(small=SmallBench((_small(10, 11, 11).runs[0], mid)))
+    row = _row(run.render(report), "import cost per small artifact at 2,000")
+    assert "11.5 ms (runs: 10.0-13.0 ms)" in row and "| PASS |" in row
+    assert SmallRun(500, Measured(1.0, 1), Measured(5.0, 1), None).spread == ""
+
+
 @pytest.mark.slow
 def test_scale_scenarios_run_tiny(tmp_path: Path) -> None:
     """Both scenarios end to end at toy sizes: real registries, real skopeo, counts checked."""
@@ -60,9 +69,10 @@ def test_scale_scenarios_run_tiny(tmp_path: Path) -> None:
     with ExitStack() as stack:
         bench = Bench(work, stack, isolated_env(work, dict(os.environ)))
         helm = helm_bench(bench, 1, versions=200)
-        small = small_run(bench, 12, skopeo=True)
+        small = small_run(bench, 12, skopeo=True, imports=2)
     assert helm.versions == 200 and 150_000 < helm.index_bytes < 250_000
     assert helm.parse_seconds > 0 and helm.dry_run.seconds > 0 and helm.warm.seconds > 0
     assert small.artifacts == 12 and small.skopeo is not None and small.skopeo.runs == 12
+    assert len(small.times) == 2 and small.imported.seconds == sum(small.times) / 2
     text = run.render(_report(helm=helm, small=SmallBench((small,))))
     assert "| 12 |" in text and "200 chart versions" in text
