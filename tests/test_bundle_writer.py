@@ -381,3 +381,41 @@ def test_a_described_manifest_is_trusted_for_its_list_but_members_are_still_chec
         write_bundle(tmp_path / "b", data, None, members[:-1], mtime=MTIME, described=doc)
     write_bundle(tmp_path / "b", data, None, members, mtime=MTIME, described=doc)
     assert BundleReader(tmp_path / "b").head()[0] == data
+
+
+def test_gathered_writes_finish_what_writev_leaves_and_refuse_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stored frame's headers and blocks go out in one writev(2) per piece of input; a
+    short write is finished, one that writes nothing is an error, not a spin."""
+    from mirror.bundle import writer
+
+    got = bytearray()
+
+    def short(fd: int, views: list[memoryview]) -> int:
+        take = bytes(views[0][:2])  # at most two bytes of the first piece
+        got.extend(take)
+        return len(take)
+
+    monkeypatch.setattr(writer.os, "writev", short)
+    writer._writev_all(99, [b"abc", memoryview(b"defgh"), b"", b"ij"])
+    assert bytes(got) == b"abcdefghij"
+    monkeypatch.setattr(writer.os, "writev", lambda fd, views: 0)
+    with pytest.raises(OSError, match="wrote nothing"):
+        writer._writev_all(99, [b"abc"])
+
+
+def test_a_full_disk_in_a_gathered_write_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mirror.bundle import writer
+
+    def full(fd: int, views: list[memoryview]) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer.os, "writev", full)
+    gz = gzip.compress(os.urandom(RAW_BLOCK * 3), mtime=0)  # stored: written by writev
+    layout = make_layout([gz])
+    with pytest.raises(OperationError, match="No space left"):
+        _write(tmp_path / "b.tar.zst", layout.files, layout.root)
+    assert list(tmp_path.iterdir()) == []

@@ -43,6 +43,7 @@ STORED = None  # a level meaning "no compressor": raw blocks (`StoredFrame`)
 COMPRESSED_LEVEL: int | None = STORED
 _COMPRESSED_MAGICS = (b"\x1f\x8b", ZSTD_MAGIC)
 RAW_BLOCK = 128 * 1024  # zstd's Block_Maximum_Size
+IOV_MAX = 1024  # pieces per writev(2) (Linux's limit)
 
 
 class ByteObserver(Protocol):
@@ -112,6 +113,8 @@ class _Flusher:
 class _Writable(Protocol):
     def write(self, data: bytes | memoryview, /) -> int: ...
 
+    def writelines(self, parts: list[bytes | memoryview], /) -> None: ...
+
 
 class StoredFrame:
     """One zstd frame of raw blocks (RFC 8878), for a member compressed already.
@@ -131,10 +134,11 @@ class StoredFrame:
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
+        parts: list[bytes | memoryview] = []
         for at in range(0, len(view), RAW_BLOCK):
             piece = view[at : at + RAW_BLOCK]
-            self._out.write((len(piece) << 3).to_bytes(3, "little"))  # not last, raw, size
-            self._out.write(piece)
+            parts += ((len(piece) << 3).to_bytes(3, "little"), piece)  # not last, raw, size
+        self._out.writelines(parts)  # a header and its block in one system call, not two
         return len(view)
 
     def flush(self, flush_mode: int = zstandard.FLUSH_FRAME) -> int:
@@ -164,10 +168,13 @@ class _Sink:
         self._poked = 0
 
     def write(self, data: bytes | memoryview) -> int:
-        # Bytes and views of bytes cannot change before the hasher reads them: no copy.
-        frozen = type(data) is bytes or (type(data) is memoryview and data.readonly)
-        chunk = data if frozen else bytes(data)
+        chunk = data if _frozen(data) else bytes(data)
         self.raw.write(chunk)
+        self._account(chunk)
+        return len(chunk)
+
+    def _account(self, chunk: bytes | memoryview) -> None:
+        """Count, hash (on the hasher's thread) and sync in the background what was written."""
         self._batch.append(chunk)
         self._batched += len(chunk)
         if self._batched >= CHUNK:  # a stored frame writes 3 bytes, then 128 KiB: one
@@ -177,7 +184,21 @@ class _Sink:
             self.raw.flush()
             self._poked = self.count
             self._flusher.poke()
-        return len(chunk)
+
+    def writelines(self, parts: list[bytes | memoryview]) -> None:
+        """Several pieces in one gathered write where the output is a plain file: a stored
+        frame's 3-byte headers and 128 KiB blocks were two write(2) calls per block, each
+        letting go of the GIL and waiting to take it back."""
+        fileno = getattr(self.raw, "fileno", None)
+        if not callable(fileno) or not isinstance(self.raw, io.BufferedWriter):
+            for part in parts:
+                self.write(part)
+            return
+        frozen = [p if _frozen(p) else bytes(p) for p in parts]
+        self.raw.flush()  # what the buffer holds goes first
+        _writev_all(fileno(), frozen)
+        for part in frozen:
+            self._account(part)
 
     def _hand_over(self) -> None:
         self._queue.put(self._batch)
@@ -206,6 +227,24 @@ class _Sink:
         while (batch := self._queue.get()) is not None:
             for chunk in batch:
                 self._hash.update(chunk)
+
+
+def _frozen(data: bytes | memoryview) -> bool:
+    """Bytes and read-only views cannot change before the hasher reads them: no copy."""
+    return type(data) is bytes or (type(data) is memoryview and data.readonly)
+
+
+def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """os.writev until every byte is written (a regular file may still take fewer)."""
+    views = [memoryview(p) for p in parts]
+    while views:
+        done = os.writev(fd, views[:IOV_MAX])
+        if done == 0 and any(views[:IOV_MAX]):
+            raise OSError(f"writev wrote nothing of {sum(map(len, views))} bytes")
+        while views and done >= len(views[0]):
+            done -= len(views.pop(0))
+        if views and done:
+            views[0] = views[0][done:]
 
 
 def write_bundle(
