@@ -165,6 +165,7 @@ class RegistryStore:
         if data is None:
             data = self.client.get_manifest(self.repo, desc.digest)[1]
         self.client.put_manifest(self.repo, ref, data, desc.media_type)
+        self._hold(desc)  # a write like any other: the census asks this repository again
 
     def commit(self) -> None:
         """Nothing to do: a registry makes each manifest visible as it is pushed."""
