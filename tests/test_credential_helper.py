@@ -207,3 +207,65 @@ def test_import_finds_the_target_credentials_through_a_credential_helper(
     assert on_target.dangling() == []
     assert ["get", target.host] in helper.asked()
     assert target.password and target.password not in run.out + run.err
+
+
+def _script(folder: Path, name: str, body: str) -> None:
+    """A credential helper `docker-credential-NAME` that runs `body` (Python)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"docker-credential-{name}"
+    path.write_text(f"#!{sys.executable}\nimport sys, time\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def test_docker_config_forms_and_their_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read as the docker CLI reads it: inline auths first, a helper named for the host,
+    then credsStore; https:// and http:// keys count. A missing config, a helper not
+    installed or not knowing the host: anonymous. A broken config or a helper answering
+    out of protocol: one line naming the file or the helper, never the secret."""
+    from mirror.errors import UsageError
+    from mirror.registry.auth import docker_credentials
+
+    host = "registry.lab.example:5000"
+    assert docker_credentials(host) is None  # no config.json at all
+    write_config({"auths": {f"https://{host}": {"auth": base64.b64encode(b"u:p:w").decode()}}})
+    found = docker_credentials(host)
+    assert found is not None and (found.username, found.password) == ("u", "p:w")
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    _script(bin_dir, "nokey", "sys.exit(1)")
+    _script(bin_dir, "store", 'print(\'{"Username": "s", "Secret": "top-secret"}\')')
+    write_config({"credHelpers": {host: "nokey"}, "credsStore": "store"})
+    found = docker_credentials(host)  # the host's helper does not know it: the store does
+    assert found is not None and (found.username, found.password) == ("s", "top-secret")
+    write_config({"credHelpers": {host: "not-installed"}})
+    assert docker_credentials(host) is None
+    _script(bin_dir, "garbled", 'print("top-secret")')
+    for doc, says in [
+        ({"credsStore": "garbled"}, "docker-credential-garbled get: its answer for"),
+        ({"credsStore": "../evil"}, "not a credential helper's name"),
+        ({"auths": {host: {"auth": "not base64!"}}}, "is not base64 user:password"),
+        ([1, 2], "config.json: not a JSON object"),
+    ]:
+        write_config(doc)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match=says) as caught:
+            docker_credentials(host)
+        assert "top-secret" not in str(caught.value)
+    (docker_dir() / "config.json").write_text("{not json")
+    with pytest.raises(UsageError, match=r"config\.json: not valid JSON"):
+        docker_credentials(host)
+
+
+def test_a_credential_helper_that_never_answers_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mirror.errors import UsageError
+    from mirror.registry import auth
+
+    _script(tmp_path / "bin", "stuck", "time.sleep(30)")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(auth, "HELPER_TIMEOUT", 0.5)
+    write_config({"credsStore": "stuck"})
+    with pytest.raises(UsageError, match=r"docker-credential-stuck get: no answer .* in 0\.5 s"):
+        auth.docker_credentials("registry.lab.example")

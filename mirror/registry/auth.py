@@ -1,15 +1,20 @@
 """Where registry credentials come from, and how a challenge is answered.
 
-oras-py is sound at finding credentials (docker `config.json`, `credHelpers`, `credsStore`),
-so we use it for that alone. Token handling is ours: oras-py 0.2.43 keeps one token per
-client and re-sends it after `insufficient_scope`, which breaks a second repository.
+Docker's `config.json` is read here as the docker CLI reads it (`auths`, `credHelpers`,
+`credsStore` and the helper protocol). oras-py could find them, but only through its
+private attributes, and a helper answering anything but JSON crashed it. Token handling is
+ours too: oras-py 0.2.43 keeps one token per client and re-sends it after
+`insufficient_scope`, which breaks a second repository.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 import os
 import re
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,21 +61,85 @@ def credentials_from_env(username_env: str, password_env: str) -> Credentials | 
 
 
 def docker_credentials(host: str) -> Credentials | None:
-    """Credentials for `host` from Docker's config.json and its credential helpers."""
-    from oras.auth.basic import BasicAuth
-    from oras.auth.utils import load_configs
-
-    configs = []
-    if os.environ.get("DOCKER_CONFIG"):
-        configs.append(str(Path(os.environ["DOCKER_CONFIG"]) / "config.json"))
-    backend = BasicAuth()
-    backend._auth_config = load_configs([c for c in configs if Path(c).exists()])
-    for candidate in (host, f"https://{host}", f"http://{host}"):
-        if backend._load_auth(candidate):
-            raw = base64.b64decode(backend._basic_auth).decode()
-            user, _, password = raw.partition(":")
-            return Credentials(user, password)
+    """Credentials for `host` from Docker's config.json: for the host as written, then with
+    https:// and http:// before it, the inline `auths` entry, then the helper `credHelpers`
+    names for it, then the `credsStore` helper. None when nothing there knows the host."""
+    config = _docker_config()
+    if config is None:
+        return None
+    auths, helpers = _object(config.get("auths")), _object(config.get("credHelpers"))
+    store = config.get("credsStore")
+    for key in (host, f"https://{host}", f"http://{host}"):
+        inline = _object(auths.get(key)).get("auth")
+        if isinstance(inline, str) and inline:
+            return _inline(inline, key)
+        for helper in (helpers.get(key), store):
+            found = _ask_helper(helper, key) if isinstance(helper, str) and helper else None
+            if found is not None:
+                return found
     return None
+
+
+HELPER_TIMEOUT = 60.0  # seconds a credential helper may take to answer `get`
+
+
+def _docker_config() -> dict[str, object] | None:
+    """$DOCKER_CONFIG/config.json when DOCKER_CONFIG is set, else ~/.docker/config.json."""
+    folder = os.environ.get("DOCKER_CONFIG")
+    path = Path(folder) if folder else Path.home() / ".docker"
+    path /= "config.json"
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise UsageError(f"{path}: not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path}: not a JSON object")
+    return doc
+
+
+def _object(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _inline(auth: str, key: str) -> Credentials:
+    """An `auths` entry's `auth`: base64 of user:password (the secret never in a message)."""
+    try:
+        user, sep, password = base64.b64decode(auth, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        sep = ""
+    if not sep:
+        raise UsageError(f"docker config.json: the auth for {key} is not base64 user:password")
+    return Credentials(user, password)
+
+
+def _ask_helper(name: str, key: str) -> Credentials | None:
+    """`docker-credential-NAME get`, the server on stdin. Not installed, or not knowing the
+    server (a non-zero exit), means no credentials; an answer out of protocol is an error."""
+    if "/" in name or "\\" in name:
+        raise UsageError(f"docker config.json: {name!r} is not a credential helper's name")
+    binary = f"docker-credential-{name}"
+    try:
+        proc = subprocess.run(
+            [binary, "get"], input=key.encode(), capture_output=True, timeout=HELPER_TIMEOUT
+        )
+    except FileNotFoundError:
+        return None
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{binary} get: no answer for {key} in {HELPER_TIMEOUT:g} s") from None
+    if proc.returncode != 0:
+        return None
+    try:
+        answer = json.loads(proc.stdout)
+        user, secret = answer["Username"], answer["Secret"]
+    except (ValueError, KeyError, TypeError):
+        user = secret = None
+    if not isinstance(user, str) or not isinstance(secret, str):
+        raise UsageError(f"{binary} get: its answer for {key} is not Username and Secret JSON")
+    return Credentials(user, secret)
 
 
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
