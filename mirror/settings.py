@@ -49,10 +49,16 @@ class Net:
     """
 
     ca_file: str | None = None
+    connect_timeout: float = 10.0
     read_timeout: float = 120.0  # MIRROR_READ_TIMEOUT
     min_rate: float = 1024.0  # MIRROR_MIN_RATE
     grace: float = 60.0  # MIRROR_RATE_GRACE
     deadline: float = 0.0  # MIRROR_BLOB_DEADLINE
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds, as requests takes them."""
+        return self.connect_timeout, self.read_timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], ca_file: str | None = None) -> Net:

@@ -255,6 +255,10 @@ def test_docker_config_forms_and_their_failures(
     (docker_dir() / "config.json").write_text("{not json")
     with pytest.raises(UsageError, match=r"config\.json: not valid JSON"):
         docker_credentials(host)
+    (docker_dir() / "config.json").unlink()
+    (docker_dir() / "config.json").mkdir()  # unreadable: named, not skipped as missing
+    with pytest.raises(UsageError, match=r"config\.json: Is a directory"):
+        docker_credentials(host)
 
 
 def test_a_credential_helper_that_never_answers_is_cut_off(

@@ -189,14 +189,13 @@ class _Sink:
         """Several pieces in one gathered write where the output is a plain file: a stored
         frame's 3-byte headers and 128 KiB blocks were two write(2) calls per block, each
         letting go of the GIL and waiting to take it back."""
-        fileno = getattr(self.raw, "fileno", None)
-        if not callable(fileno) or not isinstance(self.raw, io.BufferedWriter):
+        if not isinstance(self.raw, io.BufferedWriter):  # split parts: piece by piece
             for part in parts:
                 self.write(part)
             return
         frozen = [p if _frozen(p) else bytes(p) for p in parts]
         self.raw.flush()  # what the buffer holds goes first
-        _writev_all(fileno(), frozen)
+        _writev_all(self.raw.fileno(), frozen)
         for part in frozen:
             self._account(part)
 

@@ -76,7 +76,7 @@ def discover(
     conditionally, and a 304 is answered with the versions parsed last time."""
     net = net or Net()
     repo = dataclasses.replace(_repo(reg), verify=net.ca_file or True)
-    http = _http(repo, net.read_timeout)
+    http = _http(repo, net)
     memo = None
     if known is not None:
         user = repo.credentials.username if repo.credentials else None
@@ -234,12 +234,11 @@ def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
     return art
 
 
-def _http(repo: _Repo, read_timeout: float) -> Http:
+def _http(repo: _Repo, net: Net) -> Http:
     """The one transport, with Helm's habit of sending basic credentials unasked."""
     parts = urlsplit(repo.base)
     endpoint = Endpoint(parts.scheme, parts.netloc.rsplit("@", 1)[-1], repo.verify)
-    timeout = (10.0, read_timeout)  # connect, as for registries; read: settings.Net
-    return Http(endpoint, repo.credentials, timeout=timeout, preemptive_basic=True)
+    return Http(endpoint, repo.credentials, timeout=net.timeouts, preemptive_basic=True)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class LegacyPackRegistry:
             self.endpoint,
             credentials,
             retry=RetryPolicy(attempts=2),
-            timeout=(10.0, net.read_timeout),
+            timeout=net.timeouts,
         )
         self.client = RegistryClient(url, credentials=credentials, net=net)
 

@@ -40,7 +40,7 @@ class RegistryClient:
     ) -> None:
         net = net or Net()
         self.endpoint = Endpoint.parse(url, ca_file=net.ca_file)
-        self.http = Http(self.endpoint, credentials, timeout=(10.0, net.read_timeout))
+        self.http = Http(self.endpoint, credentials, timeout=net.timeouts)
         self._floor = RateFloor.of(net)
         self.chunk_size = chunk_size
         self.monolithic_max = monolithic_max
