@@ -209,6 +209,50 @@ def test_import_finds_the_target_credentials_through_a_credential_helper(
     assert target.password and target.password not in run.out + run.err
 
 
+@pytest.mark.parametrize("form", ["auths", "helper"])
+def test_an_identity_token_is_traded_for_registry_tokens_by_oauth2(
+    form: str, token_registry: LabRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`docker login` to an OAuth2 registry keeps an identity token (a refresh token), inline
+    (`identitytoken`) or from a helper that answers Username `<token>`. The export trades it
+    at the token service by POST, as docker does; the lab service grants nothing by GET for
+    it (there is no password). A token the service does not know: exit 1, one line, no
+    bundle, and the token never printed."""
+    image = make_image("oauth", layers=[make_layer("oauth/0", 4096)])
+    client = client_for(token_registry)
+    try:
+        seeded = seed_artifact(client, REPO, "1.0.0", image)
+    finally:
+        client.close()
+    server = token_registry.token_server
+    assert server is not None
+    good, bad = server.identity_token("oauth-user"), "refresh-not-issued-by-this-service"
+
+    def configure(token: str) -> None:
+        if form == "auths":
+            write_config({"auths": {token_registry.host: {"identitytoken": token}}})
+            return
+        helper = Helper(tmp_path / f"bin-{token[-6:]}", {token_registry.host: ("<token>", token)})
+        helper.on_path(monkeypatch)
+        write_config({"credHelpers": {token_registry.host: "labhelper"}})
+
+    out = tmp_path / "b.tar.zst"
+    configure(bad)
+    refused = export(token_registry, out)
+    assert refused.rc == 1
+    assert "token service refused" in refused.error_line()
+    assert bad not in refused.out + refused.err
+    assert not out.exists()
+
+    before = len(server.grants)
+    configure(good)
+    run = export(token_registry, out)
+    assert run.rc == 0, run.err
+    assert bundled_digests(out) == {"images/private:1.0.0": seeded.digest}
+    assert {g.user for g in server.grants[before:]} == {"oauth-user"}
+    assert good not in run.out + run.err
+
+
 def _script(folder: Path, name: str, body: str) -> None:
     """A credential helper `docker-credential-NAME` that runs `body` (Python)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -241,6 +285,18 @@ def test_docker_config_forms_and_their_failures(
     assert found is not None and (found.username, found.password) == ("s", "top-secret")
     write_config({"credHelpers": {host: "not-installed"}})
     assert docker_credentials(host) is None
+    ident = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
+    write_config({"auths": {host: {"auth": ident, "identitytoken": "top-secret"}}})
+    found = docker_credentials(host)  # `az acr login`'s form: a user beside the token
+    assert found is not None and found.identity_token == "top-secret"
+    assert found.username.startswith("0000") and "top-secret" not in repr(found)
+    write_config({"auths": {host: {"identitytoken": "top-secret"}}})
+    found = docker_credentials(host)
+    assert found is not None and (found.username, found.identity_token) == ("", "top-secret")
+    _script(bin_dir, "oauth", 'print(\'{"Username": "<token>", "Secret": "top-secret"}\')')
+    write_config({"credsStore": "oauth"})
+    found = docker_credentials(host)
+    assert found is not None and (found.password, found.identity_token) == ("", "top-secret")
     _script(bin_dir, "garbled", 'print("top-secret")')
     for doc, says in [
         ({"credsStore": "garbled"}, "docker-credential-garbled get: its answer for"),

@@ -76,6 +76,7 @@ class TokenServer:
     _thread: threading.Thread = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _grants: list[Grant] = field(default_factory=list, repr=False)
+    _refresh: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def grants(self) -> list[Grant]:
@@ -85,6 +86,17 @@ class TokenServer:
     def record(self, grant: Grant) -> None:
         with self._lock:
             self._grants.append(grant)
+
+    def identity_token(self, user: str) -> str:
+        """A new refresh token for `user`, as `docker login` to an OAuth2 registry keeps."""
+        token = f"refresh-{secrets.token_urlsafe(16)}"
+        with self._lock:
+            self._refresh[token] = user
+        return token
+
+    def refresh_user(self, token: str) -> str | None:
+        with self._lock:
+            return self._refresh.get(token) if token else None
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -122,13 +134,28 @@ def _handler(
             if url.path != "/token" or user is None:
                 self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad login"}]})
                 return
-            scopes = tuple(s for raw in query.get("scope", []) for s in raw.split(" ") if s)
+            self._issue(user, query)
+
+        def do_POST(self) -> None:
+            """Distribution's OAuth2 form with a refresh token (docker's identity token)."""
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode(errors="replace"))
+            refresh = form.get("refresh_token", [""])[0]
+            user = box[0].refresh_user(refresh)
+            grant = form.get("grant_type", [""])[0]
+            if urlsplit(self.path).path != "/token" or grant != "refresh_token" or user is None:
+                self._send(401, {"error": "invalid_grant"})
+                return
+            self._issue(user, form)
+
+        def _issue(self, user: str, asked: dict[str, list[str]]) -> None:
+            scopes = tuple(s for raw in asked.get("scope", []) for s in raw.split(" ") if s)
             access = [a for a in map(parse_scope, scopes) if a]
             now = int(time.time())
             claims = {
                 "iss": ISSUER,
                 "sub": user,
-                "aud": query.get("service", [SERVICE])[0],
+                "aud": asked.get("service", [SERVICE])[0],
                 "exp": now + ttl,
                 "nbf": now - 10,
                 "iat": now,

@@ -25,10 +25,18 @@ from mirror.errors import UsageError
 _PARAM = re.compile(r'([A-Za-z_]+)="([^"]*)"')
 
 
+TOKEN_USERNAME = "<token>"  # a helper's Username when its Secret is an identity token
+
+
 @dataclass(frozen=True)
 class Credentials:
+    """A username and password, or an identity token: the OAuth2 refresh token that
+    `docker login` keeps for registries that hand one out (Azure's `az acr login`, for
+    one). A token service is then asked by POST with it instead of by GET with basic."""
+
     username: str
     password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
@@ -70,9 +78,9 @@ def docker_credentials(host: str) -> Credentials | None:
     auths, helpers = _object(config.get("auths")), _object(config.get("credHelpers"))
     store = config.get("credsStore")
     for key in (host, f"https://{host}", f"http://{host}"):
-        inline = _object(auths.get(key)).get("auth")
-        if isinstance(inline, str) and inline:
-            return _inline(inline, key)
+        found = _entry(_object(auths.get(key)), key)
+        if found is not None:
+            return found
         for helper in (helpers.get(key), store):
             found = _ask_helper(helper, key) if isinstance(helper, str) and helper else None
             if found is not None:
@@ -103,6 +111,16 @@ def _docker_config() -> dict[str, object] | None:
 
 def _object(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
+
+
+def _entry(entry: dict[str, object], key: str) -> Credentials | None:
+    """An `auths` entry: `auth`, `identitytoken`, or both (docker keeps the user beside it)."""
+    inline, token = entry.get("auth"), entry.get("identitytoken")
+    creds = _inline(inline, key) if isinstance(inline, str) and inline else None
+    if not isinstance(token, str) or not token:
+        return creds
+    user, password = (creds.username, creds.password) if creds else ("", "")
+    return Credentials(user, password, identity_token=token)
 
 
 def _inline(auth: str, key: str) -> Credentials:
@@ -139,6 +157,8 @@ def _ask_helper(name: str, key: str) -> Credentials | None:
         user = secret = None
     if not isinstance(user, str) or not isinstance(secret, str):
         raise UsageError(f"{binary} get: its answer for {key} is not Username and Secret JSON")
+    if user == TOKEN_USERNAME:
+        return Credentials("", "", identity_token=secret)
     return Credentials(user, secret)
 
 

@@ -348,13 +348,8 @@ class Http:
         params = {"service": challenge.params.get("service", "")}
         if scope:
             params["scope"] = scope
-        auth = (
-            (self._credentials.username, self._credentials.password) if self._credentials else None
-        )
         try:
-            resp = self.session().get(
-                realm, params=params, auth=auth, timeout=self._timeout, verify=self.endpoint.verify
-            )
+            resp = self._ask_token_service(realm, params)
         except requests.exceptions.RequestException as exc:
             raise AuthError(f"token service {redact(realm)} unreachable: {_short(exc)}") from None
         if resp.status_code != 200:
@@ -371,6 +366,18 @@ class Http:
         if not token:
             raise AuthError(f"{self.endpoint.host}: token service sent no token")
         return str(token), expires
+
+    def _ask_token_service(self, realm: str, params: dict[str, str]) -> requests.Response:
+        """GET with basic credentials, or POST with an identity token: Distribution's OAuth2
+        refresh-token form (its docs/spec/auth/oauth.md), as docker sends it."""
+        creds = self._credentials
+        how: dict[str, Any] = {"timeout": self._timeout, "verify": self.endpoint.verify}
+        if creds is not None and creds.identity_token:
+            form = {**params, "grant_type": "refresh_token", "client_id": "mirror"}
+            form["refresh_token"] = creds.identity_token
+            return self.session().post(realm, data=form, **how)
+        auth = (creds.username, creds.password) if creds else None
+        return self.session().get(realm, params=params, auth=auth, **how)
 
     def _error(
         self, method: str, url: str, resp: requests.Response, what: str, *, retried: bool = False
