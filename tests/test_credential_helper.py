@@ -276,6 +276,11 @@ def test_docker_config_forms_and_their_failures(
     write_config({"auths": {f"https://{host}": {"auth": base64.b64encode(b"u:p:w").decode()}}})
     found = docker_credentials(host)
     assert found is not None and (found.username, found.password) == ("u", "p:w")
+    legacy = base64.b64encode(b"old:pw").decode()
+    write_config({"auths": {f"https://{host}/v1/": {"auth": legacy}, "https://x/": {}}})
+    found = docker_credentials(host)  # older docker keyed auths by URL: matched by host
+    assert found is not None and (found.username, found.password) == ("old", "pw")
+    assert docker_credentials("registry.lab.example") is None  # the port is part of it
     bin_dir = tmp_path / "bin"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     _script(bin_dir, "nokey", "sys.exit(1)")

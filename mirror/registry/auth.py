@@ -71,7 +71,8 @@ def credentials_from_env(username_env: str, password_env: str) -> Credentials | 
 def docker_credentials(host: str) -> Credentials | None:
     """Credentials for `host` from Docker's config.json: for the host as written, then with
     https:// and http:// before it, the inline `auths` entry, then the helper `credHelpers`
-    names for it, then the `credsStore` helper. None when nothing there knows the host."""
+    names for it, then the `credsStore` helper; last, an `auths` key written as a URL with a
+    path (`https://HOST/v1/`, older docker's form). None when nothing there knows the host."""
     config = _docker_config()
     if config is None:
         return None
@@ -85,7 +86,20 @@ def docker_credentials(host: str) -> Credentials | None:
             found = _ask_helper(helper, key) if isinstance(helper, str) and helper else None
             if found is not None:
                 return found
+    for key, entry in auths.items():
+        found = _entry(_object(entry), key) if _hostname(key) == host else None
+        if found is not None:
+            return found
     return None
+
+
+def _hostname(key: str) -> str:
+    """docker's ConvertToHostname: no http:// or https://, nothing from the first slash."""
+    for scheme in ("http://", "https://"):
+        if key.startswith(scheme):
+            key = key[len(scheme) :]
+            break
+    return key.split("/", 1)[0]
 
 
 HELPER_TIMEOUT = 60.0  # seconds a credential helper may take to answer `get`
