@@ -58,7 +58,8 @@ MANIFEST = r"/manifests/"
 class Fault:
     """One rule. `path` is a regex searched in the request path; `times=None` is forever.
 
-    - status:   answer `status` without forwarding (401 carries a Basic challenge);
+    - status:   answer `status` without forwarding (401 carries a Basic challenge), with
+                `body` if given, else a registry error naming the status;
     - corrupt:  forward, then flip one byte in the middle of the body (length kept);
     - truncate: forward, declare the full length, send half the body, close;
     - slow:     forward after `delay` seconds, then send the body in slices, `delay` apart;
@@ -85,6 +86,7 @@ class Fault:
     extra: bytes = b"EXTRA"  # what `overlong` sends after the body
     to: str = ""  # where `relocate` sends the client
     page: int = 1  # tags per page for `paginate`
+    body: bytes = b""  # what `status` answers, when not the usual error JSON
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -263,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "cut" and body:
             body = body[: len(body) // 2]
         if fault and action == "status":
-            self._answer_status(fault.status, fault.retry_after)
+            self._answer_status(fault.status, fault.retry_after, fault.body)
             return
         if fault and action == "drop":
             self._log(0)
@@ -424,10 +426,13 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
-    def _answer_status(self, status: int, retry_after: str = "0") -> None:
-        payload = json.dumps(
-            {"errors": [{"code": "INJECTED", "message": f"injected {status}"}]}
-        ).encode()
+    def _answer_status(self, status: int, retry_after: str = "0", body: bytes = b"") -> None:
+        payload = (
+            body
+            or json.dumps(
+                {"errors": [{"code": "INJECTED", "message": f"injected {status}"}]}
+            ).encode()
+        )
         self._log(status)
         self.send_response_only(status)
         if status == 401:

@@ -275,7 +275,7 @@ def test_oversized_chart_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     index = write_index([(ChartVersion("big", "1.0.0", (), None, None, {}), "big.tgz")], GENERATED)
     responses.get("https://charts.test/index.yaml", body=index)
     responses.get("https://charts.test/big.tgz", body=b"x" * 4096)
-    with pytest.raises(OperationError, match="more than the 0 MiB cap"):
+    with pytest.raises(OperationError, match="more than the 1024-byte cap"):
         helm.discover(reg("https://charts.test"))
 
 

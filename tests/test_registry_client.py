@@ -175,6 +175,43 @@ def test_overlong_blob_fails(proxied: FaultProxy) -> None:
         stream.read()
 
 
+def test_a_listing_past_the_body_cap_is_refused_as_it_streams(
+    proxied: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag list, a catalog or an API answer is read whole, so it is read bounded: a
+    registry answering without end must not take the memory. Trailing blanks keep the JSON
+    valid: only the cap can refuse it."""
+    from mirror.errors import OperationError
+    from mirror.registry import http
+
+    client = RegistryClient(proxied.url)
+    _push(client, "cap/r", "1", _artifact(100))
+    assert client.list_tags("cap/r") == ["1"]
+    monkeypatch.setattr(http, "BODY_CAP", 4096)
+    proxied.add("overlong", method="GET", path=r"/tags/list", extra=b" " * 8192)
+    says = r"tags/list\?n=1000: 8222 bytes is over the 4096-byte cap"
+    with pytest.raises(OperationError, match=says):
+        client.list_tags("cap/r")
+
+
+def test_an_error_answer_is_read_for_its_words_not_whole(proxied: FaultProxy) -> None:
+    """A blob GET is streamed; when its answer is an error, only the first ERROR_WORDS
+    bytes are read for the message (a body of megabytes is not JSON within them)."""
+    client = RegistryClient(proxied.url)
+    art = _artifact(100)
+    _push(client, "words/r", "1", art)
+    layer = art.blobs[1][0]
+    noise = b'{"errors": [{"code": "DENIED", "message": "' + b"x" * (4 << 20) + b'"}]}'
+    proxied.add("status", method="GET", path=layer.digest, status=403, body=noise, times=1)
+    with pytest.raises(AuthError) as caught, client.open_blob("words/r", layer):
+        pass
+    assert "403" in str(caught.value) and "xxxx" not in str(caught.value)
+    words = b'{"errors": [{"code": "DENIED", "message": "' + b"x" * 100 + b'"}]}'
+    proxied.add("status", method="GET", path=layer.digest, status=403, body=words)
+    with pytest.raises(AuthError, match=r"403 x{50}"), client.open_blob("words/r", layer):
+        pass
+
+
 def test_upload_redirected_to_another_host_is_refused(proxied: FaultProxy) -> None:
     """`localhost` is the same proxy under another name: the client must not go there, so
     the proxy sees the POST that opened the session and nothing after it."""
@@ -257,6 +294,37 @@ def test_401_without_credentials_says_so_and_leaks_nothing() -> None:
     responses.get(f"{BASE}/v2/r/tags/list?n=1000", status=401)
     with pytest.raises(AuthError, match="no credentials"):
         RegistryClient(BASE).list_tags("r")
+
+
+def _bearer_challenge(realm: str) -> None:
+    header = f'Bearer realm="{realm}",service="reg.example",scope="repository:r:pull"'
+    responses.get(f"{BASE}/v2/r/tags/list?n=1000", status=401, headers={"WWW-Authenticate": header})
+
+
+@responses.activate
+def test_a_token_answer_past_its_cap_is_refused() -> None:
+    from mirror.errors import OperationError
+
+    _bearer_challenge("https://auth.example/token")
+    responses.get("https://auth.example/token", body=b'{"token": "' + b"t" * (2 << 20) + b'"}')
+    with pytest.raises(OperationError, match=r"token service https://auth\.example/token: .* cap"):
+        RegistryClient(BASE).list_tags("r")
+
+
+@responses.activate
+def test_no_credentials_go_to_a_plain_http_token_service_of_an_https_registry() -> None:
+    """The registry speaks TLS but names a token service on plain HTTP: with credentials,
+    mirror refuses before it sends them; anonymous, it asks there as any client would."""
+    _bearer_challenge("http://auth.example/token")
+    responses.get("http://auth.example/token", json={"token": "anonymous-token"})
+    client = RegistryClient(BASE, credentials=Credentials("alice", "s3cret"))
+    with pytest.raises(AuthError, match=r"token service http://auth\.example/token is plain HTTP"):
+        client.list_tags("r")
+    assert not [c for c in responses.calls if "auth.example" in c.request.url]
+    _bearer_challenge("http://auth.example/token")
+    responses.get(f"{BASE}/v2/r/tags/list?n=1000", json={"tags": ["1"]})
+    assert RegistryClient(BASE).list_tags("r") == ["1"]
+    assert [c for c in responses.calls if "auth.example" in c.request.url]
 
 
 def test_challenge_parsing() -> None:

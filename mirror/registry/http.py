@@ -10,10 +10,11 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from mirror.errors import AuthError, NotFoundError, OperationError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
@@ -21,6 +22,9 @@ from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryLater, RetryPo
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
 TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
+BODY_CAP = 16 << 20  # a listing, an API answer: what is bigger is streamed by its caller
+TOKEN_CAP = 1 << 20  # a token service's answer
+ERROR_WORDS = 64 << 10  # read of a streamed answer's body when it is an error: its words
 
 
 class _Session(requests.Session):
@@ -205,6 +209,8 @@ class Http:
         """
         url = self.url(path)
         replayable = data is None or isinstance(data, bytes)
+        if cap is None and not stream:  # every answer read whole is read here, bounded
+            cap, stream = BODY_CAP, True
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
@@ -348,10 +354,17 @@ class Http:
         params = {"service": challenge.params.get("service", "")}
         if scope:
             params["scope"] = scope
+        creds = self._credentials
+        if creds is not None and self.endpoint.scheme == "https" and not realm.startswith("https:"):
+            raise AuthError(
+                f"{self.endpoint.host}: its token service {redact(realm)} is plain HTTP; "
+                "mirror sends no credentials there"
+            )
         try:
             resp = self._ask_token_service(realm, params)
         except requests.exceptions.RequestException as exc:
             raise AuthError(f"token service {redact(realm)} unreachable: {_short(exc)}") from None
+        _read_body(resp, TOKEN_CAP, f"token service {redact(realm)}")
         if resp.status_code != 200:
             raise AuthError(
                 f"{self.endpoint.host}: token service refused {scope or 'access'} "
@@ -372,6 +385,7 @@ class Http:
         refresh-token form (its docs/spec/auth/oauth.md), as docker sends it."""
         creds = self._credentials
         how: dict[str, Any] = {"timeout": self._timeout, "verify": self.endpoint.verify}
+        how["stream"] = True  # read by the caller, at most TOKEN_CAP
         if creds is not None and creds.identity_token:
             form = {**params, "grant_type": "refresh_token", "client_id": "mirror"}
             form["refresh_token"] = creds.identity_token
@@ -384,6 +398,7 @@ class Http:
     ) -> RegistryError:
         code = resp.status_code
         where = f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}"
+        _read_words(resp)
         detail = redact(_registry_message(resp))  # registries may echo a token or URL back
         resp.close()
         if code in (401, 403):
@@ -404,20 +419,35 @@ def _read_body(resp: requests.Response, cap: int, where: str) -> None:
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
         resp.close()
-        raise OperationError(f"{where}: {declared} bytes is over the {cap >> 20} MiB cap")
+        raise OperationError(f"{where}: {declared} bytes is over the {_cap(cap)} cap")
     parts: list[bytes] = []
     total = 0
     try:
         for chunk in resp.iter_content(1 << 20):
             total += len(chunk)
             if total > cap:
-                raise OperationError(f"{where}: more than the {cap >> 20} MiB cap")
+                raise OperationError(f"{where}: more than the {_cap(cap)} cap")
             parts.append(chunk)
     except requests.RequestException as exc:
         raise ConnectionLost(f"{where}: the body was cut off ({type(exc).__name__})") from None
     finally:
         resp.close()
     resp._content = b"".join(parts)
+
+
+def _cap(cap: int) -> str:
+    return f"{cap >> 20} MiB" if cap >= 1 << 20 else f"{cap}-byte"
+
+
+def _read_words(resp: requests.Response) -> None:
+    """An error's body, when nothing read it yet (a streamed request): its first
+    ERROR_WORDS bytes, enough for any registry's error JSON, never a whole download."""
+    if cast(object, resp._content) is not False:  # requests' mark for "not read yet"
+        return
+    try:  # not iter_content: a generator left suspended kept the socket open
+        resp._content = resp.raw.read(ERROR_WORDS, decode_content=True) or b""
+    except (urllib3.exceptions.HTTPError, OSError):
+        resp._content = b""
 
 
 def _registry_message(resp: requests.Response) -> str:
