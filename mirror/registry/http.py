@@ -444,10 +444,12 @@ def _read_words(resp: requests.Response) -> None:
     ERROR_WORDS bytes, enough for any registry's error JSON, never a whole download."""
     if cast(object, resp._content) is not False:  # requests' mark for "not read yet"
         return
-    try:  # not iter_content: a generator left suspended kept the socket open
+    try:
         resp._content = resp.raw.read(ERROR_WORDS, decode_content=True) or b""
     except (urllib3.exceptions.HTTPError, OSError):
         resp._content = b""
+    if len(resp._content) == ERROR_WORDS:  # more may follow: that connection is not reused
+        resp.raw.close()  # (resp.close() would hand it back to the pool once .content is read)
 
 
 def _registry_message(resp: requests.Response) -> str:
