@@ -74,6 +74,9 @@ def _own_xdg_dirs(
     root = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(root / "data"))
+    # Nor the logins of whoever runs them: podman's auth.json is read after docker's.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(root / "run"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
     # No heartbeat lines by the clock: a slow run under load must not change what a test
     # reads on stderr. Tests of the heartbeat set their own interval.
     monkeypatch.setenv("MIRROR_HEARTBEAT", "0")

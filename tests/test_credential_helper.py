@@ -58,6 +58,14 @@ def write_config(doc: dict[str, Any]) -> None:
     (docker_dir() / "config.json").write_text(json.dumps(doc))
 
 
+def write_podman_auth(doc: dict[str, Any], path: Path | None = None) -> Path:
+    """podman's auth.json: $XDG_RUNTIME_DIR/containers/auth.json unless `path` is given."""
+    path = path or Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
 class Helper:
     """`docker-credential-labhelper` in its own folder; `on_path()` puts it first on PATH."""
 
@@ -105,8 +113,8 @@ def bundled_digests(bundle: Path) -> dict[str, str]:
     return {f"{a['repository']}:{a['tag']}": a["digest"] for a in run.json()["artifacts"]}
 
 
-@pytest.mark.parametrize("config", ["credHelpers", "credsStore", "auths"])
-def test_export_from_a_basic_auth_registry_with_docker_credentials(
+@pytest.mark.parametrize("config", ["credHelpers", "credsStore", "auths", "podman"])
+def test_export_from_a_basic_auth_registry_with_login_credentials(
     config: str,
     private: tuple[LabRegistry, Seeded],
     tmp_path: Path,
@@ -128,10 +136,13 @@ def test_export_from_a_basic_auth_registry_with_docker_credentials(
         write_config({"credHelpers": {reg.host: "labhelper"}})
     elif config == "credsStore":
         write_config({"credsStore": "labhelper"})
-    else:
+    elif config == "auths":
         auth = base64.b64encode(":".join(creds(reg)).encode()).decode()
         write_config({"auths": {reg.host: {"auth": auth}}})
-    if config != "auths":
+    else:  # `podman login` (and skopeo's) writes here; docker's config.json has nothing
+        auth = base64.b64encode(":".join(creds(reg)).encode()).decode()
+        write_podman_auth({"auths": {reg.host: {"auth": auth}}})
+    if config in ("credHelpers", "credsStore"):
         # Named, but not on PATH yet: still anonymous, still a 401 in one line.
         missing = export(reg, out)
         assert missing.rc == 1
@@ -143,7 +154,7 @@ def test_export_from_a_basic_auth_registry_with_docker_credentials(
     assert run.rc == 0, run.err
     assert bundled_digests(out) == {"images/private:1.0.0": seeded.digest}
     assert reg.password and reg.password not in run.out + run.err
-    if config == "auths":
+    if config in ("auths", "podman"):
         assert helper.asked() == []
     else:
         assert ["get", reg.host] in helper.asked()
@@ -253,6 +264,47 @@ def test_an_identity_token_is_traded_for_registry_tokens_by_oauth2(
     assert good not in run.out + run.err
 
 
+def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REGISTRY_AUTH_FILE first, docker's config.json next, then podman's and skopeo's
+    auth.json (XDG_RUNTIME_DIR, which REGISTRY_AUTH_FILE replaces, then ~/.config). The
+    first file that knows the host answers. A login to one namespace (`host/ns`) is not
+    used for the whole host. A broken file is named when it is reached."""
+    from mirror.errors import UsageError
+    from mirror.registry.auth import login_credentials
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    host = "registry.lab.example:5000"
+
+    def entry(user: str) -> dict[str, Any]:
+        return {host: {"auth": base64.b64encode(f"{user}:pw".encode()).decode()}}
+
+    def who() -> str | None:
+        found = login_credentials(host)
+        return found.username if found is not None else None
+
+    config_home = tmp_path / "home" / ".config" / "containers" / "auth.json"
+    write_podman_auth({"auths": entry("home")}, config_home)
+    assert who() == "home"
+    runtime = write_podman_auth({"auths": entry("runtime")})
+    assert who() == "runtime"
+    write_config({"auths": entry("docker")})
+    assert who() == "docker"
+    chosen = write_podman_auth({"auths": entry("chosen")}, tmp_path / "chosen.json")
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(chosen))
+    assert who() == "chosen"
+    write_podman_auth({"auths": {}}, chosen)
+    write_config({})
+    assert who() == "home"  # REGISTRY_AUTH_FILE stands in for the runtime file
+    monkeypatch.delenv("REGISTRY_AUTH_FILE")
+    ns = {f"{host}/team": entry("runtime")[host]}
+    write_podman_auth({"auths": ns})
+    assert who() == "home"  # a login to one namespace is not the host's
+    runtime.write_text("{broken")
+    config_home.unlink()
+    with pytest.raises(UsageError, match=f"{runtime}: not valid JSON"):
+        login_credentials(host)
+
+
 def _script(folder: Path, name: str, body: str) -> None:
     """A credential helper `docker-credential-NAME` that runs `body` (Python)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,38 +321,38 @@ def test_docker_config_forms_and_their_failures(
     installed or not knowing the host: anonymous. A broken config or a helper answering
     out of protocol: one line naming the file or the helper, never the secret."""
     from mirror.errors import UsageError
-    from mirror.registry.auth import docker_credentials
+    from mirror.registry.auth import login_credentials
 
     host = "registry.lab.example:5000"
-    assert docker_credentials(host) is None  # no config.json at all
+    assert login_credentials(host) is None  # no config.json at all
     write_config({"auths": {f"https://{host}": {"auth": base64.b64encode(b"u:p:w").decode()}}})
-    found = docker_credentials(host)
+    found = login_credentials(host)
     assert found is not None and (found.username, found.password) == ("u", "p:w")
     legacy = base64.b64encode(b"old:pw").decode()
     write_config({"auths": {f"https://{host}/v1/": {"auth": legacy}, "https://x/": {}}})
-    found = docker_credentials(host)  # older docker keyed auths by URL: matched by host
+    found = login_credentials(host)  # older docker keyed auths by URL: matched by host
     assert found is not None and (found.username, found.password) == ("old", "pw")
-    assert docker_credentials("registry.lab.example") is None  # the port is part of it
+    assert login_credentials("registry.lab.example") is None  # the port is part of it
     bin_dir = tmp_path / "bin"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     _script(bin_dir, "nokey", "sys.exit(1)")
     _script(bin_dir, "store", 'print(\'{"Username": "s", "Secret": "top-secret"}\')')
     write_config({"credHelpers": {host: "nokey"}, "credsStore": "store"})
-    found = docker_credentials(host)  # the host's helper does not know it: the store does
+    found = login_credentials(host)  # the host's helper does not know it: the store does
     assert found is not None and (found.username, found.password) == ("s", "top-secret")
     write_config({"credHelpers": {host: "not-installed"}})
-    assert docker_credentials(host) is None
+    assert login_credentials(host) is None
     ident = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
     write_config({"auths": {host: {"auth": ident, "identitytoken": "top-secret"}}})
-    found = docker_credentials(host)  # `az acr login`'s form: a user beside the token
+    found = login_credentials(host)  # `az acr login`'s form: a user beside the token
     assert found is not None and found.identity_token == "top-secret"
     assert found.username.startswith("0000") and "top-secret" not in repr(found)
     write_config({"auths": {host: {"identitytoken": "top-secret"}}})
-    found = docker_credentials(host)
+    found = login_credentials(host)
     assert found is not None and (found.username, found.identity_token) == ("", "top-secret")
     _script(bin_dir, "oauth", 'print(\'{"Username": "<token>", "Secret": "top-secret"}\')')
     write_config({"credsStore": "oauth"})
-    found = docker_credentials(host)
+    found = login_credentials(host)
     assert found is not None and (found.password, found.identity_token) == ("", "top-secret")
     _script(bin_dir, "garbled", 'print("top-secret")')
     for doc, says in [
@@ -311,15 +363,15 @@ def test_docker_config_forms_and_their_failures(
     ]:
         write_config(doc)  # type: ignore[arg-type]
         with pytest.raises(UsageError, match=says) as caught:
-            docker_credentials(host)
+            login_credentials(host)
         assert "top-secret" not in str(caught.value)
     (docker_dir() / "config.json").write_text("{not json")
     with pytest.raises(UsageError, match=r"config\.json: not valid JSON"):
-        docker_credentials(host)
+        login_credentials(host)
     (docker_dir() / "config.json").unlink()
     (docker_dir() / "config.json").mkdir()  # unreadable: named, not skipped as missing
     with pytest.raises(UsageError, match=r"config\.json: Is a directory"):
-        docker_credentials(host)
+        login_credentials(host)
 
 
 def test_a_credential_helper_that_never_answers_is_cut_off(
@@ -333,4 +385,4 @@ def test_a_credential_helper_that_never_answers_is_cut_off(
     monkeypatch.setattr(auth, "HELPER_TIMEOUT", 0.5)
     write_config({"credsStore": "stuck"})
     with pytest.raises(UsageError, match=r"docker-credential-stuck get: no answer .* in 0\.5 s"):
-        auth.docker_credentials("registry.lab.example")
+        auth.login_credentials("registry.lab.example")

@@ -1,10 +1,11 @@
 """Where registry credentials come from, and how a challenge is answered.
 
 Docker's `config.json` is read here as the docker CLI reads it (`auths`, `credHelpers`,
-`credsStore` and the helper protocol). oras-py could find them, but only through its
-private attributes, and a helper answering anything but JSON crashed it. Token handling is
-ours too: oras-py 0.2.43 keeps one token per client and re-sends it after
-`insufficient_scope`, which breaks a second repository.
+`credsStore` and the helper protocol), and so is the containers tools' `auth.json` (podman,
+skopeo and buildah log in there, in the same format). oras-py could find docker's, but
+only through its private attributes, and a helper answering anything but JSON crashed it.
+Token handling is ours too: oras-py 0.2.43 keeps one token per client and re-sends it
+after `insufficient_scope`, which breaks a second repository.
 """
 
 from __future__ import annotations
@@ -68,14 +69,37 @@ def credentials_from_env(username_env: str, password_env: str) -> Credentials | 
     return Credentials(user, password)
 
 
-def docker_credentials(host: str) -> Credentials | None:
-    """Credentials for `host` from Docker's config.json: for the host as written, then with
-    https:// and http:// before it, the inline `auths` entry, then the helper `credHelpers`
-    names for it, then the `credsStore` helper; last, an `auths` key written as a URL with a
-    path (`https://HOST/v1/`, older docker's form). None when nothing there knows the host."""
-    config = _docker_config()
-    if config is None:
-        return None
+def login_credentials(host: str) -> Credentials | None:
+    """Credentials for `host` from the first login file that knows it (`_login_files`)."""
+    for path in _login_files():
+        config = _read_config(path)
+        found = _lookup(config, host) if config is not None else None
+        if found is not None:
+            return found
+    return None
+
+
+def _login_files() -> list[Path]:
+    """$REGISTRY_AUTH_FILE when set (a choice made for this run), docker's config.json
+    ($DOCKER_CONFIG, else ~/.docker), then where podman and skopeo keep logins:
+    $XDG_RUNTIME_DIR/containers/auth.json (which REGISTRY_AUTH_FILE replaces for them),
+    then ~/.config/containers/auth.json."""
+    chosen = os.environ.get("REGISTRY_AUTH_FILE")
+    docker = os.environ.get("DOCKER_CONFIG")
+    files = [Path(chosen)] if chosen else []
+    files.append((Path(docker) if docker else Path.home() / ".docker") / "config.json")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and not chosen:
+        files.append(Path(runtime) / "containers" / "auth.json")
+    files.append(Path.home() / ".config" / "containers" / "auth.json")
+    return files
+
+
+def _lookup(config: dict[str, object], host: str) -> Credentials | None:
+    """In one file: for the host as written, then with https:// and http:// before it, the
+    inline `auths` entry, then the helper `credHelpers` names for it, then the `credsStore`
+    helper; last, an `auths` key written as a URL (`https://HOST/v1/`, older docker's form).
+    A key with a path but no scheme is podman's login to one namespace: not for the host."""
     auths, helpers = _object(config.get("auths")), _object(config.get("credHelpers"))
     store = config.get("credsStore")
     for key in (host, f"https://{host}", f"http://{host}"):
@@ -87,14 +111,14 @@ def docker_credentials(host: str) -> Credentials | None:
             if found is not None:
                 return found
     for key, entry in auths.items():
-        found = _entry(_object(entry), key) if _hostname(key) == host else None
+        found = _entry(_object(entry), key) if "://" in key and _hostname(key) == host else None
         if found is not None:
             return found
     return None
 
 
 def _hostname(key: str) -> str:
-    """docker's ConvertToHostname: no http:// or https://, nothing from the first slash."""
+    """As docker's ConvertToHostname: no http:// or https://, nothing from the first slash."""
     for scheme in ("http://", "https://"):
         if key.startswith(scheme):
             key = key[len(scheme) :]
@@ -105,11 +129,8 @@ def _hostname(key: str) -> str:
 HELPER_TIMEOUT = 60.0  # seconds a credential helper may take to answer `get`
 
 
-def _docker_config() -> dict[str, object] | None:
-    """$DOCKER_CONFIG/config.json when DOCKER_CONFIG is set, else ~/.docker/config.json."""
-    folder = os.environ.get("DOCKER_CONFIG")
-    path = Path(folder) if folder else Path.home() / ".docker"
-    path /= "config.json"
+def _read_config(path: Path) -> dict[str, object] | None:
+    """A login file's JSON object; None when there is no such file."""
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -187,9 +208,9 @@ def resolve_credentials(host: str, env: tuple[str, str] | None = None) -> Creden
         creds = credentials_from_env(*env)
         if creds is not None:
             return creds
-    creds = docker_credentials(host)
+    creds = login_credentials(host)
     if creds is None and host.lower() in DOCKER_HUB_HOSTS:
-        creds = docker_credentials(DOCKER_HUB_KEY)
+        creds = login_credentials(DOCKER_HUB_KEY)
     return creds
 
 
