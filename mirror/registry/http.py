@@ -205,7 +205,8 @@ class Http:
         This is where a request is retried, by the one rule in `registry/retry.py`.
         `check=False` hands any answer the rule does not retry to the caller to judge.
         `cap` reads the body here, at most `cap` bytes, so a body cut off mid-way is retried
-        under the same budget as the request that fetched it.
+        under the same budget as the request that fetched it; a request not streamed is
+        read so too, at most BODY_CAP (a listing or an API answer must not take the memory).
         """
         url = self.url(path)
         replayable = data is None or isinstance(data, bytes)
@@ -355,7 +356,8 @@ class Http:
         if scope:
             params["scope"] = scope
         creds = self._credentials
-        if creds is not None and self.endpoint.scheme == "https" and not realm.startswith("https:"):
+        plain = urlsplit(realm).scheme.lower() != "https"
+        if creds is not None and self.endpoint.scheme == "https" and plain:
             raise AuthError(
                 f"{self.endpoint.host}: its token service {redact(realm)} is plain HTTP; "
                 "mirror sends no credentials there"
