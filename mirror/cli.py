@@ -310,7 +310,7 @@ def cache_prune(max_size: str, cache_dir: Path | None, as_json: bool) -> None:
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
-    help="CA bundle for source registries with a private CA.",
+    help="CA bundle for source registries with a private CA (added to the system's).",
 )
 @click.option(
     "--dry-run",
@@ -447,7 +447,7 @@ def _print_export(result: Any) -> None:
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
-    help="CA bundle for source registries with a private CA.",
+    help="CA bundle for source registries with a private CA (added to the system's).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the closure as a JSON array.")
 def images(
@@ -668,7 +668,7 @@ def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
-    help="CA bundle for a target registry with a private CA.",
+    help="CA bundle for a target registry with a private CA (added to the system's).",
 )
 @click.option(
     "--jobs",

@@ -53,3 +53,41 @@ def test_export_from_a_private_ca_registry(
     assert [(a["ref"], a["digest"]) for a in carried] == [
         ("base/spectro-packs/archive/p:1.0.0", seeded.digest)
     ]
+
+
+def test_the_system_store_is_trusted_and_a_ca_file_adds_to_it(
+    registry_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As curl, docker and skopeo: a CA the host trusts (installed in its store; here
+    SSL_CERT_FILE, which OpenSSL's default paths read) needs no flag, and --ca-file for a
+    second private registry adds to that trust rather than replacing it, so one export
+    reads both. With requests alone, the first failed, and the second made the first fail."""
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    system, private = registry_factory("tls"), registry_factory("tls")
+    monkeypatch.setenv("SSL_CERT_FILE", str(system.ca_file))
+    seeded = {}
+    for name, reg in (("s", system), ("p", private)):
+        art = single_layer_artifact(
+            b"{}", mt.UNKNOWN_CONFIG, os.urandom(512), mt.OCI_LAYER_TAR, {mt.ANN_TITLE: "p.tgz"}
+        )
+        path = f"b{name}/spectro-packs/archive/p{name}"
+        seeded[f"{path}:1.0.0"] = seed_artifact(client_for(reg), path, "1.0.0", art, "pack").digest
+    spec = tmp_path / "spec.yaml"
+    entries = [
+        f"  - {{name: {n}, kind: oci, url: '{r.url}', basePath: b{n}}}"
+        for n, r in (("s", system), ("p", private))
+    ]
+    spec.write_text("registries:\n" + "\n".join(entries) + "\n")
+    out = tmp_path / "b.tar.zst"
+    args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 1  # the private registry's CA is in no store
+    assert f"{private.host}: TLS verification failed" in capsys.readouterr().err
+    assert main([*args, "--ca-file", str(private.ca_file)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    carried = json.loads(capsys.readouterr().out)["artifacts"]
+    assert {a["ref"]: a["digest"] for a in carried} == seeded

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from mirror.errors import AuthError, NotFoundError, OperationError, RegistryError, redact
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
@@ -25,6 +27,27 @@ TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can han
 BODY_CAP = 16 << 20  # a listing, an API answer: what is bigger is streamed by its caller
 TOKEN_CAP = 1 << 20  # a token service's answer
 ERROR_WORDS = 64 << 10  # read of a streamed answer's body when it is an error: its words
+
+
+class _TrustAdapter(requests.adapters.HTTPAdapter):
+    """TLS trusts what curl, docker and skopeo trust: the system's store (where an internal
+    CA is installed; SSL_CERT_FILE and SSL_CERT_DIR count) beside the bundle requests ships.
+    A CA file (--ca-file, REQUESTS_CA_BUNDLE) adds to them instead of replacing them, so one
+    export can read a private registry and a public upstream. requests alone trusts its own
+    bundle only, or the CA file only."""
+
+    def __init__(self) -> None:
+        self._context = ssl.create_default_context()  # the system's store, CERT_REQUIRED
+        self._context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+        super().__init__()
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        if verify is not False:  # urllib3 loads a CA file given into this context: added
+            pool["ssl_context"] = self._context
+        return host, pool
 
 
 class _Session(requests.Session):
@@ -41,6 +64,7 @@ class _Session(requests.Session):
         super().__init__()
         self.trust_env = False  # we read the environment ourselves, below
         self._env: dict[tuple[str, str], tuple[dict[str, str], bool | str]] = {}
+        self.mount("https://", _TrustAdapter())
 
     def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
         parts = urlsplit(url)
