@@ -29,25 +29,53 @@ TOKEN_CAP = 1 << 20  # a token service's answer
 ERROR_WORDS = 64 << 10  # read of a streamed answer's body when it is an error: its words
 
 
-class _TrustAdapter(requests.adapters.HTTPAdapter):
-    """TLS trusts what curl, docker and skopeo trust: the system's store (where an internal
-    CA is installed; SSL_CERT_FILE and SSL_CERT_DIR count) beside the bundle requests ships.
-    A CA file (--ca-file, REQUESTS_CA_BUNDLE) adds to them instead of replacing them, so one
+class _TrustStore:
+    """What TLS trusts, as curl, docker and skopeo do: the system's store (where an internal
+    CA is installed; SSL_CERT_FILE and SSL_CERT_DIR count) beside the bundle requests ships,
+    and a CA file (--ca-file, REQUESTS_CA_BUNDLE) added to them, not instead of them, so one
     export can read a private registry and a public upstream. requests alone trusts its own
-    bundle only, or the CA file only."""
+    bundle only, or the CA file only. One per `Http`, shared by its threads' sessions (an
+    SSLContext is safe to share once built); built at the first HTTPS request, since loading
+    the stores costs ~40 ms."""
 
     def __init__(self) -> None:
-        self._context = ssl.create_default_context()  # the system's store, CERT_REQUIRED
-        self._context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+        self._lock = threading.Lock()
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def context(self, ca: str) -> ssl.SSLContext:
+        with self._lock:
+            found = self._contexts.get(ca)
+            if found is None:
+                found = ssl.create_default_context()  # the system's store, CERT_REQUIRED
+                found.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+                if ca:
+                    found.load_verify_locations(*((None, ca) if os.path.isdir(ca) else (ca,)))
+                self._contexts[ca] = found
+            return found
+
+
+class _TrustAdapter(requests.adapters.HTTPAdapter):
+    """HTTPS through `_TrustStore`'s context: requests' documented hooks for pool settings."""
+
+    def __init__(self, trust: _TrustStore) -> None:
+        self._trust = trust
         super().__init__()
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
     ) -> Any:
         host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
-        if verify is not False:  # urllib3 loads a CA file given into this context: added
-            pool["ssl_context"] = self._context
+        if verify is not False:
+            pool["ssl_context"] = self._trust.context(verify if isinstance(verify, str) else "")
+            pool.pop("ca_certs", None)
+            pool.pop("ca_cert_dir", None)
         return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """requests' check that a CA path exists stays; the path itself is in the context."""
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+        if verify is not False:  # the context holds every CA: urllib3 would load one per
+            conn.ca_certs = conn.ca_cert_dir = None  # connection again, ~20 ms each
 
 
 class _Session(requests.Session):
@@ -60,11 +88,11 @@ class _Session(requests.Session):
     environment. `send_plain` skips the Session bookkeeping mirror never uses.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, trust: _TrustStore | None = None) -> None:
         super().__init__()
         self.trust_env = False  # we read the environment ourselves, below
         self._env: dict[tuple[str, str], tuple[dict[str, str], bool | str]] = {}
-        self.mount("https://", _TrustAdapter())
+        self.mount("https://", _TrustAdapter(trust or _TrustStore()))
 
     def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
         parts = urlsplit(url)
@@ -188,6 +216,7 @@ class Http:
         self._headers = dict(headers or {})  # sent to the endpoint's own host only
         self._tokens = TokenCache()
         self._local = threading.local()
+        self._trust = _TrustStore()
         self._basic = threading.Event()
         if preemptive_basic and credentials is not None:  # Helm's way: no challenge first
             self._basic.set()
@@ -195,7 +224,7 @@ class Http:
     def session(self) -> _Session:
         s: _Session | None = getattr(self._local, "session", None)
         if s is None:
-            s = _Session()
+            s = _Session(self._trust)
             s.verify = self.endpoint.verify
             s.headers["User-Agent"] = "mirror"
             self._local.session = s
