@@ -90,16 +90,20 @@ def creds(reg: LabRegistry) -> tuple[str, str]:
     return reg.username, reg.password
 
 
+def seed_one(reg: LabRegistry, name: str) -> Seeded:
+    """One image at REPO:1.0.0, pushed with the registry's own credentials."""
+    image = make_image(name, layers=[make_layer(f"{name}/0", 4096)])
+    client = client_for(reg)
+    try:
+        return seed_artifact(client, REPO, "1.0.0", image)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def private(basic_registry: LabRegistry) -> tuple[LabRegistry, Seeded]:
     """The basic-auth lab registry holding one image, seeded with its own credentials."""
-    image = make_image("private", layers=[make_layer("private/0", 4096)])
-    client = client_for(basic_registry)
-    try:
-        seeded = seed_artifact(client, REPO, "1.0.0", image)
-    finally:
-        client.close()
-    return basic_registry, seeded
+    return basic_registry, seed_one(basic_registry, "private")
 
 
 def export(reg: LabRegistry, out: Path) -> Any:
@@ -229,12 +233,7 @@ def test_an_identity_token_is_traded_for_registry_tokens_by_oauth2(
     at the token service by POST, as docker does; the lab service grants nothing by GET for
     it (there is no password). A token the service does not know: exit 1, one line, no
     bundle, and the token never printed."""
-    image = make_image("oauth", layers=[make_layer("oauth/0", 4096)])
-    client = client_for(token_registry)
-    try:
-        seeded = seed_artifact(client, REPO, "1.0.0", image)
-    finally:
-        client.close()
+    seeded = seed_one(token_registry, "oauth")
     server = token_registry.token_server
     assert server is not None
     good, bad = server.identity_token("oauth-user"), "refresh-not-issued-by-this-service"
