@@ -86,6 +86,14 @@ def test_the_system_store_is_trusted_and_a_ca_file_adds_to_it(
     args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
     assert main(args) == 1  # the private registry's CA is in no store
     assert f"{private.host}: TLS verification failed" in capsys.readouterr().err
+    bogus = tmp_path / "not-a-ca.pem"
+    bogus.write_text("not a certificate\n")
+    assert main([*args, "--ca-file", str(bogus)]) == 2  # named, not a TLS riddle
+    assert (
+        capsys.readouterr().err
+        == f"mirror: error: {bogus}: not a CA bundle (NO_CERTIFICATE_OR_CRL_FOUND)\n"
+    )
+    assert not out.exists()
     assert main([*args, "--ca-file", str(private.ca_file)]) == 0
     capsys.readouterr()
     assert main(["inspect", str(out), "--json"]) == 0

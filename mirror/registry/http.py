@@ -18,7 +18,14 @@ import requests
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
-from mirror.errors import AuthError, NotFoundError, OperationError, RegistryError, redact
+from mirror.errors import (
+    AuthError,
+    NotFoundError,
+    OperationError,
+    RegistryError,
+    UsageError,
+    redact,
+)
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryLater, RetryPolicy
 
@@ -49,9 +56,18 @@ class _TrustStore:
                 found = ssl.create_default_context()  # the system's store, CERT_REQUIRED
                 found.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
                 if ca:
-                    found.load_verify_locations(*((None, ca) if os.path.isdir(ca) else (ca,)))
+                    _add_ca(found, ca)
                 self._contexts[ca] = found
             return found
+
+
+def _add_ca(context: ssl.SSLContext, ca: str) -> None:
+    """A CA file (or hashed folder) added to the context; one that is not one is named."""
+    try:
+        context.load_verify_locations(*((None, ca) if os.path.isdir(ca) else (ca,)))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise UsageError(f"{ca}: not a CA bundle ({reason})") from None
 
 
 class _TrustAdapter(requests.adapters.HTTPAdapter):
@@ -173,13 +189,9 @@ class Endpoint:
         text = url if "://" in url else f"https://{url}"
         parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            from mirror.errors import UsageError
-
             raise UsageError(f"not a registry URL: {redact(url)}")
         host = parts.netloc.rsplit("@", 1)[-1]
         if not _HOST.match(host) or parts.path.strip("/"):
-            from mirror.errors import UsageError
-
             raise UsageError(
                 f"not a registry URL: {redact(url)!r} (expected [http[s]://]HOST[:PORT])"
             )
