@@ -449,14 +449,15 @@ def test_basic_auth_source_with_credentials_from_the_spec_variables(
     assert reg.password not in run.out + run.err
 
 
-@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"])
 def test_tls_source_needs_its_ca(
     variable: str, registry_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """export has no --ca-file: an untrusted CA is one clear line; the CA through the env works.
 
-    REQUESTS_CA_BUNDLE is honoured by requests. SSL_CERT_FILE is not (requests pins certifi's
-    bundle), which this test pins down so the behaviour is known, not guessed.
+    REQUESTS_CA_BUNDLE as requests reads it; SSL_CERT_FILE and SSL_CERT_DIR as OpenSSL reads
+    the system's store (a hashed folder), which curl, docker and skopeo trust and requests
+    alone did not (it pinned certifi's bundle).
     """
     reg = registry_factory("tls")
     seeded = _seed_small(reg)
@@ -467,14 +468,33 @@ def test_tls_source_needs_its_ca(
     assert "TLS" in untrusted.error_line()
     assert not out.exists()
 
-    monkeypatch.setenv(variable, str(reg.ca_file))
+    trusted = str(reg.ca_file)
+    if variable == "SSL_CERT_DIR":  # OpenSSL looks a CA up by its subject hash
+        import ssl
+
+        folder = tmp_path / "certs"
+        folder.mkdir()
+        subject_hash = _subject_hash(reg.ca_file)
+        (folder / f"{subject_hash}.0").write_bytes(reg.ca_file.read_bytes())
+        trusted = str(folder)
+        assert ssl.get_default_verify_paths().openssl_capath_env == "SSL_CERT_DIR"
+    monkeypatch.setenv(variable, trusted)
     run = mirror("export", spec, "--output", out, "--cache-dir", tmp_path / "c", "--json")
-    if variable == "REQUESTS_CA_BUNDLE":
-        assert run.rc == 0, run.err
-        assert run.json()["artifacts"] == len(seeded)
-    else:
-        assert run.rc == 1 and "TLS" in run.error_line()
-        assert not out.exists()
+    assert run.rc == 0, run.err
+    assert run.json()["artifacts"] == len(seeded)
+
+
+def _subject_hash(pem: Path) -> str:
+    """`openssl x509 -hash`: the name OpenSSL looks a CA up by in a certificate folder."""
+    import subprocess
+
+    done = subprocess.run(
+        ["openssl", "x509", "-noout", "-hash", "-in", str(pem)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
