@@ -99,3 +99,40 @@ def test_the_system_store_is_trusted_and_a_ca_file_adds_to_it(
     assert main(["inspect", str(out), "--json"]) == 0
     carried = json.loads(capsys.readouterr().out)["artifacts"]
     assert {a["ref"]: a["digest"] for a in carried} == seeded
+
+
+def test_a_registry_s_own_ca_folder_is_read_as_docker_and_podman_read_it(
+    tls_registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`certs.d/HOST:PORT/*.crt` (under /etc/containers, /etc/docker or ~/.config/containers)
+    trusts a CA for that registry alone, no flag needed; a file there that is no CA is
+    named in one line."""
+    from mirror.registry import http
+
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    roots = (str(tmp_path / "etc-containers"), str(tmp_path / "etc-docker"))
+    monkeypatch.setattr(http, "CERTS_D", roots)
+    art = single_layer_artifact(
+        b"{}", mt.UNKNOWN_CONFIG, os.urandom(256), mt.OCI_LAYER_TAR, {mt.ANN_TITLE: "p.tgz"}
+    )
+    seed_artifact(client_for(tls_registry), "base/spectro-packs/archive/p", "1", art)
+    spec = tmp_path / "spec.yaml"
+    entry = f"{{name: Private, kind: oci, url: '{tls_registry.url}', basePath: base}}"
+    spec.write_text(f"registries:\n  - {entry}\n")
+    out = tmp_path / "b.tar.zst"
+    args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c"), "--json"]
+    assert main(args) == 1
+    assert "TLS verification failed" in capsys.readouterr().err
+    folder = Path(roots[1]) / tls_registry.host
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("not read: only *.crt")
+    (folder / "ca.crt").write_bytes(tls_registry.ca_file.read_bytes())
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["artifacts"] == 1
+    (folder / "zz-broken.crt").write_text("no certificate here")
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(f"mirror: error: {folder / 'zz-broken.crt'}: ")

@@ -5,6 +5,7 @@ Each thread gets its own `requests.Session`; tokens are shared through `TokenCac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import ssl
@@ -39,13 +40,15 @@ ERROR_WORDS = 64 << 10  # read of a streamed answer's body when it is an error: 
 class _TrustStore:
     """What TLS trusts, as curl, docker and skopeo do: the system's store (where an internal
     CA is installed; SSL_CERT_FILE and SSL_CERT_DIR count) beside the bundle requests ships,
-    and a CA file (--ca-file, REQUESTS_CA_BUNDLE) added to them, not instead of them, so one
-    export can read a private registry and a public upstream. requests alone trusts its own
+    the registry's own CAs where docker and podman keep them (CERTS_D/HOST/*.crt), and a CA
+    file (--ca-file, REQUESTS_CA_BUNDLE): added to them, not instead of them, so one export
+    can read a private registry and a public upstream. requests alone trusts its own
     bundle only, or the CA file only. One per `Http`, shared by its threads' sessions (an
     SSLContext is safe to share once built); built at the first HTTPS request, since loading
     the stores costs ~40 ms."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "") -> None:
+        self._host = host
         self._lock = threading.Lock()
         self._contexts: dict[str, ssl.SSLContext] = {}
 
@@ -55,10 +58,23 @@ class _TrustStore:
             if found is None:
                 found = ssl.create_default_context()  # the system's store, CERT_REQUIRED
                 found.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
-                if ca:
-                    _add_ca(found, ca)
+                for extra in [*_host_cas(self._host), *([ca] if ca else [])]:
+                    _add_ca(found, extra)
                 self._contexts[ca] = found
             return found
+
+
+CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d", "~/.config/containers/certs.d")
+
+
+def _host_cas(host: str) -> list[str]:
+    """The host's own CAs, as docker and podman keep them: CERTS_D/HOST[:PORT]/*.crt."""
+    found: list[str] = []
+    for root in CERTS_D if host else ():
+        folder = os.path.join(os.path.expanduser(root), host)
+        with contextlib.suppress(OSError):
+            found += sorted(e.path for e in os.scandir(folder) if e.name.endswith(".crt"))
+    return found
 
 
 def _add_ca(context: ssl.SSLContext, ca: str) -> None:
@@ -228,7 +244,7 @@ class Http:
         self._headers = dict(headers or {})  # sent to the endpoint's own host only
         self._tokens = TokenCache()
         self._local = threading.local()
-        self._trust = _TrustStore()
+        self._trust = _TrustStore(endpoint.host)
         self._basic = threading.Event()
         if preemptive_basic and credentials is not None:  # Helm's way: no challenge first
             self._basic.set()
