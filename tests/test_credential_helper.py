@@ -298,6 +298,9 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
     ns = {f"{host}/team": entry("runtime")[host]}
     write_podman_auth({"auths": ns})
     assert who() == "home"  # a login to one namespace is not the host's
+    write_podman_auth({"auths": {host: {"auth": "not base64!"}}})
+    with pytest.raises(UsageError, match=f"{runtime}: the auth for {host} is not base64"):
+        login_credentials(host)  # the file that holds it is named, not docker's
     runtime.write_text("{broken")
     config_home.unlink()
     with pytest.raises(UsageError, match=f"{runtime}: not valid JSON"):

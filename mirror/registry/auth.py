@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
 
@@ -73,7 +74,7 @@ def login_credentials(host: str) -> Credentials | None:
     """Credentials for `host` from the first login file that knows it (`_login_files`)."""
     for path in _login_files():
         config = _read_config(path)
-        found = _lookup(config, host) if config is not None else None
+        found = _lookup(config, host, path) if config is not None else None
         if found is not None:
             return found
     return None
@@ -95,7 +96,7 @@ def _login_files() -> list[Path]:
     return files
 
 
-def _lookup(config: dict[str, object], host: str) -> Credentials | None:
+def _lookup(config: dict[str, object], host: str, path: Path) -> Credentials | None:
     """In one file: for the host as written, then with https:// and http:// before it, the
     inline `auths` entry, then the helper `credHelpers` names for it, then the `credsStore`
     helper; last, an `auths` key written as a URL (`https://HOST/v1/`, older docker's form).
@@ -103,27 +104,20 @@ def _lookup(config: dict[str, object], host: str) -> Credentials | None:
     auths, helpers = _object(config.get("auths")), _object(config.get("credHelpers"))
     store = config.get("credsStore")
     for key in (host, f"https://{host}", f"http://{host}"):
-        found = _entry(_object(auths.get(key)), key)
+        found = _entry(_object(auths.get(key)), key, path)
         if found is not None:
             return found
         for helper in (helpers.get(key), store):
-            found = _ask_helper(helper, key) if isinstance(helper, str) and helper else None
+            if not isinstance(helper, str) or not helper:
+                continue
+            found = _ask_helper(helper, key, path)
             if found is not None:
                 return found
-    for key, entry in auths.items():
-        found = _entry(_object(entry), key) if "://" in key and _hostname(key) == host else None
+    for key, entry in auths.items():  # docker's ConvertToHostname, for keys with a scheme
+        found = _entry(_object(entry), key, path) if urlsplit(key).netloc == host else None
         if found is not None:
             return found
     return None
-
-
-def _hostname(key: str) -> str:
-    """As docker's ConvertToHostname: no http:// or https://, nothing from the first slash."""
-    for scheme in ("http://", "https://"):
-        if key.startswith(scheme):
-            key = key[len(scheme) :]
-            break
-    return key.split("/", 1)[0]
 
 
 HELPER_TIMEOUT = 60.0  # seconds a credential helper may take to answer `get`
@@ -148,32 +142,32 @@ def _object(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _entry(entry: dict[str, object], key: str) -> Credentials | None:
+def _entry(entry: dict[str, object], key: str, path: Path) -> Credentials | None:
     """An `auths` entry: `auth`, `identitytoken`, or both (docker keeps the user beside it)."""
     inline, token = entry.get("auth"), entry.get("identitytoken")
-    creds = _inline(inline, key) if isinstance(inline, str) and inline else None
+    creds = _inline(inline, key, path) if isinstance(inline, str) and inline else None
     if not isinstance(token, str) or not token:
         return creds
     user, password = (creds.username, creds.password) if creds else ("", "")
     return Credentials(user, password, identity_token=token)
 
 
-def _inline(auth: str, key: str) -> Credentials:
+def _inline(auth: str, key: str, path: Path) -> Credentials:
     """An `auths` entry's `auth`: base64 of user:password (the secret never in a message)."""
     try:
         user, sep, password = base64.b64decode(auth, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         sep = ""
     if not sep:
-        raise UsageError(f"docker config.json: the auth for {key} is not base64 user:password")
+        raise UsageError(f"{path}: the auth for {key} is not base64 user:password")
     return Credentials(user, password)
 
 
-def _ask_helper(name: str, key: str) -> Credentials | None:
+def _ask_helper(name: str, key: str, path: Path) -> Credentials | None:
     """`docker-credential-NAME get`, the server on stdin. Not installed, or not knowing the
     server (a non-zero exit), means no credentials; an answer out of protocol is an error."""
     if "/" in name or "\\" in name:
-        raise UsageError(f"docker config.json: {name!r} is not a credential helper's name")
+        raise UsageError(f"{path}: {name!r} is not a credential helper's name")
     binary = f"docker-credential-{name}"
     try:
         proc = subprocess.run(

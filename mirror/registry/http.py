@@ -29,9 +29,10 @@ from mirror.errors import (
 )
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryLater, RetryPolicy
+from mirror.settings import Net
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
-TIMEOUT = (10.0, 120.0)  # connect, read: oras-py 0.2.43 passes none and can hang forever.
+TIMEOUT = Net().timeouts  # connect, read: oras-py 0.2.43 passes none and can hang forever.
 BODY_CAP = 16 << 20  # a listing, an API answer: what is bigger is streamed by its caller
 TOKEN_CAP = 1 << 20  # a token service's answer
 ERROR_WORDS = 64 << 10  # read of a streamed answer's body when it is an error: its words
@@ -467,8 +468,9 @@ class Http:
         """GET with basic credentials, or POST with an identity token: Distribution's OAuth2
         refresh-token form (its docs/spec/auth/oauth.md), as docker sends it."""
         creds = self._credentials
+        # Streamed: the caller reads it, at most TOKEN_CAP.
         how: dict[str, Any] = {"timeout": self._timeout, "verify": self.endpoint.verify}
-        how["stream"] = True  # read by the caller, at most TOKEN_CAP
+        how["stream"] = True
         if creds is not None and creds.identity_token:
             form = {**params, "grant_type": "refresh_token", "client_id": "mirror"}
             form["refresh_token"] = creds.identity_token
