@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mirror.cli import main
+from mirror.lab.certs import write_certs
 from mirror.lab.seed import client_for, seed_artifact
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import single_layer_artifact
@@ -136,3 +137,99 @@ def test_a_registry_s_own_ca_folder_is_read_as_docker_and_podman_read_it(
     (folder / "zz-broken.crt").write_text("no certificate here")
     assert main(args) == 2
     assert capsys.readouterr().err.startswith(f"mirror: error: {folder / 'zz-broken.crt'}: ")
+
+
+def test_a_registry_that_asks_for_a_client_certificate_gets_the_one_in_certs_d(
+    registry_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Mutual TLS as docker and podman do it: `certs.d/HOST:PORT/client.cert` with its
+    `client.key` is offered to that registry. Without one, or with one it does not trust,
+    or with half a pair, the error says which, and nothing is written."""
+    from mirror.registry import http
+
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    reg = registry_factory("mtls")
+    assert reg.certs is not None
+    monkeypatch.setattr(http, "CERTS_D", (str(tmp_path / "certs.d"),))
+    folder = tmp_path / "certs.d" / reg.host
+    folder.mkdir(parents=True)
+    (folder / "ca.crt").write_bytes(reg.certs.ca_file.read_bytes())
+    cert, key = folder / "client.cert", folder / "client.key"
+    cert.write_bytes(reg.certs.client_cert.read_bytes())
+    key.write_bytes(reg.certs.client_key.read_bytes())
+    art = single_layer_artifact(
+        b"{}", mt.UNKNOWN_CONFIG, os.urandom(256), mt.OCI_LAYER_TAR, {mt.ANN_TITLE: "p.tgz"}
+    )
+    seeded = seed_artifact(client_for(reg), "base/spectro-packs/archive/p", "1", art)
+    spec = tmp_path / "spec.yaml"
+    entry = f"{{name: Private, kind: oci, url: '{reg.url}', basePath: base}}"
+    spec.write_text(f"registries:\n  - {entry}\n")
+    out = tmp_path / "b.tar.zst"
+    args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c"), "--json"]
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    cert.rename(kept / cert.name)
+    assert main(args) == 2  # half a pair is a mistake in the folder, named
+    assert capsys.readouterr().err == (f"mirror: error: {key}: no client.cert beside it\n")
+    key.rename(kept / key.name)
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"mirror: error: {reg.host} asks for a client certificate; put it and its key in "
+        f"certs.d/{reg.host}/ as client.cert and client.key, as for docker\n"
+    )
+    other = write_certs(tmp_path / "other")  # a pair from a CA the registry does not know
+    cert.write_bytes(other.client_cert.read_bytes())
+    key.write_bytes(other.client_key.read_bytes())
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"mirror: error: {reg.host} refused the client certificate {cert}\n"
+    )
+    key.write_text("not a key")
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(
+        f"mirror: error: {cert}: not a client certificate with its key ("
+    )
+    assert not out.exists()
+    (kept / cert.name).rename(cert)
+    (kept / key.name).rename(key)
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["artifacts"] == 1
+    assert main(["inspect", str(out), "--json"]) == 0
+    carried = json.loads(capsys.readouterr().out)["artifacts"]
+    assert [a["digest"] for a in carried] == [seeded.digest]
+
+
+def test_a_client_certificate_goes_to_its_own_host_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redirect (a blob on object storage) is another host: it gets a context without
+    the registry's client certificate, so it never learns who we are."""
+    import requests
+
+    from mirror.registry import http
+
+    certs = write_certs(tmp_path / "pki")
+    monkeypatch.setattr(http, "CERTS_D", (str(tmp_path / "certs.d"),))
+    folder = tmp_path / "certs.d" / "reg.example:5000"
+    folder.mkdir(parents=True)
+    (folder / "me.cert").write_bytes(certs.client_cert.read_bytes())
+    (folder / "me.key").write_bytes(certs.client_key.read_bytes())
+    trust = http._TrustStore("reg.example:5000")
+    adapter = http._TrustAdapter(trust)
+
+    def context_for(url: str) -> Any:
+        req = requests.Request("GET", url).prepare()
+        return adapter.build_connection_pool_key_attributes(req, True)[1]["ssl_context"]
+
+    elsewhere = context_for("https://blobs.example/x")
+    assert trust.client is None
+    home = context_for("https://reg.example:5000/v2/")
+    assert trust.client == (str(folder / "me.cert"), str(folder / "me.key"))
+    assert home is not elsewhere
+    assert context_for("https://REG.example:5000/v2/x") is home
+    assert context_for("https://blobs.example/y") is elsewhere

@@ -15,11 +15,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 @dataclass(frozen=True)
 class CertFiles:
-    """PEM paths: give `ca_file` to clients, `cert_file`/`key_file` to the server."""
+    """PEM paths: give `ca_file` to clients, `cert_file`/`key_file` to the server, and
+    `client_cert`/`client_key` (docker's certs.d names) to a client a server asks for one."""
 
     ca_file: Path
     cert_file: Path
     key_file: Path
+    client_cert: Path
+    client_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -72,8 +75,10 @@ def make_server_cert(
     common_name: str = "127.0.0.1",
     *,
     days: int = 2,
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A leaf valid for 127.0.0.1 and localhost; also used to sign lab tokens."""
+    """A leaf valid for 127.0.0.1 and localhost; also used to sign lab tokens, and (with
+    CLIENT_AUTH usage) to prove a client to a registry that asks for a certificate."""
     now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     san = x509.SubjectAlternativeName(
@@ -89,7 +94,7 @@ def make_server_cert(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
@@ -100,14 +105,26 @@ def make_server_cert(
 
 
 def write_certs(directory: Path) -> CertFiles:
-    """Write ca.pem, server.pem and server-key.pem into `directory` (created if missing)."""
+    """Write ca.pem, server.pem, server-key.pem, client.cert and client.key into
+    `directory` (created if missing)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key, ca_cert = make_ca(now)
-    key, cert = make_server_cert(ca_key, ca_cert)
-    files = CertFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    files = CertFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server-key.pem",
+        directory / "client.cert",
+        directory / "client.key",
+    )
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key_file.write_bytes(_key_pem(key))
-    files.key_file.chmod(0o600)
+    server = make_server_cert(ca_key, ca_cert)
+    client = make_server_cert(ca_key, ca_cert, "mirror", usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    for (key, cert), cert_file, key_file in (
+        (server, files.cert_file, files.key_file),
+        (client, files.client_cert, files.client_key),
+    ):
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(_key_pem(key))
+        key_file.chmod(0o600)
     return files

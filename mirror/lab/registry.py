@@ -23,12 +23,12 @@ import requests
 import yaml
 
 from mirror.errors import OperationError
-from mirror.lab.certs import write_certs
+from mirror.lab.certs import CertFiles, write_certs
 
 if TYPE_CHECKING:
     from mirror.lab.tokenserver import TokenServer
 
-FLAVOURS = ("anon", "basic", "tls", "token")
+FLAVOURS = ("anon", "basic", "tls", "mtls", "token")
 INSTALL_HINT = "docker-registry not found: install it with `apt-get install docker-registry`"
 _ENV_BINARY = "MIRROR_DOCKER_REGISTRY"
 _START_ATTEMPTS = 5
@@ -63,6 +63,7 @@ class LabRegistry:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
+    certs: CertFiles | None = None  # tls and mtls: the CA, and the client pair mtls asks for
     token_server: TokenServer | None = None
     _owns_storage: bool = field(default=False, repr=False)
     _cleanups: list[Any] = field(default_factory=list, repr=False)
@@ -123,7 +124,7 @@ def _htpasswd(path: Path, username: str, password: str) -> None:
 
 
 def _config(
-    port: int, storage: Path, auth: dict[str, Any] | None, tls: dict[str, str] | None
+    port: int, storage: Path, auth: dict[str, Any] | None, tls: dict[str, Any] | None
 ) -> dict[str, Any]:
     http: dict[str, Any] = {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)}
     if tls:
@@ -146,7 +147,11 @@ def _config(
 
 
 def _wait_ready(
-    proc: subprocess.Popen[bytes], url: str, verify: str | bool, log: Path, deadline: float
+    proc: subprocess.Popen[bytes],
+    url: str,
+    certs: CertFiles | None,
+    log: Path,
+    deadline: float,
 ) -> bool:
     """True once OUR process logged that it listens and /v2/ answers 200 or 401.
 
@@ -161,7 +166,12 @@ def _wait_ready(
             time.sleep(0.02)
             continue
         try:
-            resp = requests.get(f"{url}/v2/", timeout=1.0, verify=verify)
+            resp = requests.get(
+                f"{url}/v2/",
+                timeout=1.0,
+                verify=str(certs.ca_file) if certs else True,
+                cert=(str(certs.client_cert), str(certs.client_key)) if certs else None,
+            )
             if resp.status_code in (200, 401):
                 return True
         except requests.RequestException:
@@ -202,7 +212,7 @@ def start_registry(
     storage = storage_dir or run_dir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     password = password or secrets.token_urlsafe(12)
-    auth, tls, ca_file, cleanups, token = _auth_and_tls(
+    auth, tls, certs, cleanups, token = _auth_and_tls(
         flavour, run_dir, username, password, token_ttl
     )
     scheme = "https" if tls else "http"
@@ -224,9 +234,8 @@ def start_registry(
                 start_new_session=True,
             )
         url = f"{scheme}://127.0.0.1:{port}"
-        verify: str | bool = str(ca_file) if ca_file else True
-        if _wait_ready(proc, url, verify, log_path, time.monotonic() + ready_timeout):
-            anon = flavour == "anon"
+        if _wait_ready(proc, url, certs, log_path, time.monotonic() + ready_timeout):
+            anon = flavour in ("anon", "tls", "mtls")
             return LabRegistry(
                 url=url,
                 host=f"127.0.0.1:{port}",
@@ -235,9 +244,10 @@ def start_registry(
                 log_path=log_path,
                 config_path=config_path,
                 process=proc,
-                username=None if anon or flavour == "tls" else username,
-                password=None if anon or flavour == "tls" else password,
-                ca_file=ca_file,
+                username=None if anon else username,
+                password=None if anon else password,
+                ca_file=certs.ca_file if certs else None,
+                certs=certs,
                 token_server=token,
                 _owns_storage=owns,
                 _cleanups=cleanups,
@@ -256,17 +266,20 @@ def start_registry(
 def _auth_and_tls(
     flavour: str, run_dir: Path, username: str, password: str, token_ttl: int | None = None
 ) -> tuple[
-    dict[str, Any] | None, dict[str, str] | None, Path | None, list[Any], TokenServer | None
+    dict[str, Any] | None, dict[str, Any] | None, CertFiles | None, list[Any], TokenServer | None
 ]:
-    """Config sections, CA file, cleanups and token service that a flavour needs."""
+    """Config sections, certificates, cleanups and token service that a flavour needs;
+    `mtls` is `tls` that refuses a client without a certificate from the lab CA."""
     if flavour == "basic":
         htpasswd = run_dir / "htpasswd"
         _htpasswd(htpasswd, username, password)
         return {"htpasswd": {"realm": "mirror-lab", "path": str(htpasswd)}}, None, None, [], None
-    if flavour == "tls":
+    if flavour in ("tls", "mtls"):
         certs = write_certs(run_dir / "certs")
-        tls = {"certificate": str(certs.cert_file), "key": str(certs.key_file)}
-        return None, tls, certs.ca_file, [], None
+        tls: dict[str, Any] = {"certificate": str(certs.cert_file), "key": str(certs.key_file)}
+        if flavour == "mtls":
+            tls["clientcas"] = [str(certs.ca_file)]
+        return None, tls, certs, [], None
     if flavour == "token":
         from mirror.lab.tokenserver import start_token_server
 

@@ -44,38 +44,76 @@ class _TrustStore:
     the registry's own CAs where docker and podman keep them (CERTS_D/HOST/*.crt), and a CA
     file (--ca-file, REQUESTS_CA_BUNDLE): added to them, not instead of them, so one export
     can read a private registry and a public upstream. requests alone trusts its own
-    bundle only, or the CA file only. One per `Http`, shared by its threads' sessions (an
-    SSLContext is safe to share once built); built at the first HTTPS request, since loading
-    the stores costs ~40 ms."""
+    bundle only, or the CA file only. A client certificate kept there too (HOST/NAME.cert
+    with NAME.key) is offered to that host alone, never to a redirect's. One per `Http`,
+    shared by its threads' sessions (an SSLContext is safe to share once built); built at
+    the first HTTPS request, since loading the stores costs ~40 ms."""
 
     def __init__(self, host: str = "") -> None:
         self._host = host
         self._lock = threading.Lock()
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self.client: tuple[str, str] | None = None  # the pair offered, once a context is built
 
-    def context(self, ca: str) -> ssl.SSLContext:
+    def owns(self, netloc: str) -> bool:
+        return bool(self._host) and netloc.lower() == self._host.lower()
+
+    def context(self, ca: str, home: bool) -> ssl.SSLContext:
         with self._lock:
-            found = self._contexts.get(ca)
+            found = self._contexts.get((ca, home))
             if found is None:
                 found = ssl.create_default_context()  # the system's store, CERT_REQUIRED
                 found.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
                 for extra in [*_host_cas(self._host), *([ca] if ca else [])]:
                     _add_ca(found, extra)
-                self._contexts[ca] = found
+                client = _host_client(self._host) if home else None
+                if client is not None:
+                    _add_client(found, *client)
+                    self.client = client
+                self._contexts[(ca, home)] = found
             return found
 
 
 CERTS_D = ("/etc/containers/certs.d", "/etc/docker/certs.d", "~/.config/containers/certs.d")
 
 
-def _host_cas(host: str) -> list[str]:
-    """The host's own CAs, as docker and podman keep them: CERTS_D/HOST[:PORT]/*.crt."""
+def _host_files(host: str, suffix: str) -> list[str]:
+    """The host's own TLS files, as docker and podman keep them: CERTS_D/HOST[:PORT]/*."""
     found: list[str] = []
     for root in CERTS_D if host else ():
         folder = os.path.join(os.path.expanduser(root), host)
         with contextlib.suppress(OSError):
-            found += sorted(e.path for e in os.scandir(folder) if e.name.endswith(".crt"))
+            found += sorted(e.path for e in os.scandir(folder) if e.name.endswith(suffix))
     return found
+
+
+def _host_cas(host: str) -> list[str]:
+    return _host_files(host, ".crt")
+
+
+def _host_client(host: str) -> tuple[str, str] | None:
+    """The first client pair in the host's folders: NAME.cert with NAME.key. Either one
+    alone is an error, as docker makes it (a CA named .cert is the usual mistake)."""
+    certs, keys = _host_files(host, ".cert"), _host_files(host, ".key")
+    for cert in certs:
+        if cert[: -len(".cert")] + ".key" not in keys:
+            raise UsageError(
+                f"{cert}: no {os.path.basename(cert)[:-5]}.key beside it "
+                "(a client certificate needs its key; a CA ends in .crt)"
+            )
+    for key in keys:
+        if key[: -len(".key")] + ".cert" not in certs:
+            raise UsageError(f"{key}: no {os.path.basename(key)[:-4]}.cert beside it")
+    return (certs[0], certs[0][: -len(".cert")] + ".key") if certs else None
+
+
+def _add_client(context: ssl.SSLContext, cert: str, key: str) -> None:
+    """A client certificate and its key; a pair that does not load is named, never shown."""
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise UsageError(f"{cert}: not a client certificate with its key ({reason})") from None
 
 
 def _add_ca(context: ssl.SSLContext, ca: str) -> None:
@@ -99,7 +137,9 @@ class _TrustAdapter(requests.adapters.HTTPAdapter):
     ) -> Any:
         host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
         if verify is not False:
-            pool["ssl_context"] = self._trust.context(verify if isinstance(verify, str) else "")
+            home = self._trust.owns(urlsplit(request.url or "").netloc)
+            ca = verify if isinstance(verify, str) else ""
+            pool["ssl_context"] = self._trust.context(ca, home)
             pool.pop("ca_certs", None)
             pool.pop("ca_cert_dir", None)
         return host, pool
@@ -389,10 +429,7 @@ class Http:
                     f"{self.endpoint.host} does not speak TLS; "
                     f"use http://{self.endpoint.host} for a plain-HTTP registry"
                 ) from None
-            raise RegistryError(
-                f"{self.endpoint.host}: TLS verification failed ({_short(exc)}); "
-                "pass --ca-file with the registry's CA"
-            ) from None
+            raise RegistryError(self._tls_failure(exc)) from None
         except (
             requests.exceptions.ConnectionError,
             requests.exceptions.Timeout,
@@ -402,6 +439,21 @@ class Http:
             raise ConnectionLost(f"cannot reach {self.endpoint.host}: {reason}") from None
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
+
+    def _tls_failure(self, exc: Exception) -> str:
+        """What to do about a failed handshake: trust its CA, or prove who we are."""
+        host, text = self.endpoint.host, str(exc)
+        if not any(alert in text for alert in _CLIENT_ALERTS):
+            return (
+                f"{host}: TLS verification failed ({_short(exc)}); "
+                "pass --ca-file with the registry's CA"
+            )
+        if self._trust.client is None:
+            return (
+                f"{host} asks for a client certificate; put it and its key in "
+                f"certs.d/{host}/ as client.cert and client.key, as for docker"
+            )
+        return f"{host} refused the client certificate {self._trust.client[0]}"
 
     def _home(self, url: str) -> bool:
         parts = urlsplit(url)
@@ -544,6 +596,9 @@ def _registry_message(resp: requests.Response) -> str:
     except (ValueError, AttributeError):
         return ""
 
+
+# TLS alerts of a server that wants a client certificate: none sent, or not one it trusts.
+_CLIENT_ALERTS = ("ALERT_BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA")
 
 _REASONS = (
     "certificate verify failed: ",
