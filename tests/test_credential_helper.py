@@ -388,3 +388,25 @@ def test_a_credential_helper_that_never_answers_is_cut_off(
     write_config({"credsStore": "stuck"})
     with pytest.raises(UsageError, match=r"docker-credential-stuck get: no answer .* in 0\.5 s"):
         auth.login_credentials("registry.lab.example")
+
+
+def test_a_credential_helper_that_babbles_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper's answer is a username and a secret: one that writes without end is
+    stopped at the cap, in one line that shows none of what it wrote."""
+    from mirror.errors import UsageError
+    from mirror.registry import auth
+
+    _script(tmp_path / "bin", "babble", "sys.stdout.write('top-secret' * 10**7)")
+    _script(tmp_path / "bin", "quiet", "sys.exit(0)")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    write_config({"credsStore": "babble"})
+    with pytest.raises(UsageError) as caught:
+        auth.login_credentials("registry.lab.example")
+    assert str(caught.value) == (
+        "docker-credential-babble get: its answer for registry.lab.example is over 64 KiB"
+    )
+    write_config({"credsStore": "quiet"})  # ends at once, unread stdin, no answer
+    with pytest.raises(UsageError, match="is not Username and Secret JSON"):
+        auth.login_credentials("registry.lab.example")

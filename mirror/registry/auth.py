@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
+import selectors
 import subprocess
 import threading
 import time
@@ -121,6 +123,7 @@ def _lookup(config: dict[str, object], host: str, path: Path) -> Credentials | N
 
 
 HELPER_TIMEOUT = 60.0  # seconds a credential helper may take to answer `get`
+HELPER_CAP = 64 << 10  # bytes of its answer: a username and a secret, in JSON
 
 
 def _read_config(path: Path) -> dict[str, object] | None:
@@ -170,17 +173,13 @@ def _ask_helper(name: str, key: str, path: Path) -> Credentials | None:
         raise UsageError(f"{path}: {name!r} is not a credential helper's name")
     binary = f"docker-credential-{name}"
     try:
-        proc = subprocess.run(
-            [binary, "get"], input=key.encode(), capture_output=True, timeout=HELPER_TIMEOUT
-        )
+        code, stdout = _run_helper(binary, key)
     except FileNotFoundError:
         return None
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"{binary} get: no answer for {key} in {HELPER_TIMEOUT:g} s") from None
-    if proc.returncode != 0:
+    if code != 0:
         return None
     try:
-        answer = json.loads(proc.stdout)
+        answer = json.loads(stdout)
         user, secret = answer["Username"], answer["Secret"]
     except (ValueError, KeyError, TypeError):
         user = secret = None
@@ -189,6 +188,49 @@ def _ask_helper(name: str, key: str, path: Path) -> Credentials | None:
     if user == TOKEN_USERNAME:
         return Credentials("", "", identity_token=secret)
     return Credentials(user, secret)
+
+
+def _run_helper(binary: str, key: str) -> tuple[int, bytes]:
+    """`BINARY get`, KEY on stdin: its exit code and answer, within HELPER_TIMEOUT seconds
+    and HELPER_CAP bytes (a helper is someone else's program: it may hang or babble)."""
+    proc = subprocess.Popen(
+        [binary, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + HELPER_TIMEOUT
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None  # both asked for as pipes
+    try:
+        with contextlib.suppress(BrokenPipeError):  # it may answer without reading
+            stdin.write(key.encode())
+            stdin.close()
+        answer = _read_within(stdout.fileno(), deadline, f"{binary} get", key)
+        return proc.wait(max(0.0, deadline - time.monotonic())), answer
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{binary} get: no answer for {key} in {HELPER_TIMEOUT:g} s") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        stdout.close()
+
+
+def _read_within(fd: int, deadline: float, who: str, key: str) -> bytes:
+    """All of a pipe until its end, or a one-line error past the deadline or the cap."""
+    chunks: list[bytes] = []
+    size = 0
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise subprocess.TimeoutExpired(who, HELPER_TIMEOUT)
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > HELPER_CAP:
+                raise UsageError(f"{who}: its answer for {key} is over {HELPER_CAP >> 10} KiB")
+            chunks.append(chunk)
 
 
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
