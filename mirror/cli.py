@@ -819,6 +819,11 @@ def _print_import(result: Any) -> None:
 )
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM chain.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key.")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Mutual TLS: serve only clients whose certificate this CA signed.",
+)
 @click.option("--base-path", default="", help="Prefix for every repository, as on import.")
 @click.option(
     "--images-base-path",
@@ -834,6 +839,7 @@ def serve(
     listen: str,
     tls_cert: Path | None,
     tls_key: Path | None,
+    tls_client_ca: Path | None,
     base_path: str,
     images_base_path: str,
 ) -> None:
@@ -858,6 +864,7 @@ def serve(
         listen=listen,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         base_path=base_path.strip("/"),
         images_base_path=images_base_path.strip("/"),
         memo=Settings.from_env().memo,
@@ -881,7 +888,8 @@ def _serve_until_signal(store: Any, opts: Any, signer: str | None, host: str, po
         click.echo(line, err=True)
 
     tls = (opts.tls_cert, opts.tls_key) if opts.tls_cert else None
-    server = Server(AccessLog(RegistryApp(store), log), host, port, tls=tls)
+    app = AccessLog(RegistryApp(store), log)
+    server = Server(app, host, port, tls=tls, client_ca=opts.tls_client_ca)
     try:
         bound_host, bound_port = server.address
         scheme = "https" if tls else "http"

@@ -64,9 +64,15 @@ def mirror_string(mirrors: Sequence[Mirror]) -> str:
 
 
 def hosts_toml(
-    mirror: Mirror, *, scheme: str, ca_file: str | None = None, skip_verify: bool = False
+    mirror: Mirror,
+    *,
+    scheme: str,
+    ca_file: str | None = None,
+    skip_verify: bool = False,
+    client: tuple[str, str] | None = None,
 ) -> str:
-    """containerd's hosts.toml sending `mirror.upstream` pulls to the mirror's endpoint.
+    """containerd's hosts.toml sending `mirror.upstream` pulls to the mirror's endpoint;
+    `client` is the certificate and key a mirror that asks for one is shown.
 
     With a path in the endpoint, containerd would put `/v2` after the path; `override_path`
     makes it use the URL as the API root, so the URL carries `/v2` before the path.
@@ -87,6 +93,8 @@ def hosts_toml(
         lines.append(f"  ca = {_toml_str(ca_file)}")
     if skip_verify:
         lines.append("  skip_verify = true")
+    if client is not None:
+        lines.append(f"  client = [[{_toml_str(client[0])}, {_toml_str(client[1])}]]")
     return "\n".join(lines) + "\n"
 
 

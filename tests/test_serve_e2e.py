@@ -609,6 +609,42 @@ def test_tls_with_the_given_certificate(built: Built, tmp_path: Path) -> None:
         assert s.stop() == 0
 
 
+def test_mutual_tls_serves_only_clients_with_a_certificate_its_ca_signed(
+    built: Built, tmp_path: Path
+) -> None:
+    """--tls-client-ca: a client without a certificate, or with one from another CA, ends
+    at the handshake and serve carries on; the printed hosts.toml names where containerd
+    keeps its client pair. A CA flag without TLS, or a CA file that is none: exit 2."""
+    certs, other = write_certs(tmp_path / "certs"), write_certs(tmp_path / "other")
+    tls = ["--tls-cert", certs.cert_file, "--tls-key", certs.key_file]
+    s = Served(
+        built.bundle, "--key", built.pub, "--listen", "127.0.0.1:0", *tls,
+        "--tls-client-ca", certs.ca_file,
+    )  # fmt: skip
+    try:
+        url = s.wait_ready()
+        assert "  client = [[" in s.out() and "/client.cert" in s.out()
+        sess = _session()
+        sess.verify = str(certs.ca_file)
+        for pair in (None, (str(other.client_cert), str(other.client_key))):
+            sess.cert = pair
+            with pytest.raises(requests.exceptions.RequestException):
+                sess.get(f"{url}/v2/", timeout=10).raise_for_status()
+        sess.cert = (str(certs.client_cert), str(certs.client_key))
+        resp = sess.get(f"{url}/v2/{built.app_repo}/blobs/{built.big}", timeout=30)
+        assert resp.status_code == 200 and len(resp.content) == built.big_size
+        assert s.proc.poll() is None
+    finally:
+        assert s.stop() == 0
+    assert "Traceback" not in s.stderr()
+    for extra, says in [
+        (["--tls-client-ca", certs.ca_file], "--tls-client-ca needs --tls-cert and --tls-key"),
+        ([*tls, "--tls-client-ca", certs.key_file], "not a CA bundle"),
+    ]:
+        run = mirror("serve", built.bundle, "--key", built.pub, "--listen", "127.0.0.1:0", *extra)
+        assert run.rc == 2 and says in run.err and len(run.err.splitlines()) == 1, run.err
+
+
 def test_sigterm_lets_a_download_in_flight_finish_then_exits_0(
     built: Built, request: pytest.FixtureRequest
 ) -> None:

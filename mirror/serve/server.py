@@ -52,6 +52,7 @@ class ServeOptions:
     listen: str = DEFAULT_LISTEN
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: only clients with a cert it signed
     base_path: str = ""
     images_base_path: str = "spectro-images"
     memo: Path | None = None
@@ -67,7 +68,9 @@ def check_options(opts: ServeOptions) -> tuple[str, int]:
         check_repository_prefix(flag, value)
     if (opts.tls_cert is None) != (opts.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
-    for path in (opts.tls_cert, opts.tls_key):
+    if opts.tls_client_ca is not None and opts.tls_cert is None:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    for path in (opts.tls_cert, opts.tls_key, opts.tls_client_ca):
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
     return parse_listen(opts.listen)
@@ -107,6 +110,7 @@ class Server:
         port: int,
         *,
         tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
         threads: int = THREADS,
     ) -> None:
         self.tls = tls is not None
@@ -123,7 +127,7 @@ class Server:
         self._server.keep_alive_conn_limit = 1024
         self._server.timeout = 60
         if tls is not None:
-            self._server.ssl_adapter = _ssl_adapter(*tls)
+            self._server.ssl_adapter = _ssl_adapter(*tls, client_ca)
         try:
             self._server.prepare()
         except OSError as exc:
@@ -234,15 +238,23 @@ def _server_class() -> type:
     return ParkingServer
 
 
-def _ssl_adapter(cert: Path, key: Path) -> Any:
+def _ssl_adapter(cert: Path, key: Path, client_ca: Path | None) -> Any:
+    """The server's pair; with a client CA, a handshake without a cert it signed fails."""
     import ssl
 
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
     try:
-        return BuiltinSSLAdapter(str(cert), str(key))
+        adapter = BuiltinSSLAdapter(str(cert), str(key))
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise UsageError(f"--tls-cert/--tls-key: cannot load them: {exc}") from None
+    if client_ca is not None:
+        try:
+            adapter.context.load_verify_locations(str(client_ca))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise UsageError(f"--tls-client-ca {client_ca}: not a CA bundle ({exc})") from None
+        adapter.context.verify_mode = ssl.CERT_REQUIRED
+    return adapter
 
 
 class AccessLog:
@@ -299,5 +311,8 @@ def mirror_config_text(store: ServedStore, opts: ServeOptions, host: str, port: 
     scheme = "https" if opts.tls_cert else "http"
     parts = [f"# {MIRROR_FILE}", swap_string(mirrors)]
     for m in mirrors:
-        parts += [f"# {CERTS_DIR}/{m.upstream}/{HOSTS_FILE}", hosts_toml(m, scheme=scheme).rstrip()]
+        folder = f"{CERTS_DIR}/{m.upstream}"
+        client = (f"/etc/containerd/{folder}/client.cert", f"/etc/containerd/{folder}/client.key")
+        toml = hosts_toml(m, scheme=scheme, client=client if opts.tls_client_ca else None)
+        parts += [f"# {folder}/{HOSTS_FILE}", toml.rstrip()]
     return "\n".join(parts) + "\n"
