@@ -117,7 +117,9 @@ def bundled_digests(bundle: Path) -> dict[str, str]:
     return {f"{a['repository']}:{a['tag']}": a["digest"] for a in run.json()["artifacts"]}
 
 
-@pytest.mark.parametrize("config", ["credHelpers", "credsStore", "auths", "podman"])
+@pytest.mark.parametrize(
+    "config", ["credHelpers", "credsStore", "auths", "podman", "podman-namespace"]
+)
 def test_export_from_a_basic_auth_registry_with_login_credentials(
     config: str,
     private: tuple[LabRegistry, Seeded],
@@ -126,7 +128,8 @@ def test_export_from_a_basic_auth_registry_with_login_credentials(
 ) -> None:
     """With nothing in docker's config, a 401 in one line and no bundle; then the same
     export succeeds with the credentials from a helper named for the host
-    (`credHelpers`), the default helper (`credsStore`), or the inline `auths`."""
+    (`credHelpers`), the default helper (`credsStore`), the inline `auths`, or podman's
+    auth.json, for the host or (`podman login HOST/production`) the spec's basePath."""
     reg, seeded = private
     out = tmp_path / "b.tar.zst"
     helper = Helper(tmp_path / "bin", {reg.host: creds(reg)})
@@ -145,7 +148,8 @@ def test_export_from_a_basic_auth_registry_with_login_credentials(
         write_config({"auths": {reg.host: {"auth": auth}}})
     else:  # `podman login` (and skopeo's) writes here; docker's config.json has nothing
         auth = base64.b64encode(":".join(creds(reg)).encode()).decode()
-        write_podman_auth({"auths": {reg.host: {"auth": auth}}})
+        key = reg.host if config == "podman" else f"{reg.host}/{REPO.split('/')[0]}"
+        write_podman_auth({"auths": {key: {"auth": auth}}})
     if config in ("credHelpers", "credsStore"):
         # Named, but not on PATH yet: still anonymous, still a 401 in one line.
         missing = export(reg, out)
@@ -158,7 +162,7 @@ def test_export_from_a_basic_auth_registry_with_login_credentials(
     assert run.rc == 0, run.err
     assert bundled_digests(out) == {"images/private:1.0.0": seeded.digest}
     assert reg.password and reg.password not in run.out + run.err
-    if config in ("auths", "podman"):
+    if config in ("auths", "podman", "podman-namespace"):
         assert helper.asked() == []
     else:
         assert ["get", reg.host] in helper.asked()
@@ -224,6 +228,36 @@ def test_import_finds_the_target_credentials_through_a_credential_helper(
     assert target.password and target.password not in run.out + run.err
 
 
+def test_import_uses_a_podman_login_to_the_base_path_it_lands_under(
+    private: tuple[LabRegistry, Seeded],
+    registry_factory: Any,
+    tmp_path: Path,
+) -> None:
+    """`podman login TARGET/edge` then `import --base-path edge`: the namespace's login is
+    the target's; under another base path the import stays anonymous and is refused."""
+    source, seeded = private
+    target = registry_factory("basic")
+    source_auth = base64.b64encode(":".join(creds(source)).encode()).decode()
+    target_auth = base64.b64encode(":".join(creds(target)).encode()).decode()
+    write_podman_auth(
+        {
+            "auths": {
+                source.host: {"auth": source_auth},
+                f"{target.host}/edge": {"auth": target_auth},
+            }
+        }
+    )
+    bundle = tmp_path / "b.tar.zst"
+    assert export(source, bundle).rc == 0
+    args = ["import", bundle, "--target", target.url, "--allow-unsigned"]
+    refused = mirror(*args, "--base-path", "core", "--catalog", tmp_path / "c1.json")
+    assert refused.rc == 1 and "401" in refused.error_line()
+    run = mirror(*args, "--base-path", "edge", "--catalog", tmp_path / "c2.json")
+    assert run.rc == 0, run.err
+    on_target = Reg(target.url, auth=creds(target))
+    assert on_target.digest(f"edge/{REPO}", "1.0.0") == seeded.digest
+
+
 @pytest.mark.parametrize("form", ["auths", "helper"])
 def test_an_identity_token_is_traded_for_registry_tokens_by_oauth2(
     form: str, token_registry: LabRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -267,7 +301,8 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
     """REGISTRY_AUTH_FILE first, docker's config.json next, then podman's and skopeo's
     auth.json (XDG_RUNTIME_DIR, which REGISTRY_AUTH_FILE replaces, then ~/.config). The
     first file that knows the host answers. A login to one namespace (`host/ns`) is not
-    used for the whole host. A broken file is named when it is reached."""
+    used for the whole host, only for what is under it, the deepest login first. A broken
+    file is named when it is reached."""
     from mirror.errors import UsageError
     from mirror.registry.auth import login_credentials
 
@@ -298,6 +333,13 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
     ns = {f"{host}/team": entry("runtime")[host]}
     write_podman_auth({"auths": ns})
     assert who() == "home"  # a login to one namespace is not the host's
+    for namespace, user in [("team", "runtime"), ("team/apps/x", "runtime"), ("teams", "home")]:
+        found = login_credentials(host, namespace)
+        assert found is not None and found.username == user, namespace
+    ns[f"{host}/team/apps"] = entry("deeper")[host]
+    write_podman_auth({"auths": ns})
+    found = login_credentials(host, "team/apps/x")
+    assert found is not None and found.username == "deeper"
     write_podman_auth({"auths": {host: {"auth": "not base64!"}}})
     with pytest.raises(UsageError, match=f"{runtime}: the auth for {host} is not base64"):
         login_credentials(host)  # the file that holds it is named, not docker's

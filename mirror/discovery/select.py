@@ -14,11 +14,13 @@ from mirror.stores.interface import KnownManifests
 
 
 def client_for(reg: Registry, *, net: Net | None = None) -> RegistryClient:
-    """Credentials from the spec's variables, else Docker's config.json for the host."""
+    """Credentials from the spec's variables, else the login files for the host and the
+    registry's basePath (a podman login to that namespace counts)."""
     if not reg.url:
         raise UsageError(f"registry {reg.name}: no url")
     host = Endpoint.parse(reg.url).host
-    creds = resolve_credentials(host, reg.auth.names if reg.auth is not None else None)
+    names = reg.auth.names if reg.auth is not None else None
+    creds = resolve_credentials(host, names, reg.base_path)
     return RegistryClient(reg.url, credentials=creds, net=net)
 
 

@@ -57,7 +57,7 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
         fresh.check(manifest.name, signer, manifest.created)
     client = RegistryClient(
         opts.target,
-        credentials=target_credentials(_host(opts.target)),
+        credentials=target_credentials(_host(opts.target), opts.base_path),
         net=opts.settings.net,
     )
     client.ping()

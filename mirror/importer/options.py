@@ -55,8 +55,9 @@ def valid_memo(opts: ImportOptions) -> ValidMemo | None:
     return ValidMemo(memo.with_name(VALID_MEMO_NAME)) if memo else None
 
 
-def target_credentials(host: str) -> Credentials | None:
-    return resolve_credentials(host, (TARGET_USER_ENV, TARGET_PASSWORD_ENV))
+def target_credentials(host: str, base_path: str = "") -> Credentials | None:
+    """MIRROR_TARGET_* or the login files; --base-path finds a login to that namespace."""
+    return resolve_credentials(host, (TARGET_USER_ENV, TARGET_PASSWORD_ENV), base_path)
 
 
 def check_options(opts: ImportOptions) -> None:

@@ -72,11 +72,12 @@ def credentials_from_env(username_env: str, password_env: str) -> Credentials | 
     return Credentials(user, password)
 
 
-def login_credentials(host: str) -> Credentials | None:
-    """Credentials for `host` from the first login file that knows it (`_login_files`)."""
+def login_credentials(host: str, namespace: str = "") -> Credentials | None:
+    """Credentials for `host` from the first login file that knows it (`_login_files`);
+    `namespace` (a registry's base path) also finds podman's logins to a namespace."""
     for path in _login_files():
         config = _read_config(path)
-        found = _lookup(config, host, path) if config is not None else None
+        found = _lookup(config, host, path, namespace) if config is not None else None
         if found is not None:
             return found
     return None
@@ -98,13 +99,23 @@ def _login_files() -> list[Path]:
     return files
 
 
-def _lookup(config: dict[str, object], host: str, path: Path) -> Credentials | None:
-    """In one file: for the host as written, then with https:// and http:// before it, the
-    inline `auths` entry, then the helper `credHelpers` names for it, then the `credsStore`
-    helper; last, an `auths` key written as a URL (`https://HOST/v1/`, older docker's form).
-    A key with a path but no scheme is podman's login to one namespace: not for the host."""
+def _lookup(
+    config: dict[str, object], host: str, path: Path, namespace: str = ""
+) -> Credentials | None:
+    """In one file: podman's logins to a namespace (`HOST/NS`) that holds `namespace`,
+    the deepest first, as containers/image looks them up; then for the host as written,
+    and with https:// and http:// before it, the inline `auths` entry, the helper
+    `credHelpers` names for it, then the `credsStore` helper; last, an `auths` key written
+    as a URL (`https://HOST/v1/`, older docker's form). A namespace's login is never the
+    whole host's."""
     auths, helpers = _object(config.get("auths")), _object(config.get("credHelpers"))
     store = config.get("credsStore")
+    parts = [p for p in namespace.split("/") if p]
+    for depth in range(len(parts), 0, -1):
+        key = "/".join([host, *parts[:depth]])
+        found = _entry(_object(auths.get(key)), key, path)
+        if found is not None:
+            return found
     for key in (host, f"https://{host}", f"http://{host}"):
         found = _entry(_object(auths.get(key)), key, path)
         if found is not None:
@@ -237,14 +248,17 @@ DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # how `docker login` files Docker Hub
 
 
-def resolve_credentials(host: str, env: tuple[str, str] | None = None) -> Credentials | None:
+def resolve_credentials(
+    host: str, env: tuple[str, str] | None = None, namespace: str = ""
+) -> Credentials | None:
     """The one rule for every kind of server: the variables the spec (or the CLI) names,
-    then docker's config.json and its helpers for the host, then anonymous."""
+    then the login files for the host (and its `namespace`, podman's narrower logins),
+    then anonymous."""
     if env is not None:
         creds = credentials_from_env(*env)
         if creds is not None:
             return creds
-    creds = login_credentials(host)
+    creds = login_credentials(host, namespace)
     if creds is None and host.lower() in DOCKER_HUB_HOSTS:
         creds = login_credentials(DOCKER_HUB_KEY)
     return creds
