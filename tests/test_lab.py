@@ -428,11 +428,11 @@ def test_registry_rejects_a_token_from_another_signer(token_registry: LabRegistr
 
     from cryptography.hazmat.primitives import serialization
 
-    from mirror.lab.certs import make_ca, make_server_cert
+    from mirror.lab.certs import make_ca, make_leaf_cert
     from mirror.lab.tokenserver import ISSUER, SERVICE, sign_jwt
 
     ca_key, ca_cert = make_ca(dt.datetime.now(dt.UTC))
-    key, cert = make_server_cert(ca_key, ca_cert, "impostor")
+    key, cert = make_leaf_cert(ca_key, ca_cert, "impostor")
     now = int(time.time())
     claims = {
         "iss": ISSUER,

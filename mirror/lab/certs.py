@@ -69,7 +69,7 @@ def make_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
     return key, cert
 
 
-def make_server_cert(
+def make_leaf_cert(
     ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
     common_name: str = "127.0.0.1",
@@ -118,8 +118,8 @@ def write_certs(directory: Path) -> CertFiles:
         directory / "client.key",
     )
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    server = make_server_cert(ca_key, ca_cert)
-    client = make_server_cert(ca_key, ca_cert, "mirror", usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    server = make_leaf_cert(ca_key, ca_cert)
+    client = make_leaf_cert(ca_key, ca_cert, "mirror", usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     for (key, cert), cert_file, key_file in (
         (server, files.cert_file, files.key_file),
         (client, files.client_cert, files.client_key),

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from mirror.lab.certs import make_ca, make_server_cert
+from mirror.lab.certs import make_ca, make_leaf_cert
 
 SERVICE = "mirror-lab-registry"
 ISSUER = "mirror-lab-token-issuer"
@@ -187,7 +187,7 @@ def start_token_server(
 
     workdir.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = make_ca(dt.datetime.now(dt.UTC))
-    key, cert = make_server_cert(ca_key, ca_cert, "mirror lab token signer")
+    key, cert = make_leaf_cert(ca_key, ca_cert, "mirror lab token signer")
     root = workdir / "token-root.pem"
     root.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     box: list[TokenServer] = []
