@@ -178,17 +178,17 @@ def test_a_registry_that_asks_for_a_client_certificate_gets_the_one_in_certs_d(
     assert capsys.readouterr().err == (f"mirror: error: {key}: no client.cert beside it\n")
     key.rename(kept / key.name)
     assert main(args) == 1
-    assert capsys.readouterr().err == (
-        f"mirror: error: {reg.host} asks for a client certificate; put it and its key in "
-        f"certs.d/{reg.host}/ as client.cert and client.key, as for docker\n"
+    err = capsys.readouterr().err  # an alert, or (TLS 1.3's race) the connection closed
+    assert err.startswith(f"mirror: error: {reg.host} ") and err.count("\n") == 1, err
+    assert err.endswith(
+        f"put it and its key in certs.d/{reg.host}/ as client.cert and client.key, as for docker\n"
     )
     other = write_certs(tmp_path / "other")  # a pair from a CA the registry does not know
     cert.write_bytes(other.client_cert.read_bytes())
     key.write_bytes(other.client_key.read_bytes())
     assert main(args) == 1
-    assert capsys.readouterr().err == (
-        f"mirror: error: {reg.host} refused the client certificate {cert}\n"
-    )
+    err = capsys.readouterr().err
+    assert err.startswith(f"mirror: error: {reg.host} refused the client certificate {cert}")
     key.write_text("not a key")
     assert main(args) == 2
     assert capsys.readouterr().err.startswith(

@@ -441,19 +441,27 @@ class Http:
             raise RegistryError(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
 
     def _tls_failure(self, exc: Exception) -> str:
-        """What to do about a failed handshake: trust its CA, or prove who we are."""
-        host, text = self.endpoint.host, str(exc)
-        if not any(alert in text for alert in _CLIENT_ALERTS):
-            return (
-                f"{host}: TLS verification failed ({_short(exc)}); "
-                "pass --ca-file with the registry's CA"
+        """What to do about a failed handshake: trust its CA, or prove who we are. A server
+        that refuses a client sends an alert, or (TLS 1.3, a race) just closes: EOF."""
+        host, text, sent = self.endpoint.host, str(exc), self._trust.client
+        alert = any(a in text for a in _CLIENT_ALERTS)
+        closed = "EOF occurred in violation of protocol" in text
+        if sent is not None and (alert or closed):
+            return f"{host} refused the client certificate {sent[0]}" + (
+                "" if alert else " (it closed the connection at the handshake)"
             )
-        if self._trust.client is None:
+        where = f"certs.d/{host}/ as client.cert and client.key, as for docker"
+        if alert:
+            return f"{host} asks for a client certificate; put it and its key in {where}"
+        if closed:
             return (
-                f"{host} asks for a client certificate; put it and its key in "
-                f"certs.d/{host}/ as client.cert and client.key, as for docker"
+                f"{host} closed the connection at the TLS handshake; if it asks for a client "
+                f"certificate, put it and its key in {where}"
             )
-        return f"{host} refused the client certificate {self._trust.client[0]}"
+        return (
+            f"{host}: TLS verification failed ({_short(exc)}); "
+            "pass --ca-file with the registry's CA"
+        )
 
     def _home(self, url: str) -> bool:
         parts = urlsplit(url)
