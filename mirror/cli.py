@@ -58,7 +58,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     Progress: bars when stderr is a terminal; otherwise a line every MIRROR_HEARTBEAT
     seconds (default 15; 0 for none) and one summary line at the end. Shell completion:
-    README.md, "Shell completion".
+    `mirror completion bash|zsh|fish`.
     """
     ctx.obj = {"debug": debug}
 
@@ -175,6 +175,29 @@ def keygen(output_dir: Path, name: str) -> None:
     click.echo(f"private key: {key_path} (mode 0600)", err=True)
     click.echo(f"public key:  {pub_path}", err=True)
     click.echo(f"fingerprint: {fingerprint(load_public_key(pub_path))}", err=True)
+
+
+# ---- completion -------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog=examples(
+        'eval "$(mirror completion bash)"        # in ~/.bashrc',
+        'eval "$(mirror completion zsh)"         # in ~/.zshrc',
+        "mirror completion fish > ~/.config/fish/completions/mirror.fish",
+    )
+)
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: commands, options, presets and file paths.
+
+    The same script as `_MIRROR_COMPLETE=SHELL_source mirror`, click's own mechanism.
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # click ships all three
+    click.echo(cls(cli, {}, "mirror", "_MIRROR_COMPLETE").source())
 
 
 # ---- cache ------------------------------------------------------------------------------
@@ -933,10 +956,19 @@ def _load_public(key: Path | None) -> Any:
 # ---- entry points ----------------------------------------------------------------------
 
 
+INTERRUPTED = "interrupted; nothing partial was left, and a second run carries on from here"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and map every outcome to the contract's exit codes, in this one place."""
+    """Run the CLI and map every outcome to the contract's exit codes, in this one place.
+
+    Ctrl-C and SIGTERM are exit 1, as the contract's table has "interrupted". `--debug`
+    counts anywhere before `--`, as global flags do in docker and zarf."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    if debug:
+        args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
     try:
         cli.main(args=args, prog_name="mirror", standalone_mode=False)
         return 0
@@ -945,14 +977,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
-        return _fail("interrupted", 130, debug)
+        return _fail(INTERRUPTED, 1, debug)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `mirror`, `mirror cache`: the help
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        return 0
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "mirror"
         return _fail(f"{exc.format_message()} (see '{where} --help')", 2, debug)
     except click.ClickException as exc:
         return _fail(exc.format_message(), int(exc.exit_code), debug)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130, debug)
+        return _fail(INTERRUPTED, 1, debug)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"{where}{exc.strerror or exc}", 1, debug)
@@ -968,8 +1003,16 @@ def _fail(message: str, code: int, debug: bool) -> int:
 
 
 def run() -> None:
-    """The console script and `python -m mirror`."""
+    """The console script and `python -m mirror`. SIGTERM unwinds like Ctrl-C, so every
+    `finally` runs: temp files go, workers stop, nothing is left half-written."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
     exit_now(main())
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def exit_now(code: int) -> NoReturn:

@@ -135,9 +135,24 @@ def test_unreachable_registry_is_exit_1_one_line(
     assert list(tmp_path.iterdir()) == [spec]
 
 
-def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--debug", "verify", str(tmp_path / "x")]) == 2
-    assert "Traceback" in capsys.readouterr().err
+@pytest.mark.parametrize("where", ["first", "after the command"])
+def test_debug_shows_the_traceback(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A global flag anywhere before `--`, as docker and zarf take theirs."""
+    args = ["verify", str(tmp_path / "x")]
+    assert main(["--debug", *args] if where == "first" else [*args, "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("mirror: error: " + args[1] + ": no such bundle\n")
+
+
+@pytest.mark.parametrize("args", [[], ["cache"], ["registries"]], ids=["mirror", "cache", "reg"])
+def test_a_bare_group_prints_its_help_on_stdout(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"Usage: {' '.join(['mirror', *args])} [OPTIONS] COMMAND") and not err
 
 
 def test_keygen_needs_a_password_without_a_terminal(
@@ -162,6 +177,13 @@ def test_python_dash_m_and_completion(tmp_path: Path) -> None:
     script = subprocess.run(
         [sys.executable, "-m", "mirror"], env=env, capture_output=True, text=True, check=True
     ).stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "mirror", "completion", "bash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert printed.strip() == script.strip()
     # Source the script in bash and complete as a shell would: the effect, not the text.
     wrapper = tmp_path / "bin" / "mirror"
     wrapper.parent.mkdir()

@@ -355,7 +355,7 @@ def cli_reference() -> str:
     """docs/CLI.md: click's help of every command, at a fixed width so it never drifts."""
     import click
 
-    from mirror.cli import cli
+    from mirror.cli import SETTINGS, cli
 
     out = [
         "# CLI reference",
@@ -366,13 +366,8 @@ def cli_reference() -> str:
     ]
     # The same settings `mirror` runs with (click caches each command's help option, so a
     # context built without them would print differently after the first real run).
-    root = click.Context(
-        cli,
-        info_name="mirror",
-        terminal_width=100,
-        max_content_width=100,
-        help_option_names=["-h", "--help"],
-    )
+    # 98: what click prints on any terminal of 100 columns or more (max_content_width - 2).
+    root = click.Context(cli, info_name="mirror", terminal_width=98, **SETTINGS)
     todo: list[tuple[click.Context, click.Command]] = [(root, cli)]
     while todo:  # depth first: a group, then its commands
         ctx, cmd = todo.pop()
