@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirror.errors import OperationError
+from mirror.errors import OperationError, UsageError
 from mirror.streams import sweep_stale
 
 LOCK_FILE = ".lock"
@@ -62,22 +62,28 @@ def lock(root: Path, *, exclusive: bool) -> Iterator[bool]:
         os.close(fd)  # closing releases the lock
 
 
-def prune(root: Path, max_size: int) -> PruneReport:
-    """Remove the least recently used blobs until the rest fit in `max_size` bytes."""
+def prune(root: Path, max_size: int, *, dry_run: bool = False) -> PruneReport:
+    """Remove the least recently used blobs until the rest fit in `max_size` bytes (with
+    `dry_run`, only say which would go). A folder that holds no cache is a usage error:
+    a mistyped --cache-dir must not read as "removed 0 blobs"."""
+    if not (root / "blobs").is_dir() and not (root / LOCK_FILE).is_file():
+        raise UsageError(f"{root}: no export cache there (see --cache-dir)")
     with lock(root, exclusive=True) as mine:
         if not mine:
             raise OperationError(
                 f"{root}: an export is using this cache; prune it after that export ends"
             )
         folder = root / "blobs" / "sha256"
-        sweep_stale(folder)
+        if not dry_run:
+            sweep_stale(folder)
         entries = sorted(_entries(folder))
         kept = sum(size for _, _, size, _ in entries)
         removed = removed_bytes = 0
         for _, _, size, path in entries:
             if kept <= max_size:
                 break
-            path.unlink(missing_ok=True)
+            if not dry_run:
+                path.unlink(missing_ok=True)
             kept -= size
             removed += 1
             removed_bytes += size

@@ -204,7 +204,9 @@ def completion(shell: str) -> None:
 
 
 @cli.group(
-    epilog=examples("mirror cache prune --max-size 50G", "mirror cache prune --max-size 0 --json")
+    epilog=examples(
+        "mirror cache prune --max-size 50G", "mirror cache prune --max-size 0 --dry-run --json"
+    )
 )
 def cache() -> None:
     """The export's blob cache: what lets an interrupted or repeated export fetch less."""
@@ -214,13 +216,14 @@ def cache() -> None:
     "prune",
     epilog=examples(
         "mirror cache prune --max-size 50G                 # after each monthly export",
-        "mirror cache prune --max-size 0                   # every blob",
+        "mirror cache prune --max-size 0 --dry-run         # what every blob comes to",
         "mirror cache prune --max-size 20G --cache-dir /srv/mirror-cache --json",
     ),
 )
 @click.option(
     "--max-size",
-    default="0",
+    required=True,
+    metavar="SIZE",
     help="Keep at most this much (700M, 50G, 50GB); 0 removes every blob.",
 )
 @click.option(
@@ -228,8 +231,9 @@ def cache() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="The cache to prune.  [default: $XDG_CACHE_HOME/mirror]",
 )
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed and kept as JSON.")
-def cache_prune(max_size: str, cache_dir: Path | None, as_json: bool) -> None:
+def cache_prune(max_size: str, cache_dir: Path | None, dry_run: bool, as_json: bool) -> None:
     """Remove the least recently used blobs until the cache fits in --max-size.
 
     Refuses (exit 1) while an export is using the cache. A pruned blob costs only a fetch
@@ -242,12 +246,13 @@ def cache_prune(max_size: str, cache_dir: Path | None, as_json: bool) -> None:
 
     limit = parse_size(max_size, "--max-size", 0)
     root = Settings.from_env(cache_dir=cache_dir).cache_dir
-    report = prune(root, limit)
+    report = prune(root, limit, dry_run=dry_run)
     if as_json:
-        emit(report.to_json())
+        emit({**report.to_json(), "dryRun": dry_run})
         return
     click.echo(
-        f"removed {report.removed_blobs} blobs ({human(report.removed_bytes)}), "
+        f"{'would remove' if dry_run else 'removed'} {report.removed_blobs} blobs "
+        f"({human(report.removed_bytes)}), "
         f"kept {report.kept_blobs} blobs ({human(report.kept_bytes)}) in {root}"
     )
 

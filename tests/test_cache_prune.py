@@ -40,16 +40,27 @@ def test_prune_removes_the_least_recently_used_down_to_the_size(
     assert recent and len(recent) < len(before)
     keep = sum(before[n] for n in recent)
 
-    run = mirror("cache", "prune", "--max-size", str(keep), "--cache-dir", cache, "--json")
-    assert run.rc == 0, run.err
-    assert set(_blobs(cache)) == recent
-    assert run.json() == {
+    expected = {
         "removedBlobs": len(before) - len(recent),
         "removedBytes": sum(before.values()) - keep,
         "keptBlobs": len(recent),
         "keptBytes": keep,
     }
-    run = mirror("cache", "prune", "--cache-dir", cache)  # the default: every blob
+    args = ["cache", "prune", "--max-size", str(keep), "--cache-dir", cache, "--json"]
+    run = mirror(*args, "--dry-run")
+    assert run.rc == 0, run.err
+    assert run.json() == {**expected, "dryRun": True} and _blobs(cache) == before
+    run = mirror(*args)
+    assert run.rc == 0, run.err
+    assert set(_blobs(cache)) == recent
+    assert run.json() == {**expected, "dryRun": False}
+    run = mirror("cache", "prune", "--cache-dir", cache)  # no size: a usage error, not "all"
+    assert run.rc == 2 and "--max-size" in run.error_line() and set(_blobs(cache)) == recent
+    typo = tmp_path / "cahce"
+    run = mirror("cache", "prune", "--max-size", "0", "--cache-dir", typo)
+    assert run.rc == 2 and f"{typo}: no export cache there" in run.error_line()
+    assert not typo.exists()
+    run = mirror("cache", "prune", "--max-size", "0", "--cache-dir", cache)
     assert run.rc == 0 and _blobs(cache) == {}
     assert f"removed {len(recent)} blobs" in run.out
 
