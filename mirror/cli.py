@@ -34,7 +34,11 @@ def examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": 100,
+    "show_default": True,
+}
 
 
 @click.group(
@@ -383,7 +387,9 @@ def export(
 
     parts = parse_size(split_size) if split_size else None
     if output is None and not dry_run:
-        raise UsageError("missing --output FILE")
+        raise UsageError("missing --output FILE (or --dry-run for the plan alone)")
+    if full and state is None:
+        raise UsageError("--full starts a new chain of --state FILE; give --state")
     if output is not None and not dry_run and not output.resolve().parent.is_dir():
         raise UsageError(f"{output.parent}: no such directory for --output; create it first")
     spec = _select(specs, presets, registry_names, fips, allow_non_fips)
@@ -412,6 +418,8 @@ def export(
     )
     with Progress("export", phases=("fetch", "pack")) as progress:
         result = run_export(spec, opts, progress)
+    if output is None:
+        result.output = None  # a dry run without --output names no file
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     progress.summary(artifacts=result.artifacts, blobs=result.blobs, nbytes=result.bytes)
@@ -449,9 +457,19 @@ def _print_export(result: Any) -> None:
     click.echo(
         f"{verb} {result.artifacts} artifacts, {result.blobs} blobs, {exact(result.bytes)}"
         f" ({human(result.downloaded_bytes)} downloaded, {human(result.cached_bytes)} cached)"
-        + ("" if result.dry_run else f" -> {result.output}")
+        + ("" if result.dry_run else f" -> {result.output}{_parts_note(result.output)}")
         + (" [signed]" if result.signed and not result.dry_run else "")
     )
+
+
+def _parts_note(output: str) -> str:
+    """Where a split bundle went: only its parts are on disk, never FILE itself."""
+    from mirror.bundle.parts import parts_of
+
+    parts = parts_of(Path(output))
+    if len(parts) < 2 and (not parts or parts[0].name == Path(output).name):
+        return ""
+    return f" (in {len(parts)} parts: {parts[0].name} to {parts[-1].name})"
 
 
 # ---- images ----------------------------------------------------------------------------
@@ -943,9 +961,16 @@ def _serve_until_signal(store: Any, opts: Any, signer: str | None, host: str, po
 
 
 def _require_file(path: Path) -> None:
-    from mirror.bundle.parts import exists
+    """A bundle to read: FILE or its parts. One part given for the set is named as such
+    (read alone it is a truncated archive, and completion offers exactly it)."""
+    from mirror.bundle.parts import exists, whole_of
     from mirror.errors import UsageError
 
+    whole = whole_of(path)
+    if whole is not None:
+        raise UsageError(f"{path} is one part of {whole}: pass {whole}, whose parts are read")
+    if path.is_dir():
+        raise UsageError(f"{path}: a directory, not a bundle")
     if not exists(path):
         raise UsageError(f"{path}: no such bundle")
 

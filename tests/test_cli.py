@@ -95,7 +95,9 @@ def test_bad_spec_is_exit_2_with_file_and_pointer(
         (["verify", "/no/such/bundle.tar.zst"], "no such bundle"),
         (["inspect", "/no/such/bundle.tar.zst"], "no such bundle"),
         (["import", "/no/such/b.tar.zst", "--target", "http://127.0.0.1:9"], "no such bundle"),
-        (["export", "--preset", "vertex-fips"], "--output"),
+        (["export", "--preset", "vertex-fips"], "--output FILE (or --dry-run"),
+        (["export", "--preset", "vertex-fips", "-o", "b.tar.zst", "--full"], "give --state"),
+        (["verify", "/"], "/: a directory, not a bundle"),
     ],
 )
 def test_usage_errors_exit_2_in_one_line(

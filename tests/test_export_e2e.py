@@ -311,6 +311,9 @@ def test_dry_run_reports_bytes_already_cached(exported: dict[str, Any], spec: Pa
     first = exported["doc"]
     assert doc["cachedBytes"] == first["downloadedBytes"] + first["cachedBytes"] > 0
     assert doc["downloadedBytes"] == 0
+    assert doc["output"] == "x"
+    bare = mirror("export", spec, "--cache-dir", exported["cache"], "--dry-run", "--json")
+    assert bare.rc == 0 and bare.json()["output"] is None  # no file named, none invented
 
 
 def test_export_with_warm_cache_downloads_nothing_and_is_byte_identical(

@@ -35,9 +35,12 @@ def test_split_bundle_round_trip(
     split.parent.mkdir()
     cache = ["--cache-dir", str(tmp_path / "cache")]
     assert main(["export", str(spec), "-o", str(whole), *cache]) == 0
+    capsys.readouterr()
     assert main(["export", str(spec), "-o", str(split), "--split-size", "128K", *cache]) == 0
 
     parts = parts_of(split)
+    said = capsys.readouterr().out  # FILE itself is never written: the parts are named
+    assert f"-> {split} (in {len(parts)} parts: b.tar.zst.001 to {parts[-1].name})" in said
     assert len(parts) > 2 and not split.exists()
     assert all(p.stat().st_size <= 128 * 1024 for p in parts)
     joined = b"".join(p.read_bytes() for p in parts)
@@ -49,6 +52,10 @@ def test_split_bundle_round_trip(
     subprocess.run(["sha256sum", "-c", "cat.tar.zst.sha256"], cwd=tmp_path, check=True)
 
     capsys.readouterr()
+    assert main(["verify", str(parts[0]), "--allow-unsigned"]) == 2  # one part for the set
+    assert capsys.readouterr().err == (
+        f"mirror: error: {parts[0]} is one part of {split}: pass {split}, whose parts are read\n"
+    )
     assert main(["verify", str(split), "--allow-unsigned"]) == 0
     capsys.readouterr()
     assert main(["inspect", str(split), "--json"]) == 0

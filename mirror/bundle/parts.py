@@ -60,6 +60,15 @@ def parts_of(path: Path) -> list[Path]:
     return out
 
 
+def whole_of(path: Path) -> Path | None:
+    """FILE when `path` is FILE.NNN, one of FILE's parts, and FILE itself is not there."""
+    stem, dot, number = path.name.rpartition(".")
+    if not dot or len(number) != 3 or not number.isdigit() or not stem:
+        return None
+    whole = path.with_name(stem)
+    return whole if not whole.is_file() and path.is_file() else None
+
+
 def sums_path(path: Path) -> Path:
     return path.with_name(path.name + SUMS)
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ExportResult:
-    output: str
+    output: str | None  # None: a dry run with no --output
     artifacts: int
     blobs: int
     bytes: int
