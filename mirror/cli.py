@@ -495,6 +495,17 @@ def _parts_note(output: str) -> str:
     type=click.Path(exists=True, dir_okay=False),
     help="CA bundle for source registries with a private CA (added to the system's).",
 )
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The export's cache: archives already there are read from it.  "
+    "[default: $XDG_CACHE_HOME/mirror]",
+)
+@click.option(
+    "--with-dependencies",
+    is_flag=True,
+    help="Add the images of packs that selected packs require, as export would carry.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the closure as a JSON array.")
 def images(
     specs: tuple[Path, ...],
@@ -504,6 +515,8 @@ def images(
     allow_non_fips: bool,
     jobs: int,
     ca_file: str | None,
+    cache_dir: Path | None,
+    with_dependencies: bool,
     as_json: bool,
 ) -> None:
     """Print the image closure of a selection: every image export would carry.
@@ -518,10 +531,15 @@ def images(
     from mirror.settings import Settings
 
     spec = _select(specs, presets, registry_names, fips, allow_non_fips)
-    settings = Settings.from_env(jobs=jobs, ca_file=ca_file)
+    settings = Settings.from_env(jobs=jobs, ca_file=ca_file, cache_dir=cache_dir)
     cache = BlobCache(settings.cache_dir)
     selection = discover_all(spec, net=settings.net, jobs=jobs, known=cache)
-    closure = closure_of(spec, selection.found, cache, jobs=jobs)
+    found = list(selection.found)
+    if with_dependencies:  # the packs export --with-dependencies would add, and their images
+        from mirror.discovery.packdeps import check_packs
+
+        found += check_packs(found, cache, add=True, store=True, jobs=jobs).added
+    closure = closure_of(spec, found, cache, jobs=jobs)
     for note in closure.notes:
         click.echo(f"warning: {note}", err=True)
     if as_json:

@@ -234,3 +234,37 @@ def test_fips_export_refuses_a_scrypt_protected_key(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "openssl genpkey" in err
     assert not out.exists()
+
+
+def test_images_with_dependencies_lists_what_export_with_dependencies_carries(
+    tmp_path: Path, pack_registry: LabRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mirror images --with-dependencies`: the images of the packs export would add too,
+    so the list a reviewer reads before the export matches what it carries."""
+    client = RegistryClient(pack_registry.url)
+    need = {"packName": "lib", "layer": "addon", "minVersion": "1.0.0", "type": "required"}
+    for name, version, deps, image in [
+        ("web", "1.0.0", [need], "registry.example/web:1.0"),
+        ("lib", "1.0.0", [], "registry.example/lib:1.0"),
+    ]:
+        folder = _pack_dir(tmp_path / "src", name, version, deps)
+        values = f"pack:\n  name: {name}\n  content:\n    images:\n      - image: {image}\n"
+        (folder / "values.yaml").write_text(values)
+        _push_pack(client, "withimages", folder)
+    doc = {
+        "name": "web",
+        "registries": [
+            {"name": "Lab", "kind": "oci", "url": pack_registry.url, "basePath": "withimages",
+             "providerType": "pack", "repositories": ["spectro-packs/archive/web"]},
+        ],
+    }  # fmt: skip
+    spec = tmp_path / "web.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    args = ["images", str(spec), "--json", "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 0
+    assert [r["ref"] for r in json.loads(capsys.readouterr().out)] == ["registry.example/web:1.0"]
+    assert main([*args, "--with-dependencies"]) == 0
+    rows = {r["ref"]: r["neededBy"] for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"registry.example/web:1.0", "registry.example/lib:1.0"}
+    assert any("lib" in who for who in rows["registry.example/lib:1.0"])
+    assert list((tmp_path / "c" / "blobs" / "sha256").iterdir())  # --cache-dir was the cache
