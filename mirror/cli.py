@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from mirror import __version__
-from mirror.errors import MirrorError, redact
+from mirror.errors import MirrorError, UsageError, redact
 from mirror.progress import Progress
 from mirror.settings import DEFAULT_JOBS as JOBS
 
@@ -380,7 +380,6 @@ def export(
     with --dry-run first; a copy of 1 GiB or more prints its size before it starts.
     """
     from mirror.bundle.parts import parse_size
-    from mirror.errors import UsageError
     from mirror.export import ExportOptions
     from mirror.export import export as run_export
     from mirror.settings import Settings
@@ -430,7 +429,6 @@ def export(
 
 
 def _receipt_pub(path: Path | None, since: tuple[Path, ...]) -> Any:
-    from mirror.errors import UsageError
 
     if path is not None and not since:
         raise UsageError("--receipt-key checks the receipts that --since names; give --since")
@@ -658,6 +656,8 @@ def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
     from mirror.bundle.inspect import inspect_bundle, render_table
     from mirror.bundle.parts import total_size
 
+    if as_json and fmt not in ("json", "table"):
+        raise UsageError(f"--json and --format {fmt} ask for two outputs; give one")
     _require_file(bundle)
     pub = _load_public(key)
     doc = inspect_bundle(bundle)
@@ -771,9 +771,13 @@ def import_(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Verify a bundle, push it into a registry, register it as system-scope registries."""
+    """Verify a bundle, push it into a registry, register it as system-scope registries.
+
+    The target's credentials: MIRROR_TARGET_USERNAME and MIRROR_TARGET_PASSWORD, else a
+    `docker login` or `podman login` to it (to TARGET/BASE-PATH counts too). A TARGET
+    without a scheme means https://; http:// means plain HTTP.
+    """
     from mirror.catalog import default_catalog_path
-    from mirror.errors import UsageError
     from mirror.importer import ImportOptions, import_bundle
     from mirror.settings import Settings
 
@@ -823,7 +827,6 @@ def import_(
 
 
 def _receipt_signer(path: Path | None, receipt: Path | None, fips: bool) -> Any:
-    from mirror.errors import UsageError
 
     if path is not None and receipt is None:
         raise UsageError("--receipt-key signs the receipt: give --receipt FILE too")
@@ -831,7 +834,6 @@ def _receipt_signer(path: Path | None, receipt: Path | None, fips: bool) -> Any:
 
 
 def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> list[Any]:
-    from mirror.errors import UsageError
     from mirror.palette import PaletteClient, registry_auth_from_env
 
     api_key = os.environ.get("PALETTE_API_KEY")
@@ -982,7 +984,6 @@ def _require_file(path: Path) -> None:
     """A bundle to read: FILE or its parts. One part given for the set is named as such
     (read alone it is a truncated archive, and completion offers exactly it)."""
     from mirror.bundle.parts import exists, whole_of
-    from mirror.errors import UsageError
 
     whole = whole_of(path)
     if whole is not None:

@@ -98,6 +98,23 @@ def test_bad_spec_is_exit_2_with_file_and_pointer(
         (["export", "--preset", "vertex-fips"], "--output FILE (or --dry-run"),
         (["export", "--preset", "vertex-fips", "-o", "b.tar.zst", "--full"], "give --state"),
         (["verify", "/"], "/: a directory, not a bundle"),
+        (["inspect", "b.tar.zst", "--format", "markdown", "--json"], "ask for two outputs"),
+        (
+            ["import", __file__, "--allow-unsigned", "--target", "docker://reg.example"],
+            "; drop docker://)",
+        ),
+        (
+            ["import", __file__, "--allow-unsigned", "--target", "reg.example/edge"],
+            "a path goes in basePath (spec)",
+        ),
+        (
+            ["import", __file__, "--allow-unsigned", "--target", "ftp://reg.example"],
+            "(expected [http[s]://]HOST[:PORT])",
+        ),
+        (
+            ["import", __file__, "--allow-unsigned", "--target", "reg.example?x=y"],
+            "not a registry URL",
+        ),
     ],
 )
 def test_usage_errors_exit_2_in_one_line(

@@ -456,13 +456,27 @@ def test_a_split_bundle_is_served_from_its_parts_with_nothing_unpacked(
     ("args", "says"),
     [
         (["--listen", "nowhere"], "--listen"),
+        (["--listen", "http://127.0.0.1:5000"], "without a scheme or path"),
         (["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
         (["--base-path", "Bad Path"], "--base-path"),
     ],
 )
 def test_bad_flags_are_usage_errors(built: Built, args: list[str], says: str) -> None:
     run = mirror("serve", built.bundle, "--key", built.pub, *args)
-    assert run.rc == 2 and says in run.err
+    assert run.rc == 2 and says in run.error_line()
+
+
+def test_a_port_in_use_is_named_with_the_way_out(built: Built) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = mirror("serve", built.bundle, "--key", built.pub, "--listen", f"127.0.0.1:{port}")
+    assert run.rc == 1
+    assert run.error_line() == (
+        f"mirror: error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(--listen HOST:0 takes any free port)"
+    )
 
 
 # ---- trust first ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from mirror.formats.schema import ValidMemo
 from mirror.importer.plan import IMAGES_BASE
 from mirror.oci.names import check_repository_prefix
 from mirror.registry.auth import Credentials, resolve_credentials
+from mirror.registry.http import Endpoint
 from mirror.settings import Settings
 from mirror.streams import sweep_for
 
@@ -72,5 +73,6 @@ def check_options(opts: ImportOptions) -> None:
             "--target: credentials don't belong in a URL; "
             f"use {TARGET_USER_ENV}/{TARGET_PASSWORD_ENV} or docker's config.json"
         )
+    Endpoint.parse(opts.target)  # a URL that is none is named before a byte is read
     load_catalog(opts.catalog, valid_memo(opts))  # a bad catalog fails now, not after the push
     sweep_for(opts.catalog, opts.receipt, opts.settings.memo)  # a killed import's temp files

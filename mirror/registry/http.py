@@ -36,6 +36,10 @@ TIMEOUT = Net().timeouts  # connect, read: oras-py 0.2.43 passes none and can ha
 BODY_CAP = 16 << 20  # a listing, an API answer: what is bigger is streamed by its caller
 TOKEN_CAP = 1 << 20  # a token service's answer
 ERROR_WORDS = 64 << 10  # read of a streamed answer's body when it is an error: its words
+LOGIN_HINT = (  # where credentials come from (auth.resolve_credentials), said where they lack
+    "docker login or podman login to it, the spec's auth variables, or "
+    "MIRROR_TARGET_USERNAME and MIRROR_TARGET_PASSWORD for an import's target"
+)
 
 
 class _TrustStore:
@@ -245,13 +249,15 @@ class Endpoint:
         """`http://` is plain HTTP asked for on purpose; no scheme means https."""
         text = url if "://" in url else f"https://{url}"
         parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise UsageError(f"not a registry URL: {redact(url)}")
         host = parts.netloc.rsplit("@", 1)[-1]
-        if not _HOST.match(host) or parts.path.strip("/"):
-            raise UsageError(
-                f"not a registry URL: {redact(url)!r} (expected [http[s]://]HOST[:PORT])"
-            )
+        bad = parts.scheme not in ("http", "https") or not _HOST.match(host)
+        if bad or parts.path.strip("/") or parts.query:
+            hint = "expected [http[s]://]HOST[:PORT]"
+            if parts.scheme in ("docker", "oci"):  # skopeo's and oras's habits
+                hint += f"; drop {parts.scheme}://"
+            elif not bad and parts.path.strip("/"):
+                hint += "; a path goes in basePath (spec) or --base-path (import)"
+            raise UsageError(f"not a registry URL: {redact(url)!r} ({hint})")
         return cls(parts.scheme, host, ca_file or True)
 
     @property
@@ -547,7 +553,7 @@ class Http:
         detail = redact(_registry_message(resp))  # registries may echo a token or URL back
         resp.close()
         if code in (401, 403):
-            hint = "" if self._credentials else "; no credentials configured for this registry"
+            hint = "" if self._credentials else f"; no credentials configured for it ({LOGIN_HINT})"
             return AuthError(f"{where}: {code} {detail or 'unauthorized'}{hint}")
         if code == 404:
             return NotFoundError(f"{where}: {what or 'not found'}")

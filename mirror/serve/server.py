@@ -9,6 +9,8 @@ and gives requests in flight time to finish; TLS is its built-in `ssl` adapter.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket
 import threading
 import time
@@ -80,6 +82,11 @@ def parse_listen(value: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 in brackets); port 0 picks a free one."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
+    if "/" in value:  # a URL: serve's scheme comes from --tls-cert, not from here
+        raise UsageError(
+            f"--listen {value!r}: expected HOST:PORT without a scheme or path, such as "
+            f"{DEFAULT_LISTEN} (--tls-cert makes it https)"
+        )
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--listen {value!r}: expected HOST:PORT, such as {DEFAULT_LISTEN}")
     return host, int(port)
@@ -131,7 +138,7 @@ class Server:
         try:
             self._server.prepare()
         except OSError as exc:
-            raise OperationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise OperationError(f"cannot listen on {host}:{port}: {_why_not(exc)}") from None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -236,6 +243,14 @@ def _server_class() -> type:
             super().process_conn(conn)
 
     return ParkingServer
+
+
+def _why_not(exc: OSError) -> str:
+    """Why a bind failed, in the kernel's words (cheroot wraps them in its own)."""
+    in_use = os.strerror(errno.EADDRINUSE)
+    if exc.errno == errno.EADDRINUSE or in_use in str(exc):
+        return f"{in_use} (--listen HOST:0 takes any free port)"
+    return str(exc.strerror or exc)
 
 
 def _ssl_adapter(cert: Path, key: Path, client_ca: Path | None) -> Any:
