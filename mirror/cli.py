@@ -420,7 +420,8 @@ def export(
     if output is None:
         result.output = None  # a dry run without --output names no file
     for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+        if note not in progress.said:
+            click.echo(f"note: {note}", err=True)
     progress.summary(artifacts=result.artifacts, blobs=result.blobs, nbytes=result.bytes)
     if as_json:
         emit(result.to_json())

@@ -42,6 +42,14 @@ class PlanObserver(Protocol):
 
 
 @runtime_checkable
+class NoteObserver(Protocol):
+    """Optional: told what the user should read before the work starts (a selection far
+    bigger than meant), so the CLI says it while Ctrl-C still saves the time."""
+
+    def note(self, text: str) -> None: ...
+
+
+@runtime_checkable
 class PartialSource(Protocol):
     """A source that leaves some blobs out (a delta bundle): a donor must hold those."""
 

@@ -64,6 +64,7 @@ class Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
+        self.said: set[str] = set()  # notes already said (`note`)
 
     def __enter__(self) -> Progress:
         return self
@@ -88,6 +89,12 @@ class Progress:
                 f"{self.label}: plan: {artifacts} artifacts, {blobs} blobs, "
                 f"{exact(nbytes)} to copy (estimated from the manifests)"
             )
+
+    def note(self, text: str) -> None:
+        """Said at once, between bars; `said` keeps it from being said again at the end."""
+        self.close_bar()
+        self.said.add(text)
+        self._say(f"note: {text}")
 
     def planned(self, blobs: int, nbytes: int, label: str = "") -> None:
         """Start a new phase (fetch, write, verify); each calls this once."""

@@ -7,6 +7,7 @@ at the contract's places, a static Helm repository, and one system-scope registr
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -206,3 +207,40 @@ def test_a_private_helm_repository_uses_docker_config_credentials(
         (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
         assert main([*args, "--json"]) == 0
     assert out.is_file()
+
+
+def test_a_note_that_could_save_the_run_is_said_before_the_copy(
+    helm_repo: HelmRepo, tmp_path: Path
+) -> None:
+    """ "No chart filters, taking every version of every chart" is the cue for Ctrl-C on a
+    Bitnami-sized repository: the observer hears it before the first phase is planned,
+    and the CLI does not say it a second time at the end."""
+    from mirror.export import ExportOptions, export
+    from mirror.lab.httpserver import serve_directory
+    from mirror.progress import Progress
+    from mirror.settings import Settings
+    from mirror.spec import load_spec
+
+    events: list[str] = []
+
+    class Heard(Progress):
+        def note(self, text: str) -> None:
+            events.append("note: " + text.split(":", 1)[1].split(",", 1)[0].strip())
+            super().note(text)
+
+        def planned(self, blobs: int, nbytes: int, label: str = "") -> None:
+            events.append("planned")
+            super().planned(blobs, nbytes, label)
+
+    with serve_directory(helm_repo.path) as url:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(yaml.safe_dump({"name": "h", "registries": [
+            {"name": "All", "kind": "helm", "url": url}
+        ]}))  # fmt: skip
+        settings = Settings.from_env(cache_dir=tmp_path / "c")
+        opts = ExportOptions(output=tmp_path / "b.tar.zst", settings=settings)
+        with Heard("export", enabled=False, heartbeat=0, stream=io.StringIO()) as progress:
+            result = export(load_spec(spec), opts, progress)
+    assert events[0] == "note: no chart filters" and "planned" in events[1:]
+    assert any("no chart filters" in n for n in result.notes)  # still in --json's notes
+    assert all(n in progress.said for n in result.notes if "no chart filters" in n)

@@ -19,7 +19,7 @@ from mirror import describe
 from mirror.bases import CachedManifests, load_bases
 from mirror.cache import BlobCache
 from mirror.chain import ChainState, output_name
-from mirror.copy import Observer
+from mirror.copy import NoteObserver, Observer
 from mirror.discovery.select import discover_all
 from mirror.errors import NotFoundError
 from mirror.export import streaming
@@ -72,6 +72,9 @@ def _export(
     selection = discover_all(spec, net=opts.settings.net, jobs=opts.settings.jobs, known=cache)
     if not selection.found and not spec.images:
         raise NotFoundError(f"nothing to export: the selection of {spec.name!r} is empty")
+    if isinstance(observer, NoteObserver):  # before the copy: "every version of Bitnami"
+        for note in selection.notes:
+            observer.note(note)
     if not opts.dry_run:
         _warm_up()  # after discovery: its imports held the GIL from discovery's requests
     out = BundleFile(
