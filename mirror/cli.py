@@ -415,14 +415,16 @@ def export(
         full=full,
         no_cache=no_cache,
     )
-    with Progress("export", phases=("fetch", "pack")) as progress:
+    with Progress("export", phase="fetch") as progress:
         result = run_export(spec, opts, progress)
     if output is None:
         result.output = None  # a dry run without --output names no file
     for note in result.notes:
         if note not in progress.said:
             click.echo(f"note: {note}", err=True)
-    progress.summary(artifacts=result.artifacts, blobs=result.blobs, nbytes=result.bytes)
+    progress.summary(
+        artifacts=result.artifacts, blobs=result.blobs, nbytes=result.bytes, dry_run=dry_run
+    )
     if as_json:
         emit(result.to_json())
     else:
@@ -803,11 +805,14 @@ def import_(
         force=force,
         allow_downgrade=allow_downgrade,
     )
-    with Progress("import", phases=("push",)) as progress:
+    with Progress("import", phase="push") as progress:
         result = import_bundle(opts, progress)
         done = result.to_json()
         progress.summary(
-            artifacts=len(done["artifacts"]), blobs=done["pushedBlobs"], nbytes=done["pushedBytes"]
+            artifacts=len(done["artifacts"]),
+            blobs=done["pushedBlobs"],
+            nbytes=done["pushedBytes"],
+            dry_run=dry_run,
         )
     palette = []
     if palette_url and not dry_run:

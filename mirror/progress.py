@@ -41,7 +41,7 @@ class Progress:
         self,
         label: str,
         *,
-        phases: tuple[str, ...] = (),
+        phase: str = "",
         enabled: bool | None = None,
         heartbeat: float | None = None,
         stream: TextIO | None = None,
@@ -49,13 +49,14 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
-        self._phases = list(phases)  # names for successive bars: export fetches, then packs
+        self._default = phase  # a phase not named by its caller: export's fetch, import's push
         self._stream = stream if stream is not None else sys.stderr
         self.enabled = _isatty(self._stream) if enabled is None else enabled  # bars
         self._every = heartbeat_seconds() if heartbeat is None else heartbeat
         self._large = LARGE_FETCH if large is None else large
         self._clock = clock
         self._started = clock()
+        self._phase_started = self._started
         self._bar: Any = None
         self._blobs = 0
         self._phase = ""
@@ -97,13 +98,15 @@ class Progress:
         self._say(f"note: {text}")
 
     def planned(self, blobs: int, nbytes: int, label: str = "") -> None:
-        """Start a new phase (fetch, write, verify); each calls this once."""
+        """Start a new phase (fetch, pack, verify, push): one bar each, none for a phase
+        with nothing to move (a round that found everything already there)."""
         self.close_bar()
-        phase = label or (self._phases.pop(0) if self._phases else "")
         with self._lock:
-            self._phase, self._total, self._done, self._blobs = phase, nbytes, 0, 0
+            self._phase, self._total, self._done, self._blobs = label or self._default, nbytes, 0, 0
+            self._phase_started = self._clock()
         if self.enabled:
-            self._open_bar(nbytes)
+            if blobs or nbytes:
+                self._open_bar(nbytes)
         elif self._every > 0 and self._beater is None:
             self._beater = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             self._beater.start()
@@ -121,7 +124,7 @@ class Progress:
         with self._lock:
             self._bar = tqdm(
                 total=nbytes,
-                unit="B",
+                unit="iB",  # KiB, MiB: the binary units every other line uses
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=desc,
@@ -146,23 +149,30 @@ class Progress:
         """What moved so far in this phase, and how fast: one line a log can keep."""
         with self._lock:
             phase, done, total, blobs = self._phase, self._done, self._total, self._blobs
-        elapsed = max(self._clock() - self._started, 1e-9)
+            began = self._phase_started
+        now = self._clock()
+        elapsed = max(now - self._started, 1e-9)
+        rate = done / max(now - began, 1e-9)  # this phase's, not diluted by the ones before
         name = f"{self.label} {phase}" if phase else self.label
         share = f" of {human(total)} ({100 * done // total}%)" if total > 0 else ""
         return (
             f"{name}: {human(done)}{share}, {blobs} blobs, "
-            f"{_elapsed(elapsed)} elapsed, {human(done / elapsed)}/s"
+            f"{_elapsed(elapsed)} elapsed, {human(rate)}/s"
         )
 
-    def summary(self, *, artifacts: int, blobs: int, nbytes: int) -> None:
-        """The last line in a log: what the command's result counted, and the rate."""
+    def summary(self, *, artifacts: int, blobs: int, nbytes: int, dry_run: bool = False) -> None:
+        """The last line in a log: what the command's result counted, and the rate (a dry
+        run moved nothing: it says what it planned)."""
         if self.enabled:
             return  # a terminal has seen the bars; stdout says the rest
         self._stop_beating()  # the summary is the last line: no beat may follow it
         elapsed = max(self._clock() - self._started, 1e-9)
+        what = f"{artifacts} artifacts, {blobs} blobs, {exact(nbytes)}"
+        if dry_run:
+            self._say(f"{self.label}: planned (dry run): {what} in {_elapsed(elapsed)}")
+            return
         self._say(
-            f"{self.label}: done: {artifacts} artifacts, {blobs} blobs, {exact(nbytes)} "
-            f"in {_elapsed(elapsed)} ({human(nbytes / elapsed)}/s)"
+            f"{self.label}: done: {what} in {_elapsed(elapsed)} ({human(nbytes / elapsed)}/s)"
         )
 
     def _stop_beating(self) -> None:

@@ -35,7 +35,7 @@ class _Clock:
 def test_a_log_gets_heartbeats_and_a_summary_with_units() -> None:
     out, clock = io.StringIO(), _Clock()
     beat = threading.Event()
-    with Progress("export", phases=("fetch",), stream=out, heartbeat=0.01, clock=clock) as p:
+    with Progress("export", phase="fetch", stream=out, heartbeat=0.01, clock=clock) as p:
         p.planned(3, 3 * 1024 * 1024)
         p.advance(1024 * 1024)
         p.blob_done(None, "copied")  # type: ignore[arg-type]
@@ -143,3 +143,38 @@ def test_no_heartbeat_follows_the_summary() -> None:
         time.sleep(0.02)  # a beater still running would print again here
         lines = out.getvalue().splitlines()
     assert lines[-1].startswith("verify: done: ") and len(lines) > 1
+
+
+def test_the_rate_is_the_phase_s_and_a_dry_run_says_planned() -> None:
+    """A heartbeat's rate is what its phase moved since it began (a push after a long
+    verify is not its average over both), and a dry run's summary is no "done"."""
+    out, clock = io.StringIO(), _Clock()
+    with Progress("import", phase="push", stream=out, heartbeat=0, clock=clock) as p:
+        p.planned(0, 100 << 20, "verify")
+        clock.now += 10.0
+        p.planned(4, 4 << 20)
+        p.advance(1 << 20)
+        clock.now += 1.0
+        assert p.heartbeat_line() == (
+            "import push: 1.0 MiB of 4.0 MiB (25%), 0 blobs, 11.0 s elapsed, 1.0 MiB/s"
+        )
+        p.summary(artifacts=3, blobs=4, nbytes=4 << 20, dry_run=True)
+    assert out.getvalue().splitlines()[-1] == (
+        "import: planned (dry run): 3 artifacts, 4 blobs, 4194304 bytes (4.0 MiB) in 11.0 s"
+    )
+
+
+def test_each_bar_is_named_and_an_empty_round_draws_none() -> None:
+    """Export's fetch rounds (the selection, then images, then signatures) are all
+    "fetch"; the writer's is "pack". A round that moves nothing draws no 0-byte bar."""
+    out = io.StringIO()
+    with Progress("export", phase="fetch", stream=out, enabled=True, heartbeat=0) as p:
+        for blobs, nbytes in ((2, 2048), (0, 0), (1, 1024)):
+            p.planned(blobs, nbytes)
+            p.advance(nbytes)
+        p.planned(3, 3072, "pack")
+        p.advance(3072)
+    text = out.getvalue()
+    assert text.count("export fetch:") >= 2 and "export pack:" in text
+    assert "0.00iB" not in text and "export:" not in text
+    assert "iB/s]" in text and "B/s]" not in text.replace("iB/s]", "")  # binary, as logs

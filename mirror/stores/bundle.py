@@ -181,7 +181,7 @@ class BundleStore:
         sweep_stale(out.output.resolve().parent, out.output.name)  # a killed run's temp files
         _check_space(out.output, members)
         signature = sign_bytes(out.key, data) if out.key is not None else None
-        out.observer.planned(len(members), sum(m.size for m in members))
+        out.observer.planned(len(members), sum(m.size for m in members), "pack")
         try:
             written = write_bundle(
                 out.output, data, signature, members, mtime=out.mtime, observer=out.observer,
