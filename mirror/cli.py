@@ -850,13 +850,17 @@ def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> 
 
 
 def _print_import(result: Any) -> None:
+    from mirror.units import human
+
     doc = result.to_json()
     for row in doc["artifacts"]:
         click.echo(f"  {row['target']}  {row['digest'][:19]}")
+    for row in doc["images"]:  # where each image lands: what the mirror config points at
+        click.echo(f"  {row['target']}  <- {row['ref']}")
     if result.dry_run:
         click.echo(
-            f"would push {doc['toPushBlobs']} blobs ({doc['toPushBytes']} bytes); "
-            f"{doc['skippedBlobs']} blobs ({doc['presentBytes']} bytes) already present"
+            f"would push {doc['toPushBlobs']} blobs ({human(doc['toPushBytes'])}); "
+            f"{doc['skippedBlobs']} blobs ({human(doc['presentBytes'])}) already present"
         )
         return
     click.echo(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,15 @@ def test_import_lands_images_at_palettes_layout_and_writes_mirrors(
     receipt = json.loads((lab.work / "receipt.json").read_text())
     targets = {a["target"] for a in receipt["artifacts"]}
     assert f"{registry.host}/spectro-images/{SHARED}" in targets
+    # Said the human way too: where each image landed, beside the packs and charts.
+    again = mirror(
+        "import", exported["bundle"], "--target", registry.url, "--allow-unsigned",
+        "--catalog", lab.work / "catalog2.json", "--dry-run",
+    )  # fmt: skip
+    assert again.rc == 0, again.err
+    for row in doc["images"]:
+        assert f"  {row['target']}  <- {row['ref']}" in again.out.splitlines()
+    assert re.search(r"would push 0 blobs \(0 B\); \d+ blobs \([\d.]+ [KM]iB\)", again.out)
 
 
 def test_a_delta_leaves_out_the_image_blobs_the_far_side_holds(
