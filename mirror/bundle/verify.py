@@ -104,7 +104,7 @@ def check_manifest(
         if not allow_unsigned:
             raise UnsignedError(
                 f"{MANIFEST_PATH}: the bundle is not signed; "
-                "pass --allow-unsigned to check its digests only"
+                "pass --allow-unsigned to accept it on its digests alone"
             )
     elif pub is not None:
         from mirror import keys, signing  # cryptography: imported only once a key is in play
