@@ -10,9 +10,9 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -92,6 +92,27 @@ def _selection(command: Any) -> Any:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+JOBS_OPTION = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 64),
+    metavar="N",
+    default=JOBS,
+    show_default="4 per CPU, 4 to 16",
+    help="Parallel transfers and requests.",
+)
+
+
+def ca_file_option(whose: str) -> Callable[[_F], _F]:
+    """--ca-file, the same on every command that talks to registries."""
+    return click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help=f"CA bundle for {whose} with a private CA (added to the system's).",
+    )
 
 
 PRESET_HELP = "A spec shipped with mirror (bundles/NAME.yaml); repeatable."
@@ -308,14 +329,7 @@ def cache_prune(max_size: str, cache_dir: Path | None, dry_run: bool, as_json: b
     "--split-size",
     help="Cut the bundle into FILE.001, FILE.002, ... of at most this size (700M, 4G, 4GB).",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 64),
-    default=JOBS,
-    show_default="4 per CPU, 4 to 16",
-    help="Parallel transfers.",
-)
+@JOBS_OPTION
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -339,11 +353,7 @@ def cache_prune(max_size: str, cache_dir: Path | None, dry_run: bool, as_json: b
     is_flag=True,
     help="Carry no images; the bundle records the closure as skipped on purpose.",
 )
-@click.option(
-    "--ca-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA bundle for source registries with a private CA (added to the system's).",
-)
+@ca_file_option("source registries")
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -483,19 +493,8 @@ def _parts_note(output: str) -> str:
     )
 )
 @_selection
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 64),
-    default=JOBS,
-    show_default="4 per CPU, 4 to 16",
-    help="Parallel requests.",
-)
-@click.option(
-    "--ca-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA bundle for source registries with a private CA (added to the system's).",
-)
+@JOBS_OPTION
+@ca_file_option("source registries")
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -732,19 +731,8 @@ def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Private key: sign the receipt (FILE.sig beside it); --key stays the bundle's public key.",
 )
-@click.option(
-    "--ca-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA bundle for a target registry with a private CA (added to the system's).",
-)
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, 64),
-    default=JOBS,
-    show_default="4 per CPU, 4 to 16",
-    help="Parallel transfers.",
-)
+@ca_file_option("a target registry")
+@JOBS_OPTION
 @click.option("--force", is_flag=True, help="Replace target tags that point elsewhere.")
 @click.option(
     "--allow-downgrade",
