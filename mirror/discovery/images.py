@@ -277,16 +277,31 @@ def values_images(data: bytes) -> tuple[list[str], list[str]]:
     return listed, list(_fuzzy(doc, 0))
 
 
-def _fuzzy(node: Any, depth: int) -> Iterator[str]:
-    """Zarf-style guesses: `image: REF`, and `repository:` beside `tag:` (and `registry:`)."""
-    if depth > 32:
-        return
-    if isinstance(node, list):
-        for item in node:
-            yield from _fuzzy(item, depth + 1)
-        return
-    if not isinstance(node, dict):
-        return
+FUZZY_NODES = 200_000  # containers one values.yaml may make us visit (the corpus: < 5,000)
+
+
+def _fuzzy(root: Any, depth: int) -> Iterator[str]:
+    """Zarf-style guesses: `image: REF`, and `repository:` beside `tag:` (and `registry:`).
+
+    Each container once, however many aliases name it, and at most FUZZY_NODES of them: a
+    1 KB "billion laughs" values.yaml is a graph of a few nodes that a walk as a tree
+    would visit 10^9 times, with the CPU held and Ctrl-C unheard."""
+    seen: set[int] = set()
+    todo: list[tuple[Any, int]] = [(root, depth)]
+    while todo:
+        node, level = todo.pop()
+        if level > 32 or not isinstance(node, list | dict) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if len(seen) > FUZZY_NODES:
+            return
+        values = node if isinstance(node, list) else node.values()
+        todo += [(v, level + 1) for v in reversed(list(values))]
+        if isinstance(node, dict):
+            yield from _guesses(node)
+
+
+def _guesses(node: dict[Any, Any]) -> Iterator[str]:
     image, repo, tag = node.get("image"), node.get("repository"), node.get("tag")
     if isinstance(image, str) and ("/" in image or ":" in image):
         yield image
@@ -294,8 +309,6 @@ def _fuzzy(node: Any, depth: int) -> Iterator[str]:
         registry = node.get("registry")
         prefix = f"{registry}/" if isinstance(registry, str) and registry else ""
         yield f"{prefix}{repo}:{tag}"
-    for value in node.values():
-        yield from _fuzzy(value, depth + 1)
 
 
 def chart_annotation_images(data: bytes) -> list[str]:
