@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from mirror.bundle.names import check_names
 from mirror.errors import VerificationError
 from mirror.formats import jsondoc
 from mirror.formats.schema import FlatRecords, validator
@@ -353,7 +354,8 @@ def _validate(doc: Any) -> None:
     error = best_match(validator(SCHEMA_NAME).iter_errors(rest))
     if error is not None:
         pointer = "/" + "/".join(str(p) for p in error.absolute_path)
-        raise VerificationError(f"{MANIFEST_PATH}: schema violation at {pointer}: {error.message}")
+        said = error.message if len(error.message) <= 300 else f"{error.message[:300]}..."
+        raise VerificationError(f"{MANIFEST_PATH}: schema violation at {pointer}: {said}")
     for key, items in lists.items():
         problem = _long_list(key).problem(items, (key,))
         if problem is not None:
@@ -361,6 +363,7 @@ def _validate(doc: Any) -> None:
     paths = [m["path"] for m in doc["members"]]
     if len(set(paths)) != len(paths):
         raise VerificationError(f"{MANIFEST_PATH}: a member is listed twice")
+    check_names(doc, MANIFEST_PATH)
 
 
 @cache
@@ -376,7 +379,7 @@ def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
     if len(data) > MAX_MANIFEST_BYTES:
         raise VerificationError(f"{MANIFEST_PATH}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        doc = jsondoc.loads(data.decode("utf-8"))
+        doc = jsondoc.loads(data.decode("utf-8"), strict=True)
     except (UnicodeDecodeError, ValueError) as exc:
         raise VerificationError(f"{MANIFEST_PATH}: not valid JSON: {exc}") from None
     if validate:

@@ -18,18 +18,40 @@ class DocumentError(ValueError):
     """Not a document mirror accepts: not JSON, too deep, or a number too long."""
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, *, strict: bool = False) -> Any:
+    """`strict`, for a document we signed ourselves: integers only (no 716.0, no NaN) and
+    no key twice (json keeps the last one silently, so two readers could disagree)."""
+    hooks: dict[str, Any] = (
+        {"parse_float": _no_float, "parse_constant": _no_float, "object_pairs_hook": _unique}
+        if strict
+        else {}
+    )
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, **hooks)
     except RecursionError:
         raise DocumentError(f"nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise DocumentError(f"line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError:
         raise DocumentError("not UTF-8 text") from None
+    except DocumentError:  # a strict hook's own words
+        raise
     except ValueError:  # int() past sys.get_int_max_str_digits()
         raise DocumentError("a number with too many digits") from None
     check_depth(doc)
+    return doc
+
+
+def _no_float(text: str) -> Any:
+    raise DocumentError(f"{text[:40]} is not an integer")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise DocumentError(f"the key {twice[:40]!r} appears twice in one object")
     return doc
 
 

@@ -11,8 +11,9 @@ from mirror.errors import IntegrityError
 from mirror.formats import jsondoc
 from mirror.oci import mediatypes as mt
 
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")  # fullmatch: `$` would let a final "\n" in
 MAX_MANIFEST = 4 * 1024 * 1024  # Distribution's own cap; a bigger "manifest" is hostile.
+MAX_NESTING = 8  # manifests below a root that copy and verify follow (an index of indexes...)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Descriptor:
     platform: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if not _DIGEST.match(self.digest):
+        if not _DIGEST.fullmatch(self.digest):
             raise IntegrityError(f"unsupported or malformed digest {self.digest!r}")
         if self.size < 0:
             raise IntegrityError(f"negative size for {self.digest}")

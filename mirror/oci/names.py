@@ -51,6 +51,11 @@ def is_repository_path(value: str) -> bool:
     return bool(_PATH.fullmatch(value))
 
 
+def is_tag(value: str) -> bool:
+    """An OCI tag, whole: what a tag from outside must be before it is put in a URL."""
+    return bool(_TAG.fullmatch(value))
+
+
 def check_repository_prefix(flag: str, value: str) -> None:
     """A repository prefix must be OCI path components, so no request leaves `/v2/<name>`."""
     if value and not _PATH.fullmatch(value):
