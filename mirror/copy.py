@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO, Protocol, runtime_checkable
 
 from mirror.errors import AuthError, ConflictError, IntegrityError, OperationError, RegistryError
-from mirror.oci.descriptor import Descriptor, successors
+from mirror.oci.descriptor import MAX_NESTING, Descriptor, successors
 from mirror.registry.retry import RetriesExhausted, before_whole_retry
 from mirror.stores.interface import Mounter, ReferencePusher, Source, TagResolver, Target
 
@@ -148,7 +148,7 @@ def resolve_graph(task: CopyTask) -> Graph:
     def visit(desc: Descriptor, depth: int) -> None:
         if desc.digest in seen:
             return
-        if depth > 8:
+        if depth > MAX_NESTING:
             raise IntegrityError(f"{task.label}: manifests nested too deep")
         seen.add(desc.digest)
         data = task.src.fetch_manifest(desc)

@@ -14,7 +14,7 @@ from mirror.bundle.manifest import BundleManifest
 from mirror.errors import IntegrityError, VerificationError
 from mirror.formats import jsondoc
 from mirror.oci import mediatypes as mt
-from mirror.oci.descriptor import MAX_MANIFEST, Descriptor
+from mirror.oci.descriptor import MAX_MANIFEST, MAX_NESTING, Descriptor
 
 BLOBS = "blobs/sha256/"
 OCI_LAYOUT = "oci-layout"
@@ -78,15 +78,22 @@ def check(
     for r in manifest.referrers:
         if (r.layout_ref, r.digest) not in refs:
             raise VerificationError(f"{INDEX}: companion {r.layout_ref} ({r.digest}) is not in it")
-    stack = [(d, INDEX) for d in roots]
-    done: set[str] = set()
     external = {e.digest: e.size for e in manifest.external}  # a delta's, held by the target
+    for root in roots:
+        _walk(root, sizes, edges, external)
+
+
+def _walk(
+    root: Descriptor, sizes: dict[str, int], edges: dict[str, Node], external: dict[str, int]
+) -> None:
+    """One artifact's graph, as import's copy walks it: every descriptor's size against the
+    member's (each time it is named: a second naming may lie), and no manifest nested
+    deeper than the copy engine follows, so verify refuses what import would."""
+    stack = [(root, INDEX, 0)]
+    seen: set[str] = set()
     while stack:
-        desc, parent = stack.pop()
+        desc, parent, depth = stack.pop()
         path = BLOBS + desc.hex
-        if path in done:
-            continue
-        done.add(path)
         if desc.digest in external and path not in sizes and not desc.is_manifest:
             if external[desc.digest] != desc.size:
                 raise IntegrityError(f"{path}: {parent} and the manifest disagree on its size")
@@ -95,10 +102,14 @@ def check(
             raise VerificationError(f"{path}: named by {parent} but not in the bundle")
         if sizes[path] != desc.size:
             raise IntegrityError(f"{path}: {parent} says {desc.size} bytes, it has {sizes[path]}")
-        if desc.media_type in mt.ALL_MANIFESTS:
-            if path not in edges or edges[path] is None:
-                raise VerificationError(f"{path}: {parent} names it a manifest, but it is not one")
-            stack.extend((child, path) for child in edges[path] or ())
+        if path in seen or desc.media_type not in mt.ALL_MANIFESTS:
+            continue
+        seen.add(path)
+        if depth > MAX_NESTING:
+            raise IntegrityError(f"{path}: manifests nested too deep below {root.digest}")
+        if path not in edges or edges[path] is None:
+            raise VerificationError(f"{path}: {parent} names it a manifest, but it is not one")
+        stack.extend((child, path, depth + 1) for child in edges[path] or ())
 
 
 def _check_oci_layout(data: bytes | None) -> None:
