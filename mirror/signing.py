@@ -105,6 +105,8 @@ def verify_detached(
             signature = f.read(_MAX_SIG_FILE + 1)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a folder, a device: not what signs a bundle
+        raise VerificationError(f"{sig_path}: not a signature ({exc.strerror or exc})") from None
     if len(signature) > _MAX_SIG_FILE:
         raise VerificationError(f"{sig_path}: too large to be a signature")
     if digest is None:
@@ -126,6 +128,16 @@ def verify_detached(
     return digest.hex()
 
 
+def check_recorded(path: Path, digest: bytes) -> None:
+    """PATH.sha256, when present and no PATH.sig was checked: what it records must be what
+    was just hashed (unsigned, it proves only a clean copy; a wrong one is still a lie)."""
+    recorded = _recorded_digest(path)
+    if recorded is not None and recorded != digest.hex():
+        raise IntegrityError(
+            f"{path}: damaged or altered: its sha256 differs from {path.name}.sha256 beside it"
+        )
+
+
 def recorded_digest(path: Path) -> str | None:
     """The hex digest PATH.sha256 records, or None when there is no such file."""
     return _recorded_digest(path)
@@ -139,6 +151,8 @@ def _recorded_digest(path: Path) -> str | None:
             text = f.read(_MAX_SIG_FILE).decode("ascii", "replace")
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise VerificationError(f"{sums}: not a checksum file ({exc.strerror or exc})") from None
     return text.split(maxsplit=1)[0].lower() if text.strip() else ""
 
 

@@ -139,6 +139,36 @@ def test_edited_sha256_file(tmp_path: Path, k: Keys) -> None:
         _verify(bundle, k)
 
 
+def test_a_wrong_sha256_file_fails_without_a_sig_and_with_allow_unsigned(
+    tmp_path: Path, k: Keys
+) -> None:
+    """FILE.sha256 is checked whenever it is there, not only beside a FILE.sig."""
+    bundle = build_bundle(tmp_path / "b.tar.zst", None)
+    assert not (tmp_path / "b.tar.zst.sig").exists()
+    _verify(bundle, None, allow_unsigned=True)
+    (tmp_path / "b.tar.zst.sha256").write_text("0" * 64 + "  b.tar.zst\n")
+    with pytest.raises(IntegrityError, match=r"differs from b\.tar\.zst\.sha256"):
+        _verify(bundle, None, allow_unsigned=True)
+
+
+def test_a_sidecar_that_is_a_folder_is_a_verification_error(tmp_path: Path, k: Keys) -> None:
+    bundle = build_bundle(tmp_path / "b.tar.zst", k)
+    (tmp_path / "b.tar.zst.sig").unlink()
+    (tmp_path / "b.tar.zst.sig").mkdir()
+    with pytest.raises(VerificationError, match=r"b\.tar\.zst\.sig: not a signature"):
+        _verify(bundle, k)
+
+
+def test_a_pax_size_python_reads_but_tar_does_not_is_refused(tmp_path: Path, k: Keys) -> None:
+    """`1_7` is 17 to int() and no number to GNU tar: two readers, two archives."""
+    files = make_layout().files
+    entries = layout_entries(files)
+    info, data = entries[-1]
+    info.pax_headers = {"size": f"{len(data) // 10}_{len(data) % 10}"}
+    with pytest.raises(VerificationError, match=r"not a decimal number|bad pax size"):
+        _verify(_hostile(tmp_path, k, entries), k)
+
+
 @pytest.mark.parametrize("keep", [0.95, 0.5, 0.1])
 def test_truncated_archive(tmp_path: Path, k: Keys, keep: float) -> None:
     bundle = build_bundle(tmp_path / "b.tar.zst", k, detached=False)

@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 
 from mirror.errors import VerificationError
-from mirror.formats import pax_records, tar_number, ustar_name
+from mirror.formats import pax_number, pax_records, tar_number, ustar_name
 from mirror.streams import Readable
 
 BLOCK = 512
@@ -99,7 +99,7 @@ def next_entry(stream: Readable) -> Entry | None:
         path = pax.get("path", name)
         if "size" in pax:
             try:
-                size = int(pax["size"])
+                size = pax_number(pax["size"])
             except ValueError:
                 raise VerificationError(f"{path}: bad pax size") from None
         kind = _TYPES.get(typeflag, f"type {typeflag!r}")

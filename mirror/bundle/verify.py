@@ -156,10 +156,13 @@ def verify_bundle(
         except VerificationError as exc:
             failure = exc
         raw.drain()
-    if pub is not None:  # FILE.sig comes first: its failure outranks any later one
-        from mirror import signing
+    from mirror import signing
 
-        signing.verify_detached(path, pub, digest=raw.hash.digest())
+    checked = None
+    if pub is not None:  # FILE.sig comes first: its failure outranks any later one
+        checked = signing.verify_detached(path, pub, digest=raw.hash.digest())
+    if checked is None:  # no FILE.sig: FILE.sha256, when there, must still be this file's
+        signing.check_recorded(path, raw.hash.digest())
     if failure is not None:
         raise failure
     return dataclasses.replace(result, file_sha256=raw.hash.hexdigest())

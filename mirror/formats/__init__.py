@@ -153,7 +153,7 @@ def tar_files(stream: BinaryIO, want: Callable[[str, int], bool]) -> Iterator[tu
                     long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                 continue
             name = pax.get("path") or long_name or _decoded(ustar_name(block))
-            size = int(pax["size"]) if "size" in pax else size
+            size = pax_number(pax["size"]) if "size" in pax else size
             if size < 0:  # only a pax record can say so; reading "-1" bytes reads it all
                 return
             pax, long_name = {}, None
@@ -186,7 +186,18 @@ def tar_number(field: bytes) -> int:
             raise ValueError("negative number in tar header")
         return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
     text = field.split(b"\0", 1)[0].strip(b" ")
+    if text.strip(b"01234567"):  # int() would also take "1_0", "+7" and other spellings
+        raise ValueError("not an octal number in tar header")
     return int(text, 8) if text else 0
+
+
+def pax_number(text: str | bytes) -> int:
+    """A pax decimal as GNU tar reads it: ASCII digits only. Python's int() also takes
+    "1_7385", "+5", " 9" and non-ASCII digits, so two readers would see two sizes."""
+    digits = text.encode() if isinstance(text, str) else text
+    if not digits or digits.strip(b"0123456789"):
+        raise ValueError(f"not a decimal number: {digits[:20]!r}")
+    return int(digits)
 
 
 def ustar_name(block: bytes) -> bytes:
@@ -205,7 +216,7 @@ def pax_records(data: bytes) -> dict[str, str]:
     pos = 0
     while pos < len(data):
         space = data.index(b" ", pos)
-        length = int(data[pos:space])
+        length = pax_number(data[pos:space])
         record = data[space + 1 : pos + length]
         if length <= 0 or not record.endswith(b"\n"):
             raise ValueError("malformed pax record")
