@@ -207,8 +207,8 @@ def keygen(output_dir: Path, name: str) -> None:
 
 @cli.command(
     epilog=examples(
-        'eval "$(mirror completion bash)"        # in ~/.bashrc',
-        'eval "$(mirror completion zsh)"         # in ~/.zshrc',
+        "mirror completion bash > /etc/bash_completion.d/mirror",
+        'mirror completion zsh > "${fpath[1]}/_mirror"',
         "mirror completion fish > ~/.config/fish/completions/mirror.fish",
     )
 )
@@ -216,7 +216,8 @@ def keygen(output_dir: Path, name: str) -> None:
 def completion(shell: str) -> None:
     """Print the shell completion script: commands, options, presets and file paths.
 
-    The same script as `_MIRROR_COMPLETE=SHELL_source mirror`, click's own mechanism.
+    Or, in ~/.bashrc or ~/.zshrc: eval "$(mirror completion bash)" (or zsh). The same
+    script as `_MIRROR_COMPLETE=SHELL_source mirror`, click's own mechanism.
     """
     from click.shell_completion import get_completion_class
 
@@ -988,6 +989,8 @@ def _require_file(path: Path) -> None:
         raise UsageError(f"{path} is one part of {whole}: pass {whole}, whose parts are read")
     if path.is_dir():
         raise UsageError(f"{path}: a directory, not a bundle")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{path}: not a regular file, so not a bundle")
     if not exists(path):
         raise UsageError(f"{path}: no such bundle")
 
@@ -1045,8 +1048,18 @@ def _fail(message: str, code: int, debug: bool) -> int:
     echoes what was typed and a traceback repeats every message in its chain."""
     if debug:
         click.echo(redact(traceback.format_exc()).rstrip("\n"), err=True)
-    click.echo(f"mirror: error: {redact(message)}", err=True)
+    click.echo(f"mirror: error: {_one_line(redact(message))}", err=True)
     return code
+
+
+MAX_ERROR = 2000  # characters of an error line; what a hostile document puts in one is cut
+
+
+def _one_line(text: str) -> str:
+    """The contract's one line: a newline inside (a hostile name, a server's words) is
+    shown escaped, and a megabyte of value quoted back is cut, with its length said."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= MAX_ERROR else f"{text[:MAX_ERROR]}... ({len(text)} characters)"
 
 
 def run() -> None:

@@ -98,6 +98,7 @@ def test_bad_spec_is_exit_2_with_file_and_pointer(
         (["export", "--preset", "vertex-fips"], "--output FILE (or --dry-run"),
         (["export", "--preset", "vertex-fips", "-o", "b.tar.zst", "--full"], "give --state"),
         (["verify", "/"], "/: a directory, not a bundle"),
+        (["verify", "/dev/null"], "/dev/null: not a regular file"),
         (["inspect", "b.tar.zst", "--format", "markdown", "--json"], "ask for two outputs"),
         (
             ["import", __file__, "--allow-unsigned", "--target", "docker://reg.example"],

@@ -115,13 +115,21 @@ def _complete(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_readme_documents_completion_for_bash_zsh_and_fish_and_each_works() -> None:
     text = README.read_text()
     section = text.split("## Shell completion", 1)[1].split("\n## ", 1)[0]
-    shells = re.findall(r"_MIRROR_COMPLETE=(\w+)_source mirror", section)
+    shells = re.findall(r"mirror completion (\w+)", section)
     assert shells == ["bash", "zsh", "fish"]
+    assert "_MIRROR_COMPLETE=bash_source mirror" in section  # click's own switch, named too
     marks = {"bash": "complete -o nosort -F", "zsh": "#compdef mirror", "fish": "complete"}
     for shell in shells:
         run = _complete({"_MIRROR_COMPLETE": f"{shell}_source"})
         assert run.returncode == 0, run.stderr
         assert marks[shell] in run.stdout and "_MIRROR_COMPLETE" in run.stdout
+        printed = subprocess.run(
+            [sys.executable, "-m", "mirror", "completion", shell],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert printed.stdout.strip() == run.stdout.strip(), shell
 
 
 def test_completion_offers_commands_options_and_presets() -> None:

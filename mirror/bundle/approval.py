@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mirror.bundle.inspect import _groups
+from mirror.bundle.names import printable
 from mirror.oci.names import artifact_landing, image_landing
 from mirror.units import exact
 
@@ -213,6 +214,7 @@ def _images(doc: dict[str, Any]) -> list[str]:
 
 def render_record(doc: dict[str, Any], path: Path) -> str:
     """The record as Markdown that reads as plain text."""
+    doc = printable(doc)
     how = (
         "This run verified the signature and every member, as `mirror verify` does."
         if doc.get("signerVerified")

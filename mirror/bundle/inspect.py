@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.bundle.manifest import parse_manifest
+from mirror.bundle.names import printable
 from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
 from mirror.formats import cosign
@@ -128,6 +129,7 @@ def _fips_mark(fips: bool) -> str:
 
 
 def render_table(doc: dict[str, Any]) -> str:
+    doc = printable(doc)
     lines = [
         f"Bundle     {doc['name']}",
         f"Created    {doc['created']}",
