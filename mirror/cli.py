@@ -443,7 +443,6 @@ def export(
 
 
 def _receipt_pub(path: Path | None, since: tuple[Path, ...]) -> Any:
-
     if path is not None and not since:
         raise UsageError("--receipt-key checks the receipts that --since names; give --since")
     return _load_public(path) if path is not None else None
@@ -822,7 +821,6 @@ def import_(
 
 
 def _receipt_signer(path: Path | None, receipt: Path | None, fips: bool) -> Any:
-
     if path is not None and receipt is None:
         raise UsageError("--receipt-key signs the receipt: give --receipt FILE too")
     return _load_signing_key(path, fips) if path is not None else None
