@@ -796,10 +796,11 @@ def import_(
     with Progress("import", phase="push") as progress:
         result = import_bundle(opts, progress)
         done = result.to_json()
+        pushed = "toPush" if dry_run else "pushed"  # a dry run counts what it would push
         progress.summary(
             artifacts=len(done["artifacts"]),
-            blobs=done["pushedBlobs"],
-            nbytes=done["pushedBytes"],
+            blobs=done[f"{pushed}Blobs"],
+            nbytes=done[f"{pushed}Bytes"],
             dry_run=dry_run,
         )
     palette = []

@@ -175,7 +175,7 @@ def copy_graphs(
     obs = observer or NullObserver()
     resolved, conflicts = _resolve_and_check(tasks, graphs, opts.jobs)
     report = CopyReport(graphs=resolved, conflicts=conflicts)
-    if report.conflicts and not opts.overwrite and not opts.dry_run:
+    if report.conflicts and not opts.overwrite:  # a dry run fails where the real one would
         raise ConflictError(
             f"{len(report.conflicts)} tag(s) on the target point at other content "
             f"({report.conflicts[0]}); nothing was changed; --force replaces them"

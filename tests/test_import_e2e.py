@@ -454,6 +454,8 @@ def test_conflicting_tag_is_refused_then_replaced_with_force(
     reg = Reg(target.url)
     before = {repo: reg.tags(repo) for repo in reg.catalog()}
     pub = keys / "signer.pub"
+    planned = do_import(bundles["signed"], target.url, tmp_path, "--key", pub, "--dry-run")
+    assert planned.rc == 1 and "--force" in planned.error_line()  # the plan says so first
     run = do_import(bundles["signed"], target.url, tmp_path, "--key", pub)
     assert run.rc == 1
     line = run.error_line()

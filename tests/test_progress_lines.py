@@ -125,6 +125,12 @@ def test_export_import_verify_show_life_and_agree_on_bytes(
     for text in texts:
         assert exported in _bytes(text), text
 
+    planned = mirror("import", out, "--target", registry.url, "--allow-unsigned", "--dry-run")
+    assert planned.rc == 0, planned.err
+    would = re.search(r"would push (\d+) blobs", planned.out)
+    assert would and int(would[1]) > 0, planned.out  # and the log line counts the same
+    assert "import: planned (dry run): " in planned.err.splitlines()[-1]
+    assert f" artifacts, {would[1]} blobs, " in planned.err.splitlines()[-1], planned.err
     imported = mirror("import", out, "--target", registry.url, "--allow-unsigned")
     assert imported.rc == 0, imported.err
     assert imported.err.splitlines()[-1].startswith("import: done: ")

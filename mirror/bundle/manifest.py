@@ -380,6 +380,8 @@ def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:
         raise VerificationError(f"{MANIFEST_PATH}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         doc = jsondoc.loads(data.decode("utf-8"), strict=True)
+    except jsondoc.StrictError as exc:  # JSON, but more than a manifest may hold
+        raise VerificationError(f"{MANIFEST_PATH}: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise VerificationError(f"{MANIFEST_PATH}: not valid JSON: {exc}") from None
     if validate:

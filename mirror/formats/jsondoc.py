@@ -18,6 +18,10 @@ class DocumentError(ValueError):
     """Not a document mirror accepts: not JSON, too deep, or a number too long."""
 
 
+class StrictError(DocumentError):
+    """JSON, but not what `strict` allows: a float, NaN, a key twice."""
+
+
 def loads(data: bytes | str, *, strict: bool = False) -> Any:
     """`strict`, for a document we signed ourselves: integers only (no 716.0, no NaN) and
     no key twice (json keeps the last one silently, so two readers could disagree)."""
@@ -43,7 +47,7 @@ def loads(data: bytes | str, *, strict: bool = False) -> Any:
 
 
 def _no_float(text: str) -> Any:
-    raise DocumentError(f"{text[:40]} is not an integer")
+    raise StrictError(f"{text[:40]} is not an integer")
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(doc) != len(pairs):
         keys = [k for k, _ in pairs]
         twice = next(k for i, k in enumerate(keys) if k in keys[:i])
-        raise DocumentError(f"the key {twice[:40]!r} appears twice in one object")
+        raise StrictError(f"the key {twice[:40]!r} appears twice in one object")
     return doc
 
 
