@@ -126,3 +126,19 @@ def test_an_error_is_one_line_whatever_it_quotes(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mirror: error: /no/such\\nbundle/xxx")
     assert err.rstrip().endswith(" characters)") and len(err) < 2100
+
+
+@pytest.mark.parametrize("host", ["..", "a/../b", "reg.example:5000/x", "UPPER.example"])
+def test_an_image_host_must_make_one_path_segment(host: str) -> None:
+    """An image lands at <images base>/<host>/<repository>: a host of `..` would climb."""
+    doc = _doc()
+    art = doc["artifacts"][0]
+    image = {
+        "ref": f"{host}/app:1", "original": "app:1", "host": host, "repository": "app",
+        "tag": "1", "pin": None, "digest": art["digest"], "mediaType": art["mediaType"],
+        "size": art["size"], "platforms": [], "neededBy": ["spec"], "layoutRef": "img:1",
+    }  # fmt: skip
+    doc["images"] = [image]
+    _refused(doc, "/images/0/host: ")
+    image["host"] = "reg.example:5000"
+    parse_manifest(json.dumps(doc).encode())  # the same image from a proper host passes

@@ -15,10 +15,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mirror.errors import VerificationError
-from mirror.oci.names import is_repository_path, is_tag
+from mirror.oci.names import host_segment, is_repository_path, is_tag
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
-_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?")
 _TEXT_MAX = 200  # of a hostile value quoted in an error
 
 
@@ -53,7 +52,10 @@ def _problems(doc: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         owners.add(str(ref))
     for i, image in enumerate(doc.get("images", ())):
         at = f"/images/{i}"
-        yield from _name(f"{at}/host", image.get("host"), _HOST.fullmatch, "a registry host")
+        host = image.get("host")  # it lands at .../<host as one path segment>/<repository>
+        segment = host_segment(host) if isinstance(host, str) else ""
+        if "/" in segment or not is_repository_path(segment):
+            yield f"{at}/host", f"{quote(host)} is not a host an image can land under"
         yield from _name(
             f"{at}/repository", image.get("repository"), is_repository_path, "a repository name"
         )
