@@ -51,8 +51,9 @@ SETTINGS: dict[str, Any] = {
 )
 @click.version_option(__version__, prog_name="mirror")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars, heartbeat or summary lines.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Take container, Helm and pack registries across an air gap.
 
     Connected side: `mirror export` snapshots registries into one signed bundle.
@@ -61,10 +62,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
     them as system-scope registries.
 
     Progress: bars when stderr is a terminal; otherwise a line every MIRROR_HEARTBEAT
-    seconds (default 15; 0 for none) and one summary line at the end. Shell completion:
-    `mirror completion bash|zsh|fish`.
+    seconds (default 15; 0 for none) and one summary line at the end; --quiet for none of
+    them. Shell completion: `mirror completion bash|zsh|fish`.
     """
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "quiet": quiet}
+
+
+def _progress(label: str, phase: str = "") -> Progress:
+    """The command's progress, as the global flags ask (`mirror --quiet ...`)."""
+    root = click.get_current_context().find_root()
+    return Progress(label, phase=phase, quiet=bool((root.obj or {}).get("quiet")))
 
 
 def emit(doc: Any) -> None:
@@ -426,7 +433,7 @@ def export(
         full=full,
         no_cache=no_cache,
     )
-    with Progress("export", phase="fetch") as progress:
+    with _progress("export", "fetch") as progress:
         result = run_export(spec, opts, progress)
     if output is None:
         result.output = None  # a dry run without --output names no file
@@ -583,7 +590,7 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     _require_file(bundle)
     pub = _load_public(key)
     try:
-        with Progress("verify") as progress:
+        with _progress("verify") as progress:
             progress.planned(0, total_size(bundle))
             policy = TrustPolicy(pub, allow_unsigned=allow_unsigned, fips=fips)
             res = open_trusted(bundle, policy, observer=progress).result
@@ -664,7 +671,7 @@ def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
     pub = _load_public(key)
     doc = inspect_bundle(bundle)
     if pub is not None or fmt == "markdown":
-        with Progress("inspect") as progress:
+        with _progress("inspect") as progress:
             progress.planned(0, total_size(bundle), "verify" if pub is not None else "hash")
             doc = check_file(doc, bundle, pub, progress)
     if as_json or fmt == "json":
@@ -793,7 +800,7 @@ def import_(
         force=force,
         allow_downgrade=allow_downgrade,
     )
-    with Progress("import", phase="push") as progress:
+    with _progress("import", "push") as progress:
         result = import_bundle(opts, progress)
         done = result.to_json()
         pushed = "toPush" if dry_run else "pushed"  # a dry run counts what it would push
@@ -934,7 +941,7 @@ def serve(
         memo=Settings.from_env().memo,
     )
     host, port = check_options(opts)
-    with Progress("verify") as progress:
+    with _progress("verify") as progress:
         progress.planned(0, total_size(bundle))
         store, trusted = open_store(opts, progress)
     _serve_until_signal(store, opts, trusted.signer, host, port)
@@ -1012,12 +1019,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and map every outcome to the contract's exit codes, in this one place.
 
     Ctrl-C and SIGTERM are exit 1, as the contract's table has "interrupted". `--debug`
-    counts anywhere before `--`, as global flags do in docker and zarf."""
+    and `--quiet` count anywhere before `--`, as global flags do in docker and zarf."""
     args = list(sys.argv[1:] if argv is None else argv)
     end = args.index("--") if "--" in args else len(args)
     debug = "--debug" in args[:end]
-    if debug:
-        args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+    wanted = [flag for flag in ("--debug", "--quiet") if flag in args[:end]]
+    if wanted:  # global flags, wherever they were typed, go before the command
+        args = [*wanted, *(a for a in args[:end] if a not in wanted), *args[end:]]
     try:
         cli.main(args=args, prog_name="mirror", standalone_mode=False)
         return 0

@@ -44,6 +44,7 @@ class Progress:
         phase: str = "",
         enabled: bool | None = None,
         heartbeat: float | None = None,
+        quiet: bool = False,
         stream: TextIO | None = None,
         large: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -53,6 +54,9 @@ class Progress:
         self._stream = stream if stream is not None else sys.stderr
         self.enabled = _isatty(self._stream) if enabled is None else enabled  # bars
         self._every = heartbeat_seconds() if heartbeat is None else heartbeat
+        self.quiet = quiet  # --quiet: no bars, beats, plan or summary; notes still said
+        if quiet:
+            self.enabled, self._every = False, 0.0
         self._large = LARGE_FETCH if large is None else large
         self._clock = clock
         self._started = clock()
@@ -84,7 +88,7 @@ class Progress:
 
     def plan(self, artifacts: int, blobs: int, nbytes: int) -> None:
         """The size of a copy before it starts: said aloud only when it is large."""
-        if nbytes >= self._large and (blobs or nbytes):
+        if nbytes >= self._large and (blobs or nbytes) and not self.quiet:
             self.close_bar()  # a line between bars, not through one
             self._say(
                 f"{self.label}: plan: {artifacts} artifacts, {blobs} blobs, "
@@ -163,8 +167,8 @@ class Progress:
     def summary(self, *, artifacts: int, blobs: int, nbytes: int, dry_run: bool = False) -> None:
         """The last line in a log: what the command's result counted, and the rate (a dry
         run moved nothing: it says what it planned)."""
-        if self.enabled:
-            return  # a terminal has seen the bars; stdout says the rest
+        if self.enabled or self.quiet:
+            return  # a terminal has seen the bars (stdout says the rest), or asked for none
         self._stop_beating()  # the summary is the last line: no beat may follow it
         elapsed = max(self._clock() - self._started, 1e-9)
         what = f"{artifacts} artifacts, {blobs} blobs, {exact(nbytes)}"

@@ -184,3 +184,29 @@ def test_each_bar_is_named_and_an_empty_round_draws_none() -> None:
     assert text.count("export fetch:") >= 2 and "export pack:" in text
     assert "0.00iB" not in text and "export:" not in text
     assert "iB/s]" in text and "B/s]" not in text.replace("iB/s]", "")  # binary, as logs
+
+
+def test_quiet_says_nothing_but_notes_and_errors(
+    seeded_registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--quiet` (before or after the command): no heartbeat, plan or summary line in a
+    log, no bar on a terminal; the result on stdout and a note or an error still show."""
+    monkeypatch.setenv("MIRROR_HEARTBEAT", "0.01")
+    monkeypatch.setattr("mirror.progress.LARGE_FETCH", 1)
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=["images/*"])
+    out = tmp_path / "b.tar.zst"
+    loud = mirror("export", spec, "-o", out, "--json")
+    assert loud.rc == 0 and "export: done: " in loud.err
+    for args in (["--quiet", "export"], ["export", "--quiet"]):
+        quiet = mirror(*args, spec, "-o", out, "--json")
+        assert quiet.rc == 0, quiet.err
+        assert quiet.json()["bytes"] == loud.json()["bytes"]
+        assert [line for line in quiet.err.splitlines() if not line.startswith("note: ")] == []
+    failed = mirror("-q", "verify", tmp_path / "nothing.tar.zst")
+    assert failed.rc == 2 and failed.err.startswith("mirror: error: ")
+    bars = io.StringIO()
+    with Progress("verify", stream=bars, enabled=True, quiet=True) as p:
+        p.planned(1, 1000)
+        p.advance(1000)
+        p.summary(artifacts=1, blobs=1, nbytes=1000)
+    assert bars.getvalue() == ""
