@@ -585,18 +585,17 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     from mirror.bundle.parts import total_size
     from mirror.bundle.trust import TrustPolicy, open_trusted
     from mirror.bundle.verify import MissingImagesError
-    from mirror.errors import VerificationError
 
-    _require_file(bundle)
-    pub = _load_public(key)
-    try:
+    try:  # with --json, any refusal (a missing file, a bad key) is a verdict document too
+        _require_file(bundle)
+        pub = _load_public(key)
         with _progress("verify") as progress:
             progress.planned(0, total_size(bundle))
             policy = TrustPolicy(pub, allow_unsigned=allow_unsigned, fips=fips)
             res = open_trusted(bundle, policy, observer=progress).result
             assert res is not None  # no memo: the full pass always runs here
             progress.summary(artifacts=res.artifacts, blobs=res.blobs, nbytes=res.bytes)
-    except VerificationError as exc:
+    except MirrorError as exc:
         if as_json:
             keys = ("artifacts", "blobs", "bytes", "signer", "fips", "images")
             missing = exc.missing if isinstance(exc, MissingImagesError) else []

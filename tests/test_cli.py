@@ -251,3 +251,11 @@ def test_verify_json_has_every_contract_key_on_success_and_failure(
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) >= keys and doc["ok"] is True and doc["artifacts"] == 1
     assert doc["signer"] is None and doc["error"] is None
+    for args, code in [
+        ([str(tmp_path / "none.tar.zst")], 2),
+        ([str(bundle), "--key", str(spec)], 2),
+    ]:
+        assert main(["verify", *args, "--json"]) == code  # refused before the pass: a verdict too
+        out = capsys.readouterr()
+        doc = json.loads(out.out)
+        assert doc["ok"] is False and doc["error"] and out.err.startswith("mirror: error: ")
