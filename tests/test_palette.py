@@ -323,7 +323,7 @@ def test_import_registers_in_palette_through_the_cli(
 def test_import_with_palette_url_needs_the_api_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mirror.cli import _register_palette
+    from mirror.cli.importing import _register_palette
     from mirror.errors import UsageError
 
     monkeypatch.delenv("PALETTE_API_KEY", raising=False)
