@@ -283,10 +283,12 @@ def _read_pem(path: Path, what: str) -> tuple[str, bytes]:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
     if len(data) > _MAX_KEY_FILE:
         raise UsageError(f"{path} is too large to be a {what}")
-    match = _PEM_BEGIN.search(data)
-    if not match:
+    blocks = _PEM_BEGIN.findall(data)
+    if not blocks:
         raise UsageError(f"{path} is not a PEM file; expected a {what}")
-    return match.group(1).decode(), data
+    if len(blocks) > 1:  # which one is meant? a reader taking the first may not be ours
+        raise UsageError(f"{path} holds {len(blocks)} PEM blocks; give a file with one {what}")
+    return blocks[0].decode(), data
 
 
 def _pem_body(data: bytes) -> bytes:

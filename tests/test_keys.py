@@ -91,6 +91,21 @@ def test_keygen_round_trip(pair: tuple[Path, Path]) -> None:
     assert isinstance(key.curve, ec.SECP256R1)
 
 
+def test_a_key_file_with_two_pem_blocks_is_refused(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """Which key is meant? cryptography and openssl take the first block; a reviewer
+    reading the file may see the second. One block, or a usage error naming the count."""
+    key_path, pub_path = pair
+    other = keys.generate_keypair(tmp_path, "other", PASSWORD)
+    for path, extra, load in [
+        (pub_path, other[1], lambda p: keys.load_public_key(p)),
+        (key_path, other[0], lambda p: keys.load_private_key(p, PASSWORD)),
+    ]:
+        doubled = tmp_path / f"two-{path.name}"
+        doubled.write_bytes(path.read_bytes() + extra.read_bytes())
+        with pytest.raises(UsageError, match="holds 2 PEM blocks"):
+            load(doubled)
+
+
 def test_key_file_mode_is_0600_even_with_umask_0(pair: tuple[Path, Path]) -> None:
     assert stat.S_IMODE(pair[0].stat().st_mode) == 0o600
 
