@@ -125,6 +125,12 @@ _SECRET_FIELD = re.compile(
 )
 
 
+def shorten(text: str, limit: int) -> str:
+    """At most `limit` characters of a message, and how long it was when cut: a hostile
+    document's megabyte quoted back must not become the one line an error is."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def redact(text: str) -> str:
     """Strip credentials from URLs and header dumps before anything is shown or logged.
 

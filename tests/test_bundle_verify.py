@@ -392,3 +392,18 @@ def test_schema_violation_is_a_verification_error(tmp_path: Path, k: Keys) -> No
     bundle = hostile_bundle(tmp_path / "s.tar.zst", k, layout_entries(files), manifest=manifest)
     with pytest.raises(VerificationError, match="schema violation at /artifacts/0/kind"):
         _verify(bundle, k)
+
+
+@pytest.mark.parametrize("field", [b"0000001_0\0", b"+0000017\0", b"0000 17\0", b"00000019\0"])
+def test_a_tar_number_is_octal_digits_only(field: bytes) -> None:
+    """int(text, 8) also takes "1_0" and "+17": GNU tar reads neither, so neither do we."""
+    from mirror.formats import pax_number, tar_number
+
+    with pytest.raises(ValueError):
+        tar_number(field.ljust(12, b"\0"))
+    assert tar_number(b"00000017\0".ljust(12, b"\0")) == 15
+    assert tar_number(b"     17 \0".ljust(12, b"\0")) == 15  # space padding, as old writers do
+    text = field.strip(b"\0")
+    if not text.isdigit():  # "19" is a decimal, just not an octal number
+        with pytest.raises(ValueError):
+            pax_number(text)

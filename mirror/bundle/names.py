@@ -11,10 +11,10 @@ The names must also agree with each other, so what inspect shows is where import
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from mirror.errors import VerificationError
+from mirror.errors import VerificationError, shorten
 from mirror.oci.names import host_segment, is_repository_path, is_tag
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -73,7 +73,9 @@ def _problems(doc: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield f"{at}/owner", f"{quote(r.get('owner'))} is no artifact or image of the bundle"
 
 
-def _name(pointer: str, value: Any, valid: Any, what: str) -> Iterator[tuple[str, str]]:
+def _name(
+    pointer: str, value: Any, valid: Callable[[str], object], what: str
+) -> Iterator[tuple[str, str]]:
     if not isinstance(value, str) or not valid(value):
         yield pointer, f"{quote(value)} is not {what}"
 
@@ -97,5 +99,4 @@ def printable(value: Any) -> Any:
 
 def quote(value: Any) -> str:
     """A hostile value in one short line: repr escapes newlines, and a long one is cut."""
-    text = repr(value)
-    return text if len(text) <= _TEXT_MAX else f"{text[:_TEXT_MAX]}... ({len(text)} characters)"
+    return shorten(repr(value), _TEXT_MAX)

@@ -18,7 +18,7 @@ import click
 
 from mirror.cli import admin, export, importing, review, serve  # noqa: F401  (registers them)
 from mirror.cli.base import SETTINGS, cli
-from mirror.errors import MirrorError, redact
+from mirror.errors import MirrorError, redact, shorten
 
 __all__ = ["SETTINGS", "cli", "exit_now", "main", "run"]
 
@@ -76,8 +76,7 @@ MAX_ERROR = 2000  # characters of an error line; what a hostile document puts in
 def _one_line(text: str) -> str:
     """The contract's one line: a newline inside (a hostile name, a server's words) is
     shown escaped, and a megabyte of value quoted back is cut, with its length said."""
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return text if len(text) <= MAX_ERROR else f"{text[:MAX_ERROR]}... ({len(text)} characters)"
+    return shorten(text.replace("\r", "\\r").replace("\n", "\\n"), MAX_ERROR)
 
 
 def run() -> None:

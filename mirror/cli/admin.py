@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mirror.cli.base import (
+    cache_dir_option,
     cli,
     emit,
     examples,
@@ -133,11 +134,7 @@ def cache() -> None:
     metavar="SIZE",
     help="Keep at most this much (700M, 50G, 50GB); 0 removes every blob.",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The cache to prune.  [default: $XDG_CACHE_HOME/mirror]",
-)
+@cache_dir_option("The cache to prune.")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed and kept as JSON.")
 def cache_prune(max_size: str, cache_dir: Path | None, dry_run: bool, as_json: bool) -> None:

@@ -107,6 +107,20 @@ JOBS_OPTION = click.option(
 )
 
 
+def cache_dir_option(what: str) -> Callable[[_F], _F]:
+    """--cache-dir: the export's cache, wherever a command reads or prunes it."""
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"{what}  [default: $XDG_CACHE_HOME/mirror]",
+    )
+
+
+def public_key_option(what: str = "Public key of the signer.") -> Callable[[_F], _F]:
+    """--key on the far side: the signer's public key (export's --key is the private one)."""
+    return click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help=what)
+
+
 def ca_file_option(whose: str) -> Callable[[_F], _F]:
     """--ca-file, the same on every command that talks to registries."""
     return click.option(

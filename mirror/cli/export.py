@@ -10,6 +10,7 @@ import click
 from mirror.cli.base import (
     JOBS_OPTION,
     ca_file_option,
+    cache_dir_option,
     cli,
     emit,
     examples,
@@ -67,12 +68,7 @@ from mirror.errors import UsageError
     help="Cut the bundle into FILE.001, FILE.002, ... of at most this size (700M, 4G, 4GB).",
 )
 @JOBS_OPTION
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Verified blob cache: an interrupted export fetches only what is missing.  "
-    "[default: $XDG_CACHE_HOME/mirror]",
-)
+@cache_dir_option("Verified blob cache: an interrupted export fetches only what is missing.")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -224,12 +220,7 @@ def _parts_note(output: str) -> str:
 @selection
 @JOBS_OPTION
 @ca_file_option("source registries")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The export's cache: archives already there are read from it.  "
-    "[default: $XDG_CACHE_HOME/mirror]",
-)
+@cache_dir_option("The export's cache: archives already there are read from it.")
 @click.option(
     "--with-dependencies",
     is_flag=True,

@@ -18,6 +18,7 @@ from mirror.cli.base import (
     load_public,
     load_signing_key,
     progress_for,
+    public_key_option,
     require_bundle,
 )
 from mirror.errors import UsageError
@@ -34,9 +35,7 @@ from mirror.errors import UsageError
 )
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--target", required=True, help="Registry URL; http:// means plain HTTP.")
-@click.option(
-    "--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key of the signer."
-)
+@public_key_option()
 @click.option(
     "--allow-unsigned", is_flag=True, help="Accept a bundle without a signature (not with --fips)."
 )

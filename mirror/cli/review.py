@@ -13,6 +13,7 @@ from mirror.cli.base import (
     examples,
     load_public,
     progress_for,
+    public_key_option,
     require_bundle,
 )
 from mirror.errors import MirrorError, UsageError, redact
@@ -26,9 +27,7 @@ from mirror.errors import MirrorError, UsageError, redact
     )
 )
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option(
-    "--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key of the signer."
-)
+@public_key_option()
 @click.option("--allow-unsigned", is_flag=True, help="Accept a bundle without a signature.")
 @click.option("--fips", is_flag=True, help="Also fail on any non-FIPS artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
@@ -100,11 +99,9 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     "(it also hashes the whole file for its sha256).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option(
-    "--key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Public key: verify the bundle first, as `mirror verify` does, and say so. "
-    "Without it the signer shown is only claimed.",
+@public_key_option(
+    "Public key: verify the bundle first, as `mirror verify` does, and say so. "
+    "Without it the signer shown is only claimed."
 )
 def inspect(bundle: Path, fmt: str, as_json: bool, key: Path | None) -> None:
     """Show what a bundle holds, reading only its head (instant on any size).

@@ -13,6 +13,7 @@ from mirror.cli.base import (
     examples,
     load_public,
     progress_for,
+    public_key_option,
     require_bundle,
 )
 
@@ -25,7 +26,7 @@ from mirror.cli.base import (
     )
 )
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Public key.")
+@public_key_option("Public key.")
 @click.option("--allow-unsigned", is_flag=True, help="Serve a bundle without a signature.")
 @click.option("--fips", is_flag=True, help="Refuse non-FIPS content and unsigned bundles.")
 @click.option(

@@ -69,7 +69,7 @@ class _TrustStore:
                 found = ssl.create_default_context()  # the system's store, CERT_REQUIRED
                 found.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
                 for extra in [*_host_cas(self._host), *([ca] if ca else [])]:
-                    _add_ca(found, extra)
+                    add_ca(found, extra)
                 client = _host_client(self._host) if home else None
                 if client is not None:
                     _add_client(found, *client)
@@ -120,8 +120,9 @@ def _add_client(context: ssl.SSLContext, cert: str, key: str) -> None:
         raise UsageError(f"{cert}: not a client certificate with its key ({reason})") from None
 
 
-def _add_ca(context: ssl.SSLContext, ca: str) -> None:
-    """A CA file (or hashed folder) added to the context; one that is not one is named."""
+def add_ca(context: ssl.SSLContext, ca: str) -> None:
+    """A CA file (or hashed folder) added to the context; one that is not one is named.
+    serve's --tls-client-ca is read by it too."""
     try:
         context.load_verify_locations(*((None, ca) if os.path.isdir(ca) else (ca,)))
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
@@ -535,8 +536,11 @@ class Http:
         refresh-token form (its docs/spec/auth/oauth.md), as docker sends it."""
         creds = self._credentials
         # Streamed: the caller reads it, at most TOKEN_CAP.
-        how: dict[str, Any] = {"timeout": self._timeout, "verify": self.endpoint.verify}
-        how["stream"] = True
+        how: dict[str, Any] = {
+            "timeout": self._timeout,
+            "verify": self.endpoint.verify,
+            "stream": True,
+        }
         if creds is not None and creds.identity_token:
             form = {**params, "grant_type": "refresh_token", "client_id": "mirror"}
             form["refresh_token"] = creds.identity_token

@@ -264,10 +264,9 @@ def _ssl_adapter(cert: Path, key: Path, client_ca: Path | None) -> Any:
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise UsageError(f"--tls-cert/--tls-key: cannot load them: {exc}") from None
     if client_ca is not None:
-        try:
-            adapter.context.load_verify_locations(str(client_ca))
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise UsageError(f"--tls-client-ca {client_ca}: not a CA bundle ({exc})") from None
+        from mirror.registry.http import add_ca  # the one way a CA file is read and named
+
+        add_ca(adapter.context, str(client_ca))
         adapter.context.verify_mode = ssl.CERT_REQUIRED
     return adapter
 
