@@ -109,12 +109,12 @@ def write_layer(sink: IO[bytes], seed: str, size: int) -> LayerInfo:
     outer = _HashingWriter(sink)
     with gzip.GzipFile(
         filename="", mode="wb", fileobj=outer, mtime=0, compresslevel=GZIP_LEVEL
-    ) as gz:  # type: ignore[arg-type]
+    ) as gz:
         inner = _HashingWriter(gz)
         with tarfile.open(fileobj=inner, mode="w|", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
             info = tarfile.TarInfo(f"lab/{hashlib.sha256(seed.encode()).hexdigest()[:16]}.bin")
             info.size, info.mtime, info.mode = size, 0, 0o644
-            tar.addfile(info, _RandomReader(seed, size))  # type: ignore[arg-type]
+            tar.addfile(info, _RandomReader(seed, size))
     return LayerInfo(outer.digest, outer.size, inner.digest)
 
 

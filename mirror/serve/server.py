@@ -209,7 +209,7 @@ def _connection_class() -> type:
     """cheroot's connection with `_SocketWriter` for its responses (its documented hook)."""
     from cheroot.server import HTTPConnection
 
-    class Connection(HTTPConnection):  # type: ignore[misc]
+    class Connection(HTTPConnection):
         def __init__(self, server: Any, sock: socket.socket, makefile: Any = None) -> None:
             if makefile is None:
                 super().__init__(server, sock)
@@ -233,7 +233,7 @@ def _server_class() -> type:
     """
     from cheroot import wsgi
 
-    class ParkingServer(wsgi.Server):  # type: ignore[misc]
+    class ParkingServer(wsgi.Server):
         def process_conn(self, conn: Any) -> None:
             pending = getattr(conn.socket, "pending", None)  # TLS: bytes already decrypted
             if not getattr(conn, "parked", True) and not (pending is not None and pending()):

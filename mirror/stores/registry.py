@@ -82,7 +82,7 @@ class RegistryStore:
     @contextmanager
     def fetch(self, desc: Descriptor) -> Iterator[IO[bytes]]:
         with self.client.open_blob(self.repo, desc) as stream:
-            yield stream  # type: ignore[misc]
+            yield stream
 
     # -- write --------------------------------------------------------------------------
 
