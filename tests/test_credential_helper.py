@@ -304,7 +304,7 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
     used for the whole host, only for what is under it, the deepest login first. A broken
     file is named when it is reached."""
     from mirror.errors import UsageError
-    from mirror.registry.auth import login_credentials
+    from mirror.registry.auth import has_namespace_logins, login_credentials
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     host = "registry.lab.example:5000"
@@ -340,6 +340,8 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
     write_podman_auth({"auths": ns})
     found = login_credentials(host, "team/apps/x")
     assert found is not None and found.username == "deeper"
+    assert has_namespace_logins(host)  # so the image closure looks up each repository
+    assert not has_namespace_logins(host.split(":")[0])  # the bare host name is another registry
     write_podman_auth({"auths": {host: {"auth": "not base64!"}}})
     with pytest.raises(UsageError, match=f"{runtime}: the auth for {host} is not base64"):
         login_credentials(host)  # the file that holds it is named, not docker's

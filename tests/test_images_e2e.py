@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -307,3 +308,41 @@ def test_an_upstream_uses_docker_config_credentials_for_its_host(
     (image,) = run.json()["images"]
     assert image["digest"] == seeded.digest
     assert str(private.password) not in run.out + run.err
+
+
+def test_an_upstream_uses_a_podman_login_to_the_images_namespace(
+    basic_registry: LabRegistry, tmp_path: Path
+) -> None:
+    """`podman login HOST/ghcr.io/acme` serves every image under that namespace, as
+    containers/image looks logins up (the image's path, deepest first, then the host).
+    An image outside it (`acmeco`, a sibling with the same prefix) stays anonymous: a 401
+    naming that image, and nothing at --output."""
+    import base64
+
+    private = basic_registry
+    client = client_for(private)
+    for repo in ("ghcr.io/acme/tools/one", "ghcr.io/acmeco/two"):
+        seed_artifact(client, repo, "1", make_image(repo, layers=[make_layer(repo, 2048)]))
+    client.close()
+    auth = base64.b64encode(f"{private.username}:{private.password}".encode()).decode()
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"]) / "containers"
+    runtime.mkdir(parents=True, exist_ok=True)
+    (runtime / "auth.json").write_text(
+        json.dumps({"auths": {f"{private.host}/ghcr.io/acme": {"auth": auth}}})
+    )
+
+    def export(*images: str) -> Any:
+        doc = {"name": "p", "images": list(images), "upstreams": lab_upstreams(private.url)}
+        spec = tmp_path / "s.yaml"
+        spec.write_text(yaml.safe_dump(doc))
+        return mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "c", "--json")
+
+    out = tmp_path / "b.tar.zst"
+    denied = export("ghcr.io/acme/tools/one:1", "ghcr.io/acmeco/two:1")
+    assert denied.rc == 1 and "ghcr.io/acmeco/two:1 needed by spec" in denied.err
+    assert "401" in denied.err
+    assert not out.exists()
+    run = export("ghcr.io/acme/tools/one:1")
+    assert run.rc == 0, run.err
+    assert [i["ref"] for i in run.json()["images"]] == ["ghcr.io/acme/tools/one:1"]
+    assert str(private.password) not in run.out + run.err + denied.out + denied.err

@@ -17,7 +17,7 @@ from mirror.discovery.images import Need
 from mirror.errors import MirrorError, NotFoundError, RegistryError, UsageError, redact
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
-from mirror.registry.auth import Credentials, resolve_credentials
+from mirror.registry.auth import Credentials, has_namespace_logins, resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.settings import Net
 from mirror.spec import BundleSpec
@@ -43,12 +43,16 @@ class Resolved:
 
 
 class Upstreams:
-    """One registry client per upstream endpoint, made on first use, shared by threads."""
+    """One registry client per upstream endpoint and login, made on first use, shared by
+    threads. Logins are podman's: a login to a namespace (`podman login ghcr.io/acme`)
+    serves the images under it, before the host's own."""
 
     def __init__(self, spec: BundleSpec, *, net: Net | None = None) -> None:
         self._spec = spec
         self._net = net
-        self._clients: dict[str, RegistryClient] = {}
+        self._clients: dict[tuple[str, Credentials | None], RegistryClient] = {}
+        self._logins: dict[tuple[str, str], Credentials | None] = {}
+        self._namespaced: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def locate(self, need: Need) -> tuple[RegistryClient, str]:
@@ -59,16 +63,25 @@ class Upstreams:
             scheme_url, prefix = f"https://{ref.api_host}", ""
         else:
             scheme_url, prefix = split_upstream(mapped, ref.host)
+        repo = f"{prefix}/{ref.repository}" if prefix else ref.repository
         with self._lock:
-            client = self._clients.get(scheme_url)
+            key = (scheme_url, self._credentials(urlsplit(scheme_url).netloc, repo))
+            client = self._clients.get(key)
             if client is None:
-                client = RegistryClient(
-                    scheme_url,
-                    credentials=_credentials(scheme_url),
-                    net=self._net,
-                )
-                self._clients[scheme_url] = client
-        return client, f"{prefix}/{ref.repository}" if prefix else ref.repository
+                client = RegistryClient(scheme_url, credentials=key[1], net=self._net)
+                self._clients[key] = client
+        return client, repo
+
+    def _credentials(self, host: str, repo: str) -> Credentials | None:
+        """Looked up once per host, or once per repository where the login files hold
+        logins to namespaces of that host (a helper is not asked once per image)."""
+        namespaced = self._namespaced.get(host)
+        if namespaced is None:
+            namespaced = self._namespaced[host] = has_namespace_logins(host)
+        key = (host, repo if namespaced else "")
+        if key not in self._logins:
+            self._logins[key] = resolve_credentials(host, namespace=key[1])
+        return self._logins[key]
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -82,10 +95,6 @@ def split_upstream(url: str, host: str) -> tuple[str, str]:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         raise UsageError(f"upstreams: {host}: not a registry URL: {redact(url)!r}")
     return f"{parts.scheme}://{parts.netloc}", parts.path.strip("/")
-
-
-def _credentials(url: str) -> Credentials | None:
-    return resolve_credentials(urlsplit(url).netloc)
 
 
 def resolve_all(

@@ -83,6 +83,18 @@ def login_credentials(host: str, namespace: str = "") -> Credentials | None:
     return None
 
 
+def has_namespace_logins(host: str) -> bool:
+    """Whether any login file holds a login to a namespace of `host` (`HOST/ns`, podman's
+    narrower form): only then must each repository be looked up on its own."""
+    prefix = f"{host}/"
+    for path in _login_files():
+        config = _read_config(path)
+        auths = _object(config.get("auths")) if config is not None else {}
+        if any(key.startswith(prefix) for key in auths):
+            return True
+    return False
+
+
 def _login_files() -> list[Path]:
     """$REGISTRY_AUTH_FILE when set (a choice made for this run), docker's config.json
     ($DOCKER_CONFIG, else ~/.docker), then where podman and skopeo keep logins:
