@@ -77,6 +77,10 @@ def _own_xdg_dirs(
     # Nor the logins of whoever runs them: podman's auth.json is read after docker's.
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(root / "run"))
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    # Nor Helm's: repositories.yaml and registry/config.json live in its config home.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
+    for name in ("HELM_CONFIG_HOME", "HELM_REPOSITORY_CONFIG", "HELM_REGISTRY_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
     # No heartbeat lines by the clock: a slow run under load must not change what a test
     # reads on stderr. Tests of the heartbeat set their own interval.
     monkeypatch.setenv("MIRROR_HEARTBEAT", "0")

@@ -671,6 +671,7 @@ def isolated_env(
         mp.setenv("DOCKER_CONFIG", str(home / "docker"))
         mp.setenv("XDG_CACHE_HOME", str(home / "cache"))
         mp.setenv("XDG_DATA_HOME", str(home / "data"))
+        mp.setenv("XDG_CONFIG_HOME", str(home / "config"))  # Helm's logins and repositories
         for key, value in (set_env or {}).items():
             mp.setenv(key, value)
         for name in ("MIRROR_TARGET_USERNAME", "MIRROR_TARGET_PASSWORD", *drop):

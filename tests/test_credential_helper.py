@@ -299,10 +299,10 @@ def test_an_identity_token_is_traded_for_registry_tokens_by_oauth2(
 
 def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """REGISTRY_AUTH_FILE first, docker's config.json next, then podman's and skopeo's
-    auth.json (XDG_RUNTIME_DIR, which REGISTRY_AUTH_FILE replaces, then ~/.config). The
-    first file that knows the host answers. A login to one namespace (`host/ns`) is not
-    used for the whole host, only for what is under it, the deepest login first. A broken
-    file is named when it is reached."""
+    auth.json (XDG_RUNTIME_DIR, which REGISTRY_AUTH_FILE replaces, then ~/.config), last
+    `helm registry login`'s. The first file that knows the host answers. A login to one
+    namespace (`host/ns`) is not used for the whole host, only for what is under it, the
+    deepest login first. A broken file is named when it is reached."""
     from mirror.errors import UsageError
     from mirror.registry.auth import has_namespace_logins, login_credentials
 
@@ -316,6 +316,15 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
         found = login_credentials(host)
         return found.username if found is not None else None
 
+    assert who() is None
+    helm = write_podman_auth(
+        {"auths": entry("helm")}, tmp_path / "xdg" / "helm" / "registry" / "config.json"
+    )
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert who() == "helm"  # `helm registry login`, the last file asked
+    monkeypatch.setenv("HELM_REGISTRY_CONFIG", str(tmp_path / "elsewhere.json"))
+    assert who() is None
+    monkeypatch.setenv("HELM_REGISTRY_CONFIG", str(helm))
     config_home = tmp_path / "home" / ".config" / "containers" / "auth.json"
     write_podman_auth({"auths": entry("home")}, config_home)
     assert who() == "home"
@@ -454,3 +463,33 @@ def test_a_credential_helper_that_babbles_is_cut_off(
     write_config({"credsStore": "quiet"})  # ends at once, unread stdin, no answer
     with pytest.raises(UsageError, match="is not Username and Secret JSON"):
         auth.login_credentials("registry.lab.example")
+
+
+def test_helm_repositories_yaml_is_read_as_helm_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$HELM_CONFIG_HOME beats $XDG_CONFIG_HOME/helm; an entry counts for its own URL
+    (a trailing slash aside), and only with both a username and a password, as Helm sends
+    basic auth; a file that is not YAML is named in one line, exit 2."""
+    from mirror.errors import UsageError
+    from mirror.registry.auth import helm_repository_credentials as found
+
+    url = "https://charts.example.test/stable"
+    entries = [
+        {"name": "half", "url": "https://charts.example.test/half", "username": "u"},
+        {"name": "s", "url": url + "/", "username": "u", "password": "p"},
+    ]
+    xdg, home = tmp_path / "xdg", tmp_path / "helm-home"
+    (xdg / "helm").mkdir(parents=True)
+    (xdg / "helm" / "repositories.yaml").write_text(json.dumps({"repositories": entries}))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    creds = found(url)
+    assert creds is not None and (creds.username, creds.password) == ("u", "p")
+    assert found("https://charts.example.test/half") is None
+    assert found("https://charts.example.test") is None
+    monkeypatch.setenv("HELM_CONFIG_HOME", str(home))
+    assert found(url) is None  # no file there
+    home.mkdir()
+    (home / "repositories.yaml").write_text("repositories: [\n")
+    with pytest.raises(UsageError, match=r"helm-home/repositories.yaml: not valid YAML"):
+        found(url)

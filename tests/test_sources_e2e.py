@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pytest
 import requests
 import yaml
 from conftest import HelmRepo
+from faultproxy import mirror
 
 from mirror.cli import main
 from mirror.formats.helm import chart_tag
@@ -206,6 +208,43 @@ def test_a_private_helm_repository_uses_docker_config_credentials(
         auth = base64.b64encode(b"helm-user:helm-pw").decode()
         (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
         assert main([*args, "--json"]) == 0
+    assert out.is_file()
+
+
+def test_a_private_helm_repository_uses_what_helm_repo_add_saved(
+    helm_repo: HelmRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`helm repo add NAME URL --username --password` keeps them in Helm's repositories.yaml:
+    the export finds them there for that URL only (not for another path on the same host),
+    at $HELM_REPOSITORY_CONFIG when it is set. A wrong password there is a 401 that says
+    where the credentials came from, and never prints them."""
+    from mirror.lab.httpserver import serve_directory
+
+    def helm_repo_add(path: Path, url: str, password: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"name": "private", "url": url, "username": "helm-user", "password": password}
+        path.write_text(yaml.safe_dump({"apiVersion": "", "repositories": [entry]}))
+
+    default = Path(os.environ["XDG_CONFIG_HOME"]) / "helm" / "repositories.yaml"
+    with serve_directory(helm_repo.path, basic=("helm-user", "helm-pw")) as url:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(yaml.safe_dump({"name": "h", "registries": [
+            {"name": "Private", "kind": "helm", "url": url}
+        ]}))  # fmt: skip
+        out = tmp_path / "b.tar.zst"
+        args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+        helm_repo_add(default, f"{url}/other", "helm-pw")
+        assert main(args) == 1 and not out.exists()
+        helm_repo_add(default, url + "/", "wrong-pw")
+        run = mirror(*args)
+        assert run.rc == 1 and "401" in run.err and "Helm's repositories.yaml" in run.err
+        assert "wrong-pw" not in run.out + run.err and not out.exists()
+        chosen = tmp_path / "chosen.yaml"
+        helm_repo_add(chosen, url, "helm-pw")
+        monkeypatch.setenv("HELM_REPOSITORY_CONFIG", str(chosen))
+        run = mirror(*args, "--json")
+        assert run.rc == 0, run.err
+        assert "helm-pw" not in run.out + run.err
     assert out.is_file()
 
 

@@ -35,7 +35,12 @@ from mirror.errors import (
 from mirror.formats.helm import ChartVersion, chart_artifact, chart_tag, parse_index, select_charts
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.names import oci_tag, slug
-from mirror.registry.auth import Credentials, credentials_from_env, resolve_credentials
+from mirror.registry.auth import (
+    Credentials,
+    credentials_from_env,
+    helm_repository_credentials,
+    resolve_credentials,
+)
 from mirror.registry.http import Endpoint, Http
 from mirror.settings import Net
 from mirror.spec import Registry
@@ -132,12 +137,17 @@ def _repo(reg: Registry) -> _Repo:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
     names = reg.auth.names if reg.auth is not None else None
-    creds = resolve_credentials(_host(base), names)
-    hint = "no credentials in docker's config.json; the spec can name auth variables"
+    creds = resolve_credentials(_host(base), names, helm_repo=base)
+    hint = (
+        "no credentials in Helm's repositories.yaml or the login files; "
+        "the spec can name auth variables"
+    )
     if names is not None and credentials_from_env(*names) is not None:
         hint = f"credentials from ${names[0]}/${names[1]}"
+    elif creds is not None and creds == helm_repository_credentials(base):
+        hint = "credentials from Helm's repositories.yaml"
     elif creds is not None:
-        hint = "credentials from docker's config.json"
+        hint = "credentials from the login files"
     elif names is not None:
         hint = f"${names[0]}/${names[1]} not set"
     return _Repo(reg.name, base, creds, hint)

@@ -99,7 +99,8 @@ def _login_files() -> list[Path]:
     """$REGISTRY_AUTH_FILE when set (a choice made for this run), docker's config.json
     ($DOCKER_CONFIG, else ~/.docker), then where podman and skopeo keep logins:
     $XDG_RUNTIME_DIR/containers/auth.json (which REGISTRY_AUTH_FILE replaces for them),
-    then ~/.config/containers/auth.json."""
+    then ~/.config/containers/auth.json; last, what `helm registry login` wrote
+    ($HELM_REGISTRY_CONFIG, else registry/config.json in Helm's config home)."""
     chosen = os.environ.get("REGISTRY_AUTH_FILE")
     docker = os.environ.get("DOCKER_CONFIG")
     files = [Path(chosen)] if chosen else []
@@ -108,6 +109,8 @@ def _login_files() -> list[Path]:
     if runtime and not chosen:
         files.append(Path(runtime) / "containers" / "auth.json")
     files.append(Path.home() / ".config" / "containers" / "auth.json")
+    helm = os.environ.get("HELM_REGISTRY_CONFIG")
+    files.append(Path(helm) if helm else _helm_config_home() / "registry" / "config.json")
     return files
 
 
@@ -256,18 +259,70 @@ def _read_within(fd: int, deadline: float, who: str, key: str) -> bytes:
             chunks.append(chunk)
 
 
+HELM_CONFIG_CAP = 16 << 20  # bytes of repositories.yaml: a few lines per repository
+
+
+def helm_repository_credentials(url: str) -> Credentials | None:
+    """What `helm repo add URL --username --password` saved for the repository at `url`,
+    in Helm's repositories.yaml: where a Helm user's credentials for it already are."""
+    path = _helm_repository_config()
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(HELM_CONFIG_CAP + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > HELM_CONFIG_CAP:
+        raise UsageError(f"{path}: larger than {HELM_CONFIG_CAP >> 20} MiB")
+    import yaml
+
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError:
+        raise UsageError(f"{path}: not valid YAML") from None
+    entries = doc.get("repositories") if isinstance(doc, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or str(entry.get("url", "")).rstrip("/") != url.rstrip("/"):
+            continue
+        user, password = entry.get("username"), entry.get("password")
+        if isinstance(user, str) and isinstance(password, str) and user and password:
+            return Credentials(user, password)  # Helm sends basic auth only with both
+        return None
+    return None
+
+
+def _helm_repository_config() -> Path:
+    """$HELM_REPOSITORY_CONFIG, else repositories.yaml in Helm's config home."""
+    chosen = os.environ.get("HELM_REPOSITORY_CONFIG")
+    return Path(chosen) if chosen else _helm_config_home() / "repositories.yaml"
+
+
+def _helm_config_home() -> Path:
+    """Helm's config home on Linux: $HELM_CONFIG_HOME, $XDG_CONFIG_HOME/helm, ~/.config/helm."""
+    home, xdg = os.environ.get("HELM_CONFIG_HOME"), os.environ.get("XDG_CONFIG_HOME")
+    if home:
+        return Path(home)
+    return Path(xdg) / "helm" if xdg else Path.home() / ".config" / "helm"
+
+
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # how `docker login` files Docker Hub
 
 
 def resolve_credentials(
-    host: str, env: tuple[str, str] | None = None, namespace: str = ""
+    host: str, env: tuple[str, str] | None = None, namespace: str = "", *, helm_repo: str = ""
 ) -> Credentials | None:
     """The one rule for every kind of server: the variables the spec (or the CLI) names,
-    then the login files for the host (and its `namespace`, podman's narrower logins),
-    then anonymous."""
+    then, for a Helm repository (`helm_repo`, its URL), Helm's repositories.yaml, then the
+    login files for the host (and its `namespace`, podman's narrower logins), then
+    anonymous."""
     if env is not None:
         creds = credentials_from_env(*env)
+        if creds is not None:
+            return creds
+    if helm_repo:
+        creds = helm_repository_credentials(helm_repo)
         if creds is not None:
             return creds
     creds = login_credentials(host, namespace)
