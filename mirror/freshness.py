@@ -15,7 +15,7 @@ from typing import Any
 
 from mirror.errors import VerificationError
 from mirror.formats import jsondoc
-from mirror.streams import atomic_file
+from mirror.streams import atomic_file, read_small_file
 
 FILE_NAME = "imported-bundles.json"  # beside the catalog
 MAX_BYTES = 16 * 1024 * 1024
@@ -39,12 +39,11 @@ class ImportRecord:
 
     def _load(self) -> dict[str, Any]:
         try:
-            with self.path.open("rb") as fh:
-                data = fh.read(MAX_BYTES + 1)
-        except FileNotFoundError:
-            return {}
+            data = read_small_file(self.path, MAX_BYTES)
         except OSError as exc:
             raise VerificationError(f"{self.path}: cannot read: {exc.strerror}") from None
+        if data is None:
+            return {}
         try:
             doc = jsondoc.loads(data)
         except ValueError:

@@ -206,6 +206,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def read_small_file(path: Path, cap: int) -> bytes | None:
+    """A file read whole, at most one byte past `cap` (so a caller can tell one too large,
+    a pipe or a growing file included); None when there is none. Other OSErrors are left
+    to the caller, which names the file in its own words."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(cap + 1)
+    except FileNotFoundError:
+        return None
+
+
 def read_hint(path: Path) -> Any:
     """A JSON file kept only as a hint (a memo, a cache index); unreadable means None."""
     try:

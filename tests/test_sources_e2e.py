@@ -184,6 +184,14 @@ def _check_packs(client: RegistryClient, folder: Path) -> None:
             assert stream.read() == data
 
 
+def private_helm_export(tmp_path: Path, url: str, out: Path) -> list[str]:
+    """`mirror export` of a spec with one Helm repository, "Private", at `url`."""
+    spec = tmp_path / "s.yaml"
+    registry = {"name": "Private", "kind": "helm", "url": url}
+    spec.write_text(yaml.safe_dump({"name": "h", "registries": [registry]}))
+    return ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+
+
 def test_a_private_helm_repository_uses_docker_config_credentials(
     helm_repo: HelmRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,12 +205,8 @@ def test_a_private_helm_repository_uses_docker_config_credentials(
     config.mkdir()
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
     with serve_directory(helm_repo.path, basic=("helm-user", "helm-pw")) as url:
-        spec = tmp_path / "s.yaml"
-        spec.write_text(yaml.safe_dump({"name": "h", "registries": [
-            {"name": "Private", "kind": "helm", "url": url}
-        ]}))  # fmt: skip
         out = tmp_path / "b.tar.zst"
-        args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+        args = private_helm_export(tmp_path, url, out)
         assert main(args) == 1 and not out.exists()
         host = url.split("://", 1)[1]
         auth = base64.b64encode(b"helm-user:helm-pw").decode()
@@ -227,12 +231,8 @@ def test_a_private_helm_repository_uses_what_helm_repo_add_saved(
 
     default = Path(os.environ["XDG_CONFIG_HOME"]) / "helm" / "repositories.yaml"
     with serve_directory(helm_repo.path, basic=("helm-user", "helm-pw")) as url:
-        spec = tmp_path / "s.yaml"
-        spec.write_text(yaml.safe_dump({"name": "h", "registries": [
-            {"name": "Private", "kind": "helm", "url": url}
-        ]}))  # fmt: skip
         out = tmp_path / "b.tar.zst"
-        args = ["export", str(spec), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+        args = private_helm_export(tmp_path, url, out)
         helm_repo_add(default, f"{url}/other", "helm-pw")
         assert main(args) == 1 and not out.exists()
         helm_repo_add(default, url + "/", "wrong-pw")

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from mirror.bundle.toc import FOOTER_TAG
 from mirror.errors import IntegrityError, OperationError, UsageError, VerificationError
-from mirror.streams import atomic_file, fsync_dir, temp_beside
+from mirror.streams import atomic_file, fsync_dir, read_small_file, temp_beside
 
 MIN_PART = 64 * 1024
 SUMS = ".parts.sha256"
@@ -128,12 +128,11 @@ def read_sums(path: Path) -> list[str] | None:
     """FILE.parts.sha256 (sha256sum's format, parts in order), or None when absent."""
     sums = sums_path(path)
     try:
-        with sums.open("rb") as fh:
-            data = fh.read(MAX_SUMS + 1)
-    except FileNotFoundError:
-        return None
+        data = read_small_file(sums, MAX_SUMS)
     except OSError as exc:
         raise OperationError(f"{sums}: cannot read: {exc.strerror}") from None
+    if data is None:
+        return None
     lines = data.decode("utf-8", "replace").splitlines()
     if len(data) > MAX_SUMS or not lines:
         raise VerificationError(f"{sums}: not a list of parts")

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
+from mirror.streams import read_small_file
 
 _PARAM = re.compile(r'([A-Za-z_]+)="([^"]*)"')
 
@@ -267,12 +268,11 @@ def helm_repository_credentials(url: str) -> Credentials | None:
     in Helm's repositories.yaml: where a Helm user's credentials for it already are."""
     path = _helm_repository_config()
     try:
-        with path.open("rb") as fh:
-            data = fh.read(HELM_CONFIG_CAP + 1)
-    except FileNotFoundError:
-        return None
+        data = read_small_file(path, HELM_CONFIG_CAP)
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    if data is None:
+        return None
     if len(data) > HELM_CONFIG_CAP:
         raise UsageError(f"{path}: larger than {HELM_CONFIG_CAP >> 20} MiB")
     import yaml
