@@ -248,6 +248,35 @@ def test_a_private_helm_repository_uses_what_helm_repo_add_saved(
     assert out.is_file()
 
 
+def test_a_helm_repository_on_a_private_ca_uses_the_ca_file_helm_repo_add_saved(
+    helm_repo: HelmRepo, tmp_path: Path
+) -> None:
+    """`helm repo add NAME URL --ca-file CA` keeps the CA beside the URL: an HTTPS repository
+    signed by a private CA is refused (exit 1, no bundle) until repositories.yaml names
+    it; a caFile that is no CA bundle is named, exit 2."""
+    from mirror.lab.certs import write_certs
+    from mirror.lab.httpserver import serve_directory
+
+    certs = write_certs(tmp_path / "certs")
+    saved = Path(os.environ["XDG_CONFIG_HOME"]) / "helm" / "repositories.yaml"
+    saved.parent.mkdir(parents=True)
+    with serve_directory(helm_repo.path, tls=certs) as url:
+        out = tmp_path / "b.tar.zst"
+        args = private_helm_export(tmp_path, url, out)
+        refused = mirror(*args)
+        assert refused.rc == 1 and "certificate" in refused.error_line(), refused.err
+        assert not out.exists()
+        runs = []
+        for ca in (tmp_path / "no-ca.pem", certs.ca_file):
+            entry = {"name": "private", "url": url, "caFile": str(ca)}
+            saved.write_text(yaml.safe_dump({"repositories": [entry]}))
+            runs.append(mirror(*args, "--json"))
+    missing, good = runs
+    assert missing.rc == 2 and "no-ca.pem: not a CA bundle" in missing.error_line()
+    assert good.rc == 0, good.err
+    assert out.is_file()
+
+
 def test_a_note_that_could_save_the_run_is_said_before_the_copy(
     helm_repo: HelmRepo, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ from mirror.registry.auth import (
     Credentials,
     credentials_from_env,
     helm_repository_credentials,
+    helm_repository_entry,
     resolve_credentials,
 )
 from mirror.registry.http import Endpoint, Http
@@ -80,7 +81,9 @@ def discover(
     `known` (the export cache) keeps the index between runs: then it is asked for
     conditionally, and a 304 is answered with the versions parsed last time."""
     net = net or Net()
-    repo = dataclasses.replace(_repo(reg), verify=net.ca_file or True)
+    repo = _repo(reg)
+    saved = helm_repository_entry(repo.base)  # `helm repo add --ca-file`, after --ca-file
+    repo = dataclasses.replace(repo, verify=net.ca_file or (saved and saved.ca_file) or True)
     http = _http(repo, net)
     memo = None
     if known is not None:

@@ -6,12 +6,15 @@ import base64
 import contextlib
 import functools
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import BaseRequestHandler
 from typing import Any
+
+from mirror.lab.certs import CertFiles
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -67,11 +70,15 @@ class _BasicHandler(_QuietHandler):
 
 @contextlib.contextmanager
 def serve_directory(
-    path: Path, *, basic: tuple[str, str] | None = None, seen: list[str] | None = None
+    path: Path,
+    *,
+    basic: tuple[str, str] | None = None,
+    seen: list[str] | None = None,
+    tls: CertFiles | None = None,
 ) -> Iterator[str]:
     """Yield the base URL (no trailing slash) of `path` served on 127.0.0.1 at a free port;
     with `basic` (user, password), only to requests that carry them; with `seen`, each
-    request is appended to it as "GET /index.yaml 304"."""
+    request is appended to it as "GET /index.yaml 304"; with `tls`, over HTTPS."""
     if not path.is_dir():
         raise NotADirectoryError(str(path))
     handler: type[_QuietHandler] = _QuietHandler
@@ -80,19 +87,28 @@ def serve_directory(
         handler = type("Basic", (_BasicHandler,), {"expected": f"Basic {token}"})
     if seen is not None:
         handler = type("Seen", (handler,), {"seen": seen})
-    with serve(functools.partial(handler, directory=str(path)), "lab-http") as url:
+    with serve(functools.partial(handler, directory=str(path)), "lab-http", tls=tls) as url:
         yield url
 
 
 @contextlib.contextmanager
-def serve(handler: Callable[..., BaseRequestHandler], name: str) -> Iterator[str]:
-    """Any request handler on 127.0.0.1 at a free port, in a thread, shut down on exit."""
+def serve(
+    handler: Callable[..., BaseRequestHandler], name: str, *, tls: CertFiles | None = None
+) -> Iterator[str]:
+    """Any request handler on 127.0.0.1 at a free port, in a thread, shut down on exit;
+    over HTTPS with `tls` (the lab CA's server certificate)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -263,9 +263,18 @@ def _read_within(fd: int, deadline: float, who: str, key: str) -> bytes:
 HELM_CONFIG_CAP = 16 << 20  # bytes of repositories.yaml: a few lines per repository
 
 
-def helm_repository_credentials(url: str) -> Credentials | None:
-    """What `helm repo add URL --username --password` saved for the repository at `url`,
-    in Helm's repositories.yaml: where a Helm user's credentials for it already are."""
+@dataclass(frozen=True)
+class HelmRepoEntry:
+    """What `helm repo add URL` saved for one repository that mirror uses: basic
+    credentials (`--username`/`--password`) and a CA file (`--ca-file`)."""
+
+    credentials: Credentials | None
+    ca_file: str | None
+
+
+def helm_repository_entry(url: str) -> HelmRepoEntry | None:
+    """The entry for the repository at `url` (a trailing slash aside) in Helm's
+    repositories.yaml: where a Helm user's settings for it already are."""
     path = _helm_repository_config()
     try:
         data = read_small_file(path, HELM_CONFIG_CAP)
@@ -283,13 +292,22 @@ def helm_repository_credentials(url: str) -> Credentials | None:
         raise UsageError(f"{path}: not valid YAML") from None
     entries = doc.get("repositories") if isinstance(doc, dict) else None
     for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or str(entry.get("url", "")).rstrip("/") != url.rstrip("/"):
-            continue
-        user, password = entry.get("username"), entry.get("password")
-        if isinstance(user, str) and isinstance(password, str) and user and password:
-            return Credentials(user, password)  # Helm sends basic auth only with both
-        return None
+        if isinstance(entry, dict) and str(entry.get("url", "")).rstrip("/") == url.rstrip("/"):
+            return _helm_entry(entry)
     return None
+
+
+def _helm_entry(entry: dict[str, object]) -> HelmRepoEntry:
+    user, password, ca = entry.get("username"), entry.get("password"), entry.get("caFile")
+    creds = None
+    if isinstance(user, str) and isinstance(password, str) and user and password:
+        creds = Credentials(user, password)  # Helm sends basic auth only with both
+    return HelmRepoEntry(creds, ca if isinstance(ca, str) and ca else None)
+
+
+def helm_repository_credentials(url: str) -> Credentials | None:
+    entry = helm_repository_entry(url)
+    return entry.credentials if entry is not None else None
 
 
 def _helm_repository_config() -> Path:
