@@ -277,6 +277,35 @@ def test_a_helm_repository_on_a_private_ca_uses_the_ca_file_helm_repo_add_saved(
     assert out.is_file()
 
 
+def test_a_helm_repository_that_asks_for_a_client_certificate_gets_the_saved_one(
+    helm_repo: HelmRepo, tmp_path: Path
+) -> None:
+    """`helm repo add --cert-file --key-file`: a repository that asks every client for a
+    certificate gets the pair repositories.yaml keeps for its URL; without it, exit 1 and
+    no bundle; half a pair is named, exit 2."""
+    from mirror.lab.certs import write_certs
+    from mirror.lab.httpserver import serve_directory
+
+    certs = write_certs(tmp_path / "certs")
+    saved = Path(os.environ["XDG_CONFIG_HOME"]) / "helm" / "repositories.yaml"
+    saved.parent.mkdir(parents=True)
+    runs = []
+    with serve_directory(helm_repo.path, tls=certs, mtls=True) as url:
+        out = tmp_path / "b.tar.zst"
+        args = private_helm_export(tmp_path, url, out)
+        ca = {"name": "private", "url": url, "caFile": str(certs.ca_file)}
+        half = {**ca, "certFile": str(certs.client_cert)}
+        pair = {**half, "keyFile": str(certs.client_key)}
+        for entry in (ca, half, pair):
+            saved.write_text(yaml.safe_dump({"repositories": [entry]}))
+            runs.append(mirror(*args, "--json"))
+    without, halved, good = runs
+    assert without.rc == 1 and "certificate" in without.error_line(), without.err
+    assert halved.rc == 2 and "certFile and keyFile go together" in halved.error_line()
+    assert good.rc == 0, good.err
+    assert out.is_file()
+
+
 def test_a_note_that_could_save_the_run_is_said_before_the_copy(
     helm_repo: HelmRepo, tmp_path: Path
 ) -> None:

@@ -9,7 +9,6 @@ be redirected to another host at all.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -38,7 +37,6 @@ from mirror.oci.names import oci_tag, slug
 from mirror.registry.auth import (
     Credentials,
     credentials_from_env,
-    helm_repository_credentials,
     helm_repository_entry,
     resolve_credentials,
 )
@@ -63,6 +61,7 @@ class _Repo:
     credentials: Credentials | None
     creds_hint: str
     verify: bool | str = True  # a CA file for a private repository, else the system's
+    client: tuple[str, str] | None = None  # `helm repo add --cert-file --key-file`
 
     @property
     def where(self) -> str:
@@ -81,9 +80,7 @@ def discover(
     `known` (the export cache) keeps the index between runs: then it is asked for
     conditionally, and a 304 is answered with the versions parsed last time."""
     net = net or Net()
-    repo = _repo(reg)
-    saved = helm_repository_entry(repo.base)  # `helm repo add --ca-file`, after --ca-file
-    repo = dataclasses.replace(repo, verify=net.ca_file or (saved and saved.ca_file) or True)
+    repo = _repo(reg, net)
     http = _http(repo, net)
     memo = None
     if known is not None:
@@ -132,7 +129,9 @@ def index_versions(http: Http, repo: _Repo, memo: IndexMemo | None) -> list[Char
     return versions
 
 
-def _repo(reg: Registry) -> _Repo:
+def _repo(reg: Registry, net: Net) -> _Repo:
+    """The repository, as whom, and its TLS: what `helm repo add` saved for its URL counts
+    (the spec's variables and --ca-file first)."""
     if not reg.url:
         raise UsageError(f"registry {reg.name}: a helm registry needs a url")
     base = reg.url if "://" in reg.url else f"https://{reg.url}"
@@ -140,6 +139,7 @@ def _repo(reg: Registry) -> _Repo:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
     names = reg.auth.names if reg.auth is not None else None
+    saved = helm_repository_entry(base)
     creds = resolve_credentials(_host(base), names, helm_repo=base)
     hint = (
         "no credentials in Helm's repositories.yaml or the login files; "
@@ -147,13 +147,14 @@ def _repo(reg: Registry) -> _Repo:
     )
     if names is not None and credentials_from_env(*names) is not None:
         hint = f"credentials from ${names[0]}/${names[1]}"
-    elif creds is not None and creds == helm_repository_credentials(base):
+    elif creds is not None and saved is not None and creds == saved.credentials:
         hint = "credentials from Helm's repositories.yaml"
     elif creds is not None:
         hint = "credentials from the login files"
     elif names is not None:
         hint = f"${names[0]}/${names[1]} not set"
-    return _Repo(reg.name, base, creds, hint)
+    verify = net.ca_file or (saved.ca_file if saved else None) or True
+    return _Repo(reg.name, base, creds, hint, verify, saved.client if saved else None)
 
 
 def _select(reg: Registry, versions: list[ChartVersion]) -> tuple[list[ChartVersion], list[str]]:
@@ -250,7 +251,8 @@ def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
 def _http(repo: _Repo, net: Net) -> Http:
     """The one transport, with Helm's habit of sending basic credentials unasked."""
     parts = urlsplit(repo.base)
-    endpoint = Endpoint(parts.scheme, parts.netloc.rsplit("@", 1)[-1], repo.verify)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    endpoint = Endpoint(parts.scheme, host, repo.verify, repo.client)
     return Http(endpoint, repo.credentials, timeout=net.timeouts, preemptive_basic=True)
 
 

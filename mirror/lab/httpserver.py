@@ -75,10 +75,12 @@ def serve_directory(
     basic: tuple[str, str] | None = None,
     seen: list[str] | None = None,
     tls: CertFiles | None = None,
+    mtls: bool = False,
 ) -> Iterator[str]:
     """Yield the base URL (no trailing slash) of `path` served on 127.0.0.1 at a free port;
     with `basic` (user, password), only to requests that carry them; with `seen`, each
-    request is appended to it as "GET /index.yaml 304"; with `tls`, over HTTPS."""
+    request is appended to it as "GET /index.yaml 304"; with `tls`, over HTTPS, and with
+    `mtls` too, only to clients that show a certificate from the lab CA."""
     if not path.is_dir():
         raise NotADirectoryError(str(path))
     handler: type[_QuietHandler] = _QuietHandler
@@ -87,22 +89,31 @@ def serve_directory(
         handler = type("Basic", (_BasicHandler,), {"expected": f"Basic {token}"})
     if seen is not None:
         handler = type("Seen", (handler,), {"seen": seen})
-    with serve(functools.partial(handler, directory=str(path)), "lab-http", tls=tls) as url:
+    files = functools.partial(handler, directory=str(path))
+    with serve(files, "lab-http", tls=tls, mtls=mtls) as url:
         yield url
 
 
 @contextlib.contextmanager
 def serve(
-    handler: Callable[..., BaseRequestHandler], name: str, *, tls: CertFiles | None = None
+    handler: Callable[..., BaseRequestHandler],
+    name: str,
+    *,
+    tls: CertFiles | None = None,
+    mtls: bool = False,
 ) -> Iterator[str]:
     """Any request handler on 127.0.0.1 at a free port, in a thread, shut down on exit;
-    over HTTPS with `tls` (the lab CA's server certificate)."""
+    over HTTPS with `tls` (the lab CA's server certificate), asking clients for one of the
+    lab CA's too with `mtls`."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     scheme = "http"
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(tls.cert_file, tls.key_file)
+        if mtls:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(tls.ca_file)
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)

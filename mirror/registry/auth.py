@@ -266,10 +266,12 @@ HELM_CONFIG_CAP = 16 << 20  # bytes of repositories.yaml: a few lines per reposi
 @dataclass(frozen=True)
 class HelmRepoEntry:
     """What `helm repo add URL` saved for one repository that mirror uses: basic
-    credentials (`--username`/`--password`) and a CA file (`--ca-file`)."""
+    credentials (`--username`/`--password`), a CA file (`--ca-file`), and a client
+    certificate with its key (`--cert-file`/`--key-file`)."""
 
     credentials: Credentials | None
     ca_file: str | None
+    client: tuple[str, str] | None = None
 
 
 def helm_repository_entry(url: str) -> HelmRepoEntry | None:
@@ -293,16 +295,22 @@ def helm_repository_entry(url: str) -> HelmRepoEntry | None:
     entries = doc.get("repositories") if isinstance(doc, dict) else None
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and str(entry.get("url", "")).rstrip("/") == url.rstrip("/"):
-            return _helm_entry(entry)
+            return _helm_entry(entry, path)
     return None
 
 
-def _helm_entry(entry: dict[str, object]) -> HelmRepoEntry:
-    user, password, ca = entry.get("username"), entry.get("password"), entry.get("caFile")
-    creds = None
-    if isinstance(user, str) and isinstance(password, str) and user and password:
-        creds = Credentials(user, password)  # Helm sends basic auth only with both
-    return HelmRepoEntry(creds, ca if isinstance(ca, str) and ca else None)
+def _helm_entry(entry: dict[str, object], path: Path) -> HelmRepoEntry:
+    user, password = _text(entry, "username"), _text(entry, "password")
+    cert, key = _text(entry, "certFile"), _text(entry, "keyFile")
+    if bool(cert) != bool(key):
+        raise UsageError(f"{path}: {entry.get('url')}: certFile and keyFile go together")
+    creds = Credentials(user, password) if user and password else None  # as Helm sends
+    return HelmRepoEntry(creds, _text(entry, "caFile") or None, (cert, key) if cert else None)
+
+
+def _text(entry: dict[str, object], key: str) -> str:
+    value = entry.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def helm_repository_credentials(url: str) -> Credentials | None:

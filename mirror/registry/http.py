@@ -53,8 +53,9 @@ class _TrustStore:
     shared by its threads' sessions (an SSLContext is safe to share once built); built at
     the first HTTPS request, since loading the stores costs ~40 ms."""
 
-    def __init__(self, host: str = "") -> None:
+    def __init__(self, host: str = "", client: tuple[str, str] | None = None) -> None:
         self._host = host
+        self._client = client  # a pair named for this endpoint, before certs.d's
         self._lock = threading.Lock()
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self.client: tuple[str, str] | None = None  # the pair offered, once a context is built
@@ -70,7 +71,7 @@ class _TrustStore:
                 found.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
                 for extra in [*_host_cas(self._host), *([ca] if ca else [])]:
                     add_ca(found, extra)
-                client = _host_client(self._host) if home else None
+                client = (self._client or _host_client(self._host)) if home else None
                 if client is not None:
                     _add_client(found, *client)
                     self.client = client
@@ -239,11 +240,13 @@ class ConnectionLost(RegistryError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a registry lives: scheme, host[:port], and whether TLS is verified."""
+    """Where a registry lives: scheme, host[:port], whether TLS is verified (or the CA file
+    to verify it with), and a client certificate and key of its own, if any."""
 
     scheme: str
     host: str
     verify: bool | str = True
+    client: tuple[str, str] | None = None
 
     @classmethod
     def parse(cls, url: str, *, ca_file: str | None = None) -> Endpoint:
@@ -292,7 +295,7 @@ class Http:
         self._headers = dict(headers or {})  # sent to the endpoint's own host only
         self._tokens = TokenCache()
         self._local = threading.local()
-        self._trust = _TrustStore(endpoint.host)
+        self._trust = _TrustStore(endpoint.host, endpoint.client)
         self._basic = threading.Event()
         if preemptive_basic and credentials is not None:  # Helm's way: no challenge first
             self._basic.set()
