@@ -493,3 +493,39 @@ def test_helm_repositories_yaml_is_read_as_helm_reads_it(
     (home / "repositories.yaml").write_text("repositories: [\n")
     with pytest.raises(UsageError, match=r"helm-home/repositories.yaml: not valid YAML"):
         found(url)
+
+
+def test_docker_hub_is_found_under_each_of_its_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`podman login docker.io` files the login as `docker.io` (a namespace as
+    `docker.io/ns`), `docker login` as `https://index.docker.io/v1/`; an image on Docker
+    Hub is asked of registry-1.docker.io. Each form counts for each name, in file order,
+    and a helper is asked with the name docker gives it."""
+    from mirror.registry.auth import has_namespace_logins, resolve_credentials
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def auth(user: str) -> dict[str, str]:
+        return {"auth": base64.b64encode(f"{user}:pw".encode()).decode()}
+
+    def who(host: str, namespace: str = "") -> str | None:
+        found = resolve_credentials(host, namespace=namespace)
+        return found.username if found is not None else None
+
+    hub = ("registry-1.docker.io", "docker.io", "index.docker.io")
+    assert [who(h) for h in hub] == [None, None, None]
+    write_podman_auth({"auths": {"docker.io": auth("podman"), "docker.io/acme": auth("acme")}})
+    assert [who(h) for h in hub] == ["podman"] * 3
+    assert who("registry-1.docker.io", "acme/tool") == "acme"
+    assert who("registry-1.docker.io", "acmeco/tool") == "podman"
+    assert has_namespace_logins("registry-1.docker.io")
+    assert not has_namespace_logins("quay.io") and who("quay.io") is None
+    write_config({"auths": {"https://index.docker.io/v1/": auth("docker")}})
+    assert [who(h) for h in hub] == ["docker"] * 3  # docker's file comes first
+    helper = Helper(tmp_path / "bin", {"https://index.docker.io/v1/": ("helped", "pw")})
+    helper.on_path(monkeypatch)
+    write_config({"credsStore": "labhelper"})
+    assert who("registry-1.docker.io") == "helped"
+    assert ["get", "https://index.docker.io/v1/"] in helper.asked()
+    assert not any(server.startswith("https://https://") for _, server in helper.asked())

@@ -75,23 +75,40 @@ def credentials_from_env(username_env: str, password_env: str) -> Credentials | 
 
 def login_credentials(host: str, namespace: str = "") -> Credentials | None:
     """Credentials for `host` from the first login file that knows it (`_login_files`);
-    `namespace` (a registry's base path) also finds podman's logins to a namespace."""
+    `namespace` (a registry's base path) also finds podman's logins to a namespace.
+    Docker Hub is known by each of its names (`_login_keys`)."""
     for path in _login_files():
         config = _read_config(path)
-        found = _lookup(config, host, path, namespace) if config is not None else None
-        if found is not None:
-            return found
+        if config is None:
+            continue
+        for key in _login_keys(host):
+            found = _lookup(config, key, path, "" if "://" in key else namespace)
+            if found is not None:
+                return found
     return None
+
+
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # how `docker login` files Docker Hub
+
+
+def _login_keys(host: str) -> tuple[str, ...]:
+    """The names a login to `host` is filed under. For Docker Hub, whichever of its hosts
+    is asked: `docker.io` (podman's and skopeo's, and their namespaces `docker.io/ns`),
+    docker's `https://index.docker.io/v1/`, and the host as asked."""
+    if host.lower() not in DOCKER_HUB_HOSTS:
+        return (host,)
+    return tuple(dict.fromkeys(("docker.io", DOCKER_HUB_KEY, host.lower())))
 
 
 def has_namespace_logins(host: str) -> bool:
     """Whether any login file holds a login to a namespace of `host` (`HOST/ns`, podman's
     narrower form): only then must each repository be looked up on its own."""
-    prefix = f"{host}/"
+    prefixes = tuple(f"{key}/" for key in _login_keys(host) if "://" not in key)
     for path in _login_files():
         config = _read_config(path)
         auths = _object(config.get("auths")) if config is not None else {}
-        if any(key.startswith(prefix) for key in auths):
+        if any(key.startswith(prefixes) for key in auths):
             return True
     return False
 
@@ -132,7 +149,7 @@ def _lookup(
         found = _entry(_object(auths.get(key)), key, path)
         if found is not None:
             return found
-    for key in (host, f"https://{host}", f"http://{host}"):
+    for key in (host,) if "://" in host else (host, f"https://{host}", f"http://{host}"):
         found = _entry(_object(auths.get(key)), key, path)
         if found is not None:
             return found
@@ -332,10 +349,6 @@ def _helm_config_home() -> Path:
     return Path(xdg) / "helm" if xdg else Path.home() / ".config" / "helm"
 
 
-DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # how `docker login` files Docker Hub
-
-
 def resolve_credentials(
     host: str, env: tuple[str, str] | None = None, namespace: str = "", *, helm_repo: str = ""
 ) -> Credentials | None:
@@ -351,10 +364,7 @@ def resolve_credentials(
         creds = helm_repository_credentials(helm_repo)
         if creds is not None:
             return creds
-    creds = login_credentials(host, namespace)
-    if creds is None and host.lower() in DOCKER_HUB_HOSTS:
-        creds = login_credentials(DOCKER_HUB_KEY)
-    return creds
+    return login_credentials(host, namespace)
 
 
 class TokenCache:
