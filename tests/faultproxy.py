@@ -672,6 +672,7 @@ def isolated_env(
         mp.setenv("XDG_CACHE_HOME", str(home / "cache"))
         mp.setenv("XDG_DATA_HOME", str(home / "data"))
         mp.setenv("XDG_CONFIG_HOME", str(home / "config"))  # Helm's logins and repositories
+        mp.setenv("XDG_RUNTIME_DIR", str(home / "run"))  # podman's logins
         for key, value in (set_env or {}).items():
             mp.setenv(key, value)
         for name in ("MIRROR_TARGET_USERNAME", "MIRROR_TARGET_PASSWORD", *drop):

@@ -299,7 +299,8 @@ def test_an_identity_token_is_traded_for_registry_tokens_by_oauth2(
 
 def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """REGISTRY_AUTH_FILE first, docker's config.json next, then podman's and skopeo's
-    auth.json (XDG_RUNTIME_DIR, which REGISTRY_AUTH_FILE replaces, then ~/.config), last
+    auth.json (XDG_RUNTIME_DIR or /run/containers/UID, which REGISTRY_AUTH_FILE replaces,
+    then ~/.config), last
     `helm registry login`'s. The first file that knows the host answers. A login to one
     namespace (`host/ns`) is not used for the whole host, only for what is under it, the
     deepest login first. A broken file is named when it is reached."""
@@ -339,6 +340,17 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
     write_config({})
     assert who() == "home"  # REGISTRY_AUTH_FILE stands in for the runtime file
     monkeypatch.delenv("REGISTRY_AUTH_FILE")
+    assert who() == "runtime"
+    # Without XDG_RUNTIME_DIR (root, a service), podman logs in to /run/containers/UID/.
+    runtime_dir = os.environ["XDG_RUNTIME_DIR"]
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    per_uid = tmp_path / "run-containers" / "{uid}" / "auth.json"
+    monkeypatch.setattr("mirror.registry.auth.PER_UID_AUTH", str(per_uid))
+    assert who() == "home"
+    write_podman_auth({"auths": entry("root")}, Path(str(per_uid).format(uid=os.getuid())))
+    assert who() == "root"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime_dir)
+    assert who() == "runtime"
     ns = {f"{host}/team": entry("runtime")[host]}
     write_podman_auth({"auths": ns})
     assert who() == "home"  # a login to one namespace is not the host's

@@ -113,10 +113,14 @@ def has_namespace_logins(host: str) -> bool:
     return False
 
 
+PER_UID_AUTH = "/run/containers/{uid}/auth.json"  # containers/image, no XDG_RUNTIME_DIR
+
+
 def _login_files() -> list[Path]:
     """$REGISTRY_AUTH_FILE when set (a choice made for this run), docker's config.json
     ($DOCKER_CONFIG, else ~/.docker), then where podman and skopeo keep logins:
-    $XDG_RUNTIME_DIR/containers/auth.json (which REGISTRY_AUTH_FILE replaces for them),
+    $XDG_RUNTIME_DIR/containers/auth.json, or /run/containers/UID/auth.json without
+    XDG_RUNTIME_DIR (root's `podman login`; REGISTRY_AUTH_FILE replaces either for them),
     then ~/.config/containers/auth.json; last, what `helm registry login` wrote
     ($HELM_REGISTRY_CONFIG, else registry/config.json in Helm's config home)."""
     chosen = os.environ.get("REGISTRY_AUTH_FILE")
@@ -124,8 +128,9 @@ def _login_files() -> list[Path]:
     files = [Path(chosen)] if chosen else []
     files.append((Path(docker) if docker else Path.home() / ".docker") / "config.json")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and not chosen:
-        files.append(Path(runtime) / "containers" / "auth.json")
+    if not chosen:
+        per_uid = Path(PER_UID_AUTH.format(uid=os.getuid()))
+        files.append(Path(runtime) / "containers" / "auth.json" if runtime else per_uid)
     files.append(Path.home() / ".config" / "containers" / "auth.json")
     helm = os.environ.get("HELM_REGISTRY_CONFIG")
     files.append(Path(helm) if helm else _helm_config_home() / "registry" / "config.json")
