@@ -34,11 +34,11 @@ from mirror.lab import LabRegistry
 from mirror.lab.benchdata import MB, BenchItem, bench_upstream_images, unique_bytes
 from mirror.lab.upstream import lab_upstreams, pack_image_refs, upstream_repository
 from mirror.oci.descriptor import Descriptor
+from mirror.oci.names import IMAGES_BASE  # where `mirror import` lands images
 from mirror.oci.reference import ImageRef, parse_reference
 from mirror.registry.client import RegistryClient
 
 REPEATS = 3  # at most: each repeat runs 2 x 315 skopeo processes, 1-1.5 min on 2 cores
-IMAGES_BASE = "spectro-images"  # where `mirror import` lands images (mirror.importer)
 BASE_SIZE = 2 * MB
 TOP_MIN, TOP_MAX = 256 * 1024, MB
 SEED_JOBS = 8

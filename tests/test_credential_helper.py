@@ -300,10 +300,9 @@ def test_an_identity_token_is_traded_for_registry_tokens_by_oauth2(
 def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """REGISTRY_AUTH_FILE first, docker's config.json next, then podman's and skopeo's
     auth.json (XDG_RUNTIME_DIR or /run/containers/UID, which REGISTRY_AUTH_FILE replaces,
-    then ~/.config), last
-    `helm registry login`'s. The first file that knows the host answers. A login to one
-    namespace (`host/ns`) is not used for the whole host, only for what is under it, the
-    deepest login first. A broken file is named when it is reached."""
+    then ~/.config), last `helm registry login`'s. The first file that knows the host
+    answers. A login to one namespace (`host/ns`) is not used for the whole host, only for
+    what is under it, the deepest login first. A broken file is named when it is reached."""
     from mirror.errors import UsageError
     from mirror.registry.auth import has_namespace_logins, login_credentials
 
@@ -482,9 +481,14 @@ def test_helm_repositories_yaml_is_read_as_helm_reads_it(
 ) -> None:
     """$HELM_CONFIG_HOME beats $XDG_CONFIG_HOME/helm; an entry counts for its own URL
     (a trailing slash aside), and only with both a username and a password, as Helm sends
-    basic auth; a file that is not YAML is named in one line, exit 2."""
+    basic auth; a file that is not YAML, or is over the cap, is named in one line, exit 2;
+    entries of the wrong shape are passed over."""
     from mirror.errors import UsageError
-    from mirror.registry.auth import helm_repository_credentials as found
+    from mirror.registry.auth import helm_repository_entry
+
+    def found(url: str) -> Any:
+        entry = helm_repository_entry(url)
+        return entry.credentials if entry is not None else None
 
     url = "https://charts.example.test/stable"
     entries = [
@@ -504,6 +508,12 @@ def test_helm_repositories_yaml_is_read_as_helm_reads_it(
     home.mkdir()
     (home / "repositories.yaml").write_text("repositories: [\n")
     with pytest.raises(UsageError, match=r"helm-home/repositories.yaml: not valid YAML"):
+        found(url)
+    for odd in ("repositories: a string", "[1, 2]", f"repositories: [7, {{url: {url}}}]"):
+        (home / "repositories.yaml").write_text(odd)
+        assert found(url) is None  # nothing usable in it, so nothing from it
+    (home / "repositories.yaml").write_bytes(b"#" * (16 << 20) + b"\n")
+    with pytest.raises(UsageError, match=r"repositories.yaml: larger than 16 MiB"):
         found(url)
 
 

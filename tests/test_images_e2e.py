@@ -8,6 +8,7 @@ quay.io, registry.k8s.io, cgr.dev and Docker Hub.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -279,8 +280,6 @@ def test_an_upstream_uses_docker_config_credentials_for_its_host(
 ) -> None:
     """Credentials are looked up for the host actually asked; without them, exit 1 naming
     the image (denied), and nothing at --output."""
-    import base64
-
     private: LabRegistry = registry_factory(flavour)
     client = client_for(private)
     seeded = seed_artifact(
@@ -317,8 +316,6 @@ def test_an_upstream_uses_a_podman_login_to_the_images_namespace(
     containers/image looks logins up (the image's path, deepest first, then the host).
     An image outside it (`acmeco`, a sibling with the same prefix) stays anonymous: a 401
     naming that image, and nothing at --output."""
-    import base64
-
     private = basic_registry
     client = client_for(private)
     for repo in ("ghcr.io/acme/tools/one", "ghcr.io/acmeco/two"):
@@ -346,3 +343,49 @@ def test_an_upstream_uses_a_podman_login_to_the_images_namespace(
     assert run.rc == 0, run.err
     assert [i["ref"] for i in run.json()["images"]] == ["ghcr.io/acme/tools/one:1"]
     assert str(private.password) not in run.out + run.err + denied.out + denied.err
+
+
+def test_upstream_logins_are_looked_up_once_per_host_unless_a_namespace_has_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credential helper is a process: without namespace logins for a host, its login is
+    looked up once however many images come from it; with one, once per repository, and
+    images under other logins get clients of their own."""
+    from mirror.discovery import upstream
+    from mirror.discovery.images import Need
+    from mirror.spec import load_spec
+
+    asked: list[tuple[str, str]] = []
+    real = upstream.resolve_credentials
+
+    def counted(host: str, *args: Any, **kw: Any) -> Any:
+        asked.append((host, kw.get("namespace", "")))
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(upstream, "resolve_credentials", counted)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "p", "images": [], "upstreams": {
+        "ghcr.io": "http://127.0.0.1:9/ghcr.io"
+    }}))  # fmt: skip
+    refs = ["ghcr.io/acme/a:1", "ghcr.io/acme/a:2", "ghcr.io/other/b:1"]
+    needs = [Need(parse_reference(r), ("spec",), r) for r in refs]
+
+    def clients() -> list[Any]:
+        ups = upstream.Upstreams(load_spec(spec))
+        try:
+            return [ups.locate(n)[0] for n in needs]
+        finally:
+            ups.close()
+
+    one = clients()
+    assert asked == [("127.0.0.1:9", "")] and len({id(c) for c in one}) == 1
+    asked.clear()
+    auth = base64.b64encode(b"acme:pw").decode()
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"]) / "containers"
+    runtime.mkdir(parents=True, exist_ok=True)
+    (runtime / "auth.json").write_text(
+        json.dumps({"auths": {"127.0.0.1:9/ghcr.io/acme": {"auth": auth}}})
+    )
+    two = clients()
+    assert asked == [("127.0.0.1:9", "ghcr.io/acme/a"), ("127.0.0.1:9", "ghcr.io/other/b")]
+    assert two[0] is two[1] and two[0] is not two[2]

@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from mirror.bundle.inspect import _groups
 from mirror.bundle.names import printable
-from mirror.oci.names import artifact_landing, image_landing
+from mirror.oci.names import IMAGES_BASE, artifact_landing, image_landing
 from mirror.units import exact
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
     from mirror.bundle.writer import ByteObserver as Observer
-
-IMAGES_BASE = "spectro-images"  # import's --images-base-path default
 
 
 def check_file(

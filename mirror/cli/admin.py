@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mirror.cli.base import (
+    FOLDER,
     cache_dir_option,
     cli,
     emit,
@@ -65,7 +66,7 @@ def registries_list(scope: str, fips: bool, catalog: Path | None, as_json: bool)
 )
 @click.option(
     "--output-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=Path("."),
     show_default=True,
     help="Folder for the key pair; an existing NAME.key there is never overwritten.",

@@ -12,8 +12,13 @@ import click
 
 from mirror import __version__
 from mirror.errors import UsageError
+from mirror.oci.names import IMAGES_BASE
 from mirror.progress import Progress
 from mirror.settings import DEFAULT_JOBS as JOBS
+
+FILE = click.Path(dir_okay=False, path_type=Path)  # a file to read or write
+FOLDER = click.Path(file_okay=False, path_type=Path)
+BUNDLE_ARGUMENT = click.argument("bundle", type=click.Path(path_type=Path))
 
 
 def presets() -> list[str]:
@@ -76,7 +81,7 @@ def emit(doc: Any) -> None:
 def selection(command: Any) -> Any:
     """The options that choose what to take, shared by `export` and `images`."""
     options = [
-        click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path)),
+        click.argument("specs", nargs=-1, type=FILE),
         click.option(
             "--preset", "presets", multiple=True, type=click.Choice(presets()), help=PRESET_HELP
         ),
@@ -110,15 +115,37 @@ JOBS_OPTION = click.option(
 def cache_dir_option(what: str) -> Callable[[_F], _F]:
     """--cache-dir: the export's cache, wherever a command reads or prunes it."""
     return click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help=f"{what}  [default: $XDG_CACHE_HOME/mirror]",
+        "--cache-dir", type=FOLDER, help=f"{what}  [default: $XDG_CACHE_HOME/mirror]"
     )
 
 
 def public_key_option(what: str = "Public key of the signer.") -> Callable[[_F], _F]:
     """--key on the far side: the signer's public key (export's --key is the private one)."""
-    return click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help=what)
+    return click.option("--key", type=FILE, help=what)
+
+
+def trust_options(unsigned: str, fips: str) -> Callable[[_F], _F]:
+    """--allow-unsigned and --fips: what a TrustPolicy is made of, on every command that
+    opens a bundle to use it (verify, import, serve); the help says what each does there."""
+
+    def add(command: _F) -> _F:
+        command = click.option("--fips", is_flag=True, help=fips)(command)
+        return click.option("--allow-unsigned", is_flag=True, help=unsigned)(command)
+
+    return add
+
+
+def landing_options(base: str, images: str) -> Callable[[_F], _F]:
+    """--base-path and --images-base-path: where content lands (import) or is served, by
+    the same names (`oci.names`)."""
+
+    def add(command: _F) -> _F:
+        command = click.option(
+            "--images-base-path", default=IMAGES_BASE, show_default=True, help=images
+        )(command)
+        return click.option("--base-path", default="", help=base)(command)
+
+    return add
 
 
 def ca_file_option(whose: str) -> Callable[[_F], _F]:

@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from mirror.cli.base import (
+    FILE,
+    FOLDER,
     JOBS_OPTION,
     ca_file_option,
     cache_dir_option,
@@ -34,31 +36,31 @@ from mirror.errors import UsageError
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="The bundle to write (required unless --dry-run). One already there is replaced "
     "atomically, and a note says so.",
 )
 @click.option(
     "--key",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Private key to sign with (writes FILE.sig). Without it the bundle is unsigned, a "
     "note says so, and import refuses it unless --allow-unsigned.",
 )
 @click.option(
     "--since",
     multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="What the far side holds: an import receipt, or an earlier bundle or its "
     "manifest.json (one-way links); ship only the blobs it does not hold.",
 )
 @click.option(
     "--receipt-key",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Public key: every --since must be a receipt signed by it (FILE.sig; exit 3 if not).",
 )
 @click.option(
     "--state",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     help="Keep what each export of a spec sent here; each run is a numbered delta against the "
     "last (name the output with {seq}: -o outbox/palette-{seq}.tar.zst).",
 )

@@ -10,16 +10,21 @@ from typing import Any
 import click
 
 from mirror.cli.base import (
+    BUNDLE_ARGUMENT,
+    FILE,
+    FOLDER,
     JOBS_OPTION,
     ca_file_option,
     cli,
     emit,
     examples,
+    landing_options,
     load_public,
     load_signing_key,
     progress_for,
     public_key_option,
     require_bundle,
+    trust_options,
 )
 from mirror.errors import UsageError
 
@@ -33,46 +38,43 @@ from mirror.errors import UsageError
         "    --key keys/release.pub --dry-run --json",
     ),
 )
-@click.argument("bundle", type=click.Path(path_type=Path))
+@BUNDLE_ARGUMENT
 @click.option("--target", required=True, help="Registry URL; http:// means plain HTTP.")
 @public_key_option()
-@click.option(
-    "--allow-unsigned", is_flag=True, help="Accept a bundle without a signature (not with --fips)."
+@trust_options(
+    unsigned="Accept a bundle without a signature (not with --fips).",
+    fips="Refuse non-FIPS content and unsigned bundles.",
 )
-@click.option("--fips", is_flag=True, help="Refuse non-FIPS content and unsigned bundles.")
-@click.option("--base-path", default="", help="Prefix for every repository on the target.")
-@click.option(
-    "--images-base-path",
-    default="spectro-images",
-    show_default=True,
-    help="Where images land under the target: BASE/IMAGES-BASE/HOST/PATH.",
+@landing_options(
+    base="Prefix for every repository on the target.",
+    images="Where images land under the target: BASE/IMAGES-BASE/HOST/PATH.",
 )
 @click.option(
     "--mirror-config",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     help="Write mirror-registries.txt (image-swap) and containerd certs.d/ here.",
 )
 @click.option(
     "--helm-repo-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     help="Also write every chart of the bundle here as a static Helm repository "
     "(index.yaml + .tgz); a Helm repository's own index entry wins over an OCI copy.",
 )
 @click.option(
     "--catalog",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Where to record the system-scope registries.  "
     "[default: $XDG_DATA_HOME/mirror/registries.json]",
 )
 @click.option("--palette-url", help="Register in Palette too (key from PALETTE_API_KEY).")
 @click.option(
     "--receipt",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Write what the target now holds here: the next export's --since.",
 )
 @click.option(
     "--receipt-key",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Private key: sign the receipt (FILE.sig beside it); --key stays the bundle's public key.",
 )
 @ca_file_option("a target registry")

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from mirror.cli.base import (
+    BUNDLE_ARGUMENT,
     cli,
     emit,
     examples,
@@ -15,6 +16,7 @@ from mirror.cli.base import (
     progress_for,
     public_key_option,
     require_bundle,
+    trust_options,
 )
 from mirror.errors import MirrorError, UsageError, redact
 
@@ -26,10 +28,11 @@ from mirror.errors import MirrorError, UsageError, redact
         "mirror verify lab.tar.zst --allow-unsigned",
     )
 )
-@click.argument("bundle", type=click.Path(path_type=Path))
+@BUNDLE_ARGUMENT
 @public_key_option()
-@click.option("--allow-unsigned", is_flag=True, help="Accept a bundle without a signature.")
-@click.option("--fips", is_flag=True, help="Also fail on any non-FIPS artifact.")
+@trust_options(
+    unsigned="Accept a bundle without a signature.", fips="Also fail on any non-FIPS artifact."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_json: bool) -> None:
     """Check a bundle end to end, fail-closed: signatures, every member, the OCI layout."""
@@ -89,7 +92,7 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
         "mirror inspect palette.tar.zst --json",
     )
 )
-@click.argument("bundle", type=click.Path(path_type=Path))
+@BUNDLE_ARGUMENT
 @click.option(
     "--format",
     "fmt",

@@ -9,12 +9,16 @@ from typing import Any
 import click
 
 from mirror.cli.base import (
+    BUNDLE_ARGUMENT,
+    FILE,
     cli,
     examples,
+    landing_options,
     load_public,
     progress_for,
     public_key_option,
     require_bundle,
+    trust_options,
 )
 
 
@@ -25,26 +29,25 @@ from mirror.cli.base import (
         "    --tls-cert registry.pem --tls-key registry-key.pem --base-path edge",
     )
 )
-@click.argument("bundle", type=click.Path(path_type=Path))
+@BUNDLE_ARGUMENT
 @public_key_option("Public key.")
-@click.option("--allow-unsigned", is_flag=True, help="Serve a bundle without a signature.")
-@click.option("--fips", is_flag=True, help="Refuse non-FIPS content and unsigned bundles.")
+@trust_options(
+    unsigned="Serve a bundle without a signature.",
+    fips="Refuse non-FIPS content and unsigned bundles.",
+)
 @click.option(
     "--listen", default="127.0.0.1:5000", show_default=True, help="HOST:PORT; port 0 picks one."
 )
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM chain.")
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key.")
+@click.option("--tls-cert", type=FILE, help="PEM chain.")
+@click.option("--tls-key", type=FILE, help="PEM key.")
 @click.option(
     "--tls-client-ca",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Mutual TLS: serve only clients whose certificate this CA signed.",
 )
-@click.option("--base-path", default="", help="Prefix for every repository, as on import.")
-@click.option(
-    "--images-base-path",
-    default="spectro-images",
-    show_default=True,
-    help="Where images are served: BASE/IMAGES-BASE/HOST/PATH.",
+@landing_options(
+    base="Prefix for every repository, as on import.",
+    images="Where images are served: BASE/IMAGES-BASE/HOST/PATH.",
 )
 def serve(
     bundle: Path,

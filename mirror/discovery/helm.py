@@ -140,7 +140,7 @@ def _repo(reg: Registry, net: Net) -> _Repo:
         raise UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
     names = reg.auth.names if reg.auth is not None else None
     saved = helm_repository_entry(base)
-    creds = resolve_credentials(_host(base), names, helm_repo=base)
+    creds = resolve_credentials(_host(base), names, helm=saved)
     hint = (
         "no credentials in Helm's repositories.yaml or the login files; "
         "the spec can name auth variables"

@@ -16,8 +16,7 @@ if TYPE_CHECKING:  # cryptography is imported only when a key is in play
 from mirror.catalog import load_catalog
 from mirror.errors import UsageError
 from mirror.formats.schema import ValidMemo
-from mirror.importer.plan import IMAGES_BASE
-from mirror.oci.names import check_repository_prefix
+from mirror.oci.names import IMAGES_BASE, check_repository_prefix
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.http import Endpoint
 from mirror.settings import Settings

@@ -21,8 +21,6 @@ from mirror.stores.registry import Census, RegistryStore
 if TYPE_CHECKING:
     from mirror.importer.options import ImportOptions
 
-IMAGES_BASE = "spectro-images"  # Palette's air-gap layout: <registry>/spectro-images/<host>/...
-
 
 def landing_path(art: ArtifactRecord, base_path: str) -> str:
     """TARGET/[--base-path/]<where the export said this artifact lands>."""

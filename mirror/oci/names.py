@@ -89,6 +89,9 @@ def artifact_landing(ref: str, tag: str, base_path: str = "") -> str:
     return join_path(base_path, ref[: -(len(tag) + 1)])
 
 
+IMAGES_BASE = "spectro-images"  # Palette's air-gap layout: <registry>/spectro-images/<host>/...
+
+
 def image_landing(host: str, repository: str, base_path: str, images_base: str) -> str:
     """Where an image of the closure lands: [--base-path/]<images base>/<host>/<path>."""
     return join_path(base_path, images_base, host_segment(host), repository)

@@ -335,11 +335,6 @@ def _text(entry: dict[str, object], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def helm_repository_credentials(url: str) -> Credentials | None:
-    entry = helm_repository_entry(url)
-    return entry.credentials if entry is not None else None
-
-
 def _helm_repository_config() -> Path:
     """$HELM_REPOSITORY_CONFIG, else repositories.yaml in Helm's config home."""
     chosen = os.environ.get("HELM_REPOSITORY_CONFIG")
@@ -355,20 +350,22 @@ def _helm_config_home() -> Path:
 
 
 def resolve_credentials(
-    host: str, env: tuple[str, str] | None = None, namespace: str = "", *, helm_repo: str = ""
+    host: str,
+    env: tuple[str, str] | None = None,
+    namespace: str = "",
+    *,
+    helm: HelmRepoEntry | None = None,
 ) -> Credentials | None:
     """The one rule for every kind of server: the variables the spec (or the CLI) names,
-    then, for a Helm repository (`helm_repo`, its URL), Helm's repositories.yaml, then the
-    login files for the host (and its `namespace`, podman's narrower logins), then
-    anonymous."""
+    then, for a Helm repository, what Helm's repositories.yaml keeps for its URL (`helm`,
+    read once by the caller, which takes its TLS settings too), then the login files for
+    the host (and its `namespace`, podman's narrower logins), then anonymous."""
     if env is not None:
         creds = credentials_from_env(*env)
         if creds is not None:
             return creds
-    if helm_repo:
-        creds = helm_repository_credentials(helm_repo)
-        if creds is not None:
-            return creds
+    if helm is not None and helm.credentials is not None:
+        return helm.credentials
     return login_credentials(host, namespace)
 
 

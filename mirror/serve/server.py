@@ -25,7 +25,7 @@ from mirror.bundle.trust import Trusted, TrustPolicy, open_trusted
 from mirror.errors import OperationError, UsageError, VerificationError
 from mirror.mirrorconfig import CERTS_DIR, HOSTS_FILE, MIRROR_FILE, hosts_toml, image_mirrors
 from mirror.mirrorconfig import mirror_string as swap_string
-from mirror.oci.names import check_repository_prefix
+from mirror.oci.names import IMAGES_BASE, check_repository_prefix
 from mirror.serve.app import RegistryApp, StartResponse
 from mirror.serve.store import ServedStore
 from mirror.stores.bundle import BundleStore
@@ -56,7 +56,7 @@ class ServeOptions:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # mutual TLS: only clients with a cert it signed
     base_path: str = ""
-    images_base_path: str = "spectro-images"
+    images_base_path: str = IMAGES_BASE
     memo: Path | None = None
     threads: int = THREADS
 

@@ -19,7 +19,7 @@ from mirror.bundle.manifest import BundleManifest
 from mirror.bundle.parts import stamp
 from mirror.errors import IntegrityError, UsageError
 from mirror.oci.descriptor import Descriptor, parse_manifest, successors
-from mirror.oci.names import artifact_landing, image_landing
+from mirror.oci.names import IMAGES_BASE, artifact_landing, image_landing
 from mirror.serve.helm import HelmRepo, helm_repos
 from mirror.stores.bundle import BundleStore
 
@@ -52,7 +52,7 @@ class ServedStore:
         manifest: BundleManifest,
         *,
         base_path: str = "",
-        images_base: str = "spectro-images",
+        images_base: str = IMAGES_BASE,
         proven: tuple[int, ...] = (),
     ) -> None:
         if manifest.external:
