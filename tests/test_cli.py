@@ -259,3 +259,50 @@ def test_verify_json_has_every_contract_key_on_success_and_failure(
         out = capsys.readouterr()
         doc = json.loads(out.out)
         assert doc["ok"] is False and doc["error"] and out.err.startswith("mirror: error: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["export", "{spec}", "-o", "{tmp}/b.tar.zst", "--json"], 1),  # the registry is down
+        (["export", "{spec}", "--json", "--jobs", "abc"], 2),  # refused while parsing
+        (["export", "--json", "--bogus"], 2),
+        (["images", "{tmp}/none.yaml", "--json"], 2),
+        (["inspect", "{tmp}/none.tar.zst", "--json"], 2),
+        (["inspect", "{tmp}/none.tar.zst", "--json", "--format", "markdown"], 2),
+        (["import", "{tmp}/none.tar.zst", "--target", "127.0.0.1:9", "--json"], 2),
+        (["registries", "list", "--scope", "system", "--catalog", "{spec}", "--json"], 2),
+        (["cache", "prune", "--max-size", "lots", "--json"], 2),
+    ],
+    ids=lambda v: " ".join(v[:2]) if isinstance(v, list) else str(v),
+)
+def test_json_failures_still_print_one_document(
+    args: list[str], code: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The contract's "exactly one JSON document on stdout" holds when a command fails:
+    a script reading stdout finds the same line stderr has, and the exit code."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\nregistries:\n  - {name: A, kind: oci, url: 'http://127.0.0.1:9'}\n")
+    argv = [a.format(spec=spec, tmp=tmp_path) for a in args]
+    assert main(argv) == code
+    out = capsys.readouterr()
+    line = _one_line(out.err).removeprefix("mirror: error: ")
+    assert json.loads(out.out) == {"ok": False, "error": line, "exitCode": code}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+def test_json_failure_documents_never_double_or_appear_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify's verdict is its failure document (one, not two); without --json, or where
+    a command has no --json, stdout stays empty; a secret in the error stays out of both."""
+    assert main(["verify", str(tmp_path / "none"), "--json"]) == 2
+    doc = json.loads(capsys.readouterr().out)  # one document: a second would not parse
+    assert doc["ok"] is False and "artifacts" in doc and "exitCode" not in doc
+    for argv in (["inspect", str(tmp_path / "none")], ["keygen", "--json"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().out == ""
+    assert main(["export", "--json", "--jobs", "http://user:hunter2@127.0.0.1:9"]) == 2
+    out = capsys.readouterr()  # click quotes the value back; both outputs are redacted
+    assert "user:hunter2" not in out.out + out.err and "***@127.0.0.1:9" in out.out
+    assert json.loads(out.out)["exitCode"] == 2

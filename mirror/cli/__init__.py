@@ -8,11 +8,12 @@ commands live beside this file by who runs them (`export`, `importing`, `review`
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -37,36 +38,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = [flag for flag in ("--debug", "--quiet") if flag in args[:end]]
     if wanted:  # global flags, wherever they were typed, go before the command
         args = [*wanted, *(a for a in args[:end] if a not in wanted), *args[end:]]
+    state: dict[str, Any] = {}  # what the commands learn; see base.run_state
     try:
-        cli.main(args=args, prog_name="mirror", standalone_mode=False)
+        cli.main(args=args, prog_name="mirror", standalone_mode=False, obj=state)
         return 0
     except MirrorError as exc:
-        return _fail(str(exc), exc.exit_code, debug)
+        return _fail(str(exc), exc.exit_code, debug, state)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
-        return _fail(INTERRUPTED, 1, debug)
+        return _fail(INTERRUPTED, 1, debug, state)
     except click.exceptions.NoArgsIsHelpError as exc:  # `mirror`, `mirror cache`: the help
         click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
         return 0
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "mirror"
-        return _fail(f"{exc.format_message()} (see '{where} --help')", 2, debug)
+        if exc.ctx and "--json" in args[:end] and _takes_json(exc.ctx.command):
+            state["json"] = True  # refused before --json itself was parsed
+        return _fail(f"{exc.format_message()} (see '{where} --help')", 2, debug, state)
     except click.ClickException as exc:
-        return _fail(exc.format_message(), int(exc.exit_code), debug)
+        return _fail(exc.format_message(), int(exc.exit_code), debug, state)
     except KeyboardInterrupt:
-        return _fail(INTERRUPTED, 1, debug)
+        return _fail(INTERRUPTED, 1, debug, state)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}", 1, debug)
+        return _fail(f"{where}{exc.strerror or exc}", 1, debug, state)
 
 
-def _fail(message: str, code: int, debug: bool) -> int:
+def _takes_json(command: click.Command) -> bool:
+    return any(param.name == "as_json" for param in command.params)
+
+
+def _fail(message: str, code: int, debug: bool, state: dict[str, Any]) -> int:
     """The one line, and with --debug the traceback: both redacted, since a usage error
-    echoes what was typed and a traceback repeats every message in its chain."""
+    echoes what was typed and a traceback repeats every message in its chain.
+
+    With --json, stdout also gets the contract's one document, unless the command printed
+    its own (verify's verdict): `{"ok": false, "error": LINE, "exitCode": CODE}`, so a
+    script that reads stdout finds the failure there too, never an empty stream."""
     if debug:
         click.echo(redact(traceback.format_exc()).rstrip("\n"), err=True)
-    click.echo(f"mirror: error: {_one_line(redact(message))}", err=True)
+    line = _one_line(redact(message))
+    click.echo(f"mirror: error: {line}", err=True)
+    if state.get("json") and not state.get("emitted"):
+        click.echo(json.dumps({"ok": False, "error": line, "exitCode": code}, indent=2))
     return code
 
 

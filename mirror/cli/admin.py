@@ -12,6 +12,7 @@ from mirror.cli.base import (
     cli,
     emit,
     examples,
+    json_option,
 )
 
 
@@ -43,7 +44,7 @@ def registries() -> None:
     type=click.Path(path_type=Path),
     help="System catalog file.  [default: $XDG_DATA_HOME/mirror/registries.json]",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 def registries_list(scope: str, fips: bool, catalog: Path | None, as_json: bool) -> None:
     """List registries."""
     from mirror.catalog import list_rows, render_table
@@ -137,7 +138,7 @@ def cache() -> None:
 )
 @cache_dir_option("The cache to prune.")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was removed and kept as JSON.")
+@json_option("Print what was removed and kept as JSON.")
 def cache_prune(max_size: str, cache_dir: Path | None, dry_run: bool, as_json: bool) -> None:
     """Remove the least recently used blobs until the cache fits in --max-size.
 

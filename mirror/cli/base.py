@@ -62,9 +62,32 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
     Progress: bars when stderr is a terminal; otherwise a line every MIRROR_HEARTBEAT
     seconds (default 15; 0 for none) and one summary line at the end; --quiet for none of
-    them. Shell completion: `mirror completion bash|zsh|fish`.
+    them. With --json, stdout holds exactly one JSON document, a failure's too:
+    {"ok": false, "error": ..., "exitCode": ...}. Shell completion: `mirror completion
+    bash|zsh|fish`.
     """
-    ctx.obj = {"debug": debug, "quiet": quiet}
+    ctx.ensure_object(dict).update(debug=debug, quiet=quiet)
+
+
+def run_state(ctx: click.Context | None = None) -> dict[str, Any]:
+    """What this run has learnt that `cli.main` needs when a command fails: the root
+    context's object, made by `main` for each run (no state outlives the run)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    return ctx.find_root().ensure_object(dict)
+
+
+def json_option(help: str) -> Callable[[_F], _F]:
+    """`--json`, remembered as soon as it is parsed: when the command then fails, `main`
+    still prints the one JSON document the contract promises, an error document."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            run_state(ctx)["json"] = True
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, help=help, callback=remember)
 
 
 def progress_for(label: str, phase: str = "") -> Progress:
@@ -74,8 +97,9 @@ def progress_for(label: str, phase: str = "") -> Progress:
 
 
 def emit(doc: Any) -> None:
-    """Exactly one JSON document on stdout."""
+    """Exactly one JSON document on stdout; `main` prints none after it, even on failure."""
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
+    run_state()["emitted"] = True
 
 
 def selection(command: Any) -> Any:

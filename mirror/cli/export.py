@@ -16,6 +16,7 @@ from mirror.cli.base import (
     cli,
     emit,
     examples,
+    json_option,
     load_public,
     load_signing_key,
     progress_for,
@@ -94,7 +95,7 @@ from mirror.errors import UsageError
     is_flag=True,
     help="Resolve and print the plan; fetch only pack and chart layers (dependencies, images).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("Print the summary as JSON.")
 def export(
     specs: tuple[Path, ...],
     presets: tuple[str, ...],
@@ -228,7 +229,7 @@ def _parts_note(output: str) -> str:
     is_flag=True,
     help="Add the images of packs that selected packs require, as export would carry.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the closure as a JSON array.")
+@json_option("Print the closure as a JSON array.")
 def images(
     specs: tuple[Path, ...],
     presets: tuple[str, ...],

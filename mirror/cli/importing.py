@@ -18,6 +18,7 @@ from mirror.cli.base import (
     cli,
     emit,
     examples,
+    json_option,
     landing_options,
     load_public,
     load_signing_key,
@@ -86,7 +87,7 @@ from mirror.errors import UsageError
     help="Import a bundle older than one of the same name and signer imported before.",
 )
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan; push nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 def import_(
     bundle: Path,
     target: str,

@@ -12,6 +12,7 @@ from mirror.cli.base import (
     cli,
     emit,
     examples,
+    json_option,
     load_public,
     progress_for,
     public_key_option,
@@ -33,7 +34,7 @@ from mirror.errors import MirrorError, UsageError, redact
 @trust_options(
     unsigned="Accept a bundle without a signature.", fips="Also fail on any non-FIPS artifact."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@json_option("Print the verdict as JSON.")
 def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_json: bool) -> None:
     """Check a bundle end to end, fail-closed: signatures, every member, the OCI layout."""
     from mirror.bundle.parts import total_size
@@ -101,7 +102,7 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     help="table: for a terminal; json: for scripts; markdown: an approval record to sign "
     "(it also hashes the whole file for its sha256).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@json_option("Same as --format json.")
 @public_key_option(
     "Public key: verify the bundle first, as `mirror verify` does, and say so. "
     "Without it the signer shown is only claimed."
