@@ -382,8 +382,8 @@ def _script(folder: Path, name: str, body: str) -> None:
 def test_docker_config_forms_and_their_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Read as the docker CLI reads it: inline auths first, a helper named for the host,
-    then credsStore; https:// and http:// keys count. A missing config, a helper not
+    """Read as the docker CLI reads it: a helper named for the host, inline auths, then
+    credsStore; https:// and http:// keys count. A missing config, a helper not
     installed or not knowing the host: anonymous. A broken config or a helper answering
     out of protocol: one line naming the file or the helper, never the secret."""
     from mirror.errors import UsageError
@@ -438,6 +438,31 @@ def test_docker_config_forms_and_their_failures(
     (docker_dir() / "config.json").mkdir()  # unreadable: named, not skipped as missing
     with pytest.raises(UsageError, match=r"config\.json: Is a directory"):
         login_credentials(host)
+
+
+def test_a_helper_named_for_the_host_is_asked_before_the_files_own_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker and containers/image ask `credHelpers[host]` before anything else in the
+    file: a stale `auths` entry or a namespace login beside it does not shadow the helper
+    (we used the stale entry, and the export got a 401 docker would not). A helper that
+    knows nothing leaves the rest of the file to answer."""
+    from mirror.registry.auth import login_credentials
+
+    host = "registry.lab.example:5000"
+    stale = {"auth": base64.b64encode(b"stale:old-pw").decode()}
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    _script(bin_dir, "fresh", 'print(\'{"Username": "fresh", "Secret": "new-pw"}\')')
+    _script(bin_dir, "nokey", "sys.exit(1)")
+    auths = {host: stale, f"{host}/team": stale}
+    write_config({"auths": auths, "credHelpers": {host: "fresh"}})
+    for namespace in ("", "team/app"):
+        found = login_credentials(host, namespace)
+        assert found is not None and (found.username, found.password) == ("fresh", "new-pw")
+    write_config({"auths": auths, "credHelpers": {host: "nokey"}})
+    found = login_credentials(host)
+    assert found is not None and found.username == "stale"
 
 
 def test_a_credential_helper_that_never_answers_is_cut_off(

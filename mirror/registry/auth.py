@@ -140,30 +140,33 @@ def _login_files() -> list[Path]:
 def _lookup(
     config: dict[str, object], host: str, path: Path, namespace: str = ""
 ) -> Credentials | None:
-    """In one file: podman's logins to a namespace (`HOST/NS`) that holds `namespace`,
-    the deepest first, as containers/image looks them up; then for the host as written,
-    and with https:// and http:// before it, the inline `auths` entry, the helper
-    `credHelpers` names for it, then the `credsStore` helper; last, an `auths` key written
+    """In one file: first the helper `credHelpers` names for the host, as docker and
+    containers/image both ask it before the file's own entries (a stale `auths` entry
+    beside it is not used); then podman's logins to a namespace that holds `namespace`,
+    deepest first; then for the host as written, and with https:// and http:// before it,
+    the inline `auths` entry, then the `credsStore` helper; last, an `auths` key written
     as a URL (`https://HOST/v1/`, older docker's form). A namespace's login is never the
-    whole host's."""
+    whole host's; a helper that knows nothing lets the rest of the file speak."""
     auths, helpers = _object(config.get("auths")), _object(config.get("credHelpers"))
-    store = config.get("credsStore")
+    keys = (host,) if "://" in host else (host, f"https://{host}", f"http://{host}")
+    for key in keys:
+        helper = helpers.get(key)
+        found = _ask_helper(helper, key, path) if isinstance(helper, str) and helper else None
+        if found is not None:
+            return found
     parts = [p for p in namespace.split("/") if p]
     for depth in range(len(parts), 0, -1):
         key = "/".join([host, *parts[:depth]])
         found = _entry(_object(auths.get(key)), key, path)
         if found is not None:
             return found
-    for key in (host,) if "://" in host else (host, f"https://{host}", f"http://{host}"):
+    store = config.get("credsStore")
+    for key in keys:
         found = _entry(_object(auths.get(key)), key, path)
+        if found is None and isinstance(store, str) and store:
+            found = _ask_helper(store, key, path)
         if found is not None:
             return found
-        for helper in (helpers.get(key), store):
-            if not isinstance(helper, str) or not helper:
-                continue
-            found = _ask_helper(helper, key, path)
-            if found is not None:
-                return found
     for key, entry in auths.items():  # docker's ConvertToHostname, for keys with a scheme
         found = _entry(_object(entry), key, path) if urlsplit(key).netloc == host else None
         if found is not None:
