@@ -7,6 +7,7 @@ at the contract's places, a static Helm repository, and one system-scope registr
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -341,3 +342,84 @@ def test_a_note_that_could_save_the_run_is_said_before_the_copy(
     assert events[0] == "note: no chart filters" and "planned" in events[1:]
     assert any("no chart filters" in n for n in result.notes)  # still in --json's notes
     assert all(n in progress.said for n in result.notes if "no chart filters" in n)
+
+
+class _ChartHost(http.server.SimpleHTTPRequestHandler):
+    """A chart host apart from the index: with `expected`, it wants that Authorization and
+    then redirects to `target` (as release downloads do); with `refuse_auth`, it serves
+    only requests without one (a presigned object-store URL answers such a request 400)."""
+
+    expected = ""
+    target = ""
+    refuse_auth = False
+    seen: list[str] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def do_GET(self) -> None:
+        sent = self.headers.get("Authorization")
+        self.seen.append(f"{type(self).__name__} {'auth' if sent else 'anonymous'}")
+        if self.refuse_auth and sent:
+            self.send_error(400, "only one auth mechanism allowed")
+        elif self.expected and sent != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="charts"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.target:
+            self.send_response(302)
+            self.send_header("Location", self.target + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            super().do_GET()
+
+
+def test_helm_pass_credentials_all_sends_them_to_the_chart_host_the_index_names(
+    helm_repo: HelmRepo, tmp_path: Path
+) -> None:
+    """`helm repo add --pass-credentials` (`pass_credentials_all` in repositories.yaml):
+    the repository's credentials go to a chart URL on another host too; without it that
+    host is asked anonymously (a 401, exit 1, no bundle). As with Helm (Go's client), a
+    redirect from there to a third host gets none. From an https repository they never
+    go to a plain-http chart host."""
+    import base64
+    import functools
+
+    from mirror.lab.certs import write_certs
+    from mirror.lab.httpserver import serve, serve_directory
+
+    user, password = "helm-user", "helm-pw"
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    seen: list[str] = []
+    store = type("Store", (_ChartHost,), {"refuse_auth": True, "seen": seen})
+    saved = Path(os.environ["XDG_CONFIG_HOME"]) / "helm" / "repositories.yaml"
+    saved.parent.mkdir(parents=True)
+    certs = write_certs(tmp_path / "certs")
+    with serve(functools.partial(store, directory=str(helm_repo.path)), "store") as objects:
+        cdn = type("Cdn", (_ChartHost,), {"expected": expected, "target": objects, "seen": seen})
+        with serve(cdn, "cdn") as charts:
+            index = yaml.safe_load((helm_repo.path / "index.yaml").read_text())
+            for versions in index["entries"].values():
+                for cv in versions:
+                    cv["urls"] = [f"{charts}/{u}" for u in cv["urls"]]
+            folder = tmp_path / "index"
+            folder.mkdir()
+            (folder / "index.yaml").write_text(yaml.safe_dump(index))
+            runs = []
+            for tls, passing in ((None, False), (None, True), (certs, True)):
+                with serve_directory(folder, basic=(user, password), tls=tls) as url:
+                    entry = {"name": "p", "url": url, "username": user, "password": password}
+                    entry |= {"pass_credentials_all": passing, "caFile": str(certs.ca_file)}
+                    saved.write_text(yaml.safe_dump({"repositories": [entry]}))
+                    out = tmp_path / f"b{len(runs)}.tar.zst"
+                    runs.append((mirror(*private_helm_export(tmp_path, url, out)), out))
+    (home_only, no_bundle), (passed, bundle), (https, refused) = runs
+    assert home_only.rc == 1 and "401" in home_only.error_line() and not no_bundle.exists()
+    assert passed.rc == 0, passed.err
+    assert bundle.is_file() and password not in passed.out + passed.err
+    assert https.rc == 1 and "401" in https.error_line() and not refused.exists()
+    charts = len(helm_repo.charts)  # the cdn got them once per chart, in the second run only
+    assert seen.count("Cdn auth") == charts and seen.count("Store anonymous") == charts
+    assert "Store auth" not in seen and "Cdn anonymous" in seen

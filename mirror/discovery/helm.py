@@ -62,6 +62,7 @@ class _Repo:
     creds_hint: str
     verify: bool | str = True  # a CA file for a private repository, else the system's
     client: tuple[str, str] | None = None  # `helm repo add --cert-file --key-file`
+    pass_credentials: bool = False  # `helm repo add --pass-credentials`
 
     @property
     def where(self) -> str:
@@ -154,7 +155,9 @@ def _repo(reg: Registry, net: Net) -> _Repo:
     elif names is not None:
         hint = f"${names[0]}/${names[1]} not set"
     verify = net.ca_file or (saved.ca_file if saved else None) or True
-    return _Repo(reg.name, base, creds, hint, verify, saved.client if saved else None)
+    if saved is None:
+        return _Repo(reg.name, base, creds, hint, verify)
+    return _Repo(reg.name, base, creds, hint, verify, saved.client, saved.pass_credentials_all)
 
 
 def _select(reg: Registry, versions: list[ChartVersion]) -> tuple[list[ChartVersion], list[str]]:
@@ -275,12 +278,17 @@ def _get(
     headers: dict[str, str] | None = None,
 ) -> _Body:
     """GET under the one retry rule; redirects followed by hand: the index stays home, and
-    the transport sends credentials to the repository's own host only. `headers` make it
+    the transport sends credentials to the repository's own host only, or with Helm's
+    `pass_credentials_all` to the host of the URL the index named too (not to a host a
+    redirect names, as Go's client and so Helm drop them there). `headers` make it
     conditional (sent to the repository's host only): a 304 is then a body of None."""
     home = _host(repo.base)
-    for _hop in range(MAX_REDIRECTS + 1):
+    for hop in range(MAX_REDIRECTS + 1):
         sent = (headers or {}) if _host(url) == home else {}
-        resp = http.request("GET", url, headers=sent, stream=True, check=False, cap=cap)
+        anywhere = repo.pass_credentials and hop == 0
+        resp = http.request(
+            "GET", url, headers=sent, stream=True, check=False, cap=cap, anywhere=anywhere
+        )
         if resp.is_redirect:
             target = urljoin(url, resp.headers.get("Location", ""))
             if index and (_host(target) != home or _downgrade(url, target)):

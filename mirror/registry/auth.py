@@ -292,11 +292,13 @@ HELM_CONFIG_CAP = 16 << 20  # bytes of repositories.yaml: a few lines per reposi
 class HelmRepoEntry:
     """What `helm repo add URL` saved for one repository that mirror uses: basic
     credentials (`--username`/`--password`), a CA file (`--ca-file`), and a client
-    certificate with its key (`--cert-file`/`--key-file`)."""
+    certificate with its key (`--cert-file`/`--key-file`), and whether the credentials
+    go to chart URLs on other hosts too (`--pass-credentials`)."""
 
     credentials: Credentials | None
     ca_file: str | None
     client: tuple[str, str] | None = None
+    pass_credentials_all: bool = False
 
 
 def helm_repository_entry(url: str) -> HelmRepoEntry | None:
@@ -330,7 +332,8 @@ def _helm_entry(entry: dict[str, object], path: Path) -> HelmRepoEntry:
     if bool(cert) != bool(key):
         raise UsageError(f"{path}: {entry.get('url')}: certFile and keyFile go together")
     creds = Credentials(user, password) if user and password else None  # as Helm sends
-    return HelmRepoEntry(creds, _text(entry, "caFile") or None, (cert, key) if cert else None)
+    ca_file, client = _text(entry, "caFile") or None, (cert, key) if cert else None
+    return HelmRepoEntry(creds, ca_file, client, entry.get("pass_credentials_all") is True)
 
 
 def _text(entry: dict[str, object], key: str) -> str:

@@ -275,7 +275,9 @@ class Http:
 
     Credentials and `headers` go to the endpoint's own host only: a redirect or an absolute
     download URL on another host is asked anonymously, as Helm does without
-    `--pass-credentials`.
+    `--pass-credentials`. A request may say `anywhere=True` (Helm's `pass_credentials_all`,
+    for a URL the repository's own index named): then the credentials go to its host too,
+    unless that would send them in clear from an https endpoint.
     """
 
     def __init__(
@@ -331,6 +333,7 @@ class Http:
         what: str = "",
         check: bool = True,
         cap: int | None = None,
+        anywhere: bool = False,
     ) -> requests.Response:
         """Send, answering auth challenges; retry transient failures when the body allows.
 
@@ -346,7 +349,9 @@ class Http:
             cap, stream = BODY_CAP, True
         for attempt in range(1, self.retry.attempts + 1):
             try:
-                resp = self._send_authed(method, url, scope, headers, data, stream, allow_redirects)
+                resp = self._send_authed(
+                    method, url, scope, headers, data, stream, allow_redirects, anywhere
+                )
                 if cap is not None and resp.status_code not in self.retry.statuses:
                     _read_body(resp, cap, f"{self.endpoint.host}: {redact(url)}")
             except ConnectionLost as exc:
@@ -386,10 +391,12 @@ class Http:
         data: Any,
         stream: bool,
         allow_redirects: bool,
+        anywhere: bool = False,
     ) -> requests.Response:
-        if not self._home(url):  # credentials stay with their own host
+        home = self._home(url)
+        if not home and not (anywhere and self._no_downgrade(url)):  # they stay home
             return self._send(method, url, dict(headers or {}), data, stream, allow_redirects)
-        hdrs = {**self._headers, **(headers or {})}
+        hdrs = {**(self._headers if home else {}), **(headers or {})}
         auth = self._auth_header(scope)
         if auth:
             hdrs["Authorization"] = auth
@@ -478,6 +485,9 @@ class Http:
         return parts.scheme == self.endpoint.scheme and parts.netloc.rsplit("@", 1)[-1].lower() == (
             self.endpoint.host.lower()
         )
+
+    def _no_downgrade(self, url: str) -> bool:
+        return urlsplit(url).scheme == "https" or self.endpoint.scheme == "http"
 
     def _auth_header(self, scope: str | None) -> str | None:
         if self._basic.is_set() and self._credentials:
