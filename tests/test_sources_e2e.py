@@ -266,6 +266,7 @@ def test_a_helm_repository_on_a_private_ca_uses_the_ca_file_helm_repo_add_saved(
         args = private_helm_export(tmp_path, url, out)
         refused = mirror(*args)
         assert refused.rc == 1 and "certificate" in refused.error_line(), refused.err
+        assert "set it in Helm's repositories.yaml" in refused.error_line()  # where to fix it
         assert not out.exists()
         runs = []
         for ca in (tmp_path / "no-ca.pem", certs.ca_file):
@@ -302,6 +303,7 @@ def test_a_helm_repository_that_asks_for_a_client_certificate_gets_the_saved_one
             runs.append(mirror(*args, "--json"))
     without, halved, good = runs
     assert without.rc == 1 and "certificate" in without.error_line(), without.err
+    assert "or in Helm's repositories.yaml" in without.error_line()
     assert halved.rc == 2 and "certFile and keyFile go together" in halved.error_line()
     assert good.rc == 0, good.err
     assert out.is_file()

@@ -251,11 +251,16 @@ def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
     return art
 
 
+HELM_TLS_SETTINGS = (
+    "Helm's repositories.yaml for this URL (helm repo add --ca-file, --cert-file --key-file)"
+)
+
+
 def _http(repo: _Repo, net: Net) -> Http:
     """The one transport, with Helm's habit of sending basic credentials unasked."""
     parts = urlsplit(repo.base)
     host = parts.netloc.rsplit("@", 1)[-1]
-    endpoint = Endpoint(parts.scheme, host, repo.verify, repo.client)
+    endpoint = Endpoint(parts.scheme, host, repo.verify, repo.client, HELM_TLS_SETTINGS)
     return Http(endpoint, repo.credentials, timeout=net.timeouts, preemptive_basic=True)
 
 

@@ -241,12 +241,14 @@ class ConnectionLost(RegistryError):
 @dataclass(frozen=True)
 class Endpoint:
     """Where a registry lives: scheme, host[:port], whether TLS is verified (or the CA file
-    to verify it with), and a client certificate and key of its own, if any."""
+    to verify it with), a client certificate and key of its own, if any, and where else
+    its user keeps such settings (named in the hints of a failed handshake)."""
 
     scheme: str
     host: str
     verify: bool | str = True
     client: tuple[str, str] | None = None
+    tls_settings: str = ""
 
     @classmethod
     def parse(cls, url: str, *, ca_file: str | None = None) -> Endpoint:
@@ -468,6 +470,8 @@ class Http:
                 "" if alert else " (it closed the connection at the handshake)"
             )
         where = f"certs.d/{host}/ as client.cert and client.key, as for docker"
+        also = self.endpoint.tls_settings
+        where += f", or in {also}" if also else ""
         if alert:
             return f"{host} asks for a client certificate; put it and its key in {where}"
         if closed:
@@ -477,7 +481,7 @@ class Http:
             )
         return (
             f"{host}: TLS verification failed ({_short(exc)}); "
-            "pass --ca-file with the registry's CA"
+            "pass --ca-file with the registry's CA" + (f", or set it in {also}" if also else "")
         )
 
     def _home(self, url: str) -> bool:
