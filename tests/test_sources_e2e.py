@@ -254,7 +254,8 @@ def test_a_helm_repository_on_a_private_ca_uses_the_ca_file_helm_repo_add_saved(
 ) -> None:
     """`helm repo add NAME URL --ca-file CA` keeps the CA beside the URL: an HTTPS repository
     signed by a private CA is refused (exit 1, no bundle) until repositories.yaml names
-    it; a caFile that is no CA bundle is named, exit 2."""
+    it, `insecure_skip_tls_verify` there or not (the error says Helm skips, mirror does
+    not); a caFile that is no CA bundle is named, exit 2."""
     from mirror.lab.certs import write_certs
     from mirror.lab.httpserver import serve_directory
 
@@ -267,6 +268,11 @@ def test_a_helm_repository_on_a_private_ca_uses_the_ca_file_helm_repo_add_saved(
         refused = mirror(*args)
         assert refused.rc == 1 and "certificate" in refused.error_line(), refused.err
         assert "set it in Helm's repositories.yaml" in refused.error_line()  # where to fix it
+        assert not out.exists()
+        insecure = {"name": "private", "url": url, "insecure_skip_tls_verify": True}
+        saved.write_text(yaml.safe_dump({"repositories": [insecure]}))
+        skipped = mirror(*args)  # Helm would not verify; mirror still does, and says why
+        assert skipped.rc == 1 and "Helm skips verifying" in skipped.error_line()
         assert not out.exists()
         runs = []
         for ca in (tmp_path / "no-ca.pem", certs.ca_file):

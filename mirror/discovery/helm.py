@@ -63,6 +63,7 @@ class _Repo:
     verify: bool | str = True  # a CA file for a private repository, else the system's
     client: tuple[str, str] | None = None  # `helm repo add --cert-file --key-file`
     pass_credentials: bool = False  # `helm repo add --pass-credentials`
+    insecure: bool = False  # `helm repo add --insecure-skip-tls-verify`: Helm's, not ours
 
     @property
     def where(self) -> str:
@@ -157,7 +158,8 @@ def _repo(reg: Registry, net: Net) -> _Repo:
     verify = net.ca_file or (saved.ca_file if saved else None) or True
     if saved is None:
         return _Repo(reg.name, base, creds, hint, verify)
-    return _Repo(reg.name, base, creds, hint, verify, saved.client, saved.pass_credentials_all)
+    passing, insecure = saved.pass_credentials_all, saved.insecure_skip_tls_verify
+    return _Repo(reg.name, base, creds, hint, verify, saved.client, passing, insecure)
 
 
 def _select(reg: Registry, versions: list[ChartVersion]) -> tuple[list[ChartVersion], list[str]]:
@@ -254,13 +256,17 @@ def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
 HELM_TLS_SETTINGS = (
     "Helm's repositories.yaml for this URL (helm repo add --ca-file, --cert-file --key-file)"
 )
+HELM_INSECURE = (  # why `helm pull` works where mirror refuses
+    "; Helm skips verifying this repository (insecure_skip_tls_verify), mirror never does"
+)
 
 
 def _http(repo: _Repo, net: Net) -> Http:
     """The one transport, with Helm's habit of sending basic credentials unasked."""
     parts = urlsplit(repo.base)
     host = parts.netloc.rsplit("@", 1)[-1]
-    endpoint = Endpoint(parts.scheme, host, repo.verify, repo.client, HELM_TLS_SETTINGS)
+    settings = HELM_TLS_SETTINGS + (HELM_INSECURE if repo.insecure else "")
+    endpoint = Endpoint(parts.scheme, host, repo.verify, repo.client, settings)
     return Http(endpoint, repo.credentials, timeout=net.timeouts, preemptive_basic=True)
 
 

@@ -293,12 +293,14 @@ class HelmRepoEntry:
     """What `helm repo add URL` saved for one repository that mirror uses: basic
     credentials (`--username`/`--password`), a CA file (`--ca-file`), and a client
     certificate with its key (`--cert-file`/`--key-file`), and whether the credentials
-    go to chart URLs on other hosts too (`--pass-credentials`)."""
+    go to chart URLs on other hosts too (`--pass-credentials`). `--insecure-skip-tls-verify`
+    is only remembered, to say why Helm reaches a repository that mirror refuses."""
 
     credentials: Credentials | None
     ca_file: str | None
     client: tuple[str, str] | None = None
     pass_credentials_all: bool = False
+    insecure_skip_tls_verify: bool = False
 
 
 def helm_repository_entry(url: str) -> HelmRepoEntry | None:
@@ -333,7 +335,11 @@ def _helm_entry(entry: dict[str, object], path: Path) -> HelmRepoEntry:
         raise UsageError(f"{path}: {entry.get('url')}: certFile and keyFile go together")
     creds = Credentials(user, password) if user and password else None  # as Helm sends
     ca_file, client = _text(entry, "caFile") or None, (cert, key) if cert else None
-    return HelmRepoEntry(creds, ca_file, client, entry.get("pass_credentials_all") is True)
+    passing, insecure = (entry.get(k) is True for k in ("pass_credentials_all", INSECURE))
+    return HelmRepoEntry(creds, ca_file, client, passing, insecure)
+
+
+INSECURE = "insecure_skip_tls_verify"  # Helm's key in repositories.yaml
 
 
 def _text(entry: dict[str, object], key: str) -> str:
