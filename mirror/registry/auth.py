@@ -335,11 +335,9 @@ def _helm_entry(entry: dict[str, object], path: Path) -> HelmRepoEntry:
         raise UsageError(f"{path}: {entry.get('url')}: certFile and keyFile go together")
     creds = Credentials(user, password) if user and password else None  # as Helm sends
     ca_file, client = _text(entry, "caFile") or None, (cert, key) if cert else None
-    passing, insecure = (entry.get(k) is True for k in ("pass_credentials_all", INSECURE))
+    flags = ("pass_credentials_all", "insecure_skip_tls_verify")  # Helm's keys for them
+    passing, insecure = (entry.get(flag) is True for flag in flags)
     return HelmRepoEntry(creds, ca_file, client, passing, insecure)
-
-
-INSECURE = "insecure_skip_tls_verify"  # Helm's key in repositories.yaml
 
 
 def _text(entry: dict[str, object], key: str) -> str:
