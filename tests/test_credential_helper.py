@@ -325,9 +325,16 @@ def test_the_login_files_and_their_order(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("HELM_REGISTRY_CONFIG", str(tmp_path / "elsewhere.json"))
     assert who() is None
     monkeypatch.setenv("HELM_REGISTRY_CONFIG", str(helm))
-    config_home = tmp_path / "home" / ".config" / "containers" / "auth.json"
+    config_home = tmp_path / "xdg" / "containers" / "auth.json"
     write_podman_auth({"auths": entry("home")}, config_home)
-    assert who() == "home"
+    assert who() == "home"  # containers/image reads it under XDG_CONFIG_HOME when set
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert who() == "helm"
+    dot_config = tmp_path / "home" / ".config" / "containers" / "auth.json"
+    write_podman_auth({"auths": entry("dot-config")}, dot_config)
+    assert who() == "dot-config"  # and under ~/.config without it
+    dot_config.unlink()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     runtime = write_podman_auth({"auths": entry("runtime")})
     assert who() == "runtime"
     write_config({"auths": entry("docker")})

@@ -121,8 +121,9 @@ def _login_files() -> list[Path]:
     ($DOCKER_CONFIG, else ~/.docker), then where podman and skopeo keep logins:
     $XDG_RUNTIME_DIR/containers/auth.json, or /run/containers/UID/auth.json without
     XDG_RUNTIME_DIR (root's `podman login`; REGISTRY_AUTH_FILE replaces either for them),
-    then ~/.config/containers/auth.json; last, what `helm registry login` wrote
-    ($HELM_REGISTRY_CONFIG, else registry/config.json in Helm's config home)."""
+    then $XDG_CONFIG_HOME/containers/auth.json (~/.config/ without it); last, what
+    `helm registry login` wrote ($HELM_REGISTRY_CONFIG, else registry/config.json in
+    Helm's config home)."""
     chosen = os.environ.get("REGISTRY_AUTH_FILE")
     docker = os.environ.get("DOCKER_CONFIG")
     files = [Path(chosen)] if chosen else []
@@ -131,7 +132,8 @@ def _login_files() -> list[Path]:
     if not chosen:
         per_uid = Path(PER_UID_AUTH.format(uid=os.getuid()))
         files.append(Path(runtime) / "containers" / "auth.json" if runtime else per_uid)
-    files.append(Path.home() / ".config" / "containers" / "auth.json")
+    config = os.environ.get("XDG_CONFIG_HOME")
+    files.append((Path(config) if config else Path.home() / ".config") / "containers" / "auth.json")
     helm = os.environ.get("HELM_REGISTRY_CONFIG")
     files.append(Path(helm) if helm else _helm_config_home() / "registry" / "config.json")
     return files
