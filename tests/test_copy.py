@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO
 
@@ -171,3 +171,54 @@ def test_an_index_goes_up_after_its_children_and_theirs_after_their_blobs() -> N
     last = dst.pushes[-3:]
     assert set(last[:2]) == {a.descriptor.digest, b.descriptor.digest}
     assert last[2] == index.descriptor.digest
+
+
+def test_parallel_bounds_its_threads_and_stops_at_the_first_failure() -> None:
+    """At most `jobs` calls run at once and every call runs once; after a failure no new
+    call starts, the running ones end, and the failure (BaseException too) is raised."""
+    import threading
+    import time
+
+    from mirror.copy import parallel
+
+    lock, running, most, done = threading.Lock(), [0], [0], []
+
+    def call(i: int, fail: BaseException | None = None) -> Callable[[], None]:
+        def run() -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.002)
+            with lock:
+                running[0] -= 1
+                done.append(i)
+            if fail is not None:
+                raise fail
+
+        return run
+
+    parallel(3, [call(i) for i in range(40)])
+    assert sorted(done) == list(range(40)) and most[0] == 3
+    for failure in (RegistryError("boom"), KeyboardInterrupt()):
+        done.clear()
+        calls = [call(i, failure if i == 5 else None) for i in range(200)]
+        with pytest.raises(type(failure)):
+            parallel(4, calls)
+        assert 5 in done and len(done) < 20 and running[0] == 0  # the rest never started
+
+
+def test_parallel_holds_nothing_per_call_it_has_not_started() -> None:
+    """Workers take calls from one iterator: 20,000 pending calls cost no future, condition
+    or waiter each (an import of 5,000 small images held 18 MB of them)."""
+    import tracemalloc
+
+    from mirror.copy import parallel
+
+    calls = [lambda: None] * 20_000
+    tracemalloc.start()
+    try:
+        parallel(4, calls)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes for 20,000 calls"
