@@ -10,11 +10,18 @@ puts it in the repository where its subject lands.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mirror.bundle.manifest import ReferrerRecord
-from mirror.copy import CopyOptions, CopyReport, CopyTask, Graph, Observer, copy_graphs
+from mirror.copy import (
+    CopyOptions,
+    CopyReport,
+    CopyTask,
+    Graph,
+    Observer,
+    copy_graphs,
+    parallel_map,
+)
 from mirror.discovery.referrers import Companion, find_companions
 from mirror.errors import IntegrityError, NotFoundError
 from mirror.formats import cosign
@@ -37,8 +44,9 @@ def companion_round(
     """Find every companion of every copied manifest, copy them, and say where each goes."""
     owners = [_owner(g) for g in graphs]
     found = [o for o in owners if o is not None]
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="refs") as pool:
-        lists = list(pool.map(lambda o: find_companions(o.source, o.digests), found))
+    lists = parallel_map(
+        options.jobs, lambda o: find_companions(o.source, o.digests), found, "refs"
+    )
     records: dict[str, ReferrerRecord] = {}
     tasks = []
     for owner, companions in zip(found, lists, strict=True):

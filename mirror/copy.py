@@ -15,7 +15,7 @@ import io
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 from mirror.errors import AuthError, ConflictError, IntegrityError, OperationError, RegistryError
 from mirror.oci.descriptor import MAX_NESTING, Descriptor, successors
@@ -277,15 +277,7 @@ def _check_supply(missing: Sequence[list[_Item]], opts: CopyOptions) -> None:
     """A blob the source lacks and no store holds would fail mid-copy, after other writes
     (a delta into a target without its base): refuse before the first write instead."""
     gaps = [g for g in missing if _lacks(g) is not None]
-    found = [False] * len(gaps)
-
-    def job(i: int) -> Callable[[], None]:
-        def run() -> None:
-            found[i] = _mountable(gaps[i], opts)
-
-        return run
-
-    parallel(opts.jobs, [job(i) for i in range(len(gaps))])
+    found = parallel_map(opts.jobs, lambda gap: _mountable(gap, opts), gaps)
     lost = [g for g, ok in zip(gaps, found, strict=True) if not ok]
     if lost:
         item = next(i for i in lost[0] if not i.present)
@@ -434,7 +426,7 @@ def _push_graph(graph: Graph, done: set[str]) -> None:
         task.dst.tag(task.root, task.tag, task.annotations)
 
 
-def parallel(jobs: int, calls: Sequence[Callable[[], None]]) -> None:
+def parallel(jobs: int, calls: Sequence[Callable[[], None]], name: str = "copy") -> None:
     """Run calls on at most `jobs` threads; the first failure keeps the rest from starting
     and is raised once the running ones have ended (Ctrl-C too).
 
@@ -466,7 +458,7 @@ def parallel(jobs: int, calls: Sequence[Callable[[], None]]) -> None:
                 stop.set()
 
     workers = [
-        threading.Thread(target=work, name=f"copy_{i}", daemon=True)
+        threading.Thread(target=work, name=f"{name}_{i}", daemon=True)
         for i in range(min(jobs, len(calls)))
     ]
     try:
@@ -481,6 +473,26 @@ def parallel(jobs: int, calls: Sequence[Callable[[], None]]) -> None:
                 worker.join()
     if failures:
         raise failures[0]
+
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+def parallel_map(
+    jobs: int, fn: Callable[[_In], _Out], items: Sequence[_In], name: str = "copy"
+) -> list[_Out]:
+    """`fn` of each item on `parallel`'s workers; the results in the items' order."""
+    out: list[Any] = [None] * len(items)
+
+    def job(i: int) -> Callable[[], None]:
+        def run() -> None:
+            out[i] = fn(items[i])
+
+        return run
+
+    parallel(jobs, [job(i) for i in range(len(items))], name)
+    return out
 
 
 def _unique(items: Iterable[Target]) -> list[Target]:

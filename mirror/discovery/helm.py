@@ -13,13 +13,13 @@ import fnmatch
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from mirror.copy import parallel
+from mirror.copy import parallel_map
 from mirror.discovery.helmmemo import IndexMemo
 from mirror.discovery.interface import Found, Selection
 from mirror.errors import (
@@ -217,18 +217,9 @@ def _placeable(versions: list[ChartVersion], reg_name: str, notes: list[str]) ->
 def _download_all(
     http: Http, repo: _Repo, picked: Sequence[ChartVersion], jobs: int
 ) -> list[OciArtifact]:
-    """Parallel downloads on the engine's pool (the first failure cancels the rest); the
+    """Parallel downloads on the engine's workers (the first failure stops the rest); the
     transport keeps one session per thread."""
-    out: list[OciArtifact | None] = [None] * len(picked)
-
-    def job(i: int) -> Callable[[], None]:
-        def run() -> None:
-            out[i] = _chart(http, repo, picked[i])
-
-        return run
-
-    parallel(jobs, [job(i) for i in range(len(picked))])
-    return [a for a in out if a is not None]
+    return parallel_map(jobs, lambda cv: _chart(http, repo, cv), picked, "helm")
 
 
 def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from mirror.copy import parallel_map
 from mirror.formats import jsondoc, tar_files
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
@@ -142,8 +142,7 @@ def scan_all(
         who, source, root = item
         return who, scan_artifact(source, root, packs=packs, charts=charts, known=known)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="images") as pool:
-        return list(pool.map(one, items))
+    return parallel_map(jobs, one, items, "images")
 
 
 # ---------------------------------------------------------------- reading content

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-from mirror.copy import Graph
+from mirror.copy import Graph, parallel_map
 from mirror.discovery.images import LayerScan
 from mirror.errors import UsageError
 from mirror.formats.pack import PackInfo, parse_pack_json
@@ -50,8 +49,8 @@ class ContentScan:
             for b in g.blobs:
                 if self.reads(b) and b.digest not in self.scans:
                     todo.setdefault(b.digest, (b, g.task.src))
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="scan") as pool:
-            list(pool.map(lambda item: self._read(item[0], item[1], keep), todo.values()))
+        reads = list(todo.values())
+        parallel_map(jobs, lambda item: self._read(item[0], item[1], keep), reads, "scan")
 
     def _read(self, desc: Descriptor, src: Source, keep: Keep | None = None) -> None:
         if not self.reads(desc):

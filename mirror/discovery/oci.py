@@ -5,8 +5,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
+from mirror.copy import parallel_map
 from mirror.discovery.interface import Found, Selection
 from mirror.errors import NotFoundError
 from mirror.formats import jsondoc
@@ -31,8 +31,8 @@ def discover(
     """
     base = reg.base_path.strip("/")
     repos = _repositories(reg, client, base)
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="discover") as pool:
-        parts = list(pool.map(lambda repo: _one_repository(reg, client, base, repo, known), repos))
+    one = lambda repo: _one_repository(reg, client, base, repo, known)  # noqa: E731
+    parts = parallel_map(jobs, one, repos, "discover")
     out = Selection()
     for part in parts:
         out.found.extend(part.found)

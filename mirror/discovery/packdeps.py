@@ -9,10 +9,10 @@ the same registry at `<basePath>/spectro-packs/archive/<name>`, newest fitting f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mirror.cache import BlobCache
+from mirror.copy import parallel_map
 from mirror.discovery.interface import Found
 from mirror.discovery.oci import kind_of
 from mirror.errors import NotFoundError
@@ -64,8 +64,9 @@ def check_packs(
     """
     pool = _Pool()
     packs = [f for f in found if f.kind == "pack"]
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as workers:
-        infos = list(workers.map(lambda f: pack_json(f, cache, store=store, known=known), packs))
+    infos = parallel_map(
+        jobs, lambda f: pack_json(f, cache, store=store, known=known), packs, "pack"
+    )
     report = PackReport()
     for f, info in zip(packs, infos, strict=True):
         if info is not None:

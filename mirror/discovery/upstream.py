@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mirror.copy import parallel_map
 from mirror.discovery.images import Need
 from mirror.errors import MirrorError, NotFoundError, RegistryError, UsageError, redact
 from mirror.oci import mediatypes as mt
@@ -113,8 +113,7 @@ def resolve_all(
         except RegistryError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="upstream") as pool:
-        results = list(pool.map(one, needs))
+    results = parallel_map(jobs, one, needs, "upstream")
     failed = [(n, r) for n, r in zip(needs, results, strict=True) if isinstance(r, MirrorError)]
     if failed:
         need, exc = failed[0]
