@@ -504,35 +504,22 @@ def _subject_hash(pem: Path) -> str:
 def test_jobs_1_is_honoured_by_every_pool(
     seeded_registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
 ) -> None:
-    """--jobs reaches discovery, pack checks, the image closure, upstreams and the copy."""
-    import concurrent.futures
-    import importlib
+    """--jobs reaches discovery, pack checks, the image closure, upstreams and the copy:
+    every pool is `copy.parallel`'s, and each is asked for the one job (run inline)."""
+    from mirror import copy as engine
 
     sizes: dict[str, list[int]] = {}
+    real = engine.parallel
 
-    def recording(module: str) -> type:
-        class Pool(concurrent.futures.ThreadPoolExecutor):
-            def __init__(self, max_workers: int | None = None, **kw: Any) -> None:
-                sizes.setdefault(module, []).append(int(max_workers or 0))
-                super().__init__(max_workers=max_workers, **kw)
+    def recording(jobs: int, calls: Any, name: str = "copy") -> None:
+        sizes.setdefault(name, []).append(jobs)
+        real(jobs, calls, name)
 
-        return Pool
-
-    names = (
-        "copy",
-        "discovery.packdeps",
-        "discovery.images",
-        "discovery.oci",
-        "discovery.upstream",
-    )
-    modules = [importlib.import_module(f"mirror.{n}") for n in names]
-    for module in modules:
-        monkeypatch.setattr(module, "ThreadPoolExecutor", recording(module.__name__))
+    monkeypatch.setattr(engine, "parallel", recording)
     spec = write_spec(tmp_path / "s.yaml", seeded_registry.url)
     more = ["--dry-run"] if dry_run else []
     run = mirror("export", spec, "-o", tmp_path / "b.tar.zst", "--cache-dir", tmp_path / "c",
                  "--jobs", "1", *more)  # fmt: skip
     assert run.rc == 0, run.err
-    # The copy engine runs one job inline, with no pool at all; every other pool exists.
-    assert set(sizes) == {m.__name__ for m in modules} - {"mirror.copy"}, sizes
+    assert {"discover", "pack", "images", "upstream", "copy"} <= set(sizes), sizes
     assert all(n == 1 for ns in sizes.values() for n in ns), sizes
