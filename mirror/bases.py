@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mirror.bundle.manifest import BundleManifest, parse_manifest
+from mirror.bundle.manifest import MAX_MANIFEST_BYTES, BundleManifest, parse_manifest
 from mirror.bundle.toc import ZSTD_MAGIC
 from mirror.cache import BlobCache
 from mirror.errors import MirrorError, NotFoundError, SpecError
@@ -23,6 +23,7 @@ from mirror.formats import jsondoc
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.oci.names import host_segment
 from mirror.receipt import Held, load_held
+from mirror.streams import read_capped
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -127,9 +128,7 @@ def _is_receipt(path: Path) -> bool:
     from mirror.receipt import MAX_RECEIPT
 
     try:
-        if path.stat().st_size > MAX_RECEIPT:
-            return True
-        doc = jsondoc.loads(path.read_bytes())
+        doc = jsondoc.loads(read_capped(path, MAX_RECEIPT))
     except (OSError, ValueError):
         return True
     if not isinstance(doc, dict) or "bundleDigest" in doc:
@@ -143,9 +142,9 @@ def _from_manifest(path: Path, manifests: Manifests | None, *, bundle: bool) -> 
     from mirror.bundle.reader import BundleReader
 
     try:
-        data = BundleReader(path).head()[0] if bundle else path.read_bytes()
+        data = BundleReader(path).head()[0] if bundle else read_capped(path, MAX_MANIFEST_BYTES)
         manifest = parse_manifest(data)
-    except (OSError, MirrorError) as exc:
+    except (OSError, ValueError, MirrorError) as exc:
         raise SpecError(f"{path}: --since: not a bundle's manifest: {exc}") from None
     source: Manifests | None = manifests
     if bundle:

@@ -30,7 +30,9 @@ from typing import Any
 from mirror.errors import OperationError, UsageError
 from mirror.formats import jsondoc
 from mirror.formats.schema import ValidMemo, schema_problem
-from mirror.streams import atomic_file
+from mirror.streams import atomic_file, read_capped
+
+CATALOG_CAP = 64 << 20  # bytes of the system catalog: a few hundred per registry
 
 CATALOG_SCHEMA = "registry-catalog.schema.json"
 SCOPES = ("default", "system", "all")
@@ -131,11 +133,11 @@ def load_catalog(path: Path, memo: ValidMemo | None = None) -> list[CatalogEntry
     """Entries in file order; a missing file is an empty catalog (nothing imported yet)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_capped(path, CATALOG_CAP)
         text = data.decode("utf-8")
     except FileNotFoundError:
         return []
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"{path}: cannot read the catalog: {reason}") from None
     try:

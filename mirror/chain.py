@@ -22,7 +22,9 @@ from mirror.errors import OperationError, UsageError, VerificationError
 from mirror.formats import jsondoc
 from mirror.freshness import ImportRecord
 from mirror.oci.names import slug
-from mirror.streams import atomic_file
+from mirror.streams import atomic_file, read_capped
+
+STATE_CAP = 1 << 20  # a chain's state: a sequence number, digests, a few names
 
 STATE_FILE = "chain.json"
 
@@ -44,7 +46,7 @@ class ChainState:
     def _load(self) -> dict[str, object] | None:
         path = self.folder / STATE_FILE
         try:
-            doc = jsondoc.loads(path.read_bytes())
+            doc = jsondoc.loads(read_capped(path, STATE_CAP))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:

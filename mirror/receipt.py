@@ -52,8 +52,10 @@ def write_receipt(
 
         write_detached(path, hashlib.sha256(data).digest(), key)
     else:  # an older receipt's signature beside this one would vouch for other bytes
-        for suffix in (".sig", ".sha256"):
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, sidecar
+
+        for suffix in (SIG_SIDECAR, SHA256_SIDECAR):
+            sidecar(path, suffix).unlink(missing_ok=True)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from mirror.bundle.parts import open_bundle
+from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, open_bundle, sidecar
 from mirror.errors import IntegrityError, VerificationError
 from mirror.keys import fingerprint
 from mirror.streams import atomic_file
@@ -80,10 +80,10 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> by
 def write_detached(path: Path, digest: bytes, key: ec.EllipticCurvePrivateKey | None) -> list[Path]:
     """PATH.sha256 (sha256sum format) and, with a key, PATH.sig (cosign's form)."""
     _check_digest(digest)
-    sums = _sidecar(path, ".sha256")
+    sums = sidecar(path, SHA256_SIDECAR)
     _write_bytes(sums, f"{digest.hex()}  {path.name}\n".encode())
     written = [sums]
-    sig = _sidecar(path, ".sig")
+    sig = sidecar(path, SIG_SIDECAR)
     if key is not None:
         _write_bytes(sig, sign_digest(key, digest))
         written.append(sig)
@@ -99,7 +99,7 @@ def verify_detached(
 
     Pass DIGEST when the caller already hashed PATH, to avoid a second pass over it.
     """
-    sig_path = _sidecar(path, ".sig")
+    sig_path = sidecar(path, SIG_SIDECAR)
     try:
         with sig_path.open("rb") as f:
             signature = f.read(_MAX_SIG_FILE + 1)
@@ -145,7 +145,7 @@ def recorded_digest(path: Path) -> str | None:
 
 def _recorded_digest(path: Path) -> str | None:
     """What PATH.sha256 says, if it is there; a sidecar is one line, never read whole."""
-    sums = _sidecar(path, ".sha256")
+    sums = sidecar(path, SHA256_SIDECAR)
     try:
         with sums.open("rb") as f:
             text = f.read(_MAX_SIG_FILE).decode("ascii", "replace")
@@ -154,10 +154,6 @@ def _recorded_digest(path: Path) -> str | None:
     except OSError as exc:
         raise VerificationError(f"{sums}: not a checksum file ({exc.strerror or exc})") from None
     return text.split(maxsplit=1)[0].lower() if text.strip() else ""
-
-
-def _sidecar(path: Path, suffix: str) -> Path:
-    return path.with_name(path.name + suffix)
 
 
 def _check_digest(digest: bytes) -> None:

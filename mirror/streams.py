@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from mirror.errors import IntegrityError
+from mirror.errors import IntegrityError, UsageError
 from mirror.formats import jsondoc
 from mirror.oci.descriptor import Descriptor
+from mirror.units import human
 
 COPY_CHUNK = 1024 * 1024
 
@@ -119,6 +120,23 @@ def drain(reader: Readable, sink: IO[bytes] | None = None, on_bytes: object = No
             on_bytes(len(chunk))
 
 
+def refuse_special(path: Path) -> None:
+    """A file mirror replaces must be a file (or a link, which is replaced, not followed):
+    renaming over `/dev/null`, a FIFO or a socket would put our bytes where a device was."""
+    import stat
+
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{path}: is a directory; give a file name")
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise UsageError(f"{path}: not a regular file (a device, FIFO or socket); not replaced")
+
+
 @contextmanager
 def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[IO[bytes]]:
     """Write to a temp name beside `path`, fsync, rename; remove the temp on any failure.
@@ -127,6 +145,7 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
     the rename survives a crash. Every atomic write in mirror goes through here. A cache,
     whose entries are re-verified on use, passes `durable=False` and skips both fsyncs.
     """
+    refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = temp_beside(path, ".tmp")
     tmp = Path(name)
@@ -217,10 +236,25 @@ def read_small_file(path: Path, cap: int) -> bytes | None:
         return None
 
 
+def read_capped(path: Path, cap: int) -> bytes:
+    """A file read whole, refused past `cap` bytes: a pipe or /dev/zero is read only that
+    far. Missing is FileNotFoundError, as for open(); too large is a ValueError ("larger
+    than ..."), for the caller to word beside its other reasons."""
+    data = read_small_file(path, cap)
+    if data is None:
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    if len(data) > cap:
+        raise ValueError(f"larger than {human(cap)}")
+    return data
+
+
+HINT_CAP = 64 << 20  # a hint file (tags.json at 100,000 tags is ~21 MB)
+
+
 def read_hint(path: Path) -> Any:
     """A JSON file kept only as a hint (a memo, a cache index); unreadable means None."""
     try:
-        return jsondoc.loads(path.read_text())
+        return jsondoc.loads(read_capped(path, HINT_CAP))
     except (OSError, ValueError):
         return None
 

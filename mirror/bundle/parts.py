@@ -20,13 +20,14 @@ from typing import BinaryIO
 
 from mirror.bundle.toc import FOOTER_TAG
 from mirror.errors import IntegrityError, OperationError, UsageError, VerificationError
-from mirror.streams import atomic_file, fsync_dir, read_small_file, temp_beside
+from mirror.streams import atomic_file, fsync_dir, read_small_file, refuse_special, temp_beside
 
 MIN_PART = 64 * 1024
 SUMS = ".parts.sha256"
 MAX_SUMS = 4 * 1024 * 1024  # 50,000 parts; anything larger is not ours
 _SUM_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+)")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE | re.ASCII)
+MAX_SIZE = 1 << 62  # bytes; past any disk, and still an int every OS call takes
 
 
 def parse_size(text: str, option: str = "--split-size", minimum: int = MIN_PART) -> int:
@@ -36,10 +37,20 @@ def parse_size(text: str, option: str = "--split-size", minimum: int = MIN_PART)
         raise UsageError(f"{option} {text!r}: expected a size such as 700M, 4G or 4GB")
     number, unit, suffix = match.groups()
     base = 1000 if suffix.upper() == "B" and unit else 1024
-    size = int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+    value = float(number) * base ** " KMGT".index(unit.upper() or " ")
+    if not value < MAX_SIZE:  # 400 nines is float infinity
+        raise UsageError(f"{option} {text!r}: larger than any disk")
+    size = int(value)
     if size < minimum:
         raise UsageError(f"{option} {text!r}: parts must be at least {minimum} bytes")
     return size
+
+
+SHA256_SIDECAR, SIG_SIDECAR = ".sha256", ".sig"  # FILE.sha256 and FILE.sig (signing.py)
+
+
+def sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
 def part_path(path: Path, n: int) -> Path:
@@ -335,10 +346,13 @@ class _SplitWriter:
 @contextmanager
 def split_output(path: Path, size: int) -> Iterator[BinaryIO]:
     """Like streams.atomic_file, for parts: all appear at the end, or none do."""
+    refuse_special(part_path(path, 1))
     writer = _SplitWriter(path, size)
     try:
         yield writer  # type: ignore[misc]
         writer.finish()
+        for n in range(1, len(writer.temps) + 1):
+            refuse_special(part_path(path, n))  # before the first rename: all or none
         sums_path(path).unlink(missing_ok=True)  # an old list must never judge new parts
         for n, temp in enumerate(writer.temps, 1):
             os.chmod(temp, 0o644)

@@ -137,6 +137,12 @@ def export(
         raise UsageError("--full starts a new chain of --state FILE; give --state")
     if output is not None and not dry_run and not output.resolve().parent.is_dir():
         raise UsageError(f"{output.parent}: no such directory for --output; create it first")
+    if output is not None and not dry_run:
+        from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, sidecar
+        from mirror.streams import refuse_special
+
+        for path in (output, sidecar(output, SHA256_SIDECAR), sidecar(output, SIG_SIDECAR)):
+            refuse_special(path)  # before anything is fetched, not at the rename
     spec = select_spec(specs, presets, registry_names, fips, allow_non_fips)
     if not (specs or presets or registry_names):
         names = ", ".join(r.name for r in spec.registries)

@@ -20,7 +20,9 @@ from typing import Any
 
 from mirror.formats import jsondoc
 from mirror.formats.helm import ChartVersion
-from mirror.streams import atomic_file, read_hint, write_hint
+from mirror.streams import atomic_file, read_capped, read_hint, write_hint
+
+VERSIONS_CAP = 1 << 30  # a parsed index kept as JSON: Bitnami's is tens of MiB
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -64,7 +66,7 @@ class IndexMemo:
         if not (_is_hex(parsed) and _is_hex(index)) or not _opt_str(etag, modified):
             return None
         try:
-            data = (self.folder / f"{parsed}.versions.json").read_bytes()
+            data = read_capped(self.folder / f"{parsed}.versions.json", VERSIONS_CAP)
             if _sha256(data) != parsed:
                 return None
             versions = [_version(item) for item in jsondoc.loads(data)]

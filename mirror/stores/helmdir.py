@@ -37,7 +37,7 @@ from mirror.formats.helm import ChartVersion, entry_matches, parse_index, write_
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes, parse_manifest
 from mirror.settings import Clock
-from mirror.streams import COPY_CHUNK, atomic_file, drain, verified
+from mirror.streams import COPY_CHUNK, atomic_file, drain, read_capped, verified
 
 if TYPE_CHECKING:
     from mirror.bundle.manifest import ArtifactRecord
@@ -46,6 +46,8 @@ ANN_INDEX_ENTRY = "io.mirror.helm.index-entry"  # a Helm repository's entry, as 
 RECORD = ".mirror-charts.json"
 STAGING = ".staging"
 MAX_CONFIG = 1024 * 1024
+MAX_INDEX = 256 * 1024 * 1024  # an index.yaml already in the folder, as discovery caps one
+MAX_RECORD = 64 * 1024 * 1024  # .mirror-charts.json: a few hundred bytes per chart
 _FILE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _LAYER_SUFFIX = {mt.HELM_CHART: ".tgz", mt.HELM_PROV: ".prov"}
 
@@ -249,8 +251,12 @@ class HelmDirTarget:
         if not path.is_file():
             return {}
         base = self.folder.resolve().as_uri() + "/"
+        try:
+            data = read_capped(path, MAX_INDEX)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
         out = {}
-        for cv in parse_index(path.read_bytes(), base, f"{self.where}: index.yaml"):
+        for cv in parse_index(data, base, f"{self.where}: index.yaml"):
             url = cv.urls[0] if cv.urls else f"{cv.name}-{cv.version}.tgz"
             out[(cv.name, cv.version)] = (cv, unquote(url.removeprefix(base)))
         return out
@@ -266,7 +272,7 @@ class HelmDirTarget:
     def _read_record(self) -> dict[str, ChartFile]:
         path = self.folder / RECORD
         try:
-            doc = jsondoc.loads(path.read_bytes()) if path.is_file() else {}
+            doc = jsondoc.loads(read_capped(path, MAX_RECORD)) if path.is_file() else {}
             return {
                 name: ChartFile(
                     name=str(c["name"]),
