@@ -20,6 +20,7 @@ import yaml
 from mirror.errors import SpecError, UsageError
 from mirror.formats import jsondoc
 from mirror.formats.schema import schema_problem
+from mirror.streams import read_capped
 
 REGISTRY_SCHEMA = "registry.schema.json"
 SPEC_SCHEMA = "bundle-spec.schema.json"
@@ -188,10 +189,13 @@ class BundleSpec:
 # ---------------------------------------------------------------- reading
 
 
+SPEC_CAP = 16 << 20  # bytes of one spec file: a few hundred lines is a large one
+
+
 def _read_document(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_capped(path, SPEC_CAP).decode("utf-8")
+    except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SpecError(f"{path}: cannot read: {reason}") from None
     if path.suffix.lower() == ".json":
@@ -201,15 +205,19 @@ def _read_document(path: Path) -> Any:
             raise SpecError(f"{path}: {exc}") from None
     try:
         doc = yaml.safe_load(text)
-        jsondoc.check_depth(doc)
+        jsondoc.check_yaml(doc)
         return doc
-    except (RecursionError, jsondoc.DocumentError):
+    except RecursionError:
         raise SpecError(f"{path}: nested deeper than {jsondoc.MAX_DEPTH} levels") from None
+    except jsondoc.DocumentError as exc:
+        raise SpecError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SpecError(f"{path}: {where}{problem}") from None
+    except ValueError:  # int() of a 5,000-digit YAML integer
+        raise SpecError(f"{path}: a number with too many digits") from None
 
 
 def _registry_from_json(d: Mapping[str, Any]) -> Registry:

@@ -69,12 +69,17 @@ class ChartVersion:
 
 def _safe_yaml(data: bytes | str, loader: type[yaml.SafeLoader] = _SAFE_LOADER) -> Any:
     """safe_load, through the C parser when PyYAML has it (same constructors, same safety);
-    a document nested past jsondoc.MAX_DEPTH is a YAMLError, not a RecursionError."""
+    a document past jsondoc's bounds (nested too deep, aliases expanding too far, an int
+    of 5,000 digits) is a YAMLError, not a RecursionError or a walk that never ends."""
     try:
         doc = yaml.load(data, Loader=loader)  # a SafeLoader subclass: safe_load
-        jsondoc.check_depth(doc)
-    except (RecursionError, jsondoc.DocumentError):
+        jsondoc.check_yaml(doc)
+    except RecursionError:
         raise yaml.YAMLError(f"nested deeper than {jsondoc.MAX_DEPTH} levels") from None
+    except jsondoc.DocumentError as exc:
+        raise yaml.YAMLError(str(exc)) from None
+    except ValueError:
+        raise yaml.YAMLError("a number with too many digits") from None
     return doc
 
 

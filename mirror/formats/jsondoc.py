@@ -62,18 +62,48 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
     """Refuse a parsed document nested deeper than `limit`, without recursing.
 
-    Level by level, keeping only containers: a manifest's 300,000 members cost one pass
-    over one list, not a stack entry for every scalar in it.
+    Level by level, keeping only containers, each once per level: a manifest's 300,000
+    members cost one pass over one list, not a stack entry for every scalar in it, and a
+    YAML node that aliases name many times is looked at once per level, not once per name
+    (a "billion laughs" of nine levels would be 9^9 entries). A cycle (`&a [*a]`) is
+    refused as too deep.
     """
     if type(doc) is not dict and type(doc) is not list:
         return  # a scalar (or an empty YAML document) nests nothing
     level: list[Any] = [doc]
     for _ in range(limit):
-        below: list[Any] = []
+        below: dict[int, Any] = {}
         for node in level:
             values = node.values() if type(node) is dict else node
-            below += [v for v in values if type(v) is dict or type(v) is list]
+            below.update((id(v), v) for v in values if type(v) is dict or type(v) is list)
         if not below:
             return
-        level = below
+        level = list(below.values())
     raise DocumentError(f"nested deeper than {limit} levels")
+
+
+MAX_NODES = 1_000_000  # values a YAML document may expand to, its aliases followed
+
+
+def check_yaml(doc: Any, max_nodes: int = MAX_NODES) -> None:
+    """A YAML document's bounds: `check_depth`, then the size its aliases expand to. A few
+    hundred bytes of anchors can stand for 10^9 values; whatever walks the document as a
+    tree (a schema check, a conversion, an error message quoting it) would never end."""
+    check_depth(doc)
+    if type(doc) is not dict and type(doc) is not list:
+        return
+    size: dict[int, int] = {}  # id -> values below and including it, capped
+    todo: list[tuple[Any, bool]] = [(doc, False)]
+    while todo:  # post-order without recursion; no cycle is left after check_depth
+        node, children_done = todo.pop()
+        if id(node) in size:
+            continue
+        values = list(node.values()) if type(node) is dict else node
+        if children_done:
+            total = 1 + sum(size.get(id(v), 1) for v in values)
+            size[id(node)] = min(total, max_nodes + 1)
+            continue
+        todo.append((node, True))
+        todo += [(v, False) for v in values if type(v) in (dict, list) and id(v) not in size]
+    if size[id(doc)] > max_nodes:
+        raise DocumentError(f"its aliases expand to more than {max_nodes:,} values")

@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
-from mirror.streams import read_small_file
+from mirror.streams import read_capped, read_small_file
 
 _PARAM = re.compile(r'([A-Za-z_]+)="([^"]*)"')
 
@@ -178,16 +178,19 @@ def _lookup(
 
 HELPER_TIMEOUT = 60.0  # seconds a credential helper may take to answer `get`
 HELPER_CAP = 64 << 10  # bytes of its answer: a username and a secret, in JSON
+LOGIN_FILE_CAP = 16 << 20  # a login file: a few hundred bytes per registry
 
 
 def _read_config(path: Path) -> dict[str, object] | None:
     """A login file's JSON object; None when there is no such file."""
     try:
-        doc = json.loads(path.read_bytes())
+        data = read_capped(path, LOGIN_FILE_CAP)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        doc = json.loads(data)
     except ValueError:
         raise UsageError(f"{path}: not valid JSON") from None
     if not isinstance(doc, dict):
@@ -319,10 +322,13 @@ def helm_repository_entry(url: str) -> HelmRepoEntry | None:
         raise UsageError(f"{path}: larger than {HELM_CONFIG_CAP >> 20} MiB")
     import yaml
 
+    from mirror.formats import jsondoc
+
     try:
         doc = yaml.safe_load(data)
-    except yaml.YAMLError:
-        raise UsageError(f"{path}: not valid YAML") from None
+        jsondoc.check_yaml(doc)
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a 5,000-digit int
+        raise UsageError(f"{path}: not valid YAML, or past mirror's bounds") from None
     entries = doc.get("repositories") if isinstance(doc, dict) else None
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and str(entry.get("url", "")).rstrip("/") == url.rstrip("/"):
