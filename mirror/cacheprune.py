@@ -65,8 +65,15 @@ def lock(root: Path, *, exclusive: bool) -> Iterator[bool]:
 def prune(root: Path, max_size: int, *, dry_run: bool = False) -> PruneReport:
     """Remove the least recently used blobs until the rest fit in `max_size` bytes (with
     `dry_run`, only say which would go). A folder that holds no cache is a usage error:
-    a mistyped --cache-dir must not read as "removed 0 blobs"."""
-    if not (root / "blobs").is_dir() and not (root / LOCK_FILE).is_file():
+    a mistyped --cache-dir must not read as "removed 0 blobs", and a folder that only
+    looks like one (an OCI layout, containerd's content store: `blobs/` too) must not lose
+    its blobs. Every export that used a cache left its lock file there."""
+    if not (root / LOCK_FILE).is_file():
+        if (root / "blobs").is_dir():
+            raise UsageError(
+                f"{root}: has blobs/ but is not an export cache (no {LOCK_FILE}, which every "
+                "export leaves in its cache); prune removes only what mirror made"
+            )
         raise UsageError(f"{root}: no export cache there (see --cache-dir)")
     with lock(root, exclusive=True) as mine:
         if not mine:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 import requests
 
@@ -99,6 +99,25 @@ def _paths(kind: str, uid: str | None) -> str:
     return f"/v1/registries/{kind}/{uid}" if uid else f"/v1/registries/{kind}"
 
 
+def check_palette_url(base_url: str) -> SplitResult:
+    """--palette-url, checked before the import touches anything: https://HOST[:PORT][/path],
+    no credentials in it (the key comes from PALETTE_API_KEY)."""
+    bad = UsageError(f"--palette-url {redact(base_url)!r}: expected https://HOST")
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018  (raises for a port past 65535 or not a number)
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise bad
+    if "@" in parts.netloc:
+        raise UsageError(
+            f"--palette-url {redact(base_url)!r}: credentials don't belong in the URL; "
+            "the key comes from PALETTE_API_KEY"
+        )
+    return parts
+
+
 class PaletteClient:
     """Palette's API through the one transport (`registry/http.Http`): its retry rule, its
     timeouts, one session per thread. Use as a context manager to close."""
@@ -112,9 +131,7 @@ class PaletteClient:
         timeout: float = 30,
         retry: RetryPolicy = DEFAULT,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise UsageError(f"--palette-url {redact(base_url)!r}: expected https://HOST")
+        parts = check_palette_url(base_url)
         if not api_key:
             raise UsageError("PALETTE_API_KEY is not set")
         self._prefix = parts.path.rstrip("/")

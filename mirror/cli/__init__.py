@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"{where}{exc.strerror or exc}", 1, debug, state)
+    except Exception as exc:  # a bug: still the contract's one line (--debug: the traceback)
+        said = f"internal error: {type(exc).__name__}: {exc}; please report it (--debug)"
+        return _fail(said, 1, debug, state)
 
 
 def _takes_json(command: click.Command) -> bool:

@@ -120,6 +120,10 @@ def import_(
     from mirror.settings import Settings
 
     require_bundle(bundle)
+    if palette_url:  # refused now, not after the push
+        from mirror.palette import check_palette_url
+
+        check_palette_url(palette_url)
     if palette_url and not dry_run and not os.environ.get("PALETTE_API_KEY"):
         raise UsageError("--palette-url needs PALETTE_API_KEY in the environment")
     opts = ImportOptions(

@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from mirror.copy import parallel_map
 from mirror.discovery.interface import Found, Selection
 from mirror.errors import NotFoundError
-from mirror.formats import jsondoc
 from mirror.formats.cosign import subject_of_tag
 from mirror.oci import mediatypes as mt
-from mirror.oci.descriptor import Descriptor, successors
+from mirror.oci.descriptor import Descriptor, parse_manifest, successors
 from mirror.registry.client import RegistryClient
 from mirror.spec import Registry
 from mirror.stores.interface import KnownManifests
@@ -111,12 +110,16 @@ def _found(
 
 
 def kind_of(desc: Descriptor, data: bytes) -> str:
+    """What a manifest holds, by its config's and layers' media types; a manifest that is
+    not a JSON object is an IntegrityError naming it (a hostile or broken registry)."""
     if desc.media_type in mt.INDEXES:
         return "image"
-    doc = jsondoc.loads(data)
-    config = (doc.get("config") or {}).get("mediaType")
-    layers = [str(layer.get("mediaType")) for layer in doc.get("layers") or []]
-    return mt.classify(desc.media_type, config, layers)
+    doc = parse_manifest(data, f"manifest {desc.digest}")
+    config, layers = doc.get("config"), doc.get("layers")
+    config_type = config.get("mediaType") if isinstance(config, dict) else None
+    listed = layers if isinstance(layers, list) else []
+    types = [str(layer.get("mediaType")) for layer in listed if isinstance(layer, dict)]
+    return mt.classify(desc.media_type, config_type, types)
 
 
 def literal_repositories(patterns: Sequence[str]) -> bool:

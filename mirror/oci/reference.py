@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mirror.oci.names import is_repository_path, is_tag
+
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"  # where docker.io's registry API answers
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _HOST = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+(?::[0-9]{1,5})?|\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?"
 )
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 MAX_REFERENCE = 512
 
@@ -67,10 +67,10 @@ def parse_reference(text: str) -> ImageRef:
     last = name.rsplit("/", 1)[-1]
     if ":" in last:
         name, tag = name.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
+        if not is_tag(tag):
             raise ValueError(f"bad tag {tag!r}")
     host, path = _split_host(name)
-    if not all(_COMPONENT.fullmatch(part) for part in path.split("/")):
+    if not is_repository_path(path):
         raise ValueError(f"bad repository path {path!r}")
     if tag is None and not digest:
         tag = "latest"

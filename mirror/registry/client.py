@@ -12,9 +12,10 @@ from typing import IO, Any
 import requests
 import urllib3
 
-from mirror.errors import IntegrityError, NotFoundError, RegistryError, redact
+from mirror.errors import IntegrityError, NotFoundError, RegistryError, redact, shorten
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
+from mirror.oci.names import is_tag
 from mirror.registry.auth import Credentials
 from mirror.registry.http import ConnectionLost, Endpoint, Http
 from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy
@@ -72,9 +73,18 @@ class RegistryClient:
         return self._paged(f"/v2/_catalog?n={page}", "repositories", None, "catalog", pages)
 
     def list_tags(self, repo: str, page: int = 1000) -> list[str]:
-        return self._paged(
+        """The repository's tags, each an OCI tag: a listed `../../x` would otherwise go
+        into a manifest URL (and be resolved into another path on the same host)."""
+        tags = self._paged(
             f"/v2/{repo}/tags/list?n={page}", "tags", _pull(repo), f"repository {repo}"
         )
+        for tag in tags:
+            if not isinstance(tag, str) or not is_tag(tag):
+                raise IntegrityError(
+                    f"{self.host}: repository {repo}: the registry listed "
+                    f"{redact(shorten(repr(tag), 80))}, which is not an OCI tag"
+                )
+        return tags
 
     def _paged(
         self, path: str, key: str, scope: str | None, what: str, pages: int = 100_000

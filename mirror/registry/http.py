@@ -254,7 +254,11 @@ class Endpoint:
     def parse(cls, url: str, *, ca_file: str | None = None) -> Endpoint:
         """`http://` is plain HTTP asked for on purpose; no scheme means https."""
         text = url if "://" in url else f"https://{url}"
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  (raises for a port past 65535 or not a number)
+        except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+            raise UsageError(f"not a registry URL: {redact(url)!r} ({exc})") from None
         host = parts.netloc.rsplit("@", 1)[-1]
         bad = parts.scheme not in ("http", "https") or not _HOST.match(host)
         if bad or parts.path.strip("/") or parts.query:

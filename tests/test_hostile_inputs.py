@@ -1,0 +1,307 @@
+"""What a hostile-input sweep found (stop 30): each case is refused in one line, with the
+contract's exit code, and leaves what was there as it was.
+
+Outputs that are not files (a FIFO stands in for /dev/null, which an export once replaced),
+inputs without an end (/dev/zero), YAML whose aliases expand past any bound, URLs and sizes
+that Python's parsers reject with their own exceptions, and answers from a registry that
+no registry gives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from faultproxy import mirror, write_spec
+
+from mirror.errors import IntegrityError, UsageError
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _still_fifo(path: Path) -> bool:
+    return stat.S_ISFIFO(path.lstat().st_mode)
+
+
+def _one_error(run: Any, code: int) -> str:
+    lines = [line for line in run.err.splitlines() if line.strip()]
+    assert run.rc == code and len(lines) == 1, run.err
+    assert lines[0].startswith("mirror: error: ") and "internal error" not in lines[0], run.err
+    return lines[0]
+
+
+# ---- outputs that are not files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["bundle", "FILE.sha256", "FILE.001"])
+def test_an_export_never_replaces_what_is_not_a_file(
+    seeded_registry: Any, tmp_path: Path, which: str
+) -> None:
+    """`-o /dev/null` as root once turned the device into a bundle. A device, FIFO or
+    socket at the output path, at a sidecar's or at a part's is refused (exit 2) before
+    anything is fetched, and stays what it was."""
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=["images/api-00"])
+    out = tmp_path / "out" / "b.tar.zst"
+    out.parent.mkdir()
+    special = {"bundle": out, "FILE.sha256": Path(f"{out}.sha256"), "FILE.001": Path(f"{out}.001")}
+    fifo = _fifo(special[which])
+    more = ["--split-size", "1M"] if which == "FILE.001" else []
+    run = mirror("export", spec, "-o", out, "--cache-dir", tmp_path / "c", "--json", *more)
+    assert "not a regular file" in _one_error(run, 2)
+    assert json.loads(run.out)["exitCode"] == 2
+    assert _still_fifo(fifo) and sorted(p.name for p in out.parent.iterdir()) == [fifo.name]
+
+
+def test_atomic_writes_refuse_a_special_file_and_replace_a_link(tmp_path: Path) -> None:
+    """Every atomic write goes through streams.atomic_file: a FIFO is refused, a symbolic
+    link is replaced by the file (its target left alone), as mv would."""
+    from mirror.streams import atomic_file
+
+    fifo = _fifo(tmp_path / "fifo")
+    with pytest.raises(UsageError, match="not a regular file"), atomic_file(fifo) as fh:
+        fh.write(b"x")
+    assert _still_fifo(fifo)
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    with atomic_file(link) as fh:
+        fh.write(b"new")
+    assert not link.is_symlink() and link.read_bytes() == b"new" and target.read_bytes() == b"old"
+
+
+def test_keygen_writes_a_named_file_in_its_folder_only(tmp_path: Path) -> None:
+    """--name is a file name: `../x`, `a/b`, `` and `..` are exit 2 (`../x` wrote x.key
+    beside the folder); an existing NAME.key, a FIFO too, is never overwritten."""
+    os.environ["MIRROR_KEY_PASSWORD"] = "pw"
+    try:
+        for name in ("../x", "a/b", "", ".."):
+            assert "a file name, without a folder" in _one_error(
+                mirror("keygen", "--output-dir", tmp_path / "k", "--name", name), 2
+            )
+        (tmp_path / "k").mkdir()
+        fifo = _fifo(tmp_path / "k" / "release.key")
+        run = mirror("keygen", "--output-dir", tmp_path / "k", "--name", "release")
+        assert "refusing to overwrite" in _one_error(run, 2) and _still_fifo(fifo)
+    finally:
+        del os.environ["MIRROR_KEY_PASSWORD"]
+    assert not (tmp_path / "x.key").exists()
+
+
+# ---- inputs without an end -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["images", "/dev/zero", "--json"],
+        ["registries", "list", "--scope", "system", "--catalog", "/dev/zero", "--json"],
+    ],
+    ids=["spec", "catalog"],
+)
+def test_an_endless_input_file_is_read_only_to_its_cap(argv: list[str]) -> None:
+    """A spec or a catalog at /dev/zero was read until memory ran out (the kernel killed
+    the import). Each is read at most one byte past its cap, then refused, exit 2."""
+    run = mirror(*argv)
+    assert "/dev/zero" in _one_error(run, 2) and "larger than" in run.err
+    assert json.loads(run.out)["exitCode"] == 2
+
+
+def test_an_oversized_login_file_is_named_not_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mirror.registry.auth import login_credentials
+
+    config = tmp_path / "docker"
+    config.mkdir()
+    with (config / "config.json").open("wb") as fh:
+        fh.truncate(17 << 20)  # sparse: 17 MiB of zeros, past the 16 MiB cap
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    with pytest.raises(UsageError, match=r"config\.json: larger than 16\.0 MiB"):
+        login_credentials("registry.example:5000")
+
+
+# ---- YAML past its bounds --------------------------------------------------------------------
+
+
+def _laughs(levels: int = 9) -> list[str]:
+    """A "billion laughs": each anchor a list of nine of the one before: 9^levels values."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return lines
+
+
+REGISTRY = "registries:\n  - {name: A, kind: oci, url: 'http://127.0.0.1:9'}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("x-laughs:\n" + "".join(f"  {x}\n" for x in _laughs()) + "name: *l9\n" + REGISTRY,
+         "aliases expand to more than 1,000,000 values"),
+        ("\n".join(_laughs()) + "\nname: x\nimages: *l9\n" + REGISTRY,
+         "aliases expand to more than 1,000,000 values"),
+        ("a: &a [*a]\nname: x\n" + REGISTRY, "nested deeper than 64 levels"),
+        ("name: x\n" + REGISTRY.rstrip("}\n") + ", tags: {latest: " + "9" * 5000 + "}}\n",
+         "a number with too many digits"),
+    ],
+    ids=["laughs-in-a-field", "laughs-in-a-list", "a-cycle", "5000-digits"],
+)  # fmt: skip
+def test_a_spec_past_yamls_bounds_is_exit_2_at_once(tmp_path: Path, text: str, says: str) -> None:
+    """Nine lines of anchors stand for 387 million values: the schema check's error message
+    quoted the whole expansion, and the run never ended. They are counted (with each node
+    once) before anything walks the document."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    run = mirror("images", spec, "--json")
+    assert says in _one_error(run, 2)
+
+
+def test_chart_yaml_and_values_past_yamls_bounds_are_refused_or_passed_over() -> None:
+    """The same bounds hold for what charts and packs carry: Chart.yaml is refused in its
+    parser's words (the chart is unreadable), a values.yaml names no image."""
+    import yaml
+
+    from mirror.discovery.images import values_images
+    from mirror.formats.helm import _safe_yaml
+
+    laughs = ("\n".join(_laughs()) + "\nname: *l9\n").encode()
+    with pytest.raises(yaml.YAMLError, match="aliases expand"):
+        _safe_yaml(laughs)
+    with pytest.raises(yaml.YAMLError, match="too many digits"):
+        _safe_yaml(b"version: " + b"9" * 5000)
+    assert values_images(b"image: x/y:1\nbig: " + b"9" * 5000) == ([], [])
+
+
+def test_check_yaml_counts_shared_nodes_once_and_lets_real_documents_through() -> None:
+    from mirror.formats.jsondoc import DocumentError, check_yaml
+
+    shared: list[Any] = list(range(1000))
+    check_yaml({"a": [shared] * 900})  # 900,000 values expanded: under the bound
+    with pytest.raises(DocumentError, match="expand to more than"):
+        check_yaml({"a": [shared] * 1100})
+    check_yaml({"members": [{"path": str(i), "size": i} for i in range(50_000)]})
+
+
+# ---- values Python's parsers refuse in their own words ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target", ["http://[::1", "http://127.0.0.1:99999", "127.0.0.1:port"], ids=str
+)
+def test_a_malformed_target_url_is_a_usage_error(tmp_path: Path, target: str) -> None:
+    """`Invalid IPv6 URL` and `Port out of range` were tracebacks, or exit 1 after a try."""
+    bundle = tmp_path / "b.tar.zst"
+    bundle.write_bytes(b"x")
+    run = mirror("import", bundle, "--target", target, "--allow-unsigned", "--json")
+    assert "not a registry URL" in _one_error(run, 2)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://[::1", "expected https://HOST"),
+        ("ftp://palette.example", "expected https://HOST"),
+        ("https://user:S3cr3t-XYZ@palette.example", "credentials don't belong in the URL"),
+    ],
+)
+def test_a_bad_palette_url_is_refused_before_the_import_touches_anything(
+    seeded_registry: Any, tmp_path: Path, url: str, says: str
+) -> None:
+    """--palette-url was checked only after every artifact was pushed and the catalog and
+    receipt written; now before the bundle is opened."""
+    from mirror.lab.registry import running_registry
+
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=["images/api-00"])
+    bundle = tmp_path / "b.tar.zst"
+    assert mirror("export", spec, "-o", bundle, "--cache-dir", tmp_path / "c").rc == 0
+    catalog, receipt = tmp_path / "cat.json", tmp_path / "r.json"
+    os.environ["PALETTE_API_KEY"] = "key"
+    try:
+        with running_registry(tmp_path / "target") as target:
+            where = ["--catalog", catalog, "--receipt", receipt]
+            args = ["--target", target.url, "--allow-unsigned", "--palette-url", url, *where]
+            run = mirror("import", bundle, *args)
+            assert says in _one_error(run, 2) and "S3cr3t" not in run.err
+            from mirror.registry.client import RegistryClient
+
+            assert RegistryClient(target.url).catalog() == []
+    finally:
+        del os.environ["PALETTE_API_KEY"]
+    assert not catalog.exists() and not receipt.exists()
+
+
+@pytest.mark.parametrize(
+    "size", ["9" * 400, "\uff11\uff10G", "1e999"], ids=["400-nines", "wide", "e999"]
+)
+def test_a_size_past_any_disk_or_in_other_digits_is_exit_2(tmp_path: Path, size: str) -> None:
+    """400 nines were float infinity and an OverflowError; full-width digits were read as
+    10 by float()."""
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / ".lock").touch()
+    run = mirror("cache", "prune", "--max-size", size, "--cache-dir", tmp_path / "c")
+    _one_error(run, 2)
+
+
+def test_cache_prune_removes_blobs_only_from_a_cache_mirror_made(tmp_path: Path) -> None:
+    """An OCI layout or containerd's content store has `blobs/` too; prune once took any
+    folder with one and would have emptied it."""
+    layout = tmp_path / "layout"
+    blob = layout / "blobs" / "sha256" / ("a" * 64)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"keep me")
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    run = mirror("cache", "prune", "--max-size", "0", "--cache-dir", layout)
+    assert "is not an export cache" in _one_error(run, 2)
+    assert blob.read_bytes() == b"keep me"
+
+
+# ---- answers no registry gives -----------------------------------------------------------------
+
+
+@responses.activate
+def test_a_listed_tag_that_is_no_tag_never_reaches_a_url() -> None:
+    """`../../x` in a tag list became `GET /v2/x` on the same host (the path resolved)."""
+    from mirror.registry.client import RegistryClient
+
+    listing = {"name": "a/b", "tags": ["1.0", "../../x"]}
+    responses.get("https://reg.example/v2/a/b/tags/list?n=1000", json=listing)
+    with pytest.raises(IntegrityError, match=r"listed '\.\./\.\./x', which is not an OCI tag"):
+        RegistryClient("reg.example").list_tags("a/b")
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"config": "x", "layers": 7}'])
+def test_a_manifest_that_is_no_json_object_is_named_not_a_traceback(body: bytes) -> None:
+    from mirror.discovery.oci import kind_of
+    from mirror.oci import mediatypes as mt
+    from mirror.oci.descriptor import descriptor_for
+
+    desc = descriptor_for(body, mt.OCI_MANIFEST)
+    if body.startswith(b"{"):
+        assert kind_of(desc, body)  # odd fields: classified by what is there
+        return
+    with pytest.raises(IntegrityError, match="manifest sha256:"):
+        kind_of(desc, body)
+
+
+def test_a_bug_is_still_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever escapes the error hierarchy (a bug) is the contract's one line, exit 1,
+    saying it is one; --debug shows the traceback."""
+    import mirror.cli.review as review
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(review, "require_bundle", broken)
+    run = mirror("verify", "x.tar.zst", "--json")
+    lines = run.err.splitlines()
+    assert run.rc == 1 and len(lines) == 1 and "internal error: KeyError" in lines[0]
+    assert mirror("--debug", "verify", "x.tar.zst").err.count("Traceback") == 1
