@@ -67,8 +67,11 @@ class FipsError(VerificationError):
     """Content or an algorithm that FIPS mode forbids."""
 
 
-# The lookbehind starts a scheme only at a word's start: linear time on long words.
-_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s'\"<>]+@")
+# The lookbehind starts a scheme only at a word's start: linear time on long words. One
+# slash counts too: a URL typed where a path goes comes back with `//` made `/`.
+_USERINFO = re.compile(
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*:/{1,2})[^/?#\s'\"<>]+@"
+)
 
 # Where a field name may start: not inside a word, a path or a `name:tag` / scope string
 # (`org/vault-token:1.0`, `repository:x-api-key:pull`), but right after an escaped `\r\n`

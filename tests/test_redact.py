@@ -157,6 +157,12 @@ CASES = [
     Case(
         "userinfo-at-in-password", "https://bob:p@ss@host/", ("bob", "p@ss"), ("https://***@host/",)
     ),
+    Case(  # a URL typed where a path goes: pathlib made its `//` one `/`
+        "userinfo-one-slash",
+        "http:/u:S3cr3t-XYZ@h/x.tar.zst: no such bundle",
+        ("S3cr3t-XYZ",),
+        ("http:/***@h/x.tar.zst: no such bundle",),
+    ),
     Case(
         "access-token",
         "GET https://auth.example/token?access_token=abc123&scope=repository:x:pull",
@@ -225,6 +231,7 @@ PLAIN = [
     'Www-Authenticate: Bearer realm="https://auth.example/token",service="reg",'
     'scope="repository:x:pull"',
     "https://reg.example:5000/v2/_catalog?n=1000&last=alpine",
+    "oci:/tmp/layout@x and host.example:5000/repo@sha256:abc copied",
     "Palette POST /v1/registries/oci/basic: 400: password *** rejected",
     "registries[0].auth.password_env: must be a string",
 ]
