@@ -60,6 +60,12 @@ def test_an_export_never_replaces_what_is_not_a_file(
     assert _still_fifo(fifo) and sorted(p.name for p in out.parent.iterdir()) == [fifo.name]
 
 
+def test_an_empty_output_name_is_a_usage_error(tmp_path: Path) -> None:
+    """`-o ''` became Path('.'), whose sidecar name raised ValueError: a traceback."""
+    run = mirror("export", "--preset", "demo", "-o", "", "--json")
+    assert "give a file name" in _one_error(run, 2)
+
+
 def test_atomic_writes_refuse_a_special_file_and_replace_a_link(tmp_path: Path) -> None:
     """Every atomic write goes through streams.atomic_file: a FIFO is refused, a symbolic
     link is replaced by the file (its target left alone), as mv would."""
