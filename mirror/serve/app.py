@@ -25,7 +25,10 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _ROUTE = re.compile(r"/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)")
 _TAGS = re.compile(r"/v2/(?P<name>.+?)/tags/list")
 _HELM = re.compile(r"/charts/(?P<slug>[a-z0-9-]+)/(?P<file>[^/]+)")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# At most 18 digits each: a longer number is past any blob, and int() refuses 4,300 digits.
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
+_PAGE_N = re.compile(r"[0-9]+")
+CHECK_EVERY = 64 << 20  # bytes of a blob sent between two looks at the bundle's stamp
 READ_METHODS = ("GET", "HEAD")
 UNSATISFIABLE = (-1, -1)
 
@@ -60,7 +63,11 @@ class RegistryApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        resp = self.route(method, environ.get("PATH_INFO") or "/", environ)
+        try:
+            resp = self.route(method, environ.get("PATH_INFO") or "/", environ)
+        except Exception as exc:  # a bug or a value no check foresaw: still an OCI answer
+            said = f"{type(exc).__name__}: {exc}"[:300]
+            resp = error("500 Internal Server Error", "UNKNOWN", said)
         headers = [*resp.headers, ("Docker-Distribution-API-Version", "registry/2.0")]
         start_response(resp.status, headers)
         if method == "HEAD":
@@ -110,9 +117,9 @@ class RegistryApp:
         """`n` and `last` pagination with a `Link` to the next page, as the spec has it."""
         last = (query.get("last") or [""])[0]
         raw_n = (query.get("n") or [""])[0]
-        if raw_n and not raw_n.isdigit():
-            return error("400 Bad Request", "PAGINATION_NUMBER_INVALID", f"n={raw_n!r}")
-        n = min(int(raw_n), MAX_PAGE) if raw_n else MAX_PAGE
+        if raw_n and not _PAGE_N.fullmatch(raw_n):  # ASCII: str.isdigit() takes "²"
+            return error("400 Bad Request", "PAGINATION_NUMBER_INVALID", f"n={raw_n[:40]!r}")
+        n = MAX_PAGE if not raw_n or len(raw_n) > 6 else min(int(raw_n), MAX_PAGE)
         rest = [i for i in items if i > last] if last else items
         page, more = rest[:n], len(rest) > n
         headers = []
@@ -201,18 +208,25 @@ class RegistryApp:
         return Response("206 Partial Content", headers, self._chunks(digest, start, end))
 
     def _chunks(self, digest: str, start: int, end: int) -> Iterator[bytes]:
-        """The blob's bytes [start, end), read lazily: nothing opens until the first chunk."""
+        """The blob's bytes [start, end), read lazily: nothing opens until the first chunk.
+
+        The bundle's stamp is looked at again every CHECK_EVERY bytes and before the last
+        chunk goes: a file changed while a blob streams ends the response short (the client
+        sees a cut body, never a whole 206 of other bytes, which no digest could catch)."""
         with self.store.open_blob(digest) as stream:
             skip = start
             while skip > 0:
                 got = len(stream.read(min(skip, CHUNK)))
                 skip -= got
-            left = end - start
+            left, since = end - start, 0
             while left > 0:
                 chunk = stream.read(min(left, CHUNK))
                 if not chunk:
                     return
-                left -= len(chunk)
+                left, since = left - len(chunk), since + len(chunk)
+                if left == 0 or since >= CHECK_EVERY:
+                    self.store.check_unchanged()  # raises: the server cuts the connection
+                    since = 0
                 yield chunk
 
 

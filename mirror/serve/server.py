@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +45,9 @@ FORCED_GRACE = 5.0  # then, with their connections shut, seconds before serve ex
 # connecting at once has its SYN dropped and retries a second later (curl -Z 8: 0.14 s
 # became 1.05 s). Go's net/http, which docker-registry uses, asks for the system maximum.
 BACKLOG = socket.SOMAXCONN
+HEAD_CAP = 64 << 10  # bytes of a request line and headers; cheroot's default has no limit
+BODY_CAP = 64 << 10  # a read-only registry takes no body worth keeping
+HEAD_DEADLINE = 30.0  # seconds to send a whole request line and headers, however trickled
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,12 @@ class Server:
             request_queue_size=BACKLOG,
         )
         self._server.ConnectionClass = _connection_class()
+        self._server.head_deadline = HeadDeadline()
         self._server.shutdown_timeout = SHUTDOWN_GRACE
         self._server.keep_alive_conn_limit = 1024
         self._server.timeout = 60
+        self._server.max_request_header_size = HEAD_CAP
+        self._server.max_request_body_size = BODY_CAP
         if tls is not None:
             self._server.ssl_adapter = _ssl_adapter(*tls, client_ca)
         try:
@@ -167,6 +175,7 @@ class Server:
         no limit: one blocked sending to a client that stopped reading held serve forever
         (a SIGTERM unanswered for 30 s in CI). Past the grace, both sides are shut here,
         which fails that send, and the wait ends either way."""
+        self._server.head_deadline.stop()
         workers = list(getattr(self._server.requests, "_threads", ()))  # stop() clears it
         stopper = threading.Thread(target=self._server.stop, name="serve-stop", daemon=True)
         stopper.start()
@@ -205,11 +214,55 @@ class _SocketWriter:
         self.closed = True  # the connection closes the socket itself
 
 
+class HeadDeadline:
+    """Connections reading a request's line and headers, each with the time it must be done
+    by. cheroot's timeout is per read, so a client sending a byte every 20 s held a worker
+    for as long as it liked (33 such held all 32). One watcher thread shuts the socket of any
+    that is late; the worker's read then ends and the connection closes."""
+
+    def __init__(self, seconds: float = HEAD_DEADLINE) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._reading: dict[int, tuple[float, socket.socket]] = {}
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="serve-deadline", daemon=True).start()
+
+    @contextlib.contextmanager
+    def reading(self, sock: socket.socket) -> Iterator[None]:
+        with self._lock:
+            self._reading[id(sock)] = (time.monotonic() + self.seconds, sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reading.pop(id(sock), None)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.seconds / 4)):
+            now = time.monotonic()
+            with self._lock:
+                late = [sock for due, sock in self._reading.values() if due < now]
+            for sock in late:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def _connection_class() -> type:
-    """cheroot's connection with `_SocketWriter` for its responses (its documented hook)."""
-    from cheroot.server import HTTPConnection
+    """cheroot's connection with `_SocketWriter` for its responses (its documented hook),
+    and requests whose head must arrive within the server's `head_deadline`."""
+    from cheroot.server import HTTPConnection, HTTPRequest
+
+    class Request(HTTPRequest):
+        def parse_request(self) -> None:
+            with self.server.head_deadline.reading(self.conn.socket):
+                super().parse_request()
 
     class Connection(HTTPConnection):
+        RequestHandlerClass = Request
+
         def __init__(self, server: Any, sock: socket.socket, makefile: Any = None) -> None:
             if makefile is None:
                 super().__init__(server, sock)
@@ -234,6 +287,11 @@ def _server_class() -> type:
     from cheroot import wsgi
 
     class ParkingServer(wsgi.Server):
+        def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+            """cheroot's own complaints (a cut response, a bad handshake): one escaped line
+            on stderr, never a traceback a client could cause at will."""
+            sys.stderr.write(f"serve: {_escaped(str(msg))[:500]}\n")
+
         def process_conn(self, conn: Any) -> None:
             pending = getattr(conn.socket, "pending", None)  # TLS: bytes already decrypted
             if not getattr(conn, "parked", True) and not (pending is not None and pending()):
@@ -291,26 +349,41 @@ class AccessLog:
     def _logged(
         self, body: Iterable[bytes], environ: dict[str, Any], status: list[str]
     ) -> Iterator[bytes]:
-        sent = 0
+        sent, cut = 0, ""
         try:
             for chunk in body:
                 sent += len(chunk)
                 yield chunk
+        except Exception as exc:  # headers are gone: the server cuts the connection
+            cut = f" (cut short: {exc})"
+            raise
         finally:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
-            self.write(common_log_line(environ, status[0], sent))
+            self.write(common_log_line(environ, status[0], sent) + _escaped(cut))
 
 
 def common_log_line(environ: dict[str, Any], status: str, sent: int) -> str:
-    """`host - - [time] "request" status bytes`, as Apache's and nginx's default logs."""
+    """`host - - [time] "request" status bytes`, as Apache's and nginx's default logs; the
+    request escaped as theirs is, so a decoded CR/LF in a path cannot forge a line."""
     query = environ.get("QUERY_STRING")
     target = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
-    request = f"{environ.get('REQUEST_METHOD')} {target} {environ.get('SERVER_PROTOCOL')}"
+    request = _escaped(f"{environ.get('REQUEST_METHOD')} {target} {environ.get('SERVER_PROTOCOL')}")
     when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
     size = str(sent) if sent else "-"
     return f'{environ.get("REMOTE_ADDR", "-")} - - [{when}] "{request}" {status} {size}'
+
+
+_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+
+
+def _escaped(text: str) -> str:
+    """Control characters, quotes and backslashes as \\xHH, `\\"` and `\\\\`."""
+    return _UNPRINTABLE.sub(lambda m: _ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\"}
 
 
 def mirror_config_text(store: ServedStore, opts: ServeOptions, host: str, port: int) -> str:

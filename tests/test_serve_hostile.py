@@ -1,0 +1,182 @@
+"""`mirror serve` against hostile clients (the stop-30 sweep of serve): a trickled request
+head, an endless header, numbers past int()'s limit, a forged log line, and a bundle that
+changes while a blob streams.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from mirror.errors import IntegrityError
+from mirror.serve.server import AccessLog, Server
+
+
+def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"{}"]
+
+
+@contextmanager
+def _serving(app: Any = _app) -> Iterator[tuple[str, int, Server]]:
+    server = Server(app, "127.0.0.1", 0)
+    stop = threading.Event()
+    runner = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        yield (*server.address, server)
+    finally:
+        stop.set()
+        runner.join(30)
+
+
+def _ask(host: str, port: int, raw: bytes, timeout: float = 5) -> bytes:
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_a_request_head_past_64_kib_is_refused_not_buffered() -> None:
+    """cheroot's header limit was 0 (none): 400 MB of one header took 570 MB of RSS."""
+    with _serving() as (host, port, _):
+        big = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * (100 << 10) + b"\r\n\r\n"
+        assert _ask(host, port, big).startswith(b"HTTP/1.1 413")
+        path = b"GET /v2/" + b"a" * (100 << 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert _ask(host, port, path).startswith(b"HTTP/1.1 414")
+        assert _ask(host, port, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"{}")
+
+
+def test_a_trickled_request_head_is_cut_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte every few seconds reset cheroot's per-read timeout for ever; the whole head
+    now has a deadline, and the server answers others meanwhile."""
+    from mirror.serve.server import HeadDeadline
+
+    monkeypatch.setattr(HeadDeadline.__init__, "__defaults__", (1.0,))
+    with _serving() as (host, port, _):
+        slow = socket.create_connection((host, port), timeout=10)
+        slow.sendall(b"GET /v2/ HTTP/1.1\r\nX-a: ")
+        began, closed = time.monotonic(), False
+        while time.monotonic() - began < 8:
+            try:
+                slow.sendall(b"a")
+                if slow.recv(1, socket.MSG_DONTWAIT) == b"":
+                    closed = True
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.2)
+        slow.close()
+        assert closed and time.monotonic() - began < 4
+        assert _ask(host, port, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"{}")
+
+
+def test_an_access_log_line_cannot_be_forged_by_a_path() -> None:
+    from mirror.serve.server import common_log_line
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": '/v2/x\r\n10.6.6.6 - - [x] "GET /forged HTTP/1.1" 200 1\x00\x1b[31m',
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    line = common_log_line(environ, "404", 10)
+    assert "\n" not in line and "\r" not in line and "\x00" not in line and "\x1b" not in line
+    assert '\\x0d\\x0a10.6.6.6 - - [x] \\"GET /forged' in line and line.endswith('" 404 10')
+
+
+class _Store:
+    """What RegistryApp asks of a ServedStore for one blob; changed after `good` looks."""
+
+    def __init__(self, data: bytes, good: int) -> None:
+        self.data, self.good, self.looks = data, good, 0
+
+    def check_unchanged(self) -> None:
+        self.looks += 1
+        if self.looks > self.good:
+            raise IntegrityError("bundle: changed since it was verified; restart mirror serve")
+
+    def size_of(self, digest: str) -> int:
+        return len(self.data)
+
+    @contextmanager
+    def open_blob(self, digest: str) -> Iterator[io.BytesIO]:
+        self.check_unchanged()
+        yield io.BytesIO(self.data)
+
+
+@pytest.mark.parametrize("ranged", [False, True], ids=["whole", "range"])
+def test_a_bundle_changed_mid_stream_cuts_the_response_before_its_last_chunk(
+    ranged: bool,
+) -> None:
+    """A range of a blob changed on disk while it streamed went out whole, as a 206 no
+    digest could judge. The stamp is looked at again before the last chunk: the body is
+    cut short (the server drops the connection) and the log line says why."""
+    from mirror.serve.app import CHUNK, RegistryApp
+
+    store = _Store(b"x" * (3 * CHUNK), good=2)  # _stream's look and open_blob's pass
+    logged: list[str] = []
+    log = AccessLog(RegistryApp(store), logged.append)  # type: ignore[arg-type]
+    environ = {"REQUEST_METHOD": "GET", "HTTP_RANGE": "bytes=0-" if ranged else ""}
+    resp = log.app._stream("sha256:x", "application/octet-stream", environ)
+    assert resp.status.startswith("206" if ranged else "200")
+    got: list[bytes] = []
+    with pytest.raises(IntegrityError, match="changed since it was verified"):
+        for chunk in log._logged(resp.body, environ, [resp.status[:3]]):
+            got.append(chunk)
+    assert 0 < sum(map(len, got)) < 3 * CHUNK
+    assert "cut short: bundle: changed" in logged[-1]
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("n=%C2%B2", "400"), ("n=" + "9" * 5000, "200"), ("n=%D9%A3", "400"), ("n=7", "200")],
+    ids=["superscript", "5000-digits", "arabic-indic", "plain"],
+)
+def test_page_sizes_are_ascii_numbers_of_any_length(query: str, status: str) -> None:
+    from mirror.serve.app import RegistryApp
+
+    class Empty:
+        repos: dict[str, Any] = {}
+
+    seen: list[str] = []
+    app = RegistryApp(Empty())  # type: ignore[arg-type]
+    body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/_catalog", "QUERY_STRING": query},
+               lambda s, h: seen.append(s))  # fmt: skip
+    assert seen[0].startswith(status), (seen, b"".join(body))
+
+
+def test_a_range_of_5000_digits_is_ignored_not_a_500() -> None:
+    from mirror.serve.app import _range
+
+    assert _range("bytes=" + "9" * 5000 + "-", 10) is None
+    assert _range("bytes=0-" + "9" * 5000, 10) is None
+    assert _range("bytes=2-4", 10) == (2, 5)
+
+
+def test_whatever_a_route_raises_is_an_oci_error_not_a_traceback() -> None:
+    from mirror.serve.app import RegistryApp
+
+    class Broken:
+        @property
+        def repos(self) -> dict[str, Any]:
+            raise KeyError("surprise")
+
+    seen: list[str] = []
+    app = RegistryApp(Broken())  # type: ignore[arg-type]
+    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/_catalog"},
+                        lambda s, h: seen.append(s)))  # fmt: skip
+    assert seen[0].startswith("500") and b'"UNKNOWN"' in body and b"KeyError" in body
