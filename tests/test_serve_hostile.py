@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +181,34 @@ def test_whatever_a_route_raises_is_an_oci_error_not_a_traceback() -> None:
     body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/_catalog"},
                         lambda s, h: seen.append(s)))  # fmt: skip
     assert seen[0].startswith("500") and b'"UNKNOWN"' in body and b"KeyError" in body
+
+
+def test_a_silent_client_does_not_hold_the_tls_acceptor(tmp_path: Path) -> None:
+    """cheroot shook hands on accept, with its 60 s timeout: one client that connected and
+    said nothing kept every other TLS client waiting 59.7 s. The handshake now runs on the
+    worker, under the head deadline."""
+    import ssl
+
+    from mirror.lab.certs import write_certs
+
+    certs = write_certs(tmp_path / "certs")
+    server = Server(_app, "127.0.0.1", 0, tls=(certs.cert_file, certs.key_file))
+    stop = threading.Event()
+    runner = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    runner.start()
+    host, port = server.address
+    silent = [socket.create_connection((host, port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        ctx = ssl.create_default_context(cafile=str(certs.ca_file))
+        with (
+            socket.create_connection((host, port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert tls.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in silent:
+            s.close()
+        stop.set()
+        runner.join(30)

@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -257,7 +258,10 @@ def _connection_class() -> type:
 
     class Request(HTTPRequest):
         def parse_request(self) -> None:
-            with self.server.head_deadline.reading(self.conn.socket):
+            sock = self.conn.socket
+            with self.server.head_deadline.reading(sock):
+                if isinstance(sock, ssl.SSLSocket) and sock.cipher() is None:
+                    sock.do_handshake()  # deferred from accept (DeferredHandshake)
                 super().parse_request()
 
     class Connection(HTTPConnection):
@@ -313,12 +317,25 @@ def _why_not(exc: OSError) -> str:
 
 def _ssl_adapter(cert: Path, key: Path, client_ca: Path | None) -> Any:
     """The server's pair; with a client CA, a handshake without a cert it signed fails."""
-    import ssl
-
+    from cheroot import errors
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+    class DeferredHandshake(BuiltinSSLAdapter):  # type: ignore[misc]
+        """The handshake on the worker, under the head deadline, not on accept: a client
+        that connected and said nothing held cheroot's acceptor for its 60 s timeout, and
+        serve answered no one meanwhile (one silent client: a 59.7 s wait for the next)."""
+
+        def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+            try:
+                wrapped = self.context.wrap_socket(
+                    sock, do_handshake_on_connect=False, server_side=True
+                )
+            except OSError as exc:
+                raise errors.FatalSSLAlert(*exc.args) from exc
+            return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
     try:
-        adapter = BuiltinSSLAdapter(str(cert), str(key))
+        adapter = DeferredHandshake(str(cert), str(key))
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise UsageError(f"--tls-cert/--tls-key: cannot load them: {exc}") from None
     if client_ca is not None:
