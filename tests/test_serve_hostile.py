@@ -5,7 +5,9 @@ changes while a blob streams.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import socket
 import threading
 import time
@@ -40,11 +42,13 @@ def _serving(app: Any = _app) -> Iterator[tuple[str, int, Server]]:
 
 def _ask(host: str, port: int, raw: bytes, timeout: float = 5) -> bytes:
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(raw)
-        s.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):  # the server may answer and close before the end
+            s.sendall(raw)
+            s.shutdown(socket.SHUT_WR)
         out = b""
-        while chunk := s.recv(65536):
-            out += chunk
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(65536):
+                out += chunk
     return out
 
 
@@ -212,3 +216,24 @@ def test_a_silent_client_does_not_hold_the_tls_acceptor(tmp_path: Path) -> None:
             s.close()
         stop.set()
         runner.join(30)
+
+
+@pytest.mark.parametrize(
+    ("raw", "answer"),
+    [
+        (b"GET /v2/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"5\r\nhello\r\n0\r\n\r\nGET /v2/_catalog HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (b"GET /v2/ HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /v2/ HTTP/1.0\r\n\r\n", b"200"),
+        (b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd", b"200"),
+    ],
+    ids=["chunked-get", "no-host", "http-1.0", "sized-body"],
+)  # fmt: skip
+def test_a_body_cheroot_would_leave_on_the_connection_is_refused(raw: bytes, answer: bytes) -> None:
+    """cheroot drains a Content-Length body but leaves a chunked one unread on a kept
+    connection, where it was parsed as the next request (a desync behind a proxy). Such a
+    request, and HTTP/1.1 without Host, is a 400 and the connection closes."""
+    with _serving() as (host, port, _):
+        reply = _ask(host, port, raw)
+    assert reply.startswith(b"HTTP/1.1 " + answer), reply[:80]
+    assert len(re.findall(rb"(?:^|\r\n)HTTP/1\.1 \d{3} ", reply)) == 1  # one answer, no second

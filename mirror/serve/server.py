@@ -263,6 +263,9 @@ def _connection_class() -> type:
                 if isinstance(sock, ssl.SSLSocket) and sock.cipher() is None:
                     sock.do_handshake()  # deferred from accept (DeferredHandshake)
                 super().parse_request()
+            if self.ready and (problem := _framing_problem(self)):
+                self.simple_response("400 Bad Request", problem)
+                self.close_connection, self.ready = True, False
 
     class Connection(HTTPConnection):
         RequestHandlerClass = Request
@@ -276,6 +279,22 @@ def _connection_class() -> type:
             self.parked = False  # waited in the selector for its first bytes
 
     return Connection
+
+
+def _framing_problem(req: Any) -> str:
+    """What RFC 9112 says a server must refuse, and cheroot lets through: a body sent with
+    Transfer-Encoding (cheroot leaves a chunked body on a kept connection unread, to be
+    parsed as the next request; a read-only registry takes no body), a Content-Length that
+    is not one number, an HTTP/1.1 request without Host."""
+    headers = req.inheaders
+    if b"Transfer-Encoding" in headers:
+        return "a request body with Transfer-Encoding is not taken here"
+    length = headers.get(b"Content-Length")
+    if length is not None and not length.strip().isdigit():
+        return "Content-Length is not one number"
+    if req.request_protocol == b"HTTP/1.1" and b"Host" not in headers:
+        return "an HTTP/1.1 request needs a Host header"
+    return ""
 
 
 def _server_class() -> type:
