@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, urlencode, urlsplit
+from urllib.parse import SplitResult, urlencode
 
 import requests
 
@@ -27,7 +27,7 @@ from mirror.errors import (
     UsageError,
     redact,
 )
-from mirror.registry.http import Endpoint, Http
+from mirror.registry.http import Endpoint, Http, split_url
 from mirror.registry.retry import DEFAULT, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ def check_palette_url(base_url: str) -> SplitResult:
     no credentials in it (the key comes from PALETTE_API_KEY)."""
     bad = UsageError(f"--palette-url {redact(base_url)!r}: expected https://HOST")
     try:
-        parts = urlsplit(base_url)
-        parts.port  # noqa: B018  (raises for a port past 65535 or not a number)
+        parts = split_url(base_url)
     except ValueError:
         raise bad from None
     if parts.scheme not in ("https", "http") or not parts.hostname:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,8 +124,6 @@ def drain(reader: Readable, sink: IO[bytes] | None = None, on_bytes: object = No
 def refuse_special(path: Path) -> None:
     """A file mirror replaces must be a file (or a link, which is replaced, not followed):
     renaming over `/dev/null`, a FIFO or a socket would put our bytes where a device was."""
-    import stat
-
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:

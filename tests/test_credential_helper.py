@@ -545,7 +545,7 @@ def test_helm_repositories_yaml_is_read_as_helm_reads_it(
         (home / "repositories.yaml").write_text(odd)
         assert found(url) is None  # nothing usable in it, so nothing from it
     (home / "repositories.yaml").write_bytes(b"#" * (16 << 20) + b"\n")
-    with pytest.raises(UsageError, match=r"repositories.yaml: larger than 16 MiB"):
+    with pytest.raises(UsageError, match=r"repositories.yaml: larger than 16\.0 MiB"):
         found(url)
 
 

@@ -83,21 +83,20 @@ def test_atomic_writes_refuse_a_special_file_and_replace_a_link(tmp_path: Path) 
     assert not link.is_symlink() and link.read_bytes() == b"new" and target.read_bytes() == b"old"
 
 
-def test_keygen_writes_a_named_file_in_its_folder_only(tmp_path: Path) -> None:
+def test_keygen_writes_a_named_file_in_its_folder_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--name is a file name: `../x`, `a/b`, `` and `..` are exit 2 (`../x` wrote x.key
     beside the folder); an existing NAME.key, a FIFO too, is never overwritten."""
-    os.environ["MIRROR_KEY_PASSWORD"] = "pw"
-    try:
-        for name in ("../x", "a/b", "", ".."):
-            assert "a file name, without a folder" in _one_error(
-                mirror("keygen", "--output-dir", tmp_path / "k", "--name", name), 2
-            )
-        (tmp_path / "k").mkdir()
-        fifo = _fifo(tmp_path / "k" / "release.key")
-        run = mirror("keygen", "--output-dir", tmp_path / "k", "--name", "release")
-        assert "refusing to overwrite" in _one_error(run, 2) and _still_fifo(fifo)
-    finally:
-        del os.environ["MIRROR_KEY_PASSWORD"]
+    monkeypatch.setenv("MIRROR_KEY_PASSWORD", "pw")
+    for name in ("../x", "a/b", "", ".."):
+        assert "a file name, without a folder" in _one_error(
+            mirror("keygen", "--output-dir", tmp_path / "k", "--name", name), 2
+        )
+    (tmp_path / "k").mkdir()
+    fifo = _fifo(tmp_path / "k" / "release.key")
+    run = mirror("keygen", "--output-dir", tmp_path / "k", "--name", "release")
+    assert "refusing to overwrite" in _one_error(run, 2) and _still_fifo(fifo)
     assert not (tmp_path / "x.key").exists()
 
 
@@ -219,7 +218,7 @@ def test_a_malformed_target_url_is_a_usage_error(tmp_path: Path, target: str) ->
     ],
 )
 def test_a_bad_palette_url_is_refused_before_the_import_touches_anything(
-    seeded_registry: Any, tmp_path: Path, url: str, says: str
+    seeded_registry: Any, tmp_path: Path, url: str, says: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--palette-url was checked only after every artifact was pushed and the catalog and
     receipt written; now before the bundle is opened."""
@@ -229,18 +228,15 @@ def test_a_bad_palette_url_is_refused_before_the_import_touches_anything(
     bundle = tmp_path / "b.tar.zst"
     assert mirror("export", spec, "-o", bundle, "--cache-dir", tmp_path / "c").rc == 0
     catalog, receipt = tmp_path / "cat.json", tmp_path / "r.json"
-    os.environ["PALETTE_API_KEY"] = "key"
-    try:
-        with running_registry(tmp_path / "target") as target:
-            where = ["--catalog", catalog, "--receipt", receipt]
-            args = ["--target", target.url, "--allow-unsigned", "--palette-url", url, *where]
-            run = mirror("import", bundle, *args)
-            assert says in _one_error(run, 2) and "S3cr3t" not in run.err
-            from mirror.registry.client import RegistryClient
+    monkeypatch.setenv("PALETTE_API_KEY", "key")
+    with running_registry(tmp_path / "target") as target:
+        where = ["--catalog", catalog, "--receipt", receipt]
+        args = ["--target", target.url, "--allow-unsigned", "--palette-url", url, *where]
+        run = mirror("import", bundle, *args)
+        assert says in _one_error(run, 2) and "S3cr3t" not in run.err
+        from mirror.registry.client import RegistryClient
 
-            assert RegistryClient(target.url).catalog() == []
-    finally:
-        del os.environ["PALETTE_API_KEY"]
+        assert RegistryClient(target.url).catalog() == []
     assert not catalog.exists() and not receipt.exists()
 
 

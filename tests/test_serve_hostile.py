@@ -28,8 +28,8 @@ def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 @contextmanager
-def _serving(app: Any = _app) -> Iterator[tuple[str, int, Server]]:
-    server = Server(app, "127.0.0.1", 0)
+def _serving(app: Any = _app, **options: Any) -> Iterator[tuple[str, int, Server]]:
+    server = Server(app, "127.0.0.1", 0, **options)
     stop = threading.Event()
     runner = threading.Thread(target=server.run, args=(stop,), daemon=True)
     runner.start()
@@ -62,13 +62,10 @@ def test_a_request_head_past_64_kib_is_refused_not_buffered() -> None:
         assert _ask(host, port, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"{}")
 
 
-def test_a_trickled_request_head_is_cut_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trickled_request_head_is_cut_at_its_deadline() -> None:
     """A byte every few seconds reset cheroot's per-read timeout for ever; the whole head
     now has a deadline, and the server answers others meanwhile."""
-    from mirror.serve.server import HeadDeadline
-
-    monkeypatch.setattr(HeadDeadline.__init__, "__defaults__", (1.0,))
-    with _serving() as (host, port, _):
+    with _serving(head_deadline=1.0) as (host, port, _):
         slow = socket.create_connection((host, port), timeout=10)
         slow.sendall(b"GET /v2/ HTTP/1.1\r\nX-a: ")
         began, closed = time.monotonic(), False

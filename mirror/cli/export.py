@@ -135,7 +135,7 @@ def export(
         raise UsageError("missing --output FILE (or --dry-run for the plan alone)")
     if full and state is None:
         raise UsageError("--full starts a new chain of --state FILE; give --state")
-    if output is not None and not dry_run and (not output.name or output.is_dir()):
+    if output is not None and not dry_run and not output.name:  # `-o ''`: Path('.')
         raise UsageError(f"--output {str(output)!r}: a folder; give a file name")
     if output is not None and not dry_run and not output.resolve().parent.is_dir():
         raise UsageError(f"{output.parent}: no such directory for --output; create it first")

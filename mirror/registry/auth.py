@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
-from mirror.streams import read_capped, read_small_file
+from mirror.streams import read_capped
 
 _PARAM = re.compile(r'([A-Za-z_]+)="([^"]*)"')
 
@@ -313,13 +313,11 @@ def helm_repository_entry(url: str) -> HelmRepoEntry | None:
     repositories.yaml: where a Helm user's settings for it already are."""
     path = _helm_repository_config()
     try:
-        data = read_small_file(path, HELM_CONFIG_CAP)
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    if data is None:
+        data = read_capped(path, HELM_CONFIG_CAP)
+    except FileNotFoundError:
         return None
-    if len(data) > HELM_CONFIG_CAP:
-        raise UsageError(f"{path}: larger than {HELM_CONFIG_CAP >> 20} MiB")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
     import yaml
 
     from mirror.formats import jsondoc

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -238,6 +238,14 @@ class ConnectionLost(RegistryError):
     """The network dropped us; safe to try again when the request can be replayed."""
 
 
+def split_url(url: str) -> SplitResult:
+    """urlsplit, with the port checked now: Python raises "Invalid IPv6 URL" here and
+    "Port out of range 0-65535" only when `.port` is read, later, as a traceback."""
+    parts = urlsplit(url)
+    parts.port  # noqa: B018  (read for its ValueError)
+    return parts
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a registry lives: scheme, host[:port], whether TLS is verified (or the CA file
@@ -255,9 +263,8 @@ class Endpoint:
         """`http://` is plain HTTP asked for on purpose; no scheme means https."""
         text = url if "://" in url else f"https://{url}"
         try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018  (raises for a port past 65535 or not a number)
-        except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+            parts = split_url(text)
+        except ValueError as exc:
             raise UsageError(f"not a registry URL: {redact(url)!r} ({exc})") from None
         host = parts.netloc.rsplit("@", 1)[-1]
         bad = parts.scheme not in ("http", "https") or not _HOST.match(host)

@@ -125,6 +125,7 @@ class Server:
         tls: tuple[Path, Path] | None = None,
         client_ca: Path | None = None,
         threads: int = THREADS,
+        head_deadline: float = HEAD_DEADLINE,
     ) -> None:
         self.tls = tls is not None
         self._server = _server_class()(
@@ -136,7 +137,7 @@ class Server:
             request_queue_size=BACKLOG,
         )
         self._server.ConnectionClass = _connection_class()
-        self._server.head_deadline = HeadDeadline()
+        self._server.head_deadline = HeadDeadline(head_deadline)
         self._server.shutdown_timeout = SHUTDOWN_GRACE
         self._server.keep_alive_conn_limit = 1024
         self._server.timeout = 60
@@ -221,7 +222,7 @@ class HeadDeadline:
     for as long as it liked (33 such held all 32). One watcher thread shuts the socket of any
     that is late; the worker's read then ends and the connection closes."""
 
-    def __init__(self, seconds: float = HEAD_DEADLINE) -> None:
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
         self._reading: dict[int, tuple[float, socket.socket]] = {}
