@@ -33,6 +33,7 @@ class Measured:
     seconds: float
     rss_kb: int  # peak resident set size of the process tree
     runs: int = 1  # how many processes the figure covers (a skopeo loop is many)
+    cpu: float = 0.0  # user + system seconds of the command and its children (GNU time)
 
     @property
     def rss_mb(self) -> float:
@@ -60,7 +61,7 @@ def run_measured(
         rss = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "rss"
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [gnu_time(), "-f", "%M", "-o", str(rss), *cmd],
+            [gnu_time(), "-f", "%M %U %S", "-o", str(rss), *cmd],
             stdout=out,
             stderr=err,
             env=env,
@@ -78,7 +79,8 @@ def run_measured(
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
             raise BenchError(f"{' '.join(cmd)} exited {returncode}: {' | '.join(tail)}")
-        return Measured(seconds, int(rss.read_text().split()[-1]))
+        peak, user, system = rss.read_text().split()[-3:]
+        return Measured(seconds, int(peak), cpu=float(user) + float(system))
 
 
 def gnu_time() -> str:
@@ -102,21 +104,32 @@ def child_of(pid: int, wait: float = 2.0) -> int:
 
 
 def median_of(runs: Sequence[Measured]) -> Measured:
-    """Repeats of one run: the median time, the worst peak RSS."""
-    times = sorted(m.seconds for m in runs)
-    mid = len(times) // 2
-    median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
-    return Measured(median, max(m.rss_kb for m in runs), runs[0].runs)
+    """Repeats of one run: the median time and CPU, the worst peak RSS."""
+    times = median([m.seconds for m in runs])
+    return Measured(times, max(m.rss_kb for m in runs), runs[0].runs, median([m.cpu for m in runs]))
+
+
+def median(values: Sequence[float]) -> float:
+    ordered, mid = sorted(values), len(values) // 2
+    return ordered[mid] if len(values) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def run_all(cmds: Sequence[Sequence[str]], *, env: dict[str, str] | None = None) -> Measured:
     """A shell-loop baseline: one process per command, timed as a whole, the peak RSS of any."""
     os.sync()
     start = time.perf_counter()
-    peak = 0
+    peak, cpu = 0, 0.0
     for cmd in cmds:
-        peak = max(peak, run_measured(cmd, env=env, settle=False).rss_kb)
-    return Measured(time.perf_counter() - start, peak, runs=len(cmds))
+        m = run_measured(cmd, env=env, settle=False)
+        peak, cpu = max(peak, m.rss_kb), cpu + m.cpu
+    return Measured(time.perf_counter() - start, peak, runs=len(cmds), cpu=cpu)
+
+
+def process_cpu(pid: int) -> float:
+    """User + system seconds a running process has used so far (/proc/PID/stat): the
+    registry's share of a run, which GNU time cannot see."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_bytes(paths: Sequence[Path]) -> int:

@@ -24,8 +24,15 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script: make `bench` and `mirror` importable
     sys.path.insert(0, str(_ROOT))
 
-from bench.measure import BenchError, DiskWatch, Measured, median_of, tree_bytes  # noqa: E402
-from bench.report import NoCacheBench, nocache_goals  # noqa: E402
+from bench.measure import (  # noqa: E402
+    BenchError,
+    DiskWatch,
+    Measured,
+    median_of,
+    process_cpu,
+    tree_bytes,
+)
+from bench.report import CpuRun, NoCacheBench, cpu_lines, nocache_goals  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     MAIN_REPOS,
     NO_CLOSURE,
@@ -74,20 +81,25 @@ def nocache_bench(
     bundle, cache = out / "nocache.tar.zst", out / "cache"
     runs: list[Measured] = []
     pipes: list[float] = []
+    cpu: list[CpuRun] = []
     peak = 0
     for n in range(repeat):
         shutil.rmtree(cache, ignore_errors=True)
         log(f"no-cache export {n + 1}/{repeat}: mirror --no-cache, disk sampled")
         watch = BeyondTheBundle([*b.scratch_dirs(), out], bundle)
         args = ["export", str(spec), "-o", str(bundle), "--cache-dir", str(cache), "--json"]
+        before = process_cpu(src.pid)
         m = run_measured([*b.mirror, *args, NO_CLOSURE, "--no-cache"], env=b.env, watch=watch)
+        served = process_cpu(src.pid) - before
         runs.append(m)
         peak = max(peak, watch.peak_extra)
         bundle_bytes = bundle.stat().st_size
         bundle.unlink()
         log(f"no-cache export {n + 1}/{repeat}: skopeo copy x{len(items)}, tar | zstd")
+        before = process_cpu(src.pid)
         skopeo, tar, _ = skopeo_export(b, src, items)
         pipes.append(skopeo.seconds + tar.seconds)
+        cpu.append(CpuRun(m.cpu, served, skopeo.cpu + tar.cpu, process_cpu(src.pid) - before))
     cached, _ = mirror_export(b, spec, out / "cached.tar.zst", cache, NO_CLOSURE)
     shutil.rmtree(cache, ignore_errors=True)
     return NoCacheBench(
@@ -98,6 +110,8 @@ def nocache_bench(
         peak_extra=peak,
         largest_blob=largest_blob(items),
         bundle_bytes=bundle_bytes,
+        cpu=tuple(cpu),
+        cores=len(os.sched_getaffinity(0)),
     )
 
 
@@ -135,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         f"MB, largest blob {result.largest_blob / MB:.1f} MB, "
         f"peak RSS {result.mirror.rss_mb:.0f} MB"
     )
+    for line in cpu_lines(result):
+        print(line)
     return 0
 
 

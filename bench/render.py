@@ -16,6 +16,7 @@ from bench.report import (
     SyncBench,
     all_goals,
     closure_goals,
+    cpu_lines,
     export_goals,
     goal_table,
     import_goals,
@@ -420,6 +421,7 @@ def _nocache(n: NoCacheBench, number: int) -> list[str]:
         "",
         *table(["run", "seconds", "peak RSS"], rows),
         "",
+        *[line for text in cpu_lines(n) for line in (text, "")],
         *goal_table(nocache_goals(n)),
         "",
     ]

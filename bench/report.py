@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bench.measure import Measured
+from bench.measure import Measured, median
 
 if TYPE_CHECKING:
     from bench.scale import HelmBench, SmallBench
@@ -258,6 +258,26 @@ class ServeBench:
 
 
 @dataclass(frozen=True)
+class CpuRun:
+    """CPU seconds (user + system) of one cacheless export and the skopeo pipeline beside
+    it, each with the source registry's share: the wall-clock ratio on a host with few
+    cores is a ratio of CPU work, and this shows whose."""
+
+    mirror: float
+    mirror_registry: float  # the source registry's, during mirror's run
+    pipeline: float  # every skopeo copy, tar and zstd
+    pipeline_registry: float
+
+    @property
+    def client_ratio(self) -> float:
+        return self.pipeline / self.mirror
+
+    @property
+    def work_ratio(self) -> float:
+        return (self.pipeline + self.pipeline_registry) / (self.mirror + self.mirror_registry)
+
+
+@dataclass(frozen=True)
 class NoCacheBench:
     """`export --no-cache` (bench/nocache.py): time, and disk beyond the bundle."""
 
@@ -268,6 +288,8 @@ class NoCacheBench:
     peak_extra: int  # bytes on disk beyond the bundle, at the worst sample
     largest_blob: int
     bundle_bytes: int
+    cpu: tuple[CpuRun, ...] = ()  # each run's CPU seconds, side by side
+    cores: int = 0  # CPUs the bench could use
 
     @property
     def speedup(self) -> float:
@@ -338,6 +360,28 @@ def spread(values: Sequence[float], fmt: str, unit: str = "") -> str:
         return ""
     low, high = format(min(values), fmt), format(max(values), fmt)
     return f" (runs: {low}{unit}-{high}{unit})"
+
+
+def cpu_lines(n: NoCacheBench) -> list[str]:
+    """Whose CPU the cacheless runs spent, and the wall time it bounds on this host's cores."""
+    if not n.cpu:
+        return []
+    mine = median([c.mirror for c in n.cpu])
+    served = median([c.mirror_registry for c in n.cpu])
+    theirs = median([c.pipeline for c in n.cpu])
+    their_served = median([c.pipeline_registry for c in n.cpu])
+    client = [c.client_ratio for c in n.cpu]
+    work = [c.work_ratio for c in n.cpu]
+    floor = (mine + served) / max(n.cores, 1)
+    return [
+        f"CPU seconds (user + system, medians): mirror {mine:.2f} s and the registry serving "
+        f"it {served:.2f} s; skopeo + tar|zstd {theirs:.2f} s and the registry "
+        f"{their_served:.2f} s. skopeo + tar spends {median(client):.2f}x mirror's CPU"
+        f"{spread(client, '.2f', 'x')}, {median(work):.2f}x counting the registry's"
+        f"{spread(work, '.2f', 'x')}. On {n.cores} cores that work alone takes at least "
+        f"{floor:.2f} s of wall time; {NOCACHE_SPEEDUP_GOAL}x skopeo + tar asks for "
+        f"{n.pipeline_seconds / NOCACHE_SPEEDUP_GOAL:.2f} s.",
+    ]
 
 
 def rss_goal(what: str, m: Measured) -> Goal:

@@ -265,6 +265,25 @@ def test_run_measured_reports_peak_rss_and_fails_loudly(tmp_path: Path) -> None:
         run_measured([sys.executable, "-c", "import sys; sys.exit(3)"])
 
 
+def test_cpu_seconds_are_the_commands_and_a_running_processes() -> None:
+    """GNU time's user + system seconds of a busy child, and /proc's count of a live process
+    (the registry's share of a run), both move with work done and not with waiting."""
+    import os
+    import time
+
+    from bench.measure import process_cpu
+
+    busy = run_measured([sys.executable, "-c", "sum(range(30_000_000))"])
+    idle = run_measured([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    assert busy.cpu >= 0.3 and busy.cpu <= busy.seconds + 0.05
+    assert idle.cpu < 0.3 < idle.seconds + 0.1
+    before = process_cpu(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert process_cpu(os.getpid()) - before >= 0.2
+
+
 def test_peak_rss_is_the_commands_not_what_the_bench_once_held() -> None:
     """A bench that once held 300 MB measures a small child as small: wait4(2) of its own
     child would report at least 300 MB (the parent's high water, carried through fork)."""
@@ -434,13 +453,14 @@ def test_referrer_discovery_goal_is_judged_and_shown_with_its_spread() -> None:
 
 
 def _nocache(peak_extra: int, seconds: float) -> Any:
-    from bench.report import NoCacheBench
+    from bench.report import CpuRun, NoCacheBench
 
     m = Measured
     return NoCacheBench(
         mirror=m(seconds, 90 * 1024), cached=m(10.0, 80 * 1024), pipeline_seconds=26.0,
         speedups=(26.0 / seconds,), peak_extra=peak_extra, largest_blob=10 * MB,
-        bundle_bytes=301 * MB,
+        bundle_bytes=301 * MB, cpu=(CpuRun(2.0, 1.0, 8.0, 1.0), CpuRun(3.0, 1.0, 9.0, 1.0)),
+        cores=2,
     )  # fmt: skip
 
 
@@ -457,3 +477,9 @@ def test_nocache_goals_and_section() -> None:
     assert _row(bad, disk).endswith("| 300.0 MB | MISS |")
     assert _row(bad, speed).endswith("| 3.25x | MISS |")
     assert "cacheless" not in run.render(_report())
+    # Whose CPU: medians of the runs (2.5 s and 1.0 s; 8.5 s and 1.0 s), each run's ratios.
+    assert "mirror 2.50 s and the registry serving it 1.00 s" in good
+    assert "skopeo + tar spends 3.50x mirror's CPU (runs: 3.00x-4.00x)" in good
+    assert "2.75x counting the registry's (runs: 2.50x-3.00x)" in good
+    assert "On 2 cores that work alone takes at least 1.75 s" in good
+    assert "3.5x skopeo + tar asks for 7.43 s." in good
