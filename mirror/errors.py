@@ -6,7 +6,12 @@ line, with credentials already removed (see `redact`).
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import re
+import threading
+from urllib.parse import quote, quote_plus
 
 
 class MirrorError(Exception):
@@ -144,3 +149,67 @@ def redact(text: str) -> str:
     text = _AUTH_FIELD.sub(r"\g<lead>\g<open>\g<scheme>***", text)
     text = _COOKIE_FIELD.sub(r"\g<lead>\g<open>***", text)
     return _SECRET_FIELD.sub(r"\g<lead>\g<open>***", text)
+
+
+class Secrets:
+    """The secrets one client sends (passwords, tokens, API keys), to take out of any text
+    a server answers with: an error body may echo them back in any of a few encodings,
+    where `redact`'s patterns see only a value after a known name.
+
+    Values are added as they become known (a token when it is issued) and may be added
+    from several threads; `scrub` reads a snapshot.
+    """
+
+    def __init__(self) -> None:
+        self._forms: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, value: str | None, *, user: str | None = None) -> None:
+        """`value`, and with `user` the basic-auth form of the pair, in every encoding."""
+        if not value:
+            return
+        forms = set(_encodings(value))
+        if user is not None:  # unpadded: the padded form holds it
+            forms.add(base64.b64encode(f"{user}:{value}".encode()).decode().rstrip("="))
+        with self._lock:
+            merged = set(self._forms) | {f for f in forms if f}
+            self._forms = tuple(sorted(merged, key=len, reverse=True))  # longest first
+
+    def scrub(self, text: str) -> str:
+        """`text` with every known secret replaced by `***`, then `redact`ed."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "***")
+        return redact(text)
+
+    def scrub_error(self, exc: MirrorError) -> MirrorError:
+        """The same error, its message scrubbed (its class, hence its exit code, kept)."""
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (self.scrub(exc.args[0]), *exc.args[1:])
+        return exc
+
+
+def _go_json(value: str) -> str:
+    """Go's encoding/json also escapes <, > and & (as \u003c, \u003e, \u0026)."""
+    quoted = json.dumps(value)[1:-1]
+    return quoted.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _encodings(value: str) -> list[str]:
+    """How a server or a library may quote a value back: as is, escaped as Python, JSON,
+    HTML or a URL does, with its whitespace folded, or base64-encoded."""
+    raw = value.encode("utf-8", "surrogatepass")
+    return [
+        value,
+        value.encode("unicode_escape").decode("ascii"),
+        repr(value)[1:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        _go_json(value),
+        html.escape(value),
+        html.escape(value, quote=False),
+        quote(value, safe=""),
+        quote_plus(value),
+        " ".join(value.split()),
+        base64.b64encode(raw).decode().rstrip("="),
+    ]

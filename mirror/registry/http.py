@@ -6,6 +6,7 @@ Each thread gets its own `requests.Session`; tokens are shared through `TokenCac
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import ssl
@@ -21,11 +22,14 @@ from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from mirror.errors import (
     AuthError,
+    MirrorError,
     NotFoundError,
     OperationError,
     RegistryError,
+    Secrets,
     UsageError,
     redact,
+    shorten,
 )
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryLater, RetryPolicy
@@ -305,6 +309,10 @@ class Http:
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
+        self.secrets = Secrets()  # scrubbed from every error this client raises
+        if credentials is not None:
+            self.secrets.add(credentials.password, user=credentials.username)
+            self.secrets.add(credentials.identity_token)
         self._timeout = timeout
         self.retry = retry
         self._headers = dict(headers or {})  # sent to the endpoint's own host only
@@ -347,6 +355,7 @@ class Http:
         check: bool = True,
         cap: int | None = None,
         anywhere: bool = False,
+        once: bool = False,
     ) -> requests.Response:
         """Send, answering auth challenges; retry transient failures when the body allows.
 
@@ -355,9 +364,36 @@ class Http:
         `cap` reads the body here, at most `cap` bytes, so a body cut off mid-way is retried
         under the same budget as the request that fetched it; a request not streamed is
         read so too, at most BODY_CAP (a listing or an API answer must not take the memory).
+        `once`: a request that must not be sent twice (one that creates something), not
+        retried after it may have reached the server.
         """
+        try:
+            return self._request(
+                method, path, scope, headers, data, stream, allow_redirects, ok, what, check,
+                cap, anywhere, once,
+            )  # fmt: skip
+        except MirrorError as exc:  # a server may echo a password or token back: never shown
+            self.secrets.scrub_error(exc)
+            raise
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        scope: str | None,
+        headers: Mapping[str, str] | None,
+        data: Any,
+        stream: bool,
+        allow_redirects: bool,
+        ok: tuple[int, ...],
+        what: str,
+        check: bool,
+        cap: int | None,
+        anywhere: bool,
+        once: bool,
+    ) -> requests.Response:
         url = self.url(path)
-        replayable = data is None or isinstance(data, bytes)
+        replayable = not once and (data is None or isinstance(data, bytes))
         if cap is None and not stream:  # every answer read whole is read here, bounded
             cap, stream = BODY_CAP, True
         for attempt in range(1, self.retry.attempts + 1):
@@ -552,12 +588,18 @@ class Http:
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")
-            expires = float(body.get("expires_in") or 60)
+            expires = body.get("expires_in")
         except (ValueError, AttributeError):
-            token, expires = None, 0.0
-        if not token:
+            token, expires = None, None
+        if not token or not isinstance(token, str):
             raise AuthError(f"{self.endpoint.host}: token service sent no token")
-        return str(token), expires
+        self.secrets.add(token)
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise AuthError(  # requests would quote the header, token and all, in its error
+                f"{self.endpoint.host}: token service sent a token with a space, control or "
+                "non-ASCII character"
+            )
+        return token, _lifetime(expires)
 
     def _ask_token_service(self, realm: str, params: dict[str, str]) -> requests.Response:
         """GET with basic credentials, or POST with an identity token: Distribution's OAuth2
@@ -573,8 +615,10 @@ class Http:
             form = {**params, "grant_type": "refresh_token", "client_id": "mirror"}
             form["refresh_token"] = creds.identity_token
             return self.session().post(realm, data=form, **how)
-        auth = (creds.username, creds.password) if creds else None
-        return self.session().get(realm, params=params, auth=auth, **how)
+        # Our own header, UTF-8 as docker sends it (requests encodes a pair as Latin-1 and
+        # fails on anything else); requests still drops it on a redirect to another host.
+        basic = {"Authorization": creds.basic_header()} if creds else {}
+        return self.session().get(realm, params=params, headers=basic, **how)
 
     def _error(
         self, method: str, url: str, resp: requests.Response, what: str, *, retried: bool = False
@@ -582,7 +626,8 @@ class Http:
         code = resp.status_code
         where = f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}"
         _read_words(resp)
-        detail = redact(_registry_message(resp))  # registries may echo a token or URL back
+        # Scrubbed whole, then cut: a cut through an echoed password would show its start.
+        detail = shorten(" ".join(self.secrets.scrub(_registry_message(resp)).split()), 200)
         resp.close()
         if code in (401, 403):
             hint = "" if self._credentials else f"; no credentials configured for it ({LOGIN_HINT})"
@@ -594,6 +639,13 @@ class Http:
         if code in self.retry.statuses:  # a streamed upload: the engine retries it whole
             return RetryLater(f"{where}: {code} {detail}".rstrip(), resp.headers.get("Retry-After"))
         return RegistryError(f"{where}: {code} {detail}".rstrip())
+
+
+def _lifetime(expires_in: object) -> float:
+    """A token's `expires_in`: seconds, or 60 (the spec's default) for anything else."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        return 60.0
+    return float(expires_in) if math.isfinite(expires_in) and expires_in > 0 else 60.0
 
 
 def _read_body(resp: requests.Response, cap: int, where: str) -> None:
@@ -636,11 +688,16 @@ def _read_words(resp: requests.Response) -> None:
 
 
 def _registry_message(resp: requests.Response) -> str:
+    """The words of a registry's error document (`{"errors": [{"code", "message"}]}`)."""
     try:
-        errors = resp.json().get("errors") or []
-        return "; ".join(str(e.get("message") or e.get("code")) for e in errors)[:200]
-    except (ValueError, AttributeError):
+        doc = resp.json()
+    except ValueError:
         return ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    words = (e.get("message") or e.get("code") if isinstance(e, dict) else e for e in errors[:20])
+    return "; ".join(map(str, words))
 
 
 # TLS alerts of a server that wants a client certificate: none sent, or not one it trusts.
