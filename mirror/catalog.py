@@ -151,6 +151,16 @@ def load_catalog(path: Path, memo: ValidMemo | None = None) -> list[CatalogEntry
     return entries
 
 
+def records_lock(catalog: Path) -> contextlib.AbstractContextManager[None]:
+    """The catalog's folder, locked: the catalog and the records beside it (freshness,
+    chains) are read, changed and written by one import at a time."""
+    try:
+        catalog.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OperationError(f"{catalog.parent}: cannot create: {exc.strerror or exc}") from None
+    return _locked_dir(catalog.parent)
+
+
 @contextlib.contextmanager
 def _locked_dir(folder: Path) -> Iterator[None]:
     """Serialise concurrent imports on one host: read-modify-write must not lose entries."""
@@ -163,13 +173,18 @@ def _locked_dir(folder: Path) -> Iterator[None]:
 
 
 def upsert(
-    path: Path, entries: Sequence[CatalogEntry], memo: ValidMemo | None = None
+    path: Path,
+    entries: Sequence[CatalogEntry],
+    memo: ValidMemo | None = None,
+    *,
+    held: bool = False,
 ) -> list[CatalogEntry]:
-    """Add or update entries by identity (see module docstring); return the whole catalog."""
+    """Add or update entries by identity (see module docstring); return the whole catalog.
+    `held`: the caller holds `records_lock` (a second flock of the folder would wait on it)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked_dir(path.parent):
+        with contextlib.nullcontext() if held else _locked_dir(path.parent):
             current = load_catalog(path, memo)
             merged = {e.key: e for e in current}
             for entry in entries:

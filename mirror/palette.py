@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from mirror.errors import (
     RegistryError,
     UsageError,
     redact,
+    shorten,
 )
 from mirror.registry.http import Endpoint, Http, split_url
 from mirror.registry.retry import DEFAULT, RetryPolicy
@@ -36,6 +38,7 @@ USERNAME_ENV = "MIRROR_TARGET_USERNAME"
 PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
 # Palette's providerType enum for basic OCI registries; "image" registries are not packs.
 _OCI_PROVIDERS = ("helm", "zarf", "pack")
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # Palette's are 24 hex digits
 _KIND_WORDS = {"oci": {"oci", "basic", "ecr"}, "helm": {"helm"}, "pack": {"pack", "spectro"}}
 
 
@@ -99,6 +102,26 @@ def _paths(kind: str, uid: str | None) -> str:
     return f"/v1/registries/{kind}/{uid}" if uid else f"/v1/registries/{kind}"
 
 
+def check_api_key(api_key: str) -> None:
+    """PALETTE_API_KEY, checked before the import pushes: a key that cannot travel in a
+    header (a line break pasted with it) would fail only afterwards, in words quoting it."""
+    if not api_key:
+        raise UsageError("PALETTE_API_KEY is not set")
+    if not (api_key.isascii() and api_key.isprintable()) or any(c.isspace() for c in api_key):
+        raise UsageError(
+            "PALETTE_API_KEY holds a space, line break, control or non-ASCII character; "
+            "copy the key again"
+        )
+
+
+def _uid(value: object, where: str) -> str:
+    """A registry's uid as Palette gives it, before it goes into a URL path."""
+    if not isinstance(value, str) or not _UID.fullmatch(value):
+        shown = redact(shorten(repr(value), 60))
+        raise OperationError(f"{where}: not a registry uid: {shown}; is --palette-url Palette's?")
+    return value
+
+
 def check_palette_url(base_url: str) -> SplitResult:
     """--palette-url, checked before the import touches anything: https://HOST[:PORT][/path],
     no credentials in it (the key comes from PALETTE_API_KEY)."""
@@ -131,13 +154,12 @@ class PaletteClient:
         retry: RetryPolicy = DEFAULT,
     ) -> None:
         parts = check_palette_url(base_url)
-        if not api_key:
-            raise UsageError("PALETTE_API_KEY is not set")
+        check_api_key(api_key)
         self._prefix = parts.path.rstrip("/")
-        self._secrets = [api_key]
         endpoint = Endpoint(parts.scheme, parts.netloc.rsplit("@", 1)[-1], ca_file or True)
         headers = {"ApiKey": api_key, "Accept": "application/json"}
         self._http = Http(endpoint, None, timeout=(10.0, timeout), retry=retry, headers=headers)
+        self._http.secrets.add(api_key)
 
     def __enter__(self) -> PaletteClient:
         return self
@@ -149,10 +171,7 @@ class PaletteClient:
         self._http.close()
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return redact(text)
+        return self._http.secrets.scrub(text)
 
     def _request(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
@@ -161,12 +180,17 @@ class PaletteClient:
         query = f"?{urlencode(params)}" if params else ""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        create = method == "POST"  # sent once: a retry after a lost answer made two
         try:
             response = self._http.request(
-                method, self._prefix + path + query, headers=headers, data=data, check=False
-            )
+                method, self._prefix + path + query, headers=headers, data=data, check=False,
+                once=create,
+            )  # fmt: skip
         except RegistryError as exc:  # unreachable, or the retry budget spent
-            raise OperationError(f"{where}: {self._scrub(str(exc))}") from None
+            maybe = "; it may have been created: importing again updates it by name"
+            raise OperationError(
+                f"{where}: {self._scrub(str(exc))}{maybe if create else ''}"
+            ) from None
         log.debug("%s -> %s", where, response.status_code)
         status = response.status_code
         if status in (401, 403):
@@ -183,19 +207,26 @@ class PaletteClient:
             detail = response.json().get("message") or response.reason
         except (ValueError, AttributeError):
             detail = response.text or response.reason
-        return self._scrub(" ".join(str(detail).split()))[:300]
+        # Scrubbed before whitespace is folded and the text cut: either could hide an echo.
+        return shorten(" ".join(self._scrub(str(detail)).split()), 300)
 
     def existing(self) -> dict[str, dict[str, Any]]:
         """System-scope registries by name, as `v1RegistryMetadata` items."""
         response = self._request("GET", "/v1/registries/metadata", params={"scope": "system"})
+        where = "Palette GET /v1/registries/metadata"
         try:
             items = response.json().get("items") or []
         except (ValueError, AttributeError):
-            raise OperationError("Palette GET /v1/registries/metadata: not JSON") from None
+            raise OperationError(f"{where}: not JSON") from None
+        if not isinstance(items, list):
+            raise OperationError(f"{where}: `items` is not a list")
         return {
             i["name"]: i
             for i in items
-            if isinstance(i, dict) and i.get("name") and i.get("scope", "system") == "system"
+            if isinstance(i, dict)
+            and isinstance(i.get("name"), str)
+            and i["name"]
+            and i.get("scope", "system") == "system"
         }
 
     def register(
@@ -203,7 +234,7 @@ class PaletteClient:
     ) -> list[dict[str, Any]]:
         """Create or update each entry; one result dict per entry, in order."""
         if auth is not None:
-            self._secrets.append(auth.password)
+            self._http.secrets.add(auth.password, user=auth.username)
         found = self.existing()
         results = []
         for entry in entries:
@@ -220,8 +251,9 @@ class PaletteClient:
             reason = f"Palette registers OCI registries of {', '.join(_OCI_PROVIDERS)} only"
             return {**result, "action": "skipped", "reason": reason}
         current = found.get(entry.name)
-        uid = str(current["uid"]) if current and current.get("uid") else None
+        uid = None
         if current:
+            uid = _uid(current.get("uid"), f"Palette's registry {entry.name!r}")
             self._check_kind(entry, current)
         path = _paths(entry.kind, uid)
         if uid:
@@ -229,11 +261,12 @@ class PaletteClient:
             return {**result, "uid": uid, "action": "updated"}
         response = self._request("POST", path, body=_body(entry, auth, None))
         try:
-            uid = response.json().get("uid")
-        except (ValueError, AttributeError):
-            uid = None
-        if uid:
-            found[entry.name] = {"name": entry.name, "uid": uid, "kind": entry.kind}
+            answer = response.json()
+        except ValueError:
+            answer = None
+        # A 200 with an HTML login page, or nothing, registered nothing: not a success.
+        uid = _uid(answer.get("uid") if isinstance(answer, dict) else None, f"Palette POST {path}")
+        found[entry.name] = {"name": entry.name, "uid": uid, "kind": entry.kind}
         return {**result, "uid": uid, "action": "created"}
 
     @staticmethod

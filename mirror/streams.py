@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,6 +163,30 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the block to end, then stop the run as they would have:
+    a few renames or records that must land together are one step to whoever stops us.
+
+    Python runs signal handlers on the main thread only, so elsewhere this holds nothing
+    (mirror commits on the main thread). SIGKILL and power loss still can cut in; the
+    block is kept to renames and small writes so that window is narrow.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 TEMP_MARK = ".mirror-"  # .NAME.mirror-PID-RANDOM.tmp: the rule sweep_stale goes by

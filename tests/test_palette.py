@@ -323,12 +323,12 @@ def test_import_registers_in_palette_through_the_cli(
 def test_import_with_palette_url_needs_the_api_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mirror.cli.importing import _register_palette
+    from mirror.cli.importing import _palette
     from mirror.errors import UsageError
 
     monkeypatch.delenv("PALETTE_API_KEY", raising=False)
     with pytest.raises(UsageError, match="PALETTE_API_KEY"):
-        _register_palette(BASE, [entry()], None)
+        _palette(BASE, None)
 
 
 @responses.activate
@@ -356,3 +356,137 @@ def test_palette_gives_up_after_the_budget_with_one_line() -> None:
     assert len(responses.calls) == policy.attempts
     assert str(info.value).startswith("Palette GET /v1/registries/metadata: ")
     assert "503" in str(info.value) and KEY not in str(info.value)
+
+
+# ---- a Palette that answers badly (the import-side sweep, stop 31) -----------------------
+
+
+@responses.activate
+def test_a_create_is_sent_once_even_when_its_answer_is_lost() -> None:
+    """A 502 after Palette created the registry: a retry made a second one. The POST goes
+    once; the error says it may exist, and the next import updates it by name."""
+    metadata()
+    responses.post(f"{BASE}/v1/registries/oci/basic", status=502)
+    policy = RetryPolicy(sleep=lambda s: None)
+    with PaletteClient(BASE, KEY, retry=policy) as client, pytest.raises(OperationError) as info:
+        client.register([entry()], None)
+    posts = [c for c in responses.calls if c.request.method == "POST"]
+    assert len(posts) == 1
+    assert "it may have been created: importing again updates it by name" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"body": "<html>SSO login</html>", "status": 200, "content_type": "text/html"},
+        {"body": "", "status": 200},
+        {"json": {}, "status": 202},
+        {"json": {"uid": {"x": 1}}, "status": 201},
+        {"json": {"uid": "../../v1/users/me?x="}, "status": 201},
+    ],
+)
+@responses.activate
+def test_a_create_without_a_uid_registered_nothing(answer: dict[str, Any]) -> None:
+    """An SSO page, an empty or shapeless 2xx: nothing was registered, so it is no success."""
+    metadata()
+    responses.post(f"{BASE}/v1/registries/oci/basic", **answer)
+    with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError, match="not a registry"):
+        client.register([entry()], None)
+
+
+@responses.activate
+def test_a_listed_uid_is_checked_before_it_becomes_a_path() -> None:
+    """A uid of `../../v1/users/me?x=` sent the registry's password to another API path."""
+    metadata({"name": entry().name, "uid": "../../../v1/users/me?x=", "scope": "system"})
+    with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError) as info:
+        client.register([entry()], RegistryAuth("bob", PASSWORD))
+    assert "not a registry uid" in str(info.value) and PASSWORD not in str(info.value)
+    assert [c.request.method for c in responses.calls] == ["GET"]
+
+
+@responses.activate
+def test_listings_of_the_wrong_shape_are_one_line() -> None:
+    responses.get(f"{BASE}/v1/registries/metadata", json={"items": 5})
+    with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError, match="not a list"):
+        client.existing()
+    responses.replace(
+        responses.GET,
+        f"{BASE}/v1/registries/metadata",
+        json={"items": [{"name": ["x"], "uid": "u1"}, {"name": "a", "uid": "u2"}]},
+    )
+    with PaletteClient(BASE, KEY) as client:
+        assert set(client.existing()) == {"a"}
+
+
+@pytest.mark.parametrize("key", ["PALKEY-a1b2\n", "PAL KEY", "PALKEY-\tx", "PALKEY-é"])
+def test_an_api_key_that_cannot_travel_in_a_header_is_refused_first(key: str) -> None:
+    """requests' own error quoted the key, line break and all, after the whole push."""
+    from mirror.palette import check_api_key
+
+    with pytest.raises(UsageError) as info:
+        check_api_key(key)
+    assert "PALETTE_API_KEY holds" in str(info.value) and key.strip() not in str(info.value)
+    with pytest.raises(UsageError):
+        PaletteClient(BASE, key)
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "map[password:{folded}]",  # Go prints a map with its spaces folded
+        "&quot;password&quot;: &quot;{html}&quot;",
+        "password {raw} and more",
+    ],
+)
+@responses.activate
+def test_echoes_in_other_spellings_are_scrubbed(echo: str) -> None:
+    """A password with two spaces, an ampersand and a quote, echoed back folded, HTML-escaped
+    or as is: none of it shown (the scrub ran after whitespace was folded)."""
+    import html
+
+    password = 'Tr0ub4dor&3  "secret"pw'
+    text = echo.format(raw=password, folded=" ".join(password.split()), html=html.escape(password))
+    metadata()
+    responses.post(f"{BASE}/v1/registries/oci/basic", json={"message": text}, status=400)
+    with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError) as info:
+        client.register([entry()], RegistryAuth("bob", password))
+    message = str(info.value)
+    assert "***" in message
+    for piece in ("Tr0ub4dor", "secret"):
+        assert piece not in message, message
+
+
+def test_a_palette_failure_leaves_no_record_so_the_import_can_run_again(
+    seeded_registry: Any,
+    registry: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Palette ran after the records: a 503 there left a chain's bundle recorded as
+    applied, and every rerun was refused as a replay (exit 3) with Palette never told."""
+    from faultproxy import write_spec
+
+    from mirror.cli import main
+
+    packs = ["spectro-packs/archive/*"]
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=packs)
+    bundle = tmp_path / "b-{seq}.tar.zst"
+    export = ["export", str(spec), "-o", str(bundle), "--state", str(tmp_path / "state")]
+    assert main([*export, "--cache-dir", str(tmp_path / "c")]) == 0
+    (written,) = tmp_path.glob("b-*.tar.zst")
+    monkeypatch.setenv("PALETTE_API_KEY", KEY)
+    catalog = tmp_path / "far" / "cat.json"
+    args = ["import", str(written), "--target", registry.url, "--allow-unsigned"]
+    args += ["--catalog", str(catalog), "--palette-url", BASE]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_passthru("http://127.0.0.1")
+        rsps.get(f"{BASE}/v1/registries/metadata", json={"items": []})
+        rsps.post(f"{BASE}/v1/registries/oci/basic", status=503)
+        assert main(args) == 1
+        assert "may have been created" in capsys.readouterr().err
+        assert not catalog.exists() and not list(catalog.parent.glob("imported-*"))
+        rsps.replace(responses.POST, f"{BASE}/v1/registries/oci/basic", json={"uid": "u-1"})
+        assert main(args) == 0
+    assert catalog.exists() and (catalog.parent / "imported-chains.json").exists()
+    assert main(args) == 3  # and now, applied, it is a replay like any other

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +124,9 @@ def import_(
         from mirror.palette import check_palette_url
 
         check_palette_url(palette_url)
-    if palette_url and not dry_run and not os.environ.get("PALETTE_API_KEY"):
-        raise UsageError("--palette-url needs PALETTE_API_KEY in the environment")
+    register = None
+    if palette_url and not dry_run:
+        register = _palette(palette_url, ca_file)
     opts = ImportOptions(
         bundle=bundle,
         target=target,
@@ -143,6 +144,7 @@ def import_(
         dry_run=dry_run,
         force=force,
         allow_downgrade=allow_downgrade,
+        register=register,
     )
     with progress_for("import", "push") as progress:
         result = import_bundle(opts, progress)
@@ -154,9 +156,7 @@ def import_(
             nbytes=done[f"{pushed}Bytes"],
             dry_run=dry_run,
         )
-    palette = []
-    if palette_url and not dry_run:
-        palette = _register_palette(palette_url, result.registered, ca_file)
+    palette = result.palette
     if as_json:
         emit({**result.to_json(), "palette": palette, "catalog": str(opts.catalog)})
     else:
@@ -178,14 +178,22 @@ def _receipt_signer(path: Path | None, receipt: Path | None, fips: bool) -> Any:
     return load_signing_key(path, fips) if path is not None else None
 
 
-def _register_palette(url: str, entries: Sequence[Any], ca_file: str | None) -> list[Any]:
-    from mirror.palette import PaletteClient, registry_auth_from_env
+def _palette(url: str, ca_file: str | None) -> Callable[[Sequence[Any]], list[Any]]:
+    """Registration with Palette, its key and the target's login checked now, not after
+    the push; the importer calls it once the content is in place."""
+    from mirror.palette import PaletteClient, check_api_key, registry_auth_from_env
 
-    api_key = os.environ.get("PALETTE_API_KEY")
+    api_key = os.environ.get("PALETTE_API_KEY", "")
     if not api_key:
         raise UsageError("--palette-url needs PALETTE_API_KEY in the environment")
-    with PaletteClient(url, api_key, ca_file=ca_file) as palette:
-        return palette.register(entries, registry_auth_from_env())
+    check_api_key(api_key)
+    auth = registry_auth_from_env()
+
+    def register(entries: Sequence[Any]) -> list[Any]:
+        with PaletteClient(url, api_key, ca_file=ca_file) as palette:
+            return palette.register(entries, auth)
+
+    return register
 
 
 def _print_import(result: Any) -> None:

@@ -13,7 +13,7 @@ from mirror.bundle.manifest import BundleManifest
 from mirror.bundle.parts import total_size
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.trust import TrustPolicy, open_trusted
-from mirror.catalog import upsert
+from mirror.catalog import records_lock, upsert
 from mirror.chain import ChainRecord
 from mirror.companions import import_tasks, merge_fallback_indexes
 from mirror.copy import CopyOptions, Observer, copy_graphs
@@ -39,6 +39,7 @@ from mirror.receipt import write_receipt
 from mirror.registry.client import RegistryClient
 from mirror.stores.bundle import BundleStore
 from mirror.stores.registry import RegistryStore
+from mirror.streams import uninterrupted
 
 __all__ = ["ImportOptions", "ImportResult", "import_bundle"]
 
@@ -74,12 +75,18 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     result.registered = registrations(
         manifest.registries, client.endpoint.base, opts.base_path, bundle_digest
     )
-    upsert(opts.catalog, result.registered, valid_memo(opts))
-    fresh.record(manifest.name, signer, manifest.created, bundle_digest)
-    if manifest.chain is not None:
-        chains.record(manifest.name, signer, manifest.chain)
-    if opts.receipt is not None:
-        write_receipt(opts.receipt, receipt_doc(result, result.report), opts.receipt_key)
+    if opts.register is not None:  # Palette: before the records, so a failure there leaves
+        result.palette = opts.register(result.registered)  # none and a rerun finishes it
+    # The records land together or not at all: a stop between them left a chain's record
+    # saying "applied" with no receipt, and a rerun refused as a replay. One lock: two
+    # imports at once each read, change and write them.
+    with records_lock(opts.catalog), uninterrupted():
+        upsert(opts.catalog, result.registered, valid_memo(opts), held=True)
+        fresh.record(manifest.name, signer, manifest.created, bundle_digest)
+        if manifest.chain is not None:
+            chains.record(manifest.name, signer, manifest.chain)
+        if opts.receipt is not None:
+            write_receipt(opts.receipt, receipt_doc(result, result.report), opts.receipt_key)
     return result
 
 

@@ -3,9 +3,10 @@ refused before the bundle is even read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # cryptography is imported only when a key is in play
     from cryptography.hazmat.primitives.asymmetric.ec import (
@@ -13,7 +14,7 @@ if TYPE_CHECKING:  # cryptography is imported only when a key is in play
         EllipticCurvePublicKey,
     )
 
-from mirror.catalog import load_catalog
+from mirror.catalog import CatalogEntry, load_catalog
 from mirror.errors import UsageError
 from mirror.formats.schema import ValidMemo
 from mirror.oci.names import IMAGES_BASE, check_repository_prefix
@@ -44,6 +45,8 @@ class ImportOptions:
     dry_run: bool = False
     force: bool = False
     allow_downgrade: bool = False  # import a bundle older than one imported before
+    # `--palette-url`: registers the catalog entries, after the push and before any record
+    register: Callable[[Sequence[CatalogEntry]], list[dict[str, Any]]] | None = None
 
 
 VALID_MEMO_NAME = "valid-documents.json"  # formats/schema.ValidMemo

@@ -28,6 +28,7 @@ class ImportResult:
     images: list[dict[str, Any]] = field(default_factory=list)
     mirrors: list[Mirror] = field(default_factory=list)
     mirror_files: list[str] = field(default_factory=list)
+    palette: list[dict[str, Any]] = field(default_factory=list)  # `--palette-url`'s actions
 
     def to_json(self) -> dict[str, Any]:
         r = self.report
