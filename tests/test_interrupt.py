@@ -104,3 +104,82 @@ def test_an_interrupt_mid_push_exits_1_in_one_line_and_leaves_nothing_dangling(
         assert reg.digest(s.repository, s.tag) == s.digest, s.ref
     assert reg.dangling() == []
     assert catalog.exists() and receipt.exists()
+
+
+def test_signals_wait_for_an_uninterrupted_block() -> None:
+    """Renames and records that must land together: Ctrl-C and SIGTERM are held until the
+    block ends, then stop the run as they would have, with the handlers put back."""
+    from mirror.streams import uninterrupted
+
+    before = signal.getsignal(signal.SIGTERM)
+    done = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with pytest.raises(KeyboardInterrupt), uninterrupted():
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)  # the handler runs meanwhile, and only notes the signal
+            done.append(signum)
+    assert done == [signal.SIGINT, signal.SIGTERM]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is before
+    with uninterrupted():  # no signal, no interrupt
+        done.append(0)
+
+
+def test_an_interrupt_while_the_records_are_written_lets_them_all_land(
+    seeded_registry: Any, registry: LabRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C after the chain's record and before the receipt left a bundle 'applied'
+    with no receipt, and every rerun refused as a replay: now all the records land, then
+    the run stops (exit 1), and the receipt is there for `export --since`."""
+    from mirror.cli import main
+    from mirror.freshness import Freshness
+
+    packs = ["spectro-packs/archive/*"]
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=packs)
+    out = tmp_path / "b-{seq}.tar.zst"
+    args = ["export", str(spec), "-o", str(out), "--state", str(tmp_path / "st")]
+    assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 0
+    (bundle,) = tmp_path.glob("b-*.tar.zst")
+    real = Freshness.record
+
+    def stopped(self: Freshness, *a: Any, **k: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, between two records
+        time.sleep(0.05)
+        real(self, *a, **k)
+
+    monkeypatch.setattr(Freshness, "record", stopped)
+    catalog, receipt = tmp_path / "far" / "cat.json", tmp_path / "receipt.json"
+    imp = ["import", str(bundle), "--target", registry.url, "--allow-unsigned"]
+    imp += ["--catalog", str(catalog), "--receipt", str(receipt)]
+    assert main(imp) == INTERRUPTED
+    assert catalog.exists() and receipt.exists()
+    assert (catalog.parent / "imported-chains.json").exists()
+
+
+def test_the_records_wait_for_the_catalog_folders_lock(
+    seeded_registry: Any, registry: LabRegistry, tmp_path: Path
+) -> None:
+    """Two imports each read, change and write the records beside the catalog: while one
+    holds the folder's lock, the other writes none of them."""
+    import threading
+
+    from mirror.catalog import records_lock
+    from mirror.cli import main
+
+    packs = ["spectro-packs/archive/*"]
+    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=packs)
+    bundle = tmp_path / "b.tar.zst"
+    assert main(["export", str(spec), "-o", str(bundle), "--cache-dir", str(tmp_path / "c")]) == 0
+    catalog = tmp_path / "far" / "cat.json"
+    imp = ["import", str(bundle), "--target", registry.url, "--allow-unsigned"]
+    codes: list[int] = []
+    with records_lock(catalog):
+        worker = threading.Thread(
+            target=lambda: codes.append(main([*imp, "--catalog", str(catalog)]))
+        )
+        worker.start()
+        worker.join(3.0)
+        assert worker.is_alive() and not list(catalog.parent.glob("*.json"))
+    worker.join(30)
+    assert codes == [0] and catalog.exists()
+    assert (catalog.parent / "imported-bundles.json").exists()
