@@ -24,7 +24,7 @@ from mirror.errors import OperationError, SpecError, UnsignedError
 from mirror.formats import jsondoc
 from mirror.formats.schema import schema_problem
 from mirror.oci.names import is_repository_path
-from mirror.streams import atomic_file
+from mirror.streams import Staged
 
 if TYPE_CHECKING:  # cryptography is imported only when a key is in play
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,17 +45,18 @@ def write_receipt(
     data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
     if len(data) > MAX_RECEIPT:
         raise OperationError(f"receipt {path}: {len(data)} bytes, more than export reads back")
-    with atomic_file(path) as fh:
-        fh.write(data)
-    if key is not None:
-        from mirror.signing import write_detached
+    with Staged().publishing() as staged:  # the receipt and its sidecars, together
+        with staged.file(path) as fh:
+            fh.write(data)
+        if key is not None:
+            from mirror.signing import write_detached
 
-        write_detached(path, hashlib.sha256(data).digest(), key)
-    else:  # an older receipt's signature beside this one would vouch for other bytes
-        from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, sidecar
+            write_detached(path, hashlib.sha256(data).digest(), key, staged)
+        else:  # an older receipt's signature beside this one would vouch for other bytes
+            from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, sidecar
 
-        for suffix in (SIG_SIDECAR, SHA256_SIDECAR):
-            sidecar(path, suffix).unlink(missing_ok=True)
+            for suffix in (SIG_SIDECAR, SHA256_SIDECAR):
+                staged.remove(sidecar(path, suffix))
 
 
 @dataclass

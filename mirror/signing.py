@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, open_bundle, sidecar
 from mirror.errors import IntegrityError, VerificationError
 from mirror.keys import fingerprint
-from mirror.streams import atomic_file
+from mirror.streams import Staged
 
 CHUNK = 1024 * 1024
 _ALGORITHM = ec.ECDSA(Prehashed(hashes.SHA256()))
@@ -77,18 +77,31 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> by
     return h.digest()
 
 
-def write_detached(path: Path, digest: bytes, key: ec.EllipticCurvePrivateKey | None) -> list[Path]:
-    """PATH.sha256 (sha256sum format) and, with a key, PATH.sig (cosign's form)."""
+def write_detached(
+    path: Path,
+    digest: bytes,
+    key: ec.EllipticCurvePrivateKey | None,
+    staged: Staged | None = None,
+) -> list[Path]:
+    """PATH.sha256 (sha256sum format) and, with a key, PATH.sig (cosign's form). With
+    `staged`, published with PATH itself by the caller: never an old sidecar beside a new
+    PATH; without, published now, together."""
+    if staged is None:
+        with Staged().publishing() as own:
+            return write_detached(path, digest, key, own)
     _check_digest(digest)
     sums = sidecar(path, SHA256_SIDECAR)
-    _write_bytes(sums, f"{digest.hex()}  {path.name}\n".encode())
+    with staged.file(sums) as fh:
+        fh.write(f"{digest.hex()}  {path.name}\n".encode())
     written = [sums]
     sig = sidecar(path, SIG_SIDECAR)
     if key is not None:
-        _write_bytes(sig, sign_digest(key, digest))
+        signature = sign_digest(key, digest)
+        with staged.file(sig) as fh:
+            fh.write(signature)
         written.append(sig)
     else:  # an older bundle's FILE.sig beside this one would make verify blame the key
-        sig.unlink(missing_ok=True)
+        staged.remove(sig)
     return written
 
 
@@ -159,8 +172,3 @@ def _recorded_digest(path: Path) -> str | None:
 def _check_digest(digest: bytes) -> None:
     if len(digest) != hashlib.sha256().digest_size:
         raise ValueError(f"expected a 32-byte SHA-256 digest, got {len(digest)} bytes")
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as fh:
-        fh.write(data)

@@ -165,6 +165,69 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
         fsync_dir(path.parent)
 
 
+class Staged:
+    """Files that must change together (a bundle and its FILE.sha256 and FILE.sig, or its
+    parts): each written whole under a temp name, then all renamed into place in one
+    uninterrupted step, `publish()`. Until then the old set stands untouched; a failure or
+    an interruption before it leaves the old set and no temp (`discard()`).
+
+    One atomic_file per file renamed each as soon as it was written: a stop between them
+    left a new FILE beside the old FILE.sha256 and FILE.sig, which then failed to verify.
+    """
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[Path, Path, int]] = []  # temp, final path, mode
+        self._gone: list[Path] = []  # removed when the set is published (stale sidecars)
+
+    @contextmanager
+    def file(self, path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
+        """Write `path`'s new content; it replaces `path` at `publish()`."""
+        refuse_special(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = temp_beside(path, ".tmp")
+        self.add(Path(name), path, mode)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def add(self, temp: Path, path: Path, mode: int = 0o644) -> None:
+        """A temp file written elsewhere (a part of a split bundle) that becomes `path`."""
+        self._moves.append((temp, path, mode))
+
+    def remove(self, path: Path) -> None:
+        """`path` goes when the set is published: it would belong to the old set."""
+        self._gone.append(path)
+
+    def publish(self) -> None:
+        for _, path, _ in self._moves:
+            refuse_special(path)  # before the first rename: all or none
+        with uninterrupted():
+            for temp, path, mode in self._moves:
+                os.chmod(temp, mode)
+                os.replace(temp, path)
+            for path in self._gone:
+                path.unlink(missing_ok=True)
+        for folder in {path.parent for _, path, _ in self._moves}:
+            fsync_dir(folder)
+        self._moves = []
+
+    def discard(self) -> None:
+        """Remove every temp not published (after a failure; a no-op after publish)."""
+        for temp, _, _ in self._moves:
+            temp.unlink(missing_ok=True)
+        self._moves = []
+
+    @contextmanager
+    def publishing(self) -> Iterator[Staged]:
+        """Stage inside the block; published at its end, discarded if it raises."""
+        try:
+            yield self
+            self.publish()
+        finally:
+            self.discard()
+
+
 @contextmanager
 def uninterrupted() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait for the block to end, then stop the run as they would have:

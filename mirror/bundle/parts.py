@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from mirror.bundle.toc import FOOTER_TAG
 from mirror.errors import IntegrityError, OperationError, UsageError, VerificationError
-from mirror.streams import atomic_file, fsync_dir, read_small_file, refuse_special, temp_beside
+from mirror.streams import Staged, read_small_file, refuse_special, temp_beside
 
 MIN_PART = 64 * 1024
 SUMS = ".parts.sha256"
@@ -344,35 +344,22 @@ class _SplitWriter:
 
 
 @contextmanager
-def split_output(path: Path, size: int) -> Iterator[BinaryIO]:
-    """Like streams.atomic_file, for parts: all appear at the end, or none do."""
+def split_output(path: Path, size: int, staged: Staged) -> Iterator[BinaryIO]:
+    """Like Staged.file, for parts: the parts, the list of their sums and the removal of
+    what the old set had more (a whole FILE, parts past the new count) publish together."""
     refuse_special(part_path(path, 1))
     writer = _SplitWriter(path, size)
     try:
         yield writer  # type: ignore[misc]
+    finally:
         writer.finish()
-        for n in range(1, len(writer.temps) + 1):
-            refuse_special(part_path(path, n))  # before the first rename: all or none
-        sums_path(path).unlink(missing_ok=True)  # an old list must never judge new parts
-        for n, temp in enumerate(writer.temps, 1):
-            os.chmod(temp, 0o644)
-            os.replace(temp, part_path(path, n))
-    except BaseException:
-        writer.finish()
-        for temp in writer.temps:
-            temp.unlink(missing_ok=True)
-        raise
-    _remove_stale(path, len(writer.temps))
-    with atomic_file(sums_path(path)) as fh:
+        for n, temp in enumerate(writer.temps, 1):  # a failure: the caller discards them
+            staged.add(temp, part_path(path, n))
+    with staged.file(sums_path(path)) as fh:
         for n, digest in enumerate(writer.hashes, 1):
             fh.write(f"{digest}  {part_path(path, n).name}\n".encode())
-    fsync_dir(path.parent)
-
-
-def _remove_stale(path: Path, count: int) -> None:
-    """A whole FILE or parts left by an earlier export would be read as part of this one."""
-    path.unlink(missing_ok=True)
-    n = count + 1
+    staged.remove(path)  # a whole FILE or parts left by an earlier export would be read
+    n = len(writer.temps) + 1  # as part of this one
     while part_path(path, n).is_file():
-        part_path(path, n).unlink()
+        staged.remove(part_path(path, n))
         n += 1

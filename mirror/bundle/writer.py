@@ -31,7 +31,7 @@ from mirror.bundle.manifest import (
 from mirror.bundle.parts import split_output
 from mirror.bundle.toc import ZSTD_MAGIC, TocEntry, encode_footer, encode_toc
 from mirror.errors import IntegrityError, OperationError, UsageError
-from mirror.streams import atomic_file
+from mirror.streams import Staged
 
 CHUNK = 1024 * 1024
 SYNC_EVERY = 32 * 1024 * 1024  # written bytes between background fdatasyncs
@@ -259,6 +259,7 @@ def write_bundle(
     threads: int = -1,
     split_size: int | None = None,
     described: BundleManifest | None = None,
+    staged: Staged | None = None,
 ) -> WrittenBundle:
     """Write FILE atomically: a temp file beside it, fsync, rename; on any failure no FILE.
 
@@ -266,20 +267,28 @@ def write_bundle(
     writes it in raw blocks.
 
     With `split_size`, FILE.001, FILE.002, ... instead (bundle/parts.py), just as atomic.
+    With `staged`, nothing is renamed: the caller publishes FILE with its sidecars.
     `described`: the manifest whose `to_bytes()` (schema-checked) gave `manifest`, so its
     member list is not parsed and validated a second time.
     """
     items = _plan(manifest, signature, members, mtime, described)
-    out = split_output(output, split_size) if split_size else atomic_file(output)
+    own = staged is None
+    files = Staged() if staged is None else staged
     try:
+        out = split_output(output, split_size, files) if split_size else files.file(output)
         with out as raw:
             sink = _Sink(raw)  # type: ignore[arg-type]
             try:
                 _write_all(sink, items, mtime, observer, level, compressed_level, threads)
             finally:
                 sink.close()
+        if own:
+            files.publish()
     except OSError as exc:
         raise OperationError(f"{output}: writing the bundle failed: {exc.strerror}") from exc
+    finally:
+        if own:
+            files.discard()
     return WrittenBundle(path=output, sha256=sink.digest(), size=sink.count)
 
 

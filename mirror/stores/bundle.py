@@ -25,7 +25,7 @@ from mirror.cache import BlobCache
 from mirror.errors import IntegrityError, MirrorError, OperationError, UsageError
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, check_bytes
-from mirror.streams import VerifyingReader, free_bytes, sweep_stale
+from mirror.streams import Staged, VerifyingReader, free_bytes, sweep_stale
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -182,14 +182,16 @@ class BundleStore:
         _check_space(out.output, members)
         signature = sign_bytes(out.key, data) if out.key is not None else None
         out.observer.planned(len(members), sum(m.size for m in members), "pack")
-        try:
-            written = write_bundle(
-                out.output, data, signature, members, mtime=out.mtime, observer=out.observer,
-                split_size=out.split_size, described=manifest,
-            )  # fmt: skip
+        try:  # FILE (or its parts) and FILE.sha256 and FILE.sig appear together
+            with Staged().publishing() as staged:
+                written = write_bundle(
+                    out.output, data, signature, members, mtime=out.mtime,
+                    observer=out.observer, split_size=out.split_size, described=manifest,
+                    staged=staged,
+                )  # fmt: skip
+                write_detached(written.path, written.sha256, out.key, staged)
         except IntegrityError as exc:
             raise _forget_corrupt(exc, self._staged()) from None
-        write_detached(written.path, written.sha256, out.key)
 
     def index(self) -> bytes:
         """The OCI layout's index.json: every ref this bundle names, sorted."""
