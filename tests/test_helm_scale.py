@@ -57,6 +57,10 @@ def test_a_warm_discovery_gets_304_and_skips_the_parse(
     warm = helm.discover(reg(url), known=cache)
     assert index_requests(seen)[1:] == ["GET /index.yaml 304"] and len(parses) == 1
     assert [(f.ref, f.desc) for f in warm.found] == [(f.ref, f.desc) for f in cold.found]
+    # The repository's own entries too (they are compared by hand: not part of equality).
+    # Kept without them, a warm export's bundle lost `chart.indexEntry` (stop 31's audit).
+    entries = [f.index_entry for f in cold.found]
+    assert all(entries) and [f.index_entry for f in warm.found] == entries
     # The memo names no URL (its query may hold a token), only digests and validators.
     memo = next(p for p in (tmp_path / "cache" / "helm").iterdir() if len(p.name) == 37)
     assert set(json.loads(memo.read_text())) == {"etag", "modified", "index", "parsed"}
@@ -94,6 +98,30 @@ def test_a_damaged_memo_is_a_full_get_and_a_parse(
     sel = helm.discover(reg(url), known=cache)
     assert index_requests(seen)[1:] == ["GET /index.yaml 200"] and len(parses) == 2
     assert "hspc" in {f.repository for f in sel.found}
+
+
+def test_a_memo_kept_without_index_entries_is_a_miss(
+    counted: tuple[Repo, str, list[str]], parses: list[int], tmp_path: Path
+) -> None:
+    """Memos written before entries were kept hold only Chart.yaml's fields: parse again."""
+    _, url, seen = counted
+    cache = BlobCache(tmp_path / "cache")
+    cold = helm.discover(reg(url), known=cache)
+    kept = next((tmp_path / "cache" / "helm").glob("*.versions.json"))
+    items = json.loads(kept.read_bytes())
+    for item in items:
+        item["metadata"] = helm_format.metadata_of(item.pop("entry"))
+    data = json.dumps(items, separators=(",", ":")).encode()
+    import hashlib
+
+    old = kept.with_name(hashlib.sha256(data).hexdigest() + ".versions.json")
+    old.write_bytes(data)
+    memo = next(p for p in (tmp_path / "cache" / "helm").iterdir() if len(p.name) == 37)
+    doc = json.loads(memo.read_text())
+    memo.write_text(json.dumps({**doc, "parsed": old.name.split(".")[0]}))
+    warm = helm.discover(reg(url), known=cache)
+    assert index_requests(seen)[1:] == ["GET /index.yaml 200"] and len(parses) == 2
+    assert [f.index_entry for f in warm.found] == [f.index_entry for f in cold.found]
 
 
 def test_a_warm_dry_run_export_sends_validators(

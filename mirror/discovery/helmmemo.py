@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.formats import jsondoc
-from mirror.formats.helm import ChartVersion
+from mirror.formats.helm import ChartVersion, metadata_of
 from mirror.streams import atomic_file, read_capped, read_hint, write_hint
 
 VERSIONS_CAP = 1 << 30  # a parsed index kept as JSON: Bitnami's is tens of MiB
@@ -109,20 +109,21 @@ def _item(cv: ChartVersion) -> dict[str, Any]:
         "urls": list(cv.urls),
         "digest": cv.digest,
         "created": cv.created,
-        "metadata": dict(cv.metadata),
+        "entry": dict(cv.entry),  # the repository's own entry; Chart.yaml's fields are in it
     }
 
 
 def _version(item: Any) -> ChartVersion:
     """A ChartVersion from a kept item; a TypeError for anything not shaped like one."""
-    urls, metadata = item["urls"], item["metadata"]
+    urls, entry = item["urls"], item["entry"]  # a memo from before entries were kept: a miss
     strings = isinstance(item["name"], str) and isinstance(item["version"], str)
     if not strings or not _opt_str(item["digest"], item["created"]):
         raise TypeError("not a kept chart version")
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise TypeError("not a kept chart version")
-    if not isinstance(metadata, dict):
+    if not isinstance(entry, dict):
         raise TypeError("not a kept chart version")
     return ChartVersion(
-        item["name"], item["version"], tuple(urls), item["digest"], item["created"], metadata
-    )
+        item["name"], item["version"], tuple(urls), item["digest"], item["created"],
+        metadata_of(entry), entry,
+    )  # fmt: skip

@@ -158,9 +158,14 @@ def _chart_version(key: str, item: Any, resolve: Callable[[str], str]) -> ChartV
         urls=tuple(resolve(str(_plain(u))) for u in urls if u) if isinstance(urls, list) else (),
         digest=digest if _HEX64.match(digest) else None,
         created=str(_plain(created)) if created else None,
-        metadata={str(k): v for k, v in item.items() if k not in _INDEX_OWN_KEYS},
+        metadata=metadata_of(item),
         entry={str(k): v for k, v in item.items() if k != "urls"},
     )
+
+
+def metadata_of(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An index entry's Chart.yaml fields: the entry less what only an index has."""
+    return {str(k): v for k, v in entry.items() if k not in _INDEX_OWN_KEYS}
 
 
 def parse_index(data: bytes, base_url: str, where: str) -> list[ChartVersion]:
