@@ -1,5 +1,5 @@
 """`python -m mirror` behaves exactly like the `mirror` console script."""
 
-from mirror.cli import run
+from mirror.entry import run
 
 run()

@@ -183,3 +183,26 @@ def test_the_records_wait_for_the_catalog_folders_lock(
     worker.join(30)
     assert codes == [0] and catalog.exists()
     assert (catalog.parent / "imported-bundles.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_the_first_imports_is_the_one_line(signum: int) -> None:
+    """Ctrl-C in the first ~0.2 s (the command line's imports) was a traceback of import
+    machinery, SIGTERM a silent death (-15): the console script handles both from the start.
+    The signal is sent exactly as `mirror.cli` begins to import."""
+    code = (
+        "import builtins, os, signal, mirror.entry\n"
+        "real = builtins.__import__\n"
+        "def hook(name, *a, **k):\n"
+        "    if name == 'mirror.cli':\n"
+        f"        os.kill(os.getpid(), {int(signum)})\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = hook\n"
+        "mirror.entry.run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == INTERRUPTED, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "mirror: error: interrupted; nothing partial was left, and a second run carries on "
+        "from here"
+    ]

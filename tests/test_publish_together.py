@@ -91,10 +91,10 @@ def test_a_signal_among_the_renames_waits_for_the_last(
             sent.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    from mirror.cli import _interrupt  # the console script's SIGTERM handler
+    from mirror.entry import interrupt  # the console script's SIGTERM handler
 
     monkeypatch.setattr(os, "replace", replace)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         run = _export(work, 1_700_000_100, *split)
     finally:

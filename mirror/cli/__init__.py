@@ -19,12 +19,10 @@ import click
 
 from mirror.cli import admin, export, importing, review, serve  # noqa: F401  (registers them)
 from mirror.cli.base import SETTINGS, cli
+from mirror.entry import INTERRUPTED, interrupt
 from mirror.errors import MirrorError, redact, shorten
 
 __all__ = ["SETTINGS", "bound_malloc_arenas", "cli", "exit_now", "main", "run"]
-
-
-INTERRUPTED = "interrupted; nothing partial was left, and a second run carries on from here"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,11 +96,12 @@ def _one_line(text: str) -> str:
 
 
 def run() -> None:
-    """The console script and `python -m mirror`. SIGTERM unwinds like Ctrl-C, so every
-    `finally` runs: temp files go, workers stop, nothing is left half-written."""
+    """The command line, once imported (`mirror.entry.run` imports it). SIGTERM unwinds
+    like Ctrl-C, so every `finally` runs: temp files go, workers stop, nothing is left
+    half-written."""
     import signal
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     bound_malloc_arenas()
     exit_now(main())
 
@@ -125,10 +124,6 @@ def bound_malloc_arenas() -> None:
     except (OSError, AttributeError):
         return
     mallopt(M_ARENA_MAX, MALLOC_ARENAS)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def exit_now(code: int) -> NoReturn:
