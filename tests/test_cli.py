@@ -166,6 +166,15 @@ def test_debug_shows_the_traceback(
     assert "Traceback" in err and err.endswith("mirror: error: " + args[1] + ": no such bundle\n")
 
 
+@pytest.mark.parametrize("flag", ["--quiet", "-q"])
+def test_quiet_counts_after_the_command_in_either_spelling(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: `--quiet` (or `-q`) anywhere before `--`; `-q` after the command was exit 2."""
+    assert main(["verify", str(tmp_path / "x"), flag]) == 2
+    assert capsys.readouterr().err == f"mirror: error: {tmp_path / 'x'}: no such bundle\n"
+
+
 @pytest.mark.parametrize("args", [[], ["cache"], ["registries"]], ids=["mirror", "cache", "reg"])
 def test_a_bare_group_prints_its_help_on_stdout(
     args: list[str], capsys: pytest.CaptureFixture[str]

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     end = args.index("--") if "--" in args else len(args)
     debug = "--debug" in args[:end]
-    wanted = [flag for flag in ("--debug", "--quiet") if flag in args[:end]]
+    wanted = [flag for flag in ("--debug", "--quiet", "-q") if flag in args[:end]]
     if wanted:  # global flags, wherever they were typed, go before the command
         args = [*wanted, *(a for a in args[:end] if a not in wanted), *args[end:]]
     state: dict[str, Any] = {}  # what the commands learn; see base.run_state
