@@ -129,3 +129,39 @@ def test_every_spelling_of_a_secret_is_scrubbed() -> None:
     ):
         assert s.scrub(f"[{shown}]") == "[***]", shown
     assert s.scrub("nothing secret here") == "nothing secret here"
+
+
+# ---- answers of the wrong shape: one line, not "internal error" (the same sweep) --------
+
+
+@pytest.mark.parametrize("body", [{"repositories": 5}, {"repositories": [{}]}])
+@responses.activate
+def test_a_catalog_of_the_wrong_shape_is_a_registry_error(body: dict[str, object]) -> None:
+    from mirror.errors import RegistryError
+    from mirror.registry.client import RegistryClient
+
+    responses.get(f"{REG}/v2/_catalog", json=body)
+    with pytest.raises(RegistryError, match="`repositories` is not a list of names"):
+        RegistryClient(REG).catalog()
+
+
+@responses.activate
+def test_a_garbled_content_length_on_head_is_not_a_crash() -> None:
+    """`Content-Length: abc` on a HEAD: the blob is pushed again, the manifest read by GET."""
+    import hashlib
+
+    from mirror.oci.descriptor import Descriptor
+    from mirror.registry.client import RegistryClient
+
+    manifest = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    blob = Descriptor("application/octet-stream", "sha256:" + "a" * 64, 3)
+    responses.head(f"{REG}/v2/x/blobs/{blob.digest}", headers={"Content-Length": "abc"})
+    head = {"Content-Length": "abc", "Docker-Content-Digest": digest}
+    responses.head(f"{REG}/v2/x/manifests/1", headers=head)
+    media = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    responses.get(f"{REG}/v2/x/manifests/1", body=manifest, headers=media)
+    client = RegistryClient(REG)
+    assert client.blob_exists("x", blob) is False
+    found = client.resolve("x", "1")
+    assert found is not None and found.digest == digest and found.size == len(manifest)

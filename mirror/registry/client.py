@@ -96,9 +96,12 @@ class RegistryClient:
                 break
             resp = self.http.request("GET", next_path, scope=scope, what=f"{what} not found")
             try:
-                out.extend(resp.json().get(key) or [])
+                names = resp.json().get(key) or []
             except (ValueError, AttributeError):
                 raise RegistryError(f"{self.host}: {what}: listing is not JSON") from None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise RegistryError(f"{self.host}: {what}: `{key}` is not a list of names")
+            out.extend(names)
             match = _NEXT.search(resp.headers.get("Link", ""))
             next_path = match.group(1) if match else None
         if next_path is not None:
@@ -188,10 +191,11 @@ class RegistryClient:
         except NotFoundError:
             return None
         digest = resp.headers.get("Docker-Content-Digest")
-        if not digest:
+        length = resp.headers.get("Content-Length") or ""
+        if not digest or not _decimal(length):  # the GET proves what the HEAD could not
             desc, _ = self.get_manifest(repo, ref)
             return desc
-        size = int(resp.headers.get("Content-Length") or 0)
+        size = int(length)
         media = (resp.headers.get("Content-Type") or "").split(";")[0]
         return Descriptor(media or mt.OCI_MANIFEST, digest, size)
 
@@ -219,7 +223,9 @@ class RegistryClient:
         except NotFoundError:
             return False
         size = resp.headers.get("Content-Length")
-        return size is None or int(size) == desc.size
+        if size is None:
+            return True
+        return _decimal(size) and int(size) == desc.size  # a garbled length: push it again
 
     @contextmanager
     def open_blob(self, repo: str, desc: Descriptor) -> Iterator[IO[bytes]]:
@@ -399,6 +405,11 @@ class _Guarded:
 
     def close(self) -> None:
         self._resp.close()
+
+
+def _decimal(text: str) -> bool:
+    """A header's number as HTTP writes one: ASCII digits, not `abc`, `-1` or `²`."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def _range_start(content_range: str) -> int | None:
