@@ -160,10 +160,10 @@ def test_a_manifest_that_leaves_an_image_out_fails_the_closure(exported: dict[st
         check_closure(trimmed, BundleStore.sealed(reader, trimmed))
     assert caught.value.missing == [SHARED]
     assert "kubevirt" in str(caught.value)
-    check_closure(manifest, BundleStore.sealed(reader, manifest))  # the real one passes
-    # Recorded as skipped on purpose (--no-images), the same need passes.
+    assert check_closure(manifest, BundleStore.sealed(reader, manifest)) == []  # it passes
+    # Recorded as skipped on purpose (--no-images), the same need passes, and is named.
     skipped = dataclasses.replace(trimmed, skipped_images=(SHARED,))
-    check_closure(skipped, BundleStore.sealed(reader, skipped))
+    assert check_closure(skipped, BundleStore.sealed(reader, skipped)) == [SHARED]
 
 
 def test_import_lands_images_at_palettes_layout_and_writes_mirrors(
@@ -249,6 +249,12 @@ def test_an_image_missing_upstream_fails_naming_it_and_leaves_nothing(
     assert manifest.images == () and "ghcr.io/acme/absent:9.9" in manifest.skipped_images
     assert SHARED in manifest.skipped_images
     assert mirror("verify", out, "--allow-unsigned").rc == 0
+    # The contract's missingImages: what the packs need and the bundle does not hold, here
+    # all skipped on purpose, so still ok (it was always [], the audit of stop 31 found).
+    doc = mirror("verify", out, "--allow-unsigned", "--json").json()
+    assert doc["ok"] is True and SHARED in doc["missingImages"]
+    assert set(doc["missingImages"]) <= set(manifest.skipped_images)
+    assert "ghcr.io/acme/absent:9.9" not in doc["missingImages"]  # the spec's, no pack's
 
 
 def test_images_from_nowhere_carries_only_the_spec_list(lab: Lab, tmp_path: Path) -> None:

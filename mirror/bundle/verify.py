@@ -49,6 +49,9 @@ class VerifyResult:
     images: int = 0
     manifest_digest: str = ""  # sha256 of the manifest.json bytes this pass read
     file_sha256: str = ""  # bare hex of the whole file, hashed in the same pass
+    # Needed by a bundled pack or chart, not carried, skipped on purpose (`--no-images`):
+    # the contract's `missingImages`, which only fails the bundle when not skipped.
+    missing_images: tuple[str, ...] = ()
 
 
 class MissingImagesError(VerificationError):
@@ -204,7 +207,7 @@ def _check_archive(
     from mirror.stores.bundle import BundleStore
 
     source = BundleStore.sealed(BundleReader(path), manifest)
-    check_closure(manifest, source)
+    skipped = check_closure(manifest, source)
     check_bundle(manifest, source)  # the cosign signatures export checked, checked again
     blobs = sum(1 for p in walk.seen if p.startswith(layout.BLOBS))
     return VerifyResult(
@@ -215,11 +218,13 @@ def _check_archive(
         fips=manifest.fips,
         images=len(manifest.images),
         manifest_digest="sha256:" + hashlib.sha256(head.manifest).hexdigest(),
+        missing_images=tuple(skipped),
     )
 
 
-def check_closure(manifest: BundleManifest, source: Source) -> None:
-    """Every image a bundled pack or chart needs is carried, or was skipped on purpose.
+def check_closure(manifest: BundleManifest, source: Source) -> list[str]:
+    """Every image a bundled pack or chart needs is carried, or was skipped on purpose;
+    those skipped, which the bundle does not hold, are returned.
 
     The needs are read again from the packs' and charts' own archives in the bundle, with
     the same discovery export used, so a manifest that simply leaves an image out cannot
@@ -239,8 +244,9 @@ def check_closure(manifest: BundleManifest, source: Source) -> None:
             continue  # a delta's: the base bundle that carried this layer proved its closure
         items.append((a.ref, source, root))
     closure = build_closure(scan_all(items, origins, jobs=4))
-    held = {i.ref for i in manifest.images} | set(manifest.skipped_images)
-    missing = [n for n in closure.images if str(n.ref) not in held]
+    carried, skipped = {i.ref for i in manifest.images}, set(manifest.skipped_images)
+    absent = [n for n in closure.images if str(n.ref) not in carried]
+    missing = [n for n in absent if str(n.ref) not in skipped]
     if missing:
         first = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -249,6 +255,7 @@ def check_closure(manifest: BundleManifest, source: Source) -> None:
             f"image {first.ref}, needed by {', '.join(first.needed_by)}, is not in the bundle"
             f"{more}",
         )
+    return [str(n.ref) for n in absent]
 
 
 def _member_size(members: dict[str, MemberRecord], digest: str) -> int:
