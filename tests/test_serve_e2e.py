@@ -496,7 +496,9 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize("case", ["tampered", "wrong key", "unsigned not allowed"])
+@pytest.mark.parametrize(
+    "case", ["tampered", "wrong key", "unsigned not allowed", "older than one imported"]
+)
 def test_what_import_refuses_serve_refuses_before_listening(
     built: Built, tmp_path: Path, case: str
 ) -> None:
@@ -509,6 +511,12 @@ def test_what_import_refuses_serve_refuses_before_listening(
     elif case == "wrong key":
         assert mirror("keygen", "--output-dir", tmp_path, "--name", "stranger").rc == 0
         args = ["--key", tmp_path / "stranger.pub"]
+    elif case == "older than one imported":  # import's downgrade record (the audit, stop 31)
+        from mirror.freshness import FILE_NAME, Freshness
+
+        signer = mirror("verify", bundle, "--key", pub, "--json").json()["signer"]
+        Freshness(tmp_path / FILE_NAME).record("served", signer, "2999-01-01T00:00:00Z", "x")
+        args = ["--key", pub, "--catalog", tmp_path / "cat.json"]
     port = free_port()
     s = Served(bundle, *args, "--listen", f"127.0.0.1:{port}")
     try:

@@ -125,6 +125,17 @@ def selection(command: Any) -> Any:
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+CATALOG_OPTION = click.option(
+    "--catalog",
+    type=FILE,
+    help="Where to record the system-scope registries.  "
+    "[default: $XDG_DATA_HOME/mirror/registries.json]",
+)
+ALLOW_DOWNGRADE_OPTION = click.option(
+    "--allow-downgrade",
+    is_flag=True,
+    help="Take a bundle older than one of the same name and signer imported before.",
+)
 JOBS_OPTION = click.option(
     "--jobs",
     "-j",

@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from mirror.cli.base import (
+    ALLOW_DOWNGRADE_OPTION,
     BUNDLE_ARGUMENT,
+    CATALOG_OPTION,
     FILE,
     FOLDER,
     JOBS_OPTION,
@@ -61,12 +63,7 @@ from mirror.errors import UsageError
     help="Also write every chart of the bundle here as a static Helm repository "
     "(index.yaml + .tgz); a Helm repository's own index entry wins over an OCI copy.",
 )
-@click.option(
-    "--catalog",
-    type=FILE,
-    help="Where to record the system-scope registries.  "
-    "[default: $XDG_DATA_HOME/mirror/registries.json]",
-)
+@CATALOG_OPTION
 @click.option("--palette-url", help="Register in Palette too (key from PALETTE_API_KEY).")
 @click.option(
     "--receipt",
@@ -81,11 +78,7 @@ from mirror.errors import UsageError
 @ca_file_option("a target registry")
 @JOBS_OPTION
 @click.option("--force", is_flag=True, help="Replace target tags that point elsewhere.")
-@click.option(
-    "--allow-downgrade",
-    is_flag=True,
-    help="Import a bundle older than one of the same name and signer imported before.",
-)
+@ALLOW_DOWNGRADE_OPTION
 @click.option("--dry-run", is_flag=True, help="Verify and print the plan; push nothing.")
 @json_option("Print the result as JSON.")
 def import_(

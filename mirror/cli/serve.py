@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from mirror.cli.base import (
+    ALLOW_DOWNGRADE_OPTION,
     BUNDLE_ARGUMENT,
+    CATALOG_OPTION,
     FILE,
     cli,
     examples,
@@ -49,6 +51,8 @@ from mirror.cli.base import (
     base="Prefix for every repository, as on import.",
     images="Where images are served: BASE/IMAGES-BASE/HOST/PATH.",
 )
+@CATALOG_OPTION
+@ALLOW_DOWNGRADE_OPTION
 def serve(
     bundle: Path,
     key: Path | None,
@@ -60,16 +64,22 @@ def serve(
     tls_client_ca: Path | None,
     base_path: str,
     images_base_path: str,
+    catalog: Path | None,
+    allow_downgrade: bool,
 ) -> None:
     """Serve a verified bundle as a read-only OCI registry, with nothing unpacked.
 
-    The bundle is verified first, as by import (exit 3 on what import refuses). Then it
+    The bundle is verified first, as by import (exit 3 on what import refuses, a bundle
+    older than one this host imported included: --catalog names where import keeps that
+    record). Then it
     answers the OCI distribution pull API under the repository names import would create,
     and every Helm repository of the bundle at /charts/SLUG/index.yaml, until SIGTERM or
     Ctrl-C. The mirror configuration for its own address goes to stdout; access logs go
     to stderr in common log format.
     """
     from mirror.bundle.parts import total_size
+    from mirror.catalog import default_catalog_path
+    from mirror.freshness import FILE_NAME as FRESHNESS_FILE
     from mirror.serve.server import ServeOptions, check_options, open_store
     from mirror.settings import Settings
 
@@ -86,6 +96,9 @@ def serve(
         base_path=base_path.strip("/"),
         images_base_path=images_base_path.strip("/"),
         memo=Settings.from_env().memo,
+        freshness=None
+        if allow_downgrade
+        else (catalog or default_catalog_path()).with_name(FRESHNESS_FILE),
     )
     host, port = check_options(opts)
     with progress_for("verify") as progress:

@@ -26,6 +26,7 @@ from mirror.bundle.parts import stamp
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.trust import Trusted, TrustPolicy, open_trusted
 from mirror.errors import OperationError, UsageError, VerificationError
+from mirror.freshness import Freshness
 from mirror.mirrorconfig import CERTS_DIR, HOSTS_FILE, MIRROR_FILE, hosts_toml, image_mirrors
 from mirror.mirrorconfig import mirror_string as swap_string
 from mirror.oci.names import IMAGES_BASE, check_repository_prefix
@@ -65,6 +66,9 @@ class ServeOptions:
     images_base_path: str = IMAGES_BASE
     memo: Path | None = None
     threads: int = THREADS
+    # The import record of this host (beside its catalog): refuse an older bundle, as import
+    # does; None with --allow-downgrade.
+    freshness: Path | None = None
 
 
 def check_options(opts: ServeOptions) -> tuple[str, int]:
@@ -105,6 +109,9 @@ def open_store(opts: ServeOptions, observer: Observer | None = None) -> tuple[Se
     trusted = open_trusted(opts.bundle, policy, memo=opts.memo, observer=observer)
     if stamp(opts.bundle) != before:
         raise VerificationError(f"{opts.bundle}: changed while it was being verified")
+    if opts.freshness is not None:  # what import would refuse, serve refuses
+        manifest = trusted.manifest
+        Freshness(opts.freshness).check(manifest.name, trusted.signer, manifest.created)
     source = BundleStore.sealed(BundleReader(opts.bundle), trusted.manifest)
     store = ServedStore(
         source, trusted.manifest, base_path=opts.base_path,
