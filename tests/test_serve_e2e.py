@@ -43,6 +43,7 @@ from mirror.lab.seed import client_for, seed_artifact
 from mirror.lab.upstream import lab_upstreams
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor
+from mirror.streams import Staged
 
 pytestmark = pytest.mark.timeout(300)
 PASSWORD = "serve test password"
@@ -436,8 +437,8 @@ def test_a_split_bundle_is_served_from_its_parts_with_nothing_unpacked(
 ) -> None:
     split = tmp_path / "split" / built.bundle.name
     split.parent.mkdir()
-    with split_output(split, 1024 * 1024) as out:  # the large layer spans several parts
-        out.write(built.bundle.read_bytes())
+    with Staged().publishing() as staged, split_output(split, 1024 * 1024, staged) as out:
+        out.write(built.bundle.read_bytes())  # the large layer spans several parts
     for suffix in (".sig", ".sha256"):
         shutil.copy(f"{built.bundle}{suffix}", f"{split}{suffix}")
     before = sorted(p.name for p in split.parent.iterdir())
