@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -257,9 +258,14 @@ TEMP_MARK = ".mirror-"  # .NAME.mirror-PID-RANDOM.tmp: the rule sweep_stale goes
 
 def temp_beside(path: Path, suffix: str) -> tuple[int, str]:
     """A temp file beside `path`, named with this process's id so a later run can tell a
-    killed writer's leftovers (its process is gone) from a live writer's."""
+    killed writer's leftovers (its process is gone) from a live writer's, and locked
+    (flock) while its descriptor is open: a writer in another PID namespace (two containers
+    sharing a cache) has an id that means nothing here, but its lock still shows."""
     prefix = f".{path.name}{TEMP_MARK}{os.getpid()}-"
-    return tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    with contextlib.suppress(OSError):  # a filesystem without locks: the id rule alone
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd, name
 
 
 def sweep_stale(folder: Path, name: str | None = None) -> int:
@@ -276,13 +282,29 @@ def sweep_stale(folder: Path, name: str | None = None) -> int:
         if pid is None or _alive(pid):
             continue
         try:
-            size = entry.stat(follow_symlinks=False).st_size
-            if entry.is_file(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            if entry.is_file(follow_symlinks=False) and _abandoned(entry.path):
                 os.unlink(entry.path)
-                freed += size
+                freed += st.st_size
         except OSError:
             continue
     return freed
+
+
+def _abandoned(path: str) -> bool:
+    """No writer holds its lock: a writer of another PID namespace (whose id means nothing
+    here) holds it while the file is open, and renames the file as soon as it closes it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # held: a live writer, wherever its process is
+    finally:
+        os.close(fd)
+    return True
 
 
 def sweep_for(*files: Path | None) -> int:

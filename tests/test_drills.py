@@ -192,3 +192,25 @@ def test_an_import_sweeps_what_killed_imports_left_beside_its_files(
     assert run.rc == 0, run.err
     assert [p for p in stale if p.exists()] == []
     assert all(p.exists() for p in kept)
+
+
+def test_a_writer_of_another_pid_namespace_keeps_its_temp_files(tmp_path: Path) -> None:
+    """Two containers sharing one cache: the other's pid means nothing here (looks dead),
+    so its in-flight temp files were swept and its export failed. A temp file is locked
+    while its writer has it open: the sweep leaves it, and takes it once the lock is gone."""
+    import fcntl
+
+    from mirror.cache import BlobCache
+
+    folder = tmp_path / "cache" / "blobs" / "sha256"
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    theirs = folder / f".{'a' * 64}{TEMP_MARK}{dead.pid}-other.tmp"
+    with theirs.open("wb") as fh:  # their live writer: open, locked, writing
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fh.write(b"x" * 100)
+        BlobCache(tmp_path / "cache")
+        assert theirs.exists()
+    BlobCache(tmp_path / "cache")  # closed without a rename: its writer died
+    assert not theirs.exists()
