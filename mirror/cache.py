@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from mirror.errors import IntegrityError
+from mirror.errors import IntegrityError, OperationError
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of
 from mirror.streams import (
     VerifyingReader,
@@ -65,8 +65,13 @@ class BlobCache:
 
     def put(self, desc: Descriptor, stream: IO[bytes]) -> None:
         # Not fsynced: the bundle writer re-hashes every entry, so a torn one is caught.
-        with atomic_file(self.path(desc.digest), durable=False) as out:
-            drain(verified(stream, desc, f"cache {desc.digest}"), out)
+        try:
+            with atomic_file(self.path(desc.digest), durable=False) as out:
+                drain(verified(stream, desc, f"cache {desc.digest}"), out)
+        except OSError as exc:  # a full disk says where: the cache, not the bundle
+            raise OperationError(
+                f"{self.root}: cannot write to the export cache: {exc.strerror or exc}"
+            ) from None
         with self._lock:
             self.stored_bytes += desc.size
             self.fresh.add(desc.digest)

@@ -150,3 +150,35 @@ def test_a_rerun_sweeps_what_killed_runs_left_and_nothing_else(
     assert run.rc == 0, run.err
     assert [p for p in stale if p.exists()] == []
     assert all(p.exists() for p in kept)
+
+
+def test_a_full_disk_under_the_cache_names_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC or EFBIG filling the cache said only 'No space left on device' (the
+    interruption sweep, stop 31): the line names the cache now, exit 1."""
+    import errno
+    import hashlib
+    import io
+
+    from mirror.cache import BlobCache
+    from mirror.errors import OperationError
+    from mirror.oci.descriptor import Descriptor
+
+    data = b"x" * 1000
+    desc = Descriptor(
+        "application/octet-stream", "sha256:" + hashlib.sha256(data).hexdigest(), 1000
+    )
+    cache = BlobCache(tmp_path / "cache")
+
+    class Full(io.BytesIO):
+        def write(self, b: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("mirror.streams.os.fdopen", lambda fd, mode: Full())
+    with pytest.raises(OperationError) as info:
+        cache.put(desc, io.BytesIO(data))
+    assert str(info.value) == (
+        f"{tmp_path / 'cache'}: cannot write to the export cache: No space left on device"
+    )
+    assert info.value.exit_code == 1 and not cache.has(desc)
