@@ -41,6 +41,7 @@ from mirror.registry.auth import (
     resolve_credentials,
 )
 from mirror.registry.http import Endpoint, Http
+from mirror.registry.retry import RateFloor
 from mirror.settings import Net
 from mirror.spec import Registry
 from mirror.stores.interface import KnownManifests
@@ -258,7 +259,10 @@ def _http(repo: _Repo, net: Net) -> Http:
     host = parts.netloc.rsplit("@", 1)[-1]
     settings = HELM_TLS_SETTINGS + (HELM_INSECURE if repo.insecure else "")
     endpoint = Endpoint(parts.scheme, host, repo.verify, repo.client, settings)
-    return Http(endpoint, repo.credentials, timeout=net.timeouts, preemptive_basic=True)
+    return Http(
+        endpoint, repo.credentials, timeout=net.timeouts, preemptive_basic=True,
+        floor=RateFloor.of(net),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

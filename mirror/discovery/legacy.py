@@ -29,7 +29,7 @@ from mirror.oci.names import oci_tag, pack_repository
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint, Http
-from mirror.registry.retry import RetryPolicy
+from mirror.registry.retry import RateFloor, RetryPolicy
 from mirror.settings import Net
 from mirror.spec import Registry
 from mirror.stores.interface import Source
@@ -130,6 +130,7 @@ class LegacyPackRegistry:
             credentials,
             retry=RetryPolicy(attempts=2),
             timeout=net.timeouts,
+            floor=RateFloor.of(net),
         )
         self.client = RegistryClient(url, credentials=credentials, net=net)
 

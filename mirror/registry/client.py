@@ -41,8 +41,8 @@ class RegistryClient:
     ) -> None:
         net = net or Net()
         self.endpoint = Endpoint.parse(url, ca_file=net.ca_file)
-        self.http = Http(self.endpoint, credentials, timeout=net.timeouts)
         self._floor = RateFloor.of(net)
+        self.http = Http(self.endpoint, credentials, timeout=net.timeouts, floor=self._floor)
         self.chunk_size = chunk_size
         self.monolithic_max = monolithic_max
         # Whether the registry has the referrers API: None until its first answer, which

@@ -20,6 +20,7 @@ import requests
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
+from mirror.deadlines import HeadDeadline
 from mirror.errors import (
     AuthError,
     MirrorError,
@@ -32,7 +33,7 @@ from mirror.errors import (
     shorten,
 )
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
-from mirror.registry.retry import DEFAULT, RetriesExhausted, RetryLater, RetryPolicy
+from mirror.registry.retry import DEFAULT, RateFloor, RetriesExhausted, RetryLater, RetryPolicy
 from mirror.settings import Net
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
@@ -135,12 +136,46 @@ def add_ca(context: ssl.SSLContext, ca: str) -> None:
         raise UsageError(f"{ca}: not a CA bundle ({reason})") from None
 
 
-class _TrustAdapter(requests.adapters.HTTPAdapter):
+class _HeadedAdapter(requests.adapters.HTTPAdapter):
+    """Connections that read each answer's status line and headers within `heads`' time:
+    the read timeout counts per read, and a server sending a byte every few seconds held
+    an import for ever (the import-side sweep, stop 31). Bodies have the rate floor."""
+
+    def __init__(self, heads: HeadDeadline | None = None) -> None:
+        self._heads = heads or HeadDeadline(TIMEOUT[1])
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _headed_pools(self._heads)
+
+
+def _headed_pools(heads: HeadDeadline) -> dict[str, type]:
+    """urllib3's two pool classes, with connections whose getresponse() runs under heads."""
+
+    def headed(base: type[urllib3.connection.HTTPConnection]) -> type:
+        def getresponse(self: Any) -> Any:
+            sock = self.sock
+            if sock is None:
+                return base.getresponse(self)
+            with heads.reading(sock):
+                return base.getresponse(self)
+
+        return type(f"Headed{base.__name__}", (base,), {"getresponse": getresponse})
+
+    plain, tls = urllib3.connection.HTTPConnection, urllib3.connection.HTTPSConnection
+    return {
+        "http": type("Pool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": headed(plain)}),
+        "https": type("Pool", (urllib3.HTTPSConnectionPool,), {"ConnectionCls": headed(tls)}),
+    }
+
+
+class _TrustAdapter(_HeadedAdapter):
     """HTTPS through `_TrustStore`'s context: requests' documented hooks for pool settings."""
 
-    def __init__(self, trust: _TrustStore) -> None:
+    def __init__(self, trust: _TrustStore, heads: HeadDeadline | None = None) -> None:
         self._trust = trust
-        super().__init__()
+        super().__init__(heads)
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -171,11 +206,13 @@ class _Session(requests.Session):
     environment. `send_plain` skips the Session bookkeeping mirror never uses.
     """
 
-    def __init__(self, trust: _TrustStore | None = None) -> None:
+    def __init__(self, trust: _TrustStore | None = None, heads: HeadDeadline | None = None) -> None:
         super().__init__()
         self.trust_env = False  # we read the environment ourselves, below
         self._env: dict[tuple[str, str], tuple[dict[str, str], bool | str]] = {}
-        self.mount("https://", _TrustAdapter(trust or _TrustStore()))
+        heads = heads or HeadDeadline(TIMEOUT[1])
+        self.mount("https://", _TrustAdapter(trust or _TrustStore(), heads))
+        self.mount("http://", _HeadedAdapter(heads))
 
     def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
         parts = urlsplit(url)
@@ -306,6 +343,7 @@ class Http:
         retry: RetryPolicy = DEFAULT,
         headers: Mapping[str, str] | None = None,
         preemptive_basic: bool = False,
+        floor: RateFloor | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
@@ -314,6 +352,8 @@ class Http:
             self.secrets.add(credentials.password, user=credentials.username)
             self.secrets.add(credentials.identity_token)
         self._timeout = timeout
+        self._heads = HeadDeadline(timeout[1])  # an answer's head: within the read timeout
+        self.floor = floor or RateFloor()  # an answer's body: not a trickle
         self.retry = retry
         self._headers = dict(headers or {})  # sent to the endpoint's own host only
         self._tokens = TokenCache()
@@ -326,7 +366,7 @@ class Http:
     def session(self) -> _Session:
         s: _Session | None = getattr(self._local, "session", None)
         if s is None:
-            s = _Session(self._trust)
+            s = _Session(self._trust, self._heads)
             s.verify = self.endpoint.verify
             s.headers["User-Agent"] = "mirror"
             self._local.session = s
@@ -402,7 +442,7 @@ class Http:
                     method, url, scope, headers, data, stream, allow_redirects, anywhere
                 )
                 if cap is not None and resp.status_code not in self.retry.statuses:
-                    _read_body(resp, cap, f"{self.endpoint.host}: {redact(url)}")
+                    _read_body(resp, cap, f"{self.endpoint.host}: {redact(url)}", self.floor)
             except ConnectionLost as exc:
                 if not replayable:
                     raise  # not retried here: the engine may retry the whole blob
@@ -579,7 +619,7 @@ class Http:
             resp = self._ask_token_service(realm, params)
         except requests.exceptions.RequestException as exc:
             raise AuthError(f"token service {redact(realm)} unreachable: {_short(exc)}") from None
-        _read_body(resp, TOKEN_CAP, f"token service {redact(realm)}")
+        _read_body(resp, TOKEN_CAP, f"token service {redact(realm)}", self.floor)
         if resp.status_code != 200:
             raise AuthError(
                 f"{self.endpoint.host}: token service refused {scope or 'access'} "
@@ -648,22 +688,26 @@ def _lifetime(expires_in: object) -> float:
     return float(expires_in) if math.isfinite(expires_in) and expires_in > 0 else 60.0
 
 
-def _read_body(resp: requests.Response, cap: int, where: str) -> None:
+def _read_body(resp: requests.Response, cap: int, where: str, floor: RateFloor) -> None:
     """Read the body into `resp.content`, refusing more than `cap` bytes before and while it
-    streams; a connection lost mid-way is a `ConnectionLost`, which the caller's loop retries."""
+    streams, and a trickle (`floor`: each read returns what one recv brought, so a byte
+    every few seconds is seen); a connection lost mid-way, or a trickle, is a
+    `ConnectionLost`, which the caller's loop retries."""
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
         resp.close()
         raise OperationError(f"{where}: {declared} bytes is over the {_cap(cap)} cap")
     parts: list[bytes] = []
-    total = 0
+    total, started = 0, floor.clock()
     try:
-        for chunk in resp.iter_content(1 << 20):
+        while chunk := resp.raw.read1(1 << 20, decode_content=True):
             total += len(chunk)
             if total > cap:
                 raise OperationError(f"{where}: more than the {_cap(cap)} cap")
             parts.append(chunk)
-    except requests.RequestException as exc:
+            if problem := floor.problem(started, total):
+                raise ConnectionLost(f"{where}: the answer trickles: {problem}")
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
         raise ConnectionLost(f"{where}: the body was cut off ({type(exc).__name__})") from None
     finally:
         resp.close()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from mirror.bundle.parts import stamp
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.trust import Trusted, TrustPolicy, open_trusted
+from mirror.deadlines import HeadDeadline
 from mirror.errors import OperationError, UsageError, VerificationError
 from mirror.freshness import Freshness
 from mirror.mirrorconfig import CERTS_DIR, HOSTS_FILE, MIRROR_FILE, hosts_toml, image_mirrors
@@ -221,42 +222,6 @@ class _SocketWriter:
 
     def close(self) -> None:
         self.closed = True  # the connection closes the socket itself
-
-
-class HeadDeadline:
-    """Connections reading a request's line and headers, each with the time it must be done
-    by. cheroot's timeout is per read, so a client sending a byte every 20 s held a worker
-    for as long as it liked (33 such held all 32). One watcher thread shuts the socket of any
-    that is late; the worker's read then ends and the connection closes."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._lock = threading.Lock()
-        self._reading: dict[int, tuple[float, socket.socket]] = {}
-        self._stop = threading.Event()
-        threading.Thread(target=self._watch, name="serve-deadline", daemon=True).start()
-
-    @contextlib.contextmanager
-    def reading(self, sock: socket.socket) -> Iterator[None]:
-        with self._lock:
-            self._reading[id(sock)] = (time.monotonic() + self.seconds, sock)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._reading.pop(id(sock), None)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(min(1.0, self.seconds / 4)):
-            now = time.monotonic()
-            with self._lock:
-                late = [sock for due, sock in self._reading.values() if due < now]
-            for sock in late:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def _connection_class() -> type:
