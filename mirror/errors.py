@@ -176,11 +176,12 @@ class Secrets:
             self._forms = tuple(sorted(merged, key=len, reverse=True))  # longest first
 
     def scrub(self, text: str) -> str:
-        """`text` with every known secret replaced by `***`, then `redact`ed."""
+        """`text` with every known secret replaced by `***` (not `redact`ed: a second pass
+        of redact over its own output is not always a no-op, so callers redact once)."""
         for form in self._forms:
             if form in text:
                 text = text.replace(form, "***")
-        return redact(text)
+        return text
 
     def scrub_error(self, exc: MirrorError) -> MirrorError:
         """The same error, its message scrubbed (its class, hence its exit code, kept)."""

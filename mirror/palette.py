@@ -171,7 +171,7 @@ class PaletteClient:
         self._http.close()
 
     def _scrub(self, text: str) -> str:
-        return self._http.secrets.scrub(text)
+        return redact(self._http.secrets.scrub(text))
 
     def _request(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
@@ -187,6 +187,8 @@ class PaletteClient:
                 once=create,
             )  # fmt: skip
         except RegistryError as exc:  # unreachable, or the retry budget spent
+            said = f"{self._http.endpoint.host}: {method} {self._prefix + path}: "
+            exc.args = (str(exc).removeprefix(said), *exc.args[1:])  # `where` says it
             maybe = "; it may have been created: importing again updates it by name"
             raise OperationError(
                 f"{where}: {self._scrub(str(exc))}{maybe if create else ''}"

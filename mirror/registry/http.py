@@ -667,7 +667,8 @@ class Http:
         where = f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}"
         _read_words(resp)
         # Scrubbed whole, then cut: a cut through an echoed password would show its start.
-        detail = shorten(" ".join(self.secrets.scrub(_registry_message(resp)).split()), 200)
+        detail = redact(self.secrets.scrub(_registry_message(resp)))  # one line, then cut
+        detail = shorten(" ".join(detail.split()), 200)
         resp.close()
         if code in (401, 403):
             hint = "" if self._credentials else f"; no credentials configured for it ({LOGIN_HINT})"
