@@ -678,3 +678,15 @@ def isolated_env(
         for name in ("MIRROR_TARGET_USERNAME", "MIRROR_TARGET_PASSWORD", *drop):
             mp.delenv(name, raising=False)
         yield
+
+
+def export_chain_start(url: str, work: Path) -> Path:
+    """The first bundle of an `export --state` chain of the packs at `url`, unsigned."""
+    from mirror.cli import main
+
+    spec = write_spec(work / "s.yaml", url, repositories=["spectro-packs/archive/*"])
+    out = work / "b-{seq}.tar.zst"
+    args = ["export", str(spec), "-o", str(out), "--state", str(work / "state")]
+    assert main([*args, "--cache-dir", str(work / "c")]) == 0
+    (bundle,) = work.glob("b-*.tar.zst")
+    return bundle

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import UPLOAD, FaultProxy, Reg, isolated_env, mirror, write_spec
+from faultproxy import (
+    UPLOAD,
+    FaultProxy,
+    Reg,
+    export_chain_start,
+    isolated_env,
+    mirror,
+    write_spec,
+)
 
 from mirror.lab import LabRegistry
 
@@ -134,12 +142,7 @@ def test_an_interrupt_while_the_records_are_written_lets_them_all_land(
     from mirror.cli import main
     from mirror.freshness import Freshness
 
-    packs = ["spectro-packs/archive/*"]
-    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=packs)
-    out = tmp_path / "b-{seq}.tar.zst"
-    args = ["export", str(spec), "-o", str(out), "--state", str(tmp_path / "st")]
-    assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 0
-    (bundle,) = tmp_path.glob("b-*.tar.zst")
+    bundle = export_chain_start(seeded_registry.url, tmp_path)
     real = Freshness.record
 
     def stopped(self: Freshness, *a: Any, **k: Any) -> None:

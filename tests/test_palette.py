@@ -468,16 +468,11 @@ def test_a_palette_failure_leaves_no_record_so_the_import_can_run_again(
 ) -> None:
     """Palette ran after the records: a 503 there left a chain's bundle recorded as
     applied, and every rerun was refused as a replay (exit 3) with Palette never told."""
-    from faultproxy import write_spec
+    from faultproxy import export_chain_start
 
     from mirror.cli import main
 
-    packs = ["spectro-packs/archive/*"]
-    spec = write_spec(tmp_path / "s.yaml", seeded_registry.url, repositories=packs)
-    bundle = tmp_path / "b-{seq}.tar.zst"
-    export = ["export", str(spec), "-o", str(bundle), "--state", str(tmp_path / "state")]
-    assert main([*export, "--cache-dir", str(tmp_path / "c")]) == 0
-    (written,) = tmp_path.glob("b-*.tar.zst")
+    written = export_chain_start(seeded_registry.url, tmp_path)
     monkeypatch.setenv("PALETTE_API_KEY", KEY)
     catalog = tmp_path / "far" / "cat.json"
     args = ["import", str(written), "--target", registry.url, "--allow-unsigned"]
