@@ -7,10 +7,12 @@ line, with credentials already removed (see `redact`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import re
 import threading
+from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
 
 
@@ -183,11 +185,16 @@ class Secrets:
                 text = text.replace(form, "***")
         return text
 
-    def scrub_error(self, exc: MirrorError) -> MirrorError:
-        """The same error, its message scrubbed (its class, hence its exit code, kept)."""
-        if exc.args and isinstance(exc.args[0], str):
-            exc.args = (self.scrub(exc.args[0]), *exc.args[1:])
-        return exc
+    @contextlib.contextmanager
+    def scrubbing(self) -> Iterator[None]:
+        """Any MirrorError out of the block, its message scrubbed (its class, hence its
+        exit code, kept)."""
+        try:
+            yield
+        except MirrorError as exc:
+            if exc.args and isinstance(exc.args[0], str):
+                exc.args = (self.scrub(exc.args[0]), *exc.args[1:])
+            raise
 
 
 def _go_json(value: str) -> str:

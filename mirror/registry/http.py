@@ -23,7 +23,6 @@ from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from mirror.deadlines import HeadDeadline
 from mirror.errors import (
     AuthError,
-    MirrorError,
     NotFoundError,
     OperationError,
     RegistryError,
@@ -407,69 +406,49 @@ class Http:
         `once`: a request that must not be sent twice (one that creates something), not
         retried after it may have reached the server.
         """
-        try:
-            return self._request(
-                method, path, scope, headers, data, stream, allow_redirects, ok, what, check,
-                cap, anywhere, once,
-            )  # fmt: skip
-        except MirrorError as exc:  # a server may echo a password or token back: never shown
-            self.secrets.scrub_error(exc)
-            raise
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        scope: str | None,
-        headers: Mapping[str, str] | None,
-        data: Any,
-        stream: bool,
-        allow_redirects: bool,
-        ok: tuple[int, ...],
-        what: str,
-        check: bool,
-        cap: int | None,
-        anywhere: bool,
-        once: bool,
-    ) -> requests.Response:
         url = self.url(path)
-        replayable = not once and (data is None or isinstance(data, bytes))
-        if cap is None and not stream:  # every answer read whole is read here, bounded
-            cap, stream = BODY_CAP, True
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                resp = self._send_authed(
-                    method, url, scope, headers, data, stream, allow_redirects, anywhere
-                )
-                if cap is not None and resp.status_code not in self.retry.statuses:
-                    _read_body(resp, cap, f"{self.endpoint.host}: {redact(url)}", self.floor)
-            except ConnectionLost as exc:
-                if not replayable:
-                    raise  # not retried here: the engine may retry the whole blob
-                if not self.retry.retries_lost(attempt):
-                    raise RetriesExhausted(f"{exc} (after {attempt} tries)") from None
-                self.retry.pause(attempt)
-                continue
-            wait = resp.headers.get("Retry-After")
-            if replayable and self.retry.too_long(wait) and resp.status_code in self.retry.statuses:
-                resp.close()
-                raise RetriesExhausted(
-                    f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}: "
-                    f"{resp.status_code}, asked to wait {wait} s, more than the "
-                    f"{self.retry.retry_after_cap:.0f} s mirror waits"
-                )
-            if replayable and self.retry.retries_status(resp.status_code, attempt):
-                resp.close()
-                self.retry.pause(attempt, wait)
-                continue
-            if resp.status_code in ok or (
-                not check and resp.status_code not in self.retry.statuses
-            ):
-                return resp
-            raise self._error(method, url, resp, what, retried=replayable)
-        raise RegistryError(
-            f"{self.endpoint.host}: {method} {redact(url)}: gave up"
-        )  # pragma: no cover
+        with self.secrets.scrubbing():  # a server may echo a password or token back
+            replayable = not once and (data is None or isinstance(data, bytes))
+            if cap is None and not stream:  # every answer read whole is read here, bounded
+                cap, stream = BODY_CAP, True
+            for attempt in range(1, self.retry.attempts + 1):
+                try:
+                    resp = self._send_authed(
+                        method, url, scope, headers, data, stream, allow_redirects, anywhere
+                    )
+                    if cap is not None and resp.status_code not in self.retry.statuses:
+                        _read_body(resp, cap, f"{self.endpoint.host}: {redact(url)}", self.floor)
+                except ConnectionLost as exc:
+                    if not replayable:
+                        raise  # not retried here: the engine may retry the whole blob
+                    if not self.retry.retries_lost(attempt):
+                        raise RetriesExhausted(f"{exc} (after {attempt} tries)") from None
+                    self.retry.pause(attempt)
+                    continue
+                wait = resp.headers.get("Retry-After")
+                if (
+                    replayable
+                    and self.retry.too_long(wait)
+                    and resp.status_code in self.retry.statuses
+                ):
+                    resp.close()
+                    raise RetriesExhausted(
+                        f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}: "
+                        f"{resp.status_code}, asked to wait {wait} s, more than the "
+                        f"{self.retry.retry_after_cap:.0f} s mirror waits"
+                    )
+                if replayable and self.retry.retries_status(resp.status_code, attempt):
+                    resp.close()
+                    self.retry.pause(attempt, wait)
+                    continue
+                if resp.status_code in ok or (
+                    not check and resp.status_code not in self.retry.statuses
+                ):
+                    return resp
+                raise self._error(method, url, resp, what, retried=replayable)
+            raise RegistryError(
+                f"{self.endpoint.host}: {method} {redact(url)}: gave up"
+            )  # pragma: no cover
 
     def _send_authed(
         self,
