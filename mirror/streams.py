@@ -293,7 +293,8 @@ def sweep_stale(folder: Path, name: str | None = None) -> int:
 
 def _abandoned(path: str) -> bool:
     """No writer holds its lock: a writer of another PID namespace (whose id means nothing
-    here) holds it while the file is open, and renames the file as soon as it closes it."""
+    here) holds it while it writes the file. Once closed, a staged file waits for its set's
+    rename unlocked; only two runs writing the same output from two namespaces meet there."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
