@@ -19,10 +19,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from mirror.errors import OperationError, UsageError
 from mirror.formats import jsondoc
 from mirror.formats.schema import ValidMemo, schema_problem
-from mirror.streams import atomic_file, read_capped
+from mirror.streams import atomic_file, locked_folder, read_capped
 
 CATALOG_CAP = 64 << 20  # bytes of the system catalog: a few hundred per registry
 
@@ -158,18 +157,7 @@ def records_lock(catalog: Path) -> contextlib.AbstractContextManager[None]:
         catalog.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OperationError(f"{catalog.parent}: cannot create: {exc.strerror or exc}") from None
-    return _locked_dir(catalog.parent)
-
-
-@contextlib.contextmanager
-def _locked_dir(folder: Path) -> Iterator[None]:
-    """Serialise concurrent imports on one host: read-modify-write must not lose entries."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return locked_folder(catalog.parent)
 
 
 def upsert(
@@ -184,7 +172,7 @@ def upsert(
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.nullcontext() if held else _locked_dir(path.parent):
+        with contextlib.nullcontext() if held else locked_folder(path.parent):
             current = load_catalog(path, memo)
             merged = {e.key: e for e in current}
             for entry in entries:

@@ -200,16 +200,24 @@ class Staged:
         """`path` goes when the set is published: it would belong to the old set."""
         self._gone.append(path)
 
-    def publish(self) -> None:
+    def publish(self, *, lock: bool = False) -> None:
+        """Rename every file into place and remove what the old set had more, as one step:
+        signals wait for it. With `lock`, so do other runs publishing into the same folders
+        (each folder flock'ed: two exports to one FILE never leave a mixed set); not where
+        the caller may hold a folder's lock already (an import's records), since a second
+        flock of it would wait on the first."""
         for _, path, _ in self._moves:
             refuse_special(path)  # before the first rename: all or none
-        with uninterrupted():
+        folders = {path.parent for _, path, _ in self._moves} | {p.parent for p in self._gone}
+        with contextlib.ExitStack() as held, uninterrupted():
+            for folder in sorted(folders) if lock else ():
+                held.enter_context(locked_folder(folder))
             for temp, path, mode in self._moves:
                 os.chmod(temp, mode)
                 os.replace(temp, path)
             for path in self._gone:
                 path.unlink(missing_ok=True)
-        for folder in {path.parent for _, path, _ in self._moves}:
+        for folder in folders:
             fsync_dir(folder)
         self._moves = []
 
@@ -220,13 +228,26 @@ class Staged:
         self._moves = []
 
     @contextmanager
-    def publishing(self) -> Iterator[Staged]:
-        """Stage inside the block; published at its end, discarded if it raises."""
+    def publishing(self, *, lock: bool = False) -> Iterator[Staged]:
+        """Stage inside the block; published at its end (see `publish`), discarded if it
+        raises."""
         try:
             yield self
-            self.publish()
+            self.publish(lock=lock)
         finally:
             self.discard()
+
+
+@contextmanager
+def locked_folder(folder: Path) -> Iterator[None]:
+    """An exclusive flock on the folder itself, for a short read-modify-write or a set of
+    renames in it: other mirror processes doing the same wait; nothing is written for it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager

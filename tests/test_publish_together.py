@@ -127,3 +127,24 @@ def test_a_full_disk_at_the_sidecar_keeps_the_old_set(
     run = _export(work, 1_700_000_100)
     assert run.rc == 1 and "No space left on device" in run.error_line()
     assert _state(work["dir"]) == before and not _temps(work["dir"])
+
+
+def test_two_exports_to_one_file_publish_one_after_the_other(work: dict[str, Path]) -> None:
+    """The sweep stopped one export just after its rename while another ran to the end: the
+    bundle was one's, the sidecars the other's. A publish holds the output folder's lock, so
+    a second one waits for the first to finish its renames (held here by the test)."""
+    import threading
+
+    from mirror.streams import locked_folder
+
+    assert _export(work, 1_700_000_000).rc == 0
+    before = _state(work["dir"])
+    runs: list[Any] = []
+    with locked_folder(work["dir"]):
+        worker = threading.Thread(target=lambda: runs.append(_export(work, 1_700_000_100)))
+        worker.start()
+        worker.join(5.0)
+        assert worker.is_alive() and _state(work["dir"]) == before  # written, not published
+    worker.join(60)
+    assert runs and runs[0].rc == 0
+    assert mirror("verify", work["dir"] / "b.tar.zst", "--key", work["pub"]).rc == 0

@@ -183,7 +183,7 @@ class BundleStore:
         signature = sign_bytes(out.key, data) if out.key is not None else None
         out.observer.planned(len(members), sum(m.size for m in members), "pack")
         try:  # FILE (or its parts) and FILE.sha256 and FILE.sig appear together
-            with Staged().publishing() as staged:
+            with Staged().publishing(lock=True) as staged:  # another export to FILE waits
                 written = write_bundle(
                     out.output, data, signature, members, mtime=out.mtime,
                     observer=out.observer, split_size=out.split_size, described=manifest,
