@@ -156,3 +156,14 @@ def test_inspect_key_verifies_for_json_and_table_too(signed: dict[str, Any]) -> 
     table = mirror("inspect", signed["bundle"], "--key", signed["pub"]).out
     assert f"signer {doc['signer']} (verified by this run)" in table
     assert mirror("inspect", signed["bundle"], "--json").json()["signerVerified"] is False
+
+
+def test_a_signed_bundle_verified_without_its_key_is_not_called_unsigned(
+    signed: dict[str, Any],
+) -> None:
+    """`verify --allow-unsigned` without --key on a signed bundle said 'signer UNSIGNED'
+    (the contract audit, stop 31): it is signed; the signature was not checked."""
+    run = mirror("verify", signed["bundle"], "--allow-unsigned")
+    assert run.rc == 0, run.err
+    assert "signer signed, not checked (no --key; accepted with --allow-unsigned)" in run.out
+    assert "UNSIGNED" not in run.out

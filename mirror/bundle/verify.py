@@ -52,6 +52,7 @@ class VerifyResult:
     # Needed by a bundled pack or chart, not carried, skipped on purpose (`--no-images`):
     # the contract's `missingImages`, which only fails the bundle when not skipped.
     missing_images: tuple[str, ...] = ()
+    signed: bool = False  # manifest.json.sig is there (checked only with a key)
 
 
 class MissingImagesError(VerificationError):
@@ -219,6 +220,7 @@ def _check_archive(
         images=len(manifest.images),
         manifest_digest="sha256:" + hashlib.sha256(head.manifest).hexdigest(),
         missing_images=tuple(skipped),
+        signed=head.signature is not None,
     )
 
 

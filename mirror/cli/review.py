@@ -77,7 +77,12 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
     if as_json:
         emit(doc)
     else:
-        signer = res.signer or "UNSIGNED (accepted with --allow-unsigned)"
+        unchecked = "signed, not checked (no --key"  # the audit (stop 31): not "UNSIGNED"
+        signer = res.signer or (
+            f"{unchecked}; accepted with --allow-unsigned)"
+            if res.signed
+            else "UNSIGNED (accepted with --allow-unsigned)"
+        )
         from mirror.units import exact
 
         click.echo(
