@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import html
 import json
 import re
 import threading
@@ -206,6 +205,8 @@ def _go_json(value: str) -> str:
 def _encodings(value: str) -> list[str]:
     """How a server or a library may quote a value back: as is, escaped as Python, JSON,
     HTML or a URL does, with its whitespace folded, or base64-encoded."""
+    import html  # only where a client holds a secret: not on every command's start-up
+
     raw = value.encode("utf-8", "surrogatepass")
     return [
         value,
