@@ -237,12 +237,13 @@ class PaletteClient:
         """Create or update each entry; one result dict per entry, in order."""
         if auth is not None:
             self._http.secrets.add(auth.password, user=auth.username)
-        found = self.existing()
         results = []
-        for entry in entries:
-            result = self._register_one(entry, auth, found)
-            log.info("Palette: %s %s registry %r", result["action"], entry.kind, entry.name)
-            results.append(result)
+        with self._http.secrets.scrubbing():  # Palette's own words (a uid) quoted too
+            found = self.existing()
+            for entry in entries:
+                result = self._register_one(entry, auth, found)
+                log.info("Palette: %s %s registry %r", result["action"], entry.kind, entry.name)
+                results.append(result)
         return results
 
     def _register_one(

@@ -259,12 +259,17 @@ def uninterrupted() -> Iterator[None]:
     (mirror commits on the main thread). SIGKILL and power loss still can cut in; the
     block is kept to renames and small writes so that window is narrow.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    outer = getattr(signal.getsignal(signal.SIGINT), "holds_signals", False)
+    if outer or threading.current_thread() is not threading.main_thread():
+        yield  # nested: the outermost block raises once it ends
         return
     caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    before = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+
+    def hold(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    hold.holds_signals = True  # type: ignore[attr-defined]
+    before = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

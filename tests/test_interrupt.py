@@ -131,6 +131,14 @@ def test_signals_wait_for_an_uninterrupted_block() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
     with uninterrupted():  # no signal, no interrupt
         done.append(0)
+    # Nested (a receipt published inside the import's records): the outermost block raises,
+    # once, after everything in it ran.
+    with pytest.raises(KeyboardInterrupt), uninterrupted():
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        done.append(1)
+    assert done[-1] == 1
 
 
 def test_an_interrupt_while_the_records_are_written_lets_them_all_land(
