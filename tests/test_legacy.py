@@ -143,6 +143,21 @@ def test_no_credentials(packs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: 
         legacy.discover(reg_at(url, None))
 
 
+def test_the_spec_s_unset_auth_variables_are_named(
+    packs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The spec names variables that are not set: the 401 says which, not only 'no
+    credentials configured' (the contract audit, stop 31)."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("LEGACY_USER", raising=False)
+    monkeypatch.delenv("LEGACY_PASS", raising=False)
+    with serve_legacy(packs) as url, pytest.raises(AuthError) as err:
+        legacy.discover(reg_at(url, AuthEnv("LEGACY_USER", "LEGACY_PASS")))
+    assert "$LEGACY_USER and $LEGACY_PASS, which the spec's auth names, are not set" in str(
+        err.value
+    )
+
+
 def test_health_failure(packs: Path, creds: AuthEnv) -> None:
     with serve_legacy(packs, healthy=False) as url, pytest.raises(RegistryError) as err:
         legacy.discover(reg_at(url, creds))
@@ -220,3 +235,20 @@ def _no_docker_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     """Tests must not pick up the runner's Docker credentials."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     yield
+
+
+def test_an_oci_registry_client_names_the_unset_variables_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mirror.discovery.select import client_for
+    from mirror.registry.http import LOGIN_HINT
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("OCI_USER", raising=False)
+    monkeypatch.delenv("OCI_PASS", raising=False)
+    named = Registry(
+        name="r", kind="oci", url="http://127.0.0.1:1", auth=AuthEnv("OCI_USER", "OCI_PASS")
+    )
+    assert client_for(named).http.login_hint.startswith("$OCI_USER and $OCI_PASS")
+    plain = Registry(name="r", kind="oci", url="http://127.0.0.1:1")
+    assert client_for(plain).http.login_hint == LOGIN_HINT

@@ -26,7 +26,7 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.descriptor import Descriptor, parse_manifest
 from mirror.oci.names import oci_tag, pack_repository
-from mirror.registry.auth import Credentials, resolve_credentials
+from mirror.registry.auth import Credentials, resolve_credentials, unset_hint
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint, Http
 from mirror.registry.retry import RateFloor, RetryPolicy
@@ -118,7 +118,12 @@ class LegacyPackRegistry:
     """The documented `/v1/` side (health, catalog) and the assumed `/v2/` side of one server."""
 
     def __init__(
-        self, url: str, credentials: Credentials | None, *, net: Net | None = None
+        self,
+        url: str,
+        credentials: Credentials | None,
+        *,
+        net: Net | None = None,
+        login_hint: str | None = None,  # what a 401 without credentials says to do
     ) -> None:
         net = net or Net()
         self.endpoint = Endpoint.parse(url, ca_file=net.ca_file)
@@ -132,7 +137,8 @@ class LegacyPackRegistry:
             timeout=net.timeouts,
             floor=RateFloor.of(net),
         )
-        self.client = RegistryClient(url, credentials=credentials, net=net)
+        self._http.login_hint = login_hint or self._http.login_hint
+        self.client = RegistryClient(url, credentials=credentials, net=net, login_hint=login_hint)
 
     def _headers(self) -> dict[str, str]:
         # Basic auth up front: the docs promise basic, and a 401 may come without a challenge.
@@ -187,7 +193,9 @@ def discover(reg: Registry, *, net: Net | None = None) -> Selection:
     if not reg.url:
         raise UsageError(f"registry {reg.name}: kind pack needs a url or a path")
     host = Endpoint.parse(reg.url).host
-    server = LegacyPackRegistry(reg.url, credentials_for(reg, host), net=net)
+    creds = credentials_for(reg, host)
+    hint = unset_hint(reg.auth.names if reg.auth is not None else None) if creds is None else None
+    server = LegacyPackRegistry(reg.url, creds, net=net, login_hint=hint)
     server.health()
     entries = _unique_names(server.catalog(), server.where)
     wanted = pick(reg, {e.name: server.versions(e) for e in entries})

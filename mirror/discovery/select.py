@@ -5,7 +5,7 @@ from __future__ import annotations
 from mirror.discovery import oci
 from mirror.discovery.interface import Selection
 from mirror.errors import UsageError
-from mirror.registry.auth import resolve_credentials
+from mirror.registry.auth import resolve_credentials, unset_hint
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint
 from mirror.settings import Net
@@ -21,7 +21,8 @@ def client_for(reg: Registry, *, net: Net | None = None) -> RegistryClient:
     host = Endpoint.parse(reg.url).host
     names = reg.auth.names if reg.auth is not None else None
     creds = resolve_credentials(host, names, reg.base_path)
-    return RegistryClient(reg.url, credentials=creds, net=net)
+    hint = unset_hint(names) if creds is None else None
+    return RegistryClient(reg.url, credentials=creds, net=net, login_hint=hint)
 
 
 def discover_all(

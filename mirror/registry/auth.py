@@ -385,6 +385,11 @@ def resolve_credentials(
     return login_credentials(host, namespace)
 
 
+def unset_hint(env: tuple[str, str] | None) -> str | None:
+    """Where a 401 should send the user when the spec named variables that are not set."""
+    return f"${env[0]} and ${env[1]}, which the spec's auth names, are not set" if env else None
+
+
 class TokenCache:
     """Bearer tokens keyed by scope, shared by a client's threads behind one lock."""
 

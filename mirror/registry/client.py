@@ -38,11 +38,14 @@ class RegistryClient:
         net: Net | None = None,  # the run's CA file, read timeout and rate floor
         chunk_size: int = CHUNK,
         monolithic_max: int = MONOLITHIC_MAX,
+        login_hint: str | None = None,  # what a 401 without credentials says to do
     ) -> None:
         net = net or Net()
         self.endpoint = Endpoint.parse(url, ca_file=net.ca_file)
         self._floor = RateFloor.of(net)
         self.http = Http(self.endpoint, credentials, timeout=net.timeouts, floor=self._floor)
+        if login_hint:
+            self.http.login_hint = login_hint
         self.chunk_size = chunk_size
         self.monolithic_max = monolithic_max
         # Whether the registry has the referrers API: None until its first answer, which

@@ -346,6 +346,7 @@ class Http:
     ) -> None:
         self.endpoint = endpoint
         self._credentials = credentials
+        self.login_hint = LOGIN_HINT  # where a 401 without credentials sends the user
         self.secrets = Secrets()  # scrubbed from every error this client raises
         if credentials is not None:
             self.secrets.add(credentials.password, user=credentials.username)
@@ -650,7 +651,7 @@ class Http:
         detail = shorten(" ".join(detail.split()), 200)
         resp.close()
         if code in (401, 403):
-            hint = "" if self._credentials else f"; no credentials configured for it ({LOGIN_HINT})"
+            hint = "" if self._credentials else f"; no credentials configured ({self.login_hint})"
             return AuthError(f"{where}: {code} {detail or 'unauthorized'}{hint}")
         if code == 404:
             return NotFoundError(f"{where}: {what or 'not found'}")
