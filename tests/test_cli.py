@@ -166,6 +166,16 @@ def test_debug_shows_the_traceback(
     assert "Traceback" in err and err.endswith("mirror: error: " + args[1] + ": no such bundle\n")
 
 
+def test_a_missing_choice_is_one_readable_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """click lists the choices on lines of their own: they were shown as literal \\n\\t."""
+    assert main(["completion"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "mirror: error: Missing argument '{bash|zsh|fish}'. Choose from: bash, zsh, fish "
+        "(see 'mirror completion --help')\n"
+    )
+
+
 @pytest.mark.parametrize("flag", ["--quiet", "-q"])
 def test_quiet_counts_after_the_command_in_either_spelling(
     flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = exc.ctx.command_path if exc.ctx else "mirror"
         if exc.ctx and "--json" in args[:end] and _takes_json(exc.ctx.command):
             state["json"] = True  # refused before --json itself was parsed
-        return _fail(f"{exc.format_message()} (see '{where} --help')", 2, debug, state)
+        said = " ".join(exc.format_message().split())  # click lists choices on lines of their own
+        return _fail(f"{said} (see '{where} --help')", 2, debug, state)
     except click.ClickException as exc:
         return _fail(exc.format_message(), int(exc.exit_code), debug, state)
     except KeyboardInterrupt:
