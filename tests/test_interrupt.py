@@ -217,3 +217,28 @@ def test_a_stop_during_the_first_imports_is_the_one_line(signum: int) -> None:
         "mirror: error: interrupted; nothing partial was left, and a second run carries on "
         "from here"
     ]
+
+
+def test_a_crash_before_the_chain_s_record_leaves_a_rerun_that_finishes(
+    seeded_registry: Any, registry: LabRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL cannot be held off: the sweep killed an import between the chain's record and
+    the receipt, and every rerun was refused as a replay with no receipt ever written. The
+    chain's record is the last write now; a failure at the receipt (standing in for the kill)
+    leaves a rerun that finishes."""
+    import mirror.importer as importer
+    from mirror.cli import main
+
+    bundle = export_chain_start(seeded_registry.url, tmp_path)
+    receipt = tmp_path / "receipt.json"
+    imp = ["import", str(bundle), "--target", registry.url, "--allow-unsigned"]
+    imp += ["--catalog", str(tmp_path / "far" / "cat.json"), "--receipt", str(receipt)]
+
+    def lost(*args: Any, **kwargs: Any) -> None:
+        raise OSError(5, "Input/output error", str(receipt))
+
+    monkeypatch.setattr(importer, "write_receipt", lost)
+    assert main(imp) == 1 and not receipt.exists()
+    monkeypatch.undo()
+    assert main(imp) == 0 and receipt.exists()
+    assert main(imp) == 3  # applied now: a replay

@@ -80,13 +80,15 @@ def import_bundle(opts: ImportOptions, observer: Observer) -> ImportResult:
     # The records land together or not at all: a stop between them left a chain's record
     # saying "applied" with no receipt, and a rerun refused as a replay. One lock: two
     # imports at once each read, change and write them.
+    # The chain's record goes last: it is what turns a rerun into a refused replay, so a
+    # SIGKILL before it (which nothing can hold off) leaves a rerun that finishes the rest.
     with records_lock(opts.catalog), uninterrupted():
+        if opts.receipt is not None:
+            write_receipt(opts.receipt, receipt_doc(result, result.report), opts.receipt_key)
         upsert(opts.catalog, result.registered, valid_memo(opts), held=True)
         fresh.record(manifest.name, signer, manifest.created, bundle_digest)
         if manifest.chain is not None:
             chains.record(manifest.name, signer, manifest.chain)
-        if opts.receipt is not None:
-            write_receipt(opts.receipt, receipt_doc(result, result.report), opts.receipt_key)
     return result
 
 
