@@ -250,6 +250,9 @@ def locked_folder(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+FINISHED_FIRST = "what was being written was finished first"  # an interrupt held to the end
+
+
 @contextmanager
 def uninterrupted() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait for the block to end, then stop the run as they would have:
@@ -276,7 +279,7 @@ def uninterrupted() -> Iterator[None]:
         for signum, handler in before.items():
             signal.signal(signum, handler)
     if caught:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(FINISHED_FIRST)
 
 
 TEMP_MARK = ".mirror-"  # .NAME.mirror-PID-RANDOM.tmp: the rule sweep_stale goes by
@@ -302,7 +305,7 @@ def sweep_stale(folder: Path, name: str | None = None) -> int:
         entries = list(os.scandir(folder))
     except OSError:
         return 0
-    head = f".{name}{TEMP_MARK}" if name is not None else None
+    head = f".{name}" if name is not None else None  # FILE's, and FILE.sig's, .sha256's...
     for entry in entries:
         pid = _writer_pid(entry.name, head)
         if pid is None or _alive(pid):

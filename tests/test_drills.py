@@ -214,3 +214,19 @@ def test_a_writer_of_another_pid_namespace_keeps_its_temp_files(tmp_path: Path) 
         assert theirs.exists()
     BlobCache(tmp_path / "cache")  # closed without a rename: its writer died
     assert not theirs.exists()
+
+
+def test_a_killed_export_s_sidecar_temps_are_swept_too(tmp_path: Path) -> None:
+    """A SIGKILL while FILE.sig and FILE.sha256 were staged left their temp files for good:
+    the sweep before an export took only FILE's own (`.FILE.mirror-...`)."""
+    from mirror.streams import sweep_stale
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = ["b.tar.zst", "b.tar.zst.sig", "b.tar.zst.sha256", "b.tar.zst.parts.sha256"]
+    stale = [tmp_path / f".{n}{TEMP_MARK}{dead.pid}-x.tmp" for n in names]
+    other = tmp_path / f".other.tar.zst{TEMP_MARK}{dead.pid}-x.tmp"  # another output's
+    for path in [*stale, other]:
+        path.write_bytes(b"x")
+    sweep_stale(tmp_path, "b.tar.zst")
+    assert not any(p.exists() for p in stale) and other.exists()

@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), exc.exit_code, debug, state)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
-        return _fail(INTERRUPTED, 1, debug, state)
+    except click.exceptions.Abort as exc:  # click's word for a KeyboardInterrupt
+        return _fail(_interrupted(exc.__cause__), 1, debug, state)
     except click.exceptions.NoArgsIsHelpError as exc:  # `mirror`, `mirror cache`: the help
         click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
         return 0
@@ -57,14 +57,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{said} (see '{where} --help')", 2, debug, state)
     except click.ClickException as exc:
         return _fail(exc.format_message(), int(exc.exit_code), debug, state)
-    except KeyboardInterrupt:
-        return _fail(INTERRUPTED, 1, debug, state)
+    except KeyboardInterrupt as exc:
+        return _fail(_interrupted(exc), 1, debug, state)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"{where}{exc.strerror or exc}", 1, debug, state)
     except Exception as exc:  # a bug: still the contract's one line (--debug: the traceback)
         said = f"internal error: {type(exc).__name__}: {exc}; please report it (--debug)"
         return _fail(said, 1, debug, state)
+
+
+def _interrupted(exc: BaseException | None) -> str:
+    """Ctrl-C or SIGTERM: nothing partial was left, or, held to the end of a step that
+    had to land whole (streams.uninterrupted), that step was finished."""
+    if isinstance(exc, KeyboardInterrupt) and exc.args:
+        return f"interrupted; {exc.args[0]}"
+    return INTERRUPTED
 
 
 def _takes_json(command: click.Command) -> bool:
