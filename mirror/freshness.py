@@ -81,7 +81,7 @@ class Freshness(ImportRecord):
             who = f"signer {signer[:16]}" if signer else "unsigned"
             raise DowngradeError(
                 f"bundle {name!r} ({who}) was created {created}, before {last['created']}, "
-                "which this host already imported; pass --allow-downgrade to import it anyway"
+                "which this host already imported; pass --allow-downgrade to take it anyway"
             )
 
     def record(self, name: str, signer: str | None, created: str, digest: str) -> None:

@@ -222,14 +222,12 @@ class PaletteClient:
             raise OperationError(f"{where}: not JSON") from None
         if not isinstance(items, list):
             raise OperationError(f"{where}: `items` is not a list")
-        return {
-            i["name"]: i
-            for i in items
-            if isinstance(i, dict)
-            and isinstance(i.get("name"), str)
-            and i["name"]
-            and i.get("scope", "system") == "system"
-        }
+        for item in items:  # one skipped would be created again: a duplicate
+            fields = (item.get("name"), item.get("kind") or "") if isinstance(item, dict) else ()
+            if not fields or not all(isinstance(f, str) for f in fields) or not fields[0]:
+                shown = redact(shorten(repr(item), 80))
+                raise OperationError(f"{where}: an item without a name and kind: {shown}")
+        return {i["name"]: i for i in items if i.get("scope", "system") == "system"}
 
     def register(
         self, entries: Sequence[CatalogEntry], auth: RegistryAuth | None

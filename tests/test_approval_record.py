@@ -167,3 +167,5 @@ def test_a_signed_bundle_verified_without_its_key_is_not_called_unsigned(
     assert run.rc == 0, run.err
     assert "signer signed, not checked (no --key; accepted with --allow-unsigned)" in run.out
     assert "UNSIGNED" not in run.out
+    doc = mirror("verify", signed["bundle"], "--allow-unsigned", "--json").json()
+    assert doc["signer"] is None and doc["signed"] is True  # --json tells them apart too

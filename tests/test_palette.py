@@ -412,10 +412,17 @@ def test_listings_of_the_wrong_shape_are_one_line() -> None:
     responses.get(f"{BASE}/v1/registries/metadata", json={"items": 5})
     with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError, match="not a list"):
         client.existing()
+    # An item skipped for its shape would be created again: a duplicate. One line instead.
+    for bad in ({"name": ["Lab"], "uid": "u1"}, {"name": "Lab", "kind": ["helm"], "uid": "u1"}):
+        responses.replace(
+            responses.GET, f"{BASE}/v1/registries/metadata", json={"items": [bad, {"name": "a"}]}
+        )
+        with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError, match="name and"):
+            client.existing()
     responses.replace(
         responses.GET,
         f"{BASE}/v1/registries/metadata",
-        json={"items": [{"name": ["x"], "uid": "u1"}, {"name": "a", "uid": "u2"}]},
+        json={"items": [{"name": "a", "uid": "u2", "kind": None}]},
     )
     with PaletteClient(BASE, KEY) as client:
         assert set(client.existing()) == {"a"}

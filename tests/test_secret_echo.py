@@ -165,3 +165,15 @@ def test_a_garbled_content_length_on_head_is_not_a_crash() -> None:
     assert client.blob_exists("x", blob) is False
     found = client.resolve("x", "1")
     assert found is not None and found.digest == digest and found.size == len(manifest)
+
+
+@responses.activate
+def test_a_manifest_a_head_named_and_a_get_cannot_find_is_absent() -> None:
+    """HEAD 200 with a garbled length, then the GET that should settle it answers 404: the
+    import aborted ('manifest not found'); the manifest is absent, and is pushed."""
+    from mirror.registry.client import RegistryClient
+
+    head = {"Content-Length": "abc", "Docker-Content-Digest": "sha256:" + "b" * 64}
+    responses.head(f"{REG}/v2/x/manifests/1", headers=head)
+    responses.get(f"{REG}/v2/x/manifests/1", status=404)
+    assert RegistryClient(REG).resolve("x", "1") is None

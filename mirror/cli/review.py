@@ -52,7 +52,7 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
             progress.summary(artifacts=res.artifacts, blobs=res.blobs, nbytes=res.bytes)
     except MirrorError as exc:
         if as_json:
-            keys = ("artifacts", "blobs", "bytes", "signer", "fips", "images")
+            keys = ("artifacts", "blobs", "bytes", "signer", "signed", "fips", "images")
             missing = exc.missing if isinstance(exc, MissingImagesError) else []
             emit(
                 {
@@ -69,6 +69,7 @@ def verify(bundle: Path, key: Path | None, allow_unsigned: bool, fips: bool, as_
         "blobs": res.blobs,
         "bytes": res.bytes,
         "signer": res.signer,
+        "signed": res.signed,  # with signer null: signed, not checked (no --key)
         "fips": res.fips,
         "images": res.images,
         "missingImages": list(res.missing_images),  # all skipped on purpose, or not ok

@@ -196,7 +196,10 @@ class RegistryClient:
         digest = resp.headers.get("Docker-Content-Digest")
         length = resp.headers.get("Content-Length") or ""
         if not digest or not _decimal(length):  # the GET proves what the HEAD could not
-            desc, _ = self.get_manifest(repo, ref)
+            try:
+                desc, _ = self.get_manifest(repo, ref)
+            except NotFoundError:  # the HEAD's word against the GET's: absent, pushed again
+                return None
             return desc
         size = int(length)
         media = (resp.headers.get("Content-Type") or "").split(";")[0]
