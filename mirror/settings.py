@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirror.errors import UsageError
+from mirror.units import ascii_int
 
 DEFAULT_JOBS = max(4, min(16, (os.cpu_count() or 2) * 4))  # network-bound: 4 per CPU
 
@@ -114,5 +115,5 @@ class Settings:
             net=Net.from_env(env, ca_file),
             cache_dir=cache_dir or home,
             memo=home / "verified-bundles.json",
-            clock=Clock(int(epoch) if epoch.isdigit() else None),
+            clock=Clock(ascii_int(epoch)),
         )

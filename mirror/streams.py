@@ -20,7 +20,7 @@ from typing import IO, Any, Protocol
 from mirror.errors import IntegrityError, UsageError
 from mirror.formats import jsondoc
 from mirror.oci.descriptor import Descriptor
-from mirror.units import human
+from mirror.units import ascii_int, human
 
 COPY_CHUNK = 1024 * 1024
 
@@ -350,7 +350,7 @@ def _writer_pid(filename: str, head: str | None) -> int | None:
         return None
     _, mark, rest = filename.rpartition(TEMP_MARK)
     pid, dash, _ = rest.partition("-")
-    return int(pid) if mark and dash and pid.isdigit() else None
+    return ascii_int(pid) if mark and dash else None
 
 
 def _alive(pid: int) -> bool:

@@ -13,6 +13,16 @@ def human(n: float) -> str:
     return f"{value:.1f} TiB"
 
 
+def ascii_int(text: str | None, digits: int = 18) -> int | None:
+    """A number as HTTP headers, file names and variables write one: ASCII digits, at most
+    `digits` of them; None for anything else. str.isdigit() takes '²', which int() refuses:
+    a registry's `Retry-After: ²` was an internal error."""
+    text = (text or "").strip()
+    if not text or len(text) > digits or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def exact(n: int) -> str:
     """`1454909 bytes (1.4 MiB)`: export, inspect and verify print the same for one bundle."""
     return f"{n} bytes ({human(n)})"

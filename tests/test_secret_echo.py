@@ -177,3 +177,23 @@ def test_a_manifest_a_head_named_and_a_get_cannot_find_is_absent() -> None:
     responses.head(f"{REG}/v2/x/manifests/1", headers=head)
     responses.get(f"{REG}/v2/x/manifests/1", status=404)
     assert RegistryClient(REG).resolve("x", "1") is None
+
+
+@responses.activate
+def test_numbers_in_other_scripts_are_not_numbers() -> None:
+    """str.isdigit() takes '²', which int() and float() refuse: a `Retry-After: ²` or a
+    `Content-Length: ²` was an internal error (the review of stop 31). They are no number:
+    backoff, and a body read to its end."""
+    from mirror.settings import Settings
+    from mirror.units import ascii_int
+
+    responses.get(f"{REG}/v2/_catalog", status=503, headers={"Retry-After": "²"})
+    responses.get(f"{REG}/v2/_catalog", json={"repositories": []}, headers={"Content-Length": "²"})
+    slept: list[float] = []
+    http = Http(Endpoint("http", "reg.test"), None, retry=RetryPolicy(sleep=slept.append))
+    assert http.request("GET", "/v2/_catalog").json() == {"repositories": []}
+    assert len(slept) == 1 and slept[0] < 2  # backoff, not a crash
+    assert Settings.from_env(env={"SOURCE_DATE_EPOCH": "²"}).clock.fixed is None
+    assert [ascii_int(t) for t in ("12", " 7 ", "²", "-1", "1e3", "", None, "9" * 19)] == [
+        12, 7, None, None, None, None, None, None,
+    ]  # fmt: skip

@@ -21,6 +21,7 @@ from mirror.registry.http import ConnectionLost, Endpoint, Http
 from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy
 from mirror.settings import Net
 from mirror.streams import LimitedReader, VerifyingReader
+from mirror.units import ascii_int
 
 MONOLITHIC_MAX = 32 * 1024 * 1024  # above this, blobs go up in PATCH chunks
 CHUNK = 64 * 1024 * 1024
@@ -81,8 +82,8 @@ class RegistryClient:
         tags = self._paged(
             f"/v2/{repo}/tags/list?n={page}", "tags", _pull(repo), f"repository {repo}"
         )
-        for tag in tags:
-            if not isinstance(tag, str) or not is_tag(tag):
+        for tag in tags:  # strings already (_paged)
+            if not is_tag(tag):
                 raise IntegrityError(
                     f"{self.host}: repository {repo}: the registry listed "
                     f"{redact(shorten(repr(tag), 80))}, which is not an OCI tag"
@@ -194,14 +195,13 @@ class RegistryClient:
         except NotFoundError:
             return None
         digest = resp.headers.get("Docker-Content-Digest")
-        length = resp.headers.get("Content-Length") or ""
-        if not digest or not _decimal(length):  # the GET proves what the HEAD could not
+        size = ascii_int(resp.headers.get("Content-Length"))
+        if not digest or size is None:  # the GET proves what the HEAD could not
             try:
                 desc, _ = self.get_manifest(repo, ref)
             except NotFoundError:  # the HEAD's word against the GET's: absent, pushed again
                 return None
             return desc
-        size = int(length)
         media = (resp.headers.get("Content-Type") or "").split(";")[0]
         return Descriptor(media or mt.OCI_MANIFEST, digest, size)
 
@@ -228,10 +228,9 @@ class RegistryClient:
             )
         except NotFoundError:
             return False
-        size = resp.headers.get("Content-Length")
-        if size is None:
+        if "Content-Length" not in resp.headers:
             return True
-        return _decimal(size) and int(size) == desc.size  # a garbled length: push it again
+        return ascii_int(resp.headers["Content-Length"]) == desc.size  # garbled: push again
 
     @contextmanager
     def open_blob(self, repo: str, desc: Descriptor) -> Iterator[IO[bytes]]:
@@ -413,16 +412,11 @@ class _Guarded:
         self._resp.close()
 
 
-def _decimal(text: str) -> bool:
-    """A header's number as HTTP writes one: ASCII digits, not `abc`, `-1` or `²`."""
-    return text.isascii() and text.isdigit() and len(text) <= 18
-
-
 def _range_start(content_range: str) -> int | None:
     """`bytes START-END/TOTAL` -> START."""
     unit, _, rest = content_range.strip().partition(" ")
     start = rest.split("-", 1)[0]
-    return int(start) if unit == "bytes" and start.isdigit() else None
+    return ascii_int(start) if unit == "bytes" else None
 
 
 def _skip(raw: Any, count: int) -> None:

@@ -34,6 +34,7 @@ from mirror.errors import (
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 from mirror.registry.retry import DEFAULT, RateFloor, RetriesExhausted, RetryLater, RetryPolicy
 from mirror.settings import Net
+from mirror.units import ascii_int
 
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(:\d{1,5})?$")
 TIMEOUT = Net().timeouts  # connect, read: oras-py 0.2.43 passes none and can hang forever.
@@ -674,8 +675,8 @@ def _read_body(resp: requests.Response, cap: int, where: str, floor: RateFloor) 
     streams, and a trickle (`floor`: each read returns what one recv brought, so a byte
     every few seconds is seen); a connection lost mid-way, or a trickle, is a
     `ConnectionLost`, which the caller's loop retries."""
-    declared = resp.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > cap:
+    declared = ascii_int(resp.headers.get("Content-Length"))
+    if declared is not None and declared > cap:
         resp.close()
         raise OperationError(f"{where}: {declared} bytes is over the {_cap(cap)} cap")
     parts: list[bytes] = []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from mirror.errors import RegistryError
 from mirror.settings import Net
+from mirror.units import ascii_int
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -39,8 +40,9 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait after try `attempt`: the server's word, else backoff, jittered."""
         wait = min(self.base * (1 << min(attempt, 30)), self.cap)
-        if retry_after and retry_after.strip().isdigit():
-            wait = min(float(retry_after), self.retry_after_cap)
+        asked = ascii_int(retry_after)
+        if asked is not None:
+            wait = min(float(asked), self.retry_after_cap)
         return wait * (0.75 + random.random() / 2)
 
     def pause(self, attempt: int, retry_after: str | None = None) -> None:
@@ -48,8 +50,8 @@ class RetryPolicy:
 
     def too_long(self, retry_after: str | None) -> bool:
         """A server that asks for more than the cap is not waited for at all: fail fast."""
-        text = (retry_after or "").strip()
-        return text.isdigit() and float(text) > self.retry_after_cap
+        asked = ascii_int(retry_after)
+        return asked is not None and asked > self.retry_after_cap
 
 
 class RetriesExhausted(RegistryError):

@@ -34,6 +34,7 @@ from mirror.oci.names import IMAGES_BASE, check_repository_prefix
 from mirror.serve.app import RegistryApp, StartResponse
 from mirror.serve.store import ServedStore
 from mirror.stores.bundle import BundleStore
+from mirror.units import ascii_int
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -98,9 +99,10 @@ def parse_listen(value: str) -> tuple[str, int]:
             f"--listen {value!r}: expected HOST:PORT without a scheme or path, such as "
             f"{DEFAULT_LISTEN} (--tls-cert makes it https)"
         )
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    number = ascii_int(port, digits=5)
+    if not sep or not host or number is None or number > 65535:
         raise UsageError(f"--listen {value!r}: expected HOST:PORT, such as {DEFAULT_LISTEN}")
-    return host, int(port)
+    return host, number
 
 
 def open_store(opts: ServeOptions, observer: Observer | None = None) -> tuple[ServedStore, Trusted]:
