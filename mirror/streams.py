@@ -144,26 +144,12 @@ def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
     """Write to a temp name beside `path`, fsync, rename; remove the temp on any failure.
 
     Readers see the old file or the new one, never half; the folder is fsynced too, so
-    the rename survives a crash. Every atomic write in mirror goes through here. A cache,
-    whose entries are re-verified on use, passes `durable=False` and skips both fsyncs.
+    the rename survives a crash. Every atomic write in mirror goes through here: a set of
+    one `Staged` file. A cache, whose entries are re-verified on use, passes
+    `durable=False` and skips both fsyncs.
     """
-    refuse_special(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = temp_beside(path, ".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
+    with Staged(durable=durable).publishing() as staged, staged.file(path, mode) as fh:
+        yield fh
 
 
 class Staged:
@@ -176,7 +162,8 @@ class Staged:
     left a new FILE beside the old FILE.sha256 and FILE.sig, which then failed to verify.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = True) -> None:
+        self._durable = durable  # fsync each file and, after the renames, each folder
         self._moves: list[tuple[Path, Path, int]] = []  # temp, final path, mode
         self._gone: list[Path] = []  # removed when the set is published (stale sidecars)
 
@@ -190,7 +177,8 @@ class Staged:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if self._durable:
+                os.fsync(fh.fileno())
 
     def add(self, temp: Path, path: Path, mode: int = 0o644) -> None:
         """A temp file written elsewhere (a part of a split bundle) that becomes `path`."""
@@ -206,10 +194,11 @@ class Staged:
         (each folder flock'ed: two exports to one FILE never leave a mixed set); not where
         the caller may hold a folder's lock already (an import's records), since a second
         flock of it would wait on the first."""
-        for _, path, _ in self._moves:
-            refuse_special(path)  # before the first rename: all or none
+        one = len(self._moves) + len(self._gone) == 1  # one rename: atomic as it is
+        for _, path, _ in () if one else self._moves:  # file() checked; again before the
+            refuse_special(path)  # first of several renames: all or none
         folders = {path.parent for _, path, _ in self._moves} | {p.parent for p in self._gone}
-        with contextlib.ExitStack() as held, uninterrupted():
+        with contextlib.ExitStack() as held, contextlib.nullcontext() if one else uninterrupted():
             for folder in sorted(folders) if lock else ():
                 held.enter_context(locked_folder(folder))
             for temp, path, mode in self._moves:
@@ -217,7 +206,7 @@ class Staged:
                 os.replace(temp, path)
             for path in self._gone:
                 path.unlink(missing_ok=True)
-        for folder in folders:
+        for folder in folders if self._durable else ():
             fsync_dir(folder)
         self._moves = []
 
