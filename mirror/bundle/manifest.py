@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from mirror.bundle.names import check_names
 from mirror.errors import VerificationError
 from mirror.formats import jsondoc
-from mirror.formats.schema import FlatRecords, validator
+from mirror.formats.schema import items_problem, known_valid, validator
 
 SCHEMA_NAME = "bundle-manifest.schema.json"
 SCHEMA_VERSION = 1
@@ -337,12 +336,11 @@ def _serialize(doc: dict[str, Any]) -> bytes:
 
 
 def _validate(doc: Any) -> None:
-    """The schema, with the per-blob lists (members, external) checked at list speed.
+    """The schema: the compiled check first (formats/fastcheck.py); only a manifest it does
+    not pass is walked by jsonschema, for the words of its first problem.
 
     Past MAX_MEMBERS entries the manifest is refused before anything is validated.
     """
-    from jsonschema.exceptions import best_match
-
     lists = {k: doc[k] for k in LONG_LISTS if isinstance(doc, dict) and type(doc.get(k)) is list}
     count = sum(len(v) for v in lists.values())
     if count > MAX_MEMBERS:
@@ -350,6 +348,19 @@ def _validate(doc: Any) -> None:
             f"{MANIFEST_PATH}: lists {count} members and external blobs, "
             f"more than the {MAX_MEMBERS} a bundle may hold"
         )
+    if not known_valid(SCHEMA_NAME, doc):
+        _schema_violation(doc, lists)
+    paths = [m["path"] for m in doc["members"]]
+    if len(set(paths)) != len(paths):
+        raise VerificationError(f"{MANIFEST_PATH}: a member is listed twice")
+    check_names(doc, MANIFEST_PATH)
+
+
+def _schema_violation(doc: Any, lists: dict[str, list[Any]]) -> None:
+    """jsonschema's words for the first problem: the per-blob lists (members, external)
+    item by item, at list speed, and jsonschema on the rest."""
+    from jsonschema.exceptions import best_match
+
     rest = {**doc, **{k: [] for k in lists}} if lists else doc
     error = best_match(validator(SCHEMA_NAME).iter_errors(rest))
     if error is not None:
@@ -357,18 +368,9 @@ def _validate(doc: Any) -> None:
         said = error.message if len(error.message) <= 300 else f"{error.message[:300]}..."
         raise VerificationError(f"{MANIFEST_PATH}: schema violation at {pointer}: {said}")
     for key, items in lists.items():
-        problem = _long_list(key).problem(items, (key,))
+        problem = items_problem(SCHEMA_NAME, LONG_LISTS[key], items, (key,))
         if problem is not None:
             raise VerificationError(f"{MANIFEST_PATH}: schema violation at {problem}")
-    paths = [m["path"] for m in doc["members"]]
-    if len(set(paths)) != len(paths):
-        raise VerificationError(f"{MANIFEST_PATH}: a member is listed twice")
-    check_names(doc, MANIFEST_PATH)
-
-
-@cache
-def _long_list(key: str) -> FlatRecords:
-    return FlatRecords(SCHEMA_NAME, LONG_LISTS[key])
 
 
 def parse_manifest(data: bytes, *, validate: bool = True) -> BundleManifest:

@@ -70,6 +70,6 @@ class ContentScan:
 def _pack_info(data: bytes, where: str) -> PackInfo | None:
     """A malformed pack.json gives None: a pack's metadata is a label, not a gate."""
     try:
-        return parse_pack_json(data, where)[0]
+        return parse_pack_json(data, where, warnings=False)[0]
     except UsageError:
         return None

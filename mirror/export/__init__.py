@@ -122,7 +122,7 @@ def _export(
 
 
 def _warm_up() -> None:
-    """Import the bundle writer and build the manifest's validator on a thread of their own
+    """Import the bundle writer and compile the manifest's check on a thread of their own
     while the copy rounds run: on the main thread, after the copy, they were 0.1-0.2 s with
     nothing else to do (bench/FINDINGS.md). Not during discovery, whose requests it slowed
     (the warm-cache export's network time, 0.02-0.04 s). A failure is met again where used."""
@@ -132,9 +132,9 @@ def _warm_up() -> None:
             from mirror import signing  # noqa: F401
             from mirror.bundle import writer  # noqa: F401
             from mirror.bundle.manifest import SCHEMA_NAME
-            from mirror.formats.schema import validator
+            from mirror.formats.schema import known_valid
 
-            validator(SCHEMA_NAME)
+            known_valid(SCHEMA_NAME, None)  # compiles the check (None itself is not valid)
 
     threading.Thread(target=run, name="warm-up", daemon=True).start()
 

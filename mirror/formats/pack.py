@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # jsonschema is imported where a document is validated
 from mirror.errors import UsageError
 from mirror.formats import jsondoc, open_tar_stream
 from mirror.formats.packcheck import LAYERS, pack_warnings
-from mirror.formats.schema import validator
+from mirror.formats.schema import known_valid, schema_problem, validator
 from mirror.formats.semver import parse_version, version_order
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
@@ -117,8 +117,14 @@ class PackInfo:
         }
 
 
-def _validator() -> jsonschema.Draft202012Validator:
-    return validator("pack.schema.json")
+PACK_SCHEMA = "pack.schema.json"
+
+
+def _schema_errors(doc: dict[str, Any]) -> list[jsonschema.ValidationError]:
+    """jsonschema's errors, walked only for a pack.json the compiled check does not pass."""
+    if known_valid(PACK_SCHEMA, doc):
+        return []
+    return list(validator(PACK_SCHEMA).iter_errors(doc))
 
 
 def _str(doc: dict[str, Any], key: str) -> str:
@@ -159,16 +165,17 @@ def _fatal(doc: dict[str, Any], where: str) -> None:
             raise UsageError(f"{where}: pack.json has no {key}")
         if not isinstance(value, str) or not value.strip():
             raise UsageError(f"{where}: pack.json {key} must be a non-empty string, not {value!r}")
-    for error in _validator().iter_errors(doc):
-        if error.path and error.path[0] in ("name", "version"):
-            what = "repository name" if error.path[0] == "name" else "tag"
-            raise UsageError(
-                f"{where}: pack.json {error.path[0]} {error.instance!r} is not a valid OCI {what}"
-            )
+    for key in ("name", "version"):
+        if schema_problem(PACK_SCHEMA, doc[key], definition=f"properties/{key}") is not None:
+            what = "repository name" if key == "name" else "tag"
+            raise UsageError(f"{where}: pack.json {key} {doc[key]!r} is not a valid OCI {what}")
 
 
-def parse_pack_json(data: bytes, where: str) -> tuple[PackInfo, list[str]]:
-    """Parse and check a pack.json: UsageError for an unusable one, warnings for messy ones."""
+def parse_pack_json(
+    data: bytes, where: str, *, warnings: bool = True
+) -> tuple[PackInfo, list[str]]:
+    """Parse and check a pack.json: UsageError for an unusable one, warnings for messy ones
+    (none looked for without `warnings`: an export's scan reads only what a pack needs)."""
     if len(data) > MAX_PACK_JSON:
         raise UsageError(f"{where}: pack.json is larger than {MAX_PACK_JSON} bytes")
     try:
@@ -195,7 +202,9 @@ def parse_pack_json(data: bytes, where: str) -> tuple[PackInfo, list[str]]:
         ),
         dependencies=_dependencies(doc),
     )
-    schema_errors = [e for e in _validator().iter_errors(doc) if e.path]
+    if not warnings:
+        return info, []
+    schema_errors = [e for e in _schema_errors(doc) if e.path]
     return info, [f"{where}: {w}" for w in pack_warnings(doc, schema_errors)]
 
 
@@ -305,7 +314,7 @@ def read_pack_json_from_archive(stream: BinaryIO, where: str) -> PackInfo | None
                 fh = tar.extractfile(member)
                 if fh is None:
                     return None
-                return parse_pack_json(fh.read(MAX_PACK_JSON + 1), where)[0]
+                return parse_pack_json(fh.read(MAX_PACK_JSON + 1), where, warnings=False)[0]
     except (tarfile.TarError, OSError, EOFError, zlib.error, UsageError):
         return None
     return None
