@@ -100,9 +100,12 @@ def test_a_reimport_validates_nothing_it_validated_before(
     assert _import(bundle, pub, registry.url, tmp_path) == 0
     argv = ["import", str(bundle), "--target", registry.url, "--key", str(pub),
             "--catalog", str(tmp_path / "cat.json"), "--json"]  # fmt: skip
-    code = (
-        "import sys; from mirror.cli import main; rc = main(sys.argv[1:]); "
+    code = (  # schema_problem is wrapped before any module imports it by name
+        "import sys; import mirror.formats.schema as s; seen = []; check = s.schema_problem; "
+        "s.schema_problem = lambda name, *a, **k: seen.append(name) or check(name, *a, **k); "
+        "from mirror.cli import main; rc = main(sys.argv[1:]); "
         "print('JSONSCHEMA' if 'jsonschema' in sys.modules else 'NONE', file=sys.stderr); "
+        "print('CHECKED ' + ' '.join(sorted(set(seen))), file=sys.stderr); "
         "sys.exit(rc)"
     )
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
@@ -110,7 +113,7 @@ def test_a_reimport_validates_nothing_it_validated_before(
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env
     )
     assert run.returncode == 0, run.stderr
-    assert run.stderr.strip().endswith("NONE"), run.stderr
+    assert "NONE\nCHECKED \n" in run.stderr, run.stderr
     assert json.loads(run.stdout)["skippedBlobs"] > 0
 
     (tmp_path / "cat.json").write_text((tmp_path / "cat.json").read_text() + " ")  # an edit
@@ -118,4 +121,4 @@ def test_a_reimport_validates_nothing_it_validated_before(
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env
     )
     assert run.returncode == 0, run.stderr
-    assert run.stderr.strip().endswith("JSONSCHEMA")  # changed bytes are checked again
+    assert run.stderr.strip().endswith("CHECKED registry-catalog.schema.json")  # changed: again
