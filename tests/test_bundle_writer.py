@@ -317,16 +317,30 @@ def test_read_small_matches_streaming_and_decompresses_a_shared_frame_once(
         reader.read_small(small[0], "0" * 64, len(files[small[0]]))
 
 
-def test_the_small_member_cache_keeps_json_members_not_frames(tmp_path: Path) -> None:
-    """What the reader keeps is the frames' small JSON members (read again: manifests and
-    configs), never the frames themselves: 5,000 small images once kept 64 MB of frames."""
+def test_the_small_member_cache_keeps_json_members_not_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the reader keeps is the frames' small members, never the frames themselves
+    (5,000 small images once kept 64 MB of frames): JSON ones (read again: manifests and
+    configs) for good, the others (small layers) until read, so each is read without
+    decompressing its frame again from the start (an import of 1,000 small images: 0.33 s
+    of CPU down to 0.06 s)."""
     layers = [os.urandom(3000 + i) for i in range(6)]
     layout = make_layout(layers)
     files, root = layout.files, layout.root
     out = _write(tmp_path / "b.tar.zst", files, root)
     reader = BundleReader(out)
+    calls = []
+    real = reader_module.decompressing
+    monkeypatch.setattr(
+        reader_module, "decompressing", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
     small = sorted(p for p, d in files.items() if len(d) < SMALL_MEMBER)
-    for path in [*small, *small]:  # the second pass reads non-JSON members by streaming
+    assert any(not files[p].startswith(b"{") for p in small)
+    for path in reversed(small):  # the first pass decompresses each shared frame once
+        assert reader.read_small(path, sha(files[path]), len(files[path])) == files[path]
+    assert len(calls) == len({reader.toc()[p].frame for p in small})
+    for path in small:  # the second pass reads non-JSON members by streaming
         assert reader.read_small(path, sha(files[path]), len(files[path])) == files[path]
     kept = sum(len(d) for p, d in files.items() if p in small and d.startswith(b"{"))
     assert 0 < reader._cached == kept < sum(len(files[p]) for p in small)

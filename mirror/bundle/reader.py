@@ -31,8 +31,8 @@ from mirror.streams import Readable
 
 CHUNK = 1024 * 1024
 SMALL_FRAME = 2 * 1024 * 1024  # the writer groups small members up to about 1 MiB a frame
-JSON_CACHE = 32 * 1024 * 1024  # small JSON members kept per reader, at most
-JSON_MEMBER = 64 * 1024  # ... each at most this big (manifests, configs, indexes)
+SMALL_CACHE = 32 * 1024 * 1024  # small members kept per reader, at most
+SMALL_MEMBER = 64 * 1024  # ... each at most this big (manifests, configs, small layers)
 MAX_SIGNATURE_BYTES = 4096
 
 
@@ -105,7 +105,7 @@ class BundleReader:
         self._frame_lock = threading.Lock()
         self._lengths: dict[int, int] | None = None
         self._by_frame: dict[int, list[TocEntry]] | None = None
-        self._json: dict[str, bytes] = {}  # small JSON members of the frames read so far
+        self._small: dict[str, bytes] = {}  # small members of the frames read so far
         self._read_frames: set[int] = set()
         self._cached = 0
 
@@ -145,9 +145,12 @@ class BundleReader:
 
         Small members share frames, and their digests scatter them over every frame, so
         reading each alone would decompress its frame from the start every time. The first
-        read of a shared frame decompresses it once and keeps its small JSON members (what
-        is read again: manifests, configs, indexes), within JSON_CACHE bytes in all; the
-        frame itself is not kept (64 MB of them made 5,000 small images a 184 MB import).
+        read of a shared frame decompresses it once and keeps its small members, within
+        SMALL_CACHE bytes in all: JSON ones (manifests, configs, indexes: read again) for
+        the reader's life, others (a small layer, read once per target) until read. The
+        frame itself is not kept (64 MB of them made 5,000 small images a 184 MB import);
+        reading each small layer from its frame's start took an import of 1,000 small images
+        2,000 opens and ~0.5 GB of decompression (bench/FINDINGS.md, stop 32).
         """
         entry = self._entry(path, size)
         data = self._small_member(entry)
@@ -162,7 +165,10 @@ class BundleReader:
         # One lock around the whole read: threads asking for the same frame wait for the
         # first one instead of all decompressing it (a frame takes about a millisecond).
         with self._frame_lock:
-            hit = self._json.get(entry.path)
+            hit = self._small.get(entry.path)
+            if hit is not None and hit[:1] != b"{":  # not JSON: handed out once
+                del self._small[entry.path]
+                self._cached -= len(hit)
             if hit is not None or entry.frame in self._read_frames:
                 return hit  # None: not kept, stream it
             length = self._frame_lengths().get(entry.frame, SMALL_FRAME + 1)
@@ -174,9 +180,10 @@ class BundleReader:
             self._read_frames.add(entry.frame)
             for e in self._frame_members().get(entry.frame, ()):
                 body = frame[e.offset : e.offset + e.size]
-                keep = e.size <= JSON_MEMBER and body[:1] == b"{" and len(body) == e.size
-                if keep and self._cached + e.size <= JSON_CACHE:
-                    self._json[e.path] = body
+                again = e.path != entry.path or body[:1] == b"{"  # this one, unless JSON
+                keep = again and e.size <= SMALL_MEMBER and len(body) == e.size
+                if keep and self._cached + e.size <= SMALL_CACHE:
+                    self._small[e.path] = body
                     self._cached += e.size
             return frame[entry.offset : entry.offset + entry.size]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from mirror.bundle.reader import JSON_MEMBER, BundleReader
+from mirror.bundle.reader import SMALL_MEMBER, BundleReader
 from mirror.cache import BlobCache
 from mirror.errors import IntegrityError, MirrorError, OperationError, UsageError
 from mirror.oci import mediatypes as mt
@@ -96,7 +96,7 @@ class BundleStore:
         if reason is not None:
             raise OperationError(f"{desc.digest}: {reason}")
         path, rec = self._member(desc)
-        if rec.size <= JSON_MEMBER:  # a config, most often: the reader's small-member cache
+        if rec.size <= SMALL_MEMBER:  # a config, most often: the reader's small-member cache
             yield io.BytesIO(self.reader.read_small(path, rec.sha256, rec.size))
             return
         with self.reader.open_member(path, rec.sha256, rec.size) as stream:
