@@ -78,6 +78,21 @@ def test_chunked_upload_and_mount(registry: LabRegistry) -> None:
     assert not client.mount_blob("chunk/c", descriptor_for(b"absent", "x"), "chunk/a")
 
 
+def test_a_request_that_succeeds_redacts_nothing(
+    registry: LabRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The words of an error are made only for an error: redacting each request's URL
+    took ~70 us, on all five requests per image of an import of small images."""
+    from mirror.registry import http
+
+    said: list[str] = []
+    monkeypatch.setattr(http, "redact", lambda text: said.append(text) or text)
+    client = RegistryClient(registry.url)
+    _push(client, "quiet/a", "1", _artifact(100))
+    assert client.list_tags("quiet/a") == ["1"]
+    assert said == []
+
+
 def test_missing_things_are_not_found(registry: LabRegistry) -> None:
     client = RegistryClient(registry.url)
     with pytest.raises(NotFoundError):

@@ -183,16 +183,17 @@ class RegistryClient:
         return out
 
     def resolve(self, repo: str, ref: str) -> Descriptor | None:
-        """HEAD a manifest; None when absent. Used to detect tag conflicts before pushing."""
-        try:
-            resp = self.http.request(
-                "HEAD",
-                f"/v2/{repo}/manifests/{ref}",
-                scope=_pull(repo),
-                headers={"Accept": mt.ACCEPT},
-                what="manifest",
-            )
-        except NotFoundError:
+        """HEAD a manifest; None when absent. Used to detect tag conflicts before pushing.
+        A 404 is an answer here, not an error (whose words would be made for nothing)."""
+        resp = self.http.request(
+            "HEAD",
+            f"/v2/{repo}/manifests/{ref}",
+            scope=_pull(repo),
+            headers={"Accept": mt.ACCEPT},
+            ok=(200, 404),
+            what="manifest",
+        )
+        if resp.status_code == 404:
             return None
         digest = resp.headers.get("Docker-Content-Digest")
         size = ascii_int(resp.headers.get("Content-Length"))
@@ -222,11 +223,10 @@ class RegistryClient:
     # ---- blobs -----------------------------------------------------------------------
 
     def blob_exists(self, repo: str, desc: Descriptor) -> bool:
-        try:
-            resp = self.http.request(
-                "HEAD", f"/v2/{repo}/blobs/{desc.digest}", scope=_pull(repo), what="blob"
-            )
-        except NotFoundError:
+        resp = self.http.request(
+            "HEAD", f"/v2/{repo}/blobs/{desc.digest}", scope=_pull(repo), ok=(200, 404), what="blob"
+        )
+        if resp.status_code == 404:
             return False
         if "Content-Length" not in resp.headers:
             return True
