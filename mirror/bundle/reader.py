@@ -31,7 +31,10 @@ from mirror.streams import Readable
 
 CHUNK = 1024 * 1024
 SMALL_FRAME = 2 * 1024 * 1024  # the writer groups small members up to about 1 MiB a frame
-SMALL_CACHE = 32 * 1024 * 1024  # small members kept per reader, at most
+SMALL_CACHE = 32 * 1024 * 1024  # small JSON members kept per reader, at most
+# Other small members (small layers) waiting to be read: less, as they are freed in any
+# order; at 32 MB, 5,000 small images took an import from 89 to 153 MB of RSS.
+LAYER_CACHE = 8 * 1024 * 1024
 SMALL_MEMBER = 64 * 1024  # ... each at most this big (manifests, configs, small layers)
 MAX_SIGNATURE_BYTES = 4096
 
@@ -107,7 +110,8 @@ class BundleReader:
         self._by_frame: dict[int, list[TocEntry]] | None = None
         self._small: dict[str, bytes] = {}  # small members of the frames read so far
         self._read_frames: set[int] = set()
-        self._cached = 0
+        self._cached = 0  # bytes of JSON members kept
+        self._waiting = 0  # bytes of other members kept until read
 
     def _open(self) -> BinaryIO:
         try:
@@ -145,9 +149,10 @@ class BundleReader:
 
         Small members share frames, and their digests scatter them over every frame, so
         reading each alone would decompress its frame from the start every time. The first
-        read of a shared frame decompresses it once and keeps its small members, within
-        SMALL_CACHE bytes in all: JSON ones (manifests, configs, indexes: read again) for
-        the reader's life, others (a small layer, read once per target) until read. The
+        read of a shared frame decompresses it once and keeps its small members: JSON ones
+        (manifests, configs, indexes: read again) for the reader's life, within SMALL_CACHE
+        bytes, others (a small layer, read once per target) until read, within LAYER_CACHE
+        bytes. The
         frame itself is not kept (64 MB of them made 5,000 small images a 184 MB import);
         reading each small layer from its frame's start took an import of 1,000 small images
         2,000 opens and ~0.5 GB of decompression (bench/FINDINGS.md, stop 32).
@@ -168,7 +173,7 @@ class BundleReader:
             hit = self._small.get(entry.path)
             if hit is not None and hit[:1] != b"{":  # not JSON: handed out once
                 del self._small[entry.path]
-                self._cached -= len(hit)
+                self._waiting -= len(hit)
             if hit is not None or entry.frame in self._read_frames:
                 return hit  # None: not kept, stream it
             length = self._frame_lengths().get(entry.frame, SMALL_FRAME + 1)
@@ -180,11 +185,15 @@ class BundleReader:
             self._read_frames.add(entry.frame)
             for e in self._frame_members().get(entry.frame, ()):
                 body = frame[e.offset : e.offset + e.size]
-                again = e.path != entry.path or body[:1] == b"{"  # this one, unless JSON
-                keep = again and e.size <= SMALL_MEMBER and len(body) == e.size
-                if keep and self._cached + e.size <= SMALL_CACHE:
+                if e.size > SMALL_MEMBER or len(body) != e.size:
+                    continue
+                json = body[:1] == b"{"
+                if json and self._cached + e.size <= SMALL_CACHE:
                     self._small[e.path] = body
                     self._cached += e.size
+                elif not json and e.path != entry.path and self._waiting + e.size <= LAYER_CACHE:
+                    self._small[e.path] = body  # handed out now: this one is not kept
+                    self._waiting += e.size
             return frame[entry.offset : entry.offset + entry.size]
 
     def _frame_members(self) -> dict[int, list[TocEntry]]:
