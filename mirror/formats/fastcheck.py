@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 Check = Callable[[Any], bool]
+_Maker = Callable[["_Compiler", Any, dict[str, Any]], Check]  # a keyword's value to its check
 
 # Keywords that only annotate, or that jsonschema does not assert without a format checker.
 _IGNORED = frozenset(
@@ -217,26 +218,6 @@ def _pattern(c: _Compiler, pattern: Any, schema: dict[str, Any]) -> Check:
     return lambda v: not isinstance(v, str) or search(v) is not None
 
 
-def _min_length(c: _Compiler, n: Any, schema: dict[str, Any]) -> Check:
-    n = _count(n)
-    return lambda v: not isinstance(v, str) or len(v) >= n
-
-
-def _max_length(c: _Compiler, n: Any, schema: dict[str, Any]) -> Check:
-    n = _count(n)
-    return lambda v: not isinstance(v, str) or len(v) <= n
-
-
-def _minimum(c: _Compiler, n: Any, schema: dict[str, Any]) -> Check:
-    n = _count(n)
-    return lambda v: not _number(v) or not v < n
-
-
-def _maximum(c: _Compiler, n: Any, schema: dict[str, Any]) -> Check:
-    n = _count(n)
-    return lambda v: not _number(v) or not v > n
-
-
 def _items(c: _Compiler, items: Any, schema: dict[str, Any]) -> Check:
     if "prefixItems" in schema:
         raise Unsupported("prefixItems")
@@ -244,14 +225,21 @@ def _items(c: _Compiler, items: Any, schema: dict[str, Any]) -> Check:
     return lambda v: not isinstance(v, list) or all(each(i) for i in v)
 
 
-def _min_items(c: _Compiler, n: Any, schema: dict[str, Any]) -> Check:
-    n = _count(n)
-    return lambda v: not isinstance(v, list) or len(v) >= n
+def _bound(applies: Check, measure: Callable[[Any], Any], *, least: bool) -> _Maker:
+    """minLength, maximum, minItems, ...: a number bounds a measure of the values the
+    keyword applies to (a string's length, a number itself); others pass, as in jsonschema."""
+
+    def make(c: _Compiler, n: Any, schema: dict[str, Any]) -> Check:
+        bound = _count(n)
+        if least:
+            return lambda v: not applies(v) or not measure(v) < bound
+        return lambda v: not applies(v) or not measure(v) > bound
+
+    return make
 
 
-def _max_items(c: _Compiler, n: Any, schema: dict[str, Any]) -> Check:
-    n = _count(n)
-    return lambda v: not isinstance(v, list) or len(v) <= n
+def _itself(value: Any) -> Any:
+    return value
 
 
 def _unique(c: _Compiler, on: Any, schema: dict[str, Any]) -> Check:
@@ -308,18 +296,18 @@ def _applied_by_if(c: _Compiler, sub: Any, schema: dict[str, Any]) -> Check:
     return _always  # `then` and `else` are compiled with their `if` (alone, they do nothing)
 
 
-_KEYWORDS: dict[str, Callable[[_Compiler, Any, dict[str, Any]], Check]] = {
+_KEYWORDS: dict[str, _Maker] = {
     "type": _type,
     "enum": _enum,
     "const": _const,
     "pattern": _pattern,
-    "minLength": _min_length,
-    "maxLength": _max_length,
-    "minimum": _minimum,
-    "maximum": _maximum,
+    "minLength": _bound(_TYPES["string"], len, least=True),
+    "maxLength": _bound(_TYPES["string"], len, least=False),
+    "minimum": _bound(_number, _itself, least=True),
+    "maximum": _bound(_number, _itself, least=False),
     "items": _items,
-    "minItems": _min_items,
-    "maxItems": _max_items,
+    "minItems": _bound(_TYPES["array"], len, least=True),
+    "maxItems": _bound(_TYPES["array"], len, least=False),
     "uniqueItems": _unique,
     "$ref": _ref,
     "not": _not,
