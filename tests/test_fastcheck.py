@@ -180,3 +180,28 @@ def test_loading_a_spec_does_not_import_jsonschema() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False", run.stderr
+
+
+def test_a_schema_that_refers_to_itself() -> None:
+    node = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+        },
+        "additionalProperties": False,
+    }
+    schema = {"$defs": {"node": node}, "$ref": "#/$defs/node"}
+    check, judge = compile_schema(schema), jsonschema.Draft202012Validator(schema)
+    assert check is not None
+    docs = [
+        {"name": "a"},
+        {"name": "a", "kids": [{"name": "b", "kids": [{"name": "c"}]}]},
+        {"name": "a", "kids": [{"name": "b", "kids": [{"name": ""}]}]},
+        {"name": "a", "kids": [{"kids": []}]},
+        {"name": "a", "kids": [{"name": "b", "x": 1}]},
+    ]
+    assert [check(d) for d in docs] == [judge.is_valid(d) for d in docs] == [
+        True, True, False, False, False,
+    ]  # fmt: skip
