@@ -123,7 +123,9 @@ class _Compiler:
         return _all(checks)
 
     def ref(self, ref: Any) -> Check:
-        if not isinstance(ref, str) or not ref.startswith("#/"):
+        """A JSON pointer into this document; one with `%` (jsonschema URL-decodes it
+        first) or one passing through a nested `$id` (a new base) is not compiled."""
+        if not isinstance(ref, str) or not ref.startswith("#/") or "%" in ref:
             raise Unsupported(f"$ref {ref!r}")
         if ref in self.compiling:  # a schema that recurses: look it up when used
             refs = self.refs
@@ -135,6 +137,8 @@ class _Compiler:
                 if not isinstance(target, dict) or part not in target:
                     raise Unsupported(f"$ref {ref!r} names nothing")
                 target = target[part]
+                if isinstance(target, dict) and "$id" in target:
+                    raise Unsupported(f"$ref {ref!r} passes a nested $id")
             self.compiling.add(ref)
             self.refs[ref] = self.node(target)
             self.compiling.discard(ref)
@@ -197,7 +201,7 @@ def _all(checks: list[Check]) -> Check:
 
 def _type(c: _Compiler, types: Any, schema: dict[str, Any]) -> Check:
     names = [types] if isinstance(types, str) else types
-    if not isinstance(names, list) or not all(n in _TYPES for n in names):
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in _TYPES for n in names):
         raise Unsupported(f"type {types!r}")
     preds = [_TYPES[n] for n in names]
     return preds[0] if len(preds) == 1 else lambda v: any(p(v) for p in preds)
@@ -225,7 +229,10 @@ def _count(value: Any) -> int | float:
 def _pattern(c: _Compiler, pattern: Any, schema: dict[str, Any]) -> Check:
     if not isinstance(pattern, str):
         raise Unsupported("pattern")
-    search = re.compile(pattern).search  # jsonschema uses re.search: unanchored
+    try:
+        search = re.compile(pattern).search  # jsonschema uses re.search: unanchored
+    except re.error:  # ECMA-only syntax (\p{L}): jsonschema fails on its first string
+        raise Unsupported(f"pattern {pattern!r}") from None
     return lambda v: not isinstance(v, str) or search(v) is not None
 
 

@@ -79,7 +79,7 @@ def known_valid(schema_name: str, doc: Any, definition: str | None = None) -> bo
         return False
     try:
         return check(doc)
-    except Unsure:
+    except (Unsure, RecursionError):  # a schema that loops on itself: jsonschema decides
         return False
 
 
