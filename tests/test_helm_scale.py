@@ -3,6 +3,7 @@ has not changed, reads back the versions it parsed last time instead of parsing 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -47,22 +48,35 @@ def index_requests(seen: list[str]) -> list[str]:
     return [line for line in seen if line.startswith("GET /index.yaml")]
 
 
+def cold(url: str, tmp_path: Path) -> tuple[BlobCache, Any]:
+    """A first discovery into a new cache: the cache, and what it found."""
+    cache = BlobCache(tmp_path / "cache")
+    return cache, helm.discover(reg(url), known=cache)
+
+
+def memo_file(tmp_path: Path, which: str) -> Path:
+    """The cache's Helm memo ("memo": validators and digests) or its kept versions."""
+    folder = tmp_path / "cache" / "helm"
+    if which == "memo":
+        return next(p for p in folder.iterdir() if len(p.name) == 37)
+    return next(folder.glob("*.versions.json"))
+
+
 def test_a_warm_discovery_gets_304_and_skips_the_parse(
     counted: tuple[Repo, str, list[str]], parses: list[int], tmp_path: Path
 ) -> None:
     _, url, seen = counted
-    cache = BlobCache(tmp_path / "cache")
-    cold = helm.discover(reg(url), known=cache)
+    cache, first = cold(url, tmp_path)
     assert index_requests(seen) == ["GET /index.yaml 200"] and len(parses) == 1
     warm = helm.discover(reg(url), known=cache)
     assert index_requests(seen)[1:] == ["GET /index.yaml 304"] and len(parses) == 1
-    assert [(f.ref, f.desc) for f in warm.found] == [(f.ref, f.desc) for f in cold.found]
+    assert [(f.ref, f.desc) for f in warm.found] == [(f.ref, f.desc) for f in first.found]
     # The repository's own entries too (they are compared by hand: not part of equality).
     # Kept without them, a warm export's bundle lost `chart.indexEntry` (stop 31's audit).
-    entries = [f.index_entry for f in cold.found]
+    entries = [f.index_entry for f in first.found]
     assert all(entries) and [f.index_entry for f in warm.found] == entries
     # The memo names no URL (its query may hold a token), only digests and validators.
-    memo = next(p for p in (tmp_path / "cache" / "helm").iterdir() if len(p.name) == 37)
+    memo = memo_file(tmp_path, "memo")
     assert set(json.loads(memo.read_text())) == {"etag", "modified", "index", "parsed"}
 
 
@@ -70,8 +84,7 @@ def test_a_changed_index_is_parsed_again_and_the_same_bytes_are_not(
     counted: tuple[Repo, str, list[str]], parses: list[int], tmp_path: Path
 ) -> None:
     repo, url, seen = counted
-    cache = BlobCache(tmp_path / "cache")
-    helm.discover(reg(url), known=cache)
+    cache, _ = cold(url, tmp_path)
     index = repo.path / "index.yaml"
     st = index.stat()
     os.utime(index, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # new ETag, same bytes
@@ -91,9 +104,8 @@ def test_a_damaged_memo_is_a_full_get_and_a_parse(
     counted: tuple[Repo, str, list[str]], parses: list[int], tmp_path: Path
 ) -> None:
     _, url, seen = counted
-    cache = BlobCache(tmp_path / "cache")
-    helm.discover(reg(url), known=cache)
-    kept = next((tmp_path / "cache" / "helm").glob("*.versions.json"))
+    cache, _ = cold(url, tmp_path)
+    kept = memo_file(tmp_path, "versions")
     kept.write_bytes(kept.read_bytes().replace(b"hspc", b"hspd"))
     sel = helm.discover(reg(url), known=cache)
     assert index_requests(seen)[1:] == ["GET /index.yaml 200"] and len(parses) == 2
@@ -105,23 +117,20 @@ def test_a_memo_kept_without_index_entries_is_a_miss(
 ) -> None:
     """Memos written before entries were kept hold only Chart.yaml's fields: parse again."""
     _, url, seen = counted
-    cache = BlobCache(tmp_path / "cache")
-    cold = helm.discover(reg(url), known=cache)
-    kept = next((tmp_path / "cache" / "helm").glob("*.versions.json"))
+    cache, first = cold(url, tmp_path)
+    kept = memo_file(tmp_path, "versions")
     items = json.loads(kept.read_bytes())
     for item in items:
         item["metadata"] = helm_format.metadata_of(item.pop("entry"))
     data = json.dumps(items, separators=(",", ":")).encode()
-    import hashlib
-
     old = kept.with_name(hashlib.sha256(data).hexdigest() + ".versions.json")
     old.write_bytes(data)
-    memo = next(p for p in (tmp_path / "cache" / "helm").iterdir() if len(p.name) == 37)
+    memo = memo_file(tmp_path, "memo")
     doc = json.loads(memo.read_text())
     memo.write_text(json.dumps({**doc, "parsed": old.name.split(".")[0]}))
     warm = helm.discover(reg(url), known=cache)
     assert index_requests(seen)[1:] == ["GET /index.yaml 200"] and len(parses) == 2
-    assert [f.index_entry for f in warm.found] == [f.index_entry for f in cold.found]
+    assert [f.index_entry for f in warm.found] == [f.index_entry for f in first.found]
 
 
 def test_a_warm_dry_run_export_sends_validators(
