@@ -184,8 +184,10 @@ class BundleReader:
                 frame = tarfmt.read_exact(z, length)
             self._read_frames.add(entry.frame)
             for e in self._frame_members().get(entry.frame, ()):
+                if e.size > SMALL_MEMBER:
+                    continue  # not copied out of the frame only to be dropped
                 body = frame[e.offset : e.offset + e.size]
-                if e.size > SMALL_MEMBER or len(body) != e.size:
+                if len(body) != e.size:
                     continue
                 json = body[:1] == b"{"
                 if json and self._cached + e.size <= SMALL_CACHE:
