@@ -3,8 +3,9 @@
     python bench/netclock.py OUT.json -- export SPEC ...
 
 Network time is the wall time during which at least one request was in flight (parallel
-requests count once), measured around `requests.adapters.HTTPAdapter.send`, the transport
-every request of mirror's HTTP layer passes through, whether or not it used a Session. A
+requests count once), measured around the two transports every request of mirror's HTTP
+layer passes through, one or the other: `Wire.send` (a plain request, on http.client) and
+`requests.adapters.HTTPAdapter.send` (any other, whether or not it used a Session). A
 streamed body read later is outside the span, so callers add the bytes downloaded at a
 known rate; the warm-cache export downloads none.
 """
@@ -41,24 +42,32 @@ def install(out: Path) -> Callable[[], None]:
     """Time every request from now on; call the returned function to write OUT.json."""
     import requests
 
+    from mirror.registry.wire import Wire
+
     lock = threading.Lock()
     spans: list[Span] = []
-    original = requests.adapters.HTTPAdapter.send
 
-    def send(self: requests.adapters.HTTPAdapter, request: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(self, request, **kwargs)
-        finally:
-            with lock:
-                spans.append((start, time.perf_counter()))
+    def timed(original: Callable[..., Any]) -> Callable[..., Any]:
+        def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start, answer = time.perf_counter(), None
+            try:
+                answer = original(self, *args, **kwargs)
+                return answer
+            finally:
+                if answer is not None or sys.exc_info()[0] is not None:  # None: the wire
+                    with lock:  # declined, and requests' adapter times the request
+                        spans.append((start, time.perf_counter()))
+
+        return send
 
     def report() -> None:
         with lock:
             doc = {"seconds": union_seconds(spans), "requests": len(spans)}
         out.write_text(json.dumps(doc))
 
-    requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign,assignment]
+    adapter = requests.adapters.HTTPAdapter
+    adapter.send = timed(adapter.send)  # type: ignore[method-assign]
+    Wire.send = timed(Wire.send)  # type: ignore[method-assign]
     return report
 
 

@@ -61,8 +61,28 @@ def _loopback_only() -> None:
     socket.socket.connect = connect  # type: ignore[method-assign]
 
 
+def _responses_reach_requests() -> None:
+    """`responses` stands in for a server by replacing requests' adapter; a plain request
+    goes on the wire (http.client) and would pass it by. While the adapter is replaced,
+    the wire declines, and the request goes through requests, as any non-plain one does.
+    Tests with real servers (most) use the wire."""
+    import requests
+
+    from mirror.registry.wire import Wire
+
+    real_adapter, real_send = requests.adapters.HTTPAdapter.send, Wire.send
+
+    def send(self: Wire, *args: Any, **kwargs: Any) -> Any:
+        if requests.adapters.HTTPAdapter.send is not real_adapter:
+            return None
+        return real_send(self, *args, **kwargs)
+
+    Wire.send = send  # type: ignore[method-assign]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _loopback_only()
+    _responses_reach_requests()
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ from mirror.errors import (
 )
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 from mirror.registry.retry import DEFAULT, RateFloor, RetriesExhausted, RetryLater, RetryPolicy
+from mirror.registry.wire import Wire
 from mirror.settings import Net
 from mirror.units import ascii_int
 
@@ -203,7 +204,8 @@ class _Session(requests.Session):
     redirects included: requests scanned every variable twice on each request and looked
     for ~/.netrc, a third of the client's own time on a manifest GET. ~/.netrc is not
     consulted: registry credentials come from docker's config.json, its helpers or the
-    environment. `send_plain` skips the Session bookkeeping mirror never uses.
+    environment. `send_plain` skips the Session bookkeeping mirror never uses, and sends
+    a plain request on the session's `Wire`.
     """
 
     def __init__(self, trust: _TrustStore | None = None, heads: HeadDeadline | None = None) -> None:
@@ -211,8 +213,26 @@ class _Session(requests.Session):
         self.trust_env = False  # we read the environment ourselves, below
         self._env: dict[tuple[str, str], tuple[dict[str, str], bool | str]] = {}
         heads = heads or HeadDeadline(TIMEOUT[1])
-        self.mount("https://", _TrustAdapter(trust or _TrustStore(), heads))
+        self._trust = trust or _TrustStore()
+        self.mount("https://", _TrustAdapter(self._trust, heads))
         self.mount("http://", _HeadedAdapter(heads))
+        self._wire = Wire(heads, self._tls)
+        self._unverified: ssl.SSLContext | None = None
+
+    def _tls(self, netloc: str, verify: bool | str) -> ssl.SSLContext:
+        """The wire's TLS: `_TrustStore`'s context, as `_TrustAdapter` gives urllib3."""
+        if verify is not False:
+            ca = verify if isinstance(verify, str) else ""
+            return self._trust.context(ca, self._trust.owns(netloc))
+        if self._unverified is None:
+            self._unverified = ssl.create_default_context()
+            self._unverified.check_hostname = False
+            self._unverified.verify_mode = ssl.CERT_NONE
+        return self._unverified
+
+    def close(self) -> None:
+        self._wire.close()
+        super().close()
 
     def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
         parts = urlsplit(url)
@@ -250,9 +270,21 @@ class _Session(requests.Session):
         """One request straight to the transport adapter: no redirects, cookies or hooks.
 
         Session.request's bookkeeping for those is a third of a small request's CPU, and
-        discovery or a re-import is a few hundred small requests. The request is prepared
-        and sent by requests' own PreparedRequest and adapter, as Session.send would.
+        discovery or a re-import is a few hundred small requests. A plain request goes on
+        the wire (http.client, see `wire.py`); any other is prepared and sent by requests'
+        own PreparedRequest and adapter, as Session.send would.
         """
+        settings = self.merge_environment_settings(url, None, stream, verify, None)
+        if not settings["proxies"]:
+            merged = requests.structures.CaseInsensitiveDict(self.headers)
+            merged.update(headers)
+            resp = self._wire.send(
+                method, url, dict(merged.items()), data, timeout, settings["verify"]
+            )
+            if resp is not None:
+                if not stream:
+                    resp.content  # noqa: B018 -- read the body now, as Session.send does
+                return resp
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
         prepared.prepare_url(url, None)
@@ -260,7 +292,6 @@ class _Session(requests.Session):
         merged.update(headers)
         prepared.prepare_headers(merged)
         prepared.prepare_body(data, None)
-        settings = self.merge_environment_settings(url, None, stream, verify, None)
         resp = self.get_adapter(url).send(prepared, timeout=timeout, **settings)
         if not stream:
             resp.content  # noqa: B018 -- read the body now, as Session.send does
