@@ -442,8 +442,8 @@ class Http:
         url = self.url(path)
         with self.secrets.scrubbing():  # a server may echo a password or token back
             replayable = not once and (data is None or isinstance(data, bytes))
-            if cap is None and not stream:  # every answer read whole is read here, bounded
-                cap, stream = BODY_CAP, True
+            if not stream:  # every answer read whole is read here, bounded, once
+                cap, stream = BODY_CAP if cap is None else cap, True
             for attempt in range(1, self.retry.attempts + 1):
                 try:
                     resp = self._send_authed(

@@ -222,7 +222,10 @@ class _Raw:
 
     def _guarded(self, read: Callable[[], bytes]) -> bytes:
         try:
-            return read()
+            piece = read()
+            if self._answer.length == 0:  # read1 leaves an answer read to its end open,
+                self._answer.close()  # and http.client would not send on its connection
+            return piece
         except (http.client.HTTPException, OSError) as exc:
             self.close()
             raise urllib3.exceptions.ProtocolError(f"{type(exc).__name__}: {exc}") from None
@@ -260,7 +263,8 @@ class _Decoder:
         except zlib.error:
             if self._gzip or self._bare:
                 raise urllib3.exceptions.DecodeError("the answer's encoding is broken") from None
-            self._bare, self._inflate = True, self._new()  # deflate without its zlib header
+            self._bare = True  # deflate without its zlib header, as some servers send it
+            self._inflate = self._new()
             return self.feed(data)
         while self._gzip and self._inflate.eof and self._inflate.unused_data:
             rest, self._inflate = self._inflate.unused_data, self._new()
