@@ -217,18 +217,11 @@ class _Session(requests.Session):
         self.mount("https://", _TrustAdapter(self._trust, heads))
         self.mount("http://", _HeadedAdapter(heads))
         self._wire = Wire(heads, self._tls)
-        self._unverified: ssl.SSLContext | None = None
 
     def _tls(self, netloc: str, verify: bool | str) -> ssl.SSLContext:
         """The wire's TLS: `_TrustStore`'s context, as `_TrustAdapter` gives urllib3."""
-        if verify is not False:
-            ca = verify if isinstance(verify, str) else ""
-            return self._trust.context(ca, self._trust.owns(netloc))
-        if self._unverified is None:
-            self._unverified = ssl.create_default_context()
-            self._unverified.check_hostname = False
-            self._unverified.verify_mode = ssl.CERT_NONE
-        return self._unverified
+        ca = verify if isinstance(verify, str) else ""
+        return self._trust.context(ca, self._trust.owns(netloc))
 
     def close(self) -> None:
         self._wire.close()
@@ -275,7 +268,7 @@ class _Session(requests.Session):
         own PreparedRequest and adapter, as Session.send would.
         """
         settings = self.merge_environment_settings(url, None, stream, verify, None)
-        if not settings["proxies"]:
+        if not settings["proxies"] and settings["verify"] is not False:  # (never False here)
             merged = requests.structures.CaseInsensitiveDict(self.headers)
             merged.update(headers)
             resp = self._wire.send(

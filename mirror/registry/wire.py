@@ -53,10 +53,10 @@ class Wire:
     def __init__(
         self,
         heads: HeadDeadline,
-        context: Callable[[str, bool | str], ssl.SSLContext | None],
+        context: Callable[[str, bool | str], ssl.SSLContext],
     ) -> None:
         self._heads = heads
-        self._context = context  # (netloc, verify) -> the context, None for plain HTTP
+        self._context = context  # (netloc, verify) -> the TLS context for that host
         self._conns: dict[tuple[str, str], _Plain] = {}
 
     def send(
