@@ -12,9 +12,7 @@ import io
 import json
 from collections.abc import Collection, Mapping, Sequence
 from functools import partial
-from typing import Any, BinaryIO, Protocol
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from mirror import __version__
 from mirror.bundle.manifest import (
@@ -36,6 +34,9 @@ from mirror.oci.descriptor import Descriptor
 from mirror.settings import Clock
 from mirror.spec import BundleSpec
 from mirror.stores.bundle import BundleStore
+
+if TYPE_CHECKING:  # cryptography is imported where a key is loaded or used
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 

@@ -12,26 +12,34 @@ import binascii
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from typing import TYPE_CHECKING, Any
 
 from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, open_bundle, sidecar
 from mirror.errors import IntegrityError, VerificationError
-from mirror.keys import fingerprint
 from mirror.streams import Staged
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
 CHUNK = 1024 * 1024
-_ALGORITHM = ec.ECDSA(Prehashed(hashes.SHA256()))
 _MAX_SIG_FILE = 4096  # a base64 DER P-256 signature is under 100 bytes
+
+
+def ecdsa() -> Any:
+    """ECDSA over a SHA-256 digest. cryptography is imported here, where a key is in play:
+    an unsigned export writes FILE.sha256 through this module and needs none of it (its
+    import was ~40 ms of CPU with the GIL held, beside the copy's workers)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    return ec.ECDSA(Prehashed(hashes.SHA256()))
 
 
 def sign_digest(key: ec.EllipticCurvePrivateKey, digest: bytes) -> bytes:
     """Base64 (ASCII, no newline) of the DER signature over an already computed SHA-256."""
     _check_digest(digest)
-    return base64.b64encode(key.sign(digest, _ALGORITHM))
+    return base64.b64encode(key.sign(digest, ecdsa()))
 
 
 def sign_bytes(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
@@ -43,6 +51,8 @@ def verify_digest(
     pub: ec.EllipticCurvePublicKey, digest: bytes, signature_b64: bytes, what: str
 ) -> None:
     """Return if SIGNATURE_B64 signs DIGEST; raise naming WHAT and the key otherwise."""
+    from mirror.keys import fingerprint  # cryptography, with a key in play
+
     _check_digest(digest)
     failure = VerificationError(
         f"{what}: signature does not verify with key {fingerprint(pub)[:16]}"
@@ -54,8 +64,10 @@ def verify_digest(
         raise failure from None
     if not der:
         raise failure
+    from cryptography.exceptions import InvalidSignature
+
     try:
-        pub.verify(der, digest, _ALGORITHM)
+        pub.verify(der, digest, ecdsa())
     except (InvalidSignature, ValueError):
         raise failure from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,26 @@ def test_verify_detached_rejects_edited_sha256_and_huge_sig(
     (tmp_path / "b.sig").write_bytes(b"A" * 100_000)
     with pytest.raises(VerificationError, match="too large"):
         signing.verify_detached(bundle, key.public_key())
+
+
+def test_an_unsigned_bundle_never_imports_cryptography(tmp_path: Path) -> None:
+    """An export without --key imports the export's modules and writes FILE.sha256 through
+    this module; cryptography (~40 ms of CPU with the GIL held) waits for a key."""
+    bundle = tmp_path / "b.tar.zst"
+    bundle.write_bytes(b"bundle")
+    code = (
+        "import hashlib, sys\n"
+        "from pathlib import Path\n"
+        "import mirror.cli.export, mirror.export, mirror.describe, mirror.stores.bundle\n"
+        "from mirror import signing\n"
+        f"path = Path({str(bundle)!r})\n"
+        "signing.write_detached(path, hashlib.sha256(path.read_bytes()).digest(), None)\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False", run.stderr
+    assert (
+        (tmp_path / "b.tar.zst.sha256")
+        .read_text()
+        .startswith(hashlib.sha256(b"bundle").hexdigest())
+    )

@@ -12,8 +12,7 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING
 
 from mirror import describe
 from mirror.bases import CachedManifests, load_bases
@@ -29,6 +28,9 @@ from mirror.settings import Settings
 from mirror.sigpolicy import require_referrers
 from mirror.spec import BundleSpec
 from mirror.stores.bundle import BundleFile, BundleStore
+
+if TYPE_CHECKING:  # cryptography is imported where a key is loaded or used, not here
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = ["ExportOptions", "ExportResult", "export"]
 
@@ -76,7 +78,7 @@ def _export(
         for note in selection.notes:
             observer.note(note)
     if not opts.dry_run:
-        _warm_up()  # after discovery: its imports held the GIL from discovery's requests
+        _warm_up(signed=opts.key is not None)  # after discovery: its imports held the GIL
     out = BundleFile(
         opts.output,
         opts.key,
@@ -121,15 +123,19 @@ def _export(
     return result
 
 
-def _warm_up() -> None:
-    """Import the bundle writer and compile the manifest's check on a thread of their own
-    while the copy rounds run: on the main thread, after the copy, they were 0.1-0.2 s with
-    nothing else to do (bench/FINDINGS.md). Not during discovery, whose requests it slowed
-    (the warm-cache export's network time, 0.02-0.04 s). A failure is met again where used."""
+def _warm_up(*, signed: bool) -> None:
+    """Import the bundle writer (and, to sign, cryptography) and compile the manifest's
+    check on a thread of their own while the copy rounds run: on the main thread, after the
+    copy, they were 0.1-0.2 s with nothing else to do (bench/FINDINGS.md). Not during
+    discovery, whose requests it slowed (the warm-cache export's network time, 0.02-0.04 s).
+    A failure is met again where used."""
 
     def run() -> None:
         with contextlib.suppress(Exception):
-            from mirror import signing  # noqa: F401
+            from mirror import signing
+
+            if signed:
+                signing.ecdsa()  # imports cryptography
             from mirror.bundle import writer  # noqa: F401
             from mirror.bundle.manifest import SCHEMA_NAME
             from mirror.formats.schema import known_valid
