@@ -3,11 +3,10 @@
     python bench/netclock.py OUT.json -- export SPEC ...
 
 Network time is the wall time during which at least one request was in flight (parallel
-requests count once), measured around the two transports every request of mirror's HTTP
-layer passes through, one or the other: `Wire.send` (a plain request, on http.client) and
-`requests.adapters.HTTPAdapter.send` (any other, whether or not it used a Session). A
-streamed body read later is outside the span, so callers add the bytes downloaded at a
-known rate; the warm-cache export downloads none.
+requests count once), measured around `Http._transport`, which every request of mirror's
+HTTP layer passes through on its way to a transport (the wire or requests), and
+`Http._ask_token_service`. A streamed body read later is outside the span, so callers add
+the bytes downloaded at a known rate; the warm-cache export downloads none.
 """
 
 from __future__ import annotations
@@ -40,23 +39,19 @@ def union_seconds(spans: Sequence[Span]) -> float:
 
 def install(out: Path) -> Callable[[], None]:
     """Time every request from now on; call the returned function to write OUT.json."""
-    import requests
-
-    from mirror.registry.wire import Wire
+    from mirror.registry.http import Http
 
     lock = threading.Lock()
     spans: list[Span] = []
 
     def timed(original: Callable[..., Any]) -> Callable[..., Any]:
         def send(self: Any, *args: Any, **kwargs: Any) -> Any:
-            start, answer = time.perf_counter(), None
+            start = time.perf_counter()
             try:
-                answer = original(self, *args, **kwargs)
-                return answer
+                return original(self, *args, **kwargs)
             finally:
-                if answer is not None or sys.exc_info()[0] is not None:  # None: the wire
-                    with lock:  # declined, and requests' adapter times the request
-                        spans.append((start, time.perf_counter()))
+                with lock:
+                    spans.append((start, time.perf_counter()))
 
         return send
 
@@ -65,9 +60,8 @@ def install(out: Path) -> Callable[[], None]:
             doc = {"seconds": union_seconds(spans), "requests": len(spans)}
         out.write_text(json.dumps(doc))
 
-    adapter = requests.adapters.HTTPAdapter
-    adapter.send = timed(adapter.send)  # type: ignore[method-assign]
-    Wire.send = timed(Wire.send)  # type: ignore[method-assign]
+    Http._transport = timed(Http._transport)  # type: ignore[method-assign]
+    Http._ask_token_service = timed(Http._ask_token_service)  # type: ignore[method-assign]
     return report
 
 

@@ -199,7 +199,8 @@ def _export(r: Report) -> list[str]:
         f"{e.warm.seconds / e.mirror.seconds:.0%} of the cold run's wall time. Network time of "
         f"the warm run: {secs(e.warm_network_seconds)} ({e.warm_requests} HTTP requests), "
         f"{e.warm_share:.1%} of the cold run. It is the wall time during which at least one "
-        "request was in flight, timed around requests' `HTTPAdapter.send` by `bench/netclock.py`, "
+        "request was in flight, timed around `Http._transport` (every request, on either "
+        "transport) by `bench/netclock.py`, "
         "plus any bytes fetched again at the cold run's rate.",
         "",
         *goal_table(export_goals(e)),

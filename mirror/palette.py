@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlencode
 
-import requests
-
 from mirror.catalog import CatalogEntry
 from mirror.errors import (
     AuthError,
@@ -29,6 +27,7 @@ from mirror.errors import (
     redact,
     shorten,
 )
+from mirror.registry.answer import Answer
 from mirror.registry.http import Endpoint, Http, split_url
 from mirror.registry.retry import DEFAULT, RetryPolicy
 
@@ -175,7 +174,7 @@ class PaletteClient:
 
     def _request(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
-    ) -> requests.Response:
+    ) -> Answer:
         where = f"Palette {method} {path}"
         query = f"?{urlencode(params)}" if params else ""
         data = json.dumps(body).encode() if body is not None else None
@@ -204,7 +203,7 @@ class PaletteClient:
             raise OperationError(f"{where}: {status}: {self._error_text(response)}")
         return response
 
-    def _error_text(self, response: requests.Response) -> str:
+    def _error_text(self, response: Answer) -> str:
         try:
             detail = response.json().get("message") or response.reason
         except (ValueError, AttributeError):

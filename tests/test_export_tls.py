@@ -211,7 +211,8 @@ def test_a_client_certificate_goes_to_its_own_host_only(
     the registry's client certificate, so it never learns who we are."""
     import requests
 
-    from mirror.registry import http
+    from mirror.deadlines import HeadDeadline
+    from mirror.registry import http, viarequests
 
     certs = write_certs(tmp_path / "pki")
     monkeypatch.setattr(http, "CERTS_D", (str(tmp_path / "certs.d"),))
@@ -220,7 +221,7 @@ def test_a_client_certificate_goes_to_its_own_host_only(
     (folder / "me.cert").write_bytes(certs.client_cert.read_bytes())
     (folder / "me.key").write_bytes(certs.client_key.read_bytes())
     trust = http._TrustStore("reg.example:5000")
-    adapter = http._TrustAdapter(trust)
+    adapter = viarequests._TrustAdapter(trust, HeadDeadline(30))
 
     def context_for(url: str) -> Any:
         req = requests.Request("GET", url).prepare()

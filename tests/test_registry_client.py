@@ -369,7 +369,9 @@ def test_environment_is_read_once_per_host_and_still_honoured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Proxies, no_proxy and REQUESTS_CA_BUNDLE work as in plain requests, looked up once."""
-    from mirror.registry.http import _Session
+    from mirror.deadlines import HeadDeadline
+    from mirror.registry.http import _TrustStore
+    from mirror.registry.viarequests import Session
 
     for name in list(os.environ):
         if name.lower().endswith("_proxy") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
@@ -377,7 +379,7 @@ def test_environment_is_read_once_per_host_and_still_honoured(
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv("NO_PROXY", "inside.invalid")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/env/ca.pem")
-    s = _Session()
+    s = Session(_TrustStore(), HeadDeadline(30))
     outside = s.merge_environment_settings("https://reg.invalid/v2/", None, None, True, None)
     assert outside["proxies"].get("https") == "http://proxy.invalid:3128"
     assert outside["verify"] == "/env/ca.pem"

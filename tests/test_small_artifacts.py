@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from faultproxy import MANIFEST, FaultProxy, mirror, write_spec
 
+from mirror.deadlines import HeadDeadline
 from mirror.lab.content import make_image, make_layer
 from mirror.lab.seed import client_for, seed_artifact
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import descriptor_for, successors
-from mirror.registry.http import _Session
+from mirror.registry.http import _TrustStore
+from mirror.registry.viarequests import Session
 
 
 def test_plain_http_carries_no_ca_path_so_requests_skips_its_isdir(
@@ -22,7 +24,7 @@ def test_plain_http_carries_no_ca_path_so_requests_skips_its_isdir(
     """With REQUESTS_CA_BUNDLE set (as on this box), requests stat()ed the CA path on every
     request, TLS or not: 5% of a 500-image import's samples. HTTPS still gets the path."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/env/ca.pem")
-    s = _Session()
+    s = Session(_TrustStore(), HeadDeadline(30))
     plain = s.merge_environment_settings("http://127.0.0.1:5000/v2/", None, None, True, None)
     assert plain["verify"] is True
     tls = s.merge_environment_settings("https://127.0.0.1:5000/v2/", None, None, True, None)

@@ -7,13 +7,18 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,3 +293,67 @@ def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> 
         http = Http(Endpoint.parse("http://registry.test:5000"), None)
         assert http.request("GET", "/v2/").json() == {"via": "proxy"}
     assert proxy.arrived[0].line == "GET http://registry.test:5000/v2/ HTTP/1.1"
+
+
+def test_an_export_and_an_import_never_import_requests(
+    registry_factory: Any, tmp_path: Path
+) -> None:
+    """Anonymous registries, no proxy: every request is plain (blob GETs included: no
+    redirect came), so requests and urllib3 (~50 ms of start-up) are never imported."""
+    from faultproxy import write_spec
+
+    from mirror.lab.content import make_image, make_layer
+    from mirror.lab.seed import client_for, seed_artifact
+
+    src, dst = registry_factory("anon"), registry_factory("anon")
+    seed_artifact(
+        client_for(src), "production/app", "v1", make_image("app", layers=[make_layer("a", 4096)])
+    )
+    spec = write_spec(tmp_path / "s.yaml", src.url, repositories=["app"], provider=None)
+    bundle = tmp_path / "b.tar.zst"
+    steps = [
+        [
+            "export",
+            str(spec),
+            "-o",
+            str(bundle),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--no-images",
+            "--no-cache",
+        ],
+        [
+            "import",
+            str(bundle),
+            "--target",
+            dst.url,
+            "--allow-unsigned",
+            "--catalog",
+            str(tmp_path / "cat.json"),
+        ],
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    for argv in steps:
+        code = (
+            "import sys\n"
+            "from mirror.cli import main\n"
+            f"code = main({argv!r})\n"
+            "print(code, 'requests' in sys.modules, 'urllib3' in sys.modules)\n"
+        )
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert run.stdout.split()[-3:] == ["0", "False", "False"], (argv[0], run.stdout, run.stderr)
+
+
+def test_a_body_cut_short_is_an_error_not_an_end() -> None:
+    """http.client's read(n) and read1 return b"" when the connection closes before the
+    declared length; a blob read so would look whole until its digest, a listing until
+    its JSON. Declared 100 bytes, sent 10, then the server hangs up."""
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Then: hang-up\r\n\r\n" + b"x" * 10
+    with scripted(lambda a: cut) as server:
+        http = Http(Endpoint.parse(server.url), None, retry=RetryPolicy(sleep=lambda s: None))
+        for read in (lambda r: r.raw.read(50), lambda r: r.raw.read1(50) + r.raw.read1(50)):
+            resp = http.request("GET", "/blob", stream=True)
+            with pytest.raises(OSError, match="IncompleteRead"):
+                read(resp) + resp.raw.read(50)
+        with pytest.raises(RegistryError, match=r"cut off \(IncompleteRead\)"):
+            http.request("GET", "/v2/_catalog")

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from mirror.copy import parallel_map
 from mirror.discovery.helmmemo import IndexMemo
 from mirror.discovery.interface import Found, Selection
@@ -34,6 +32,7 @@ from mirror.errors import (
 from mirror.formats.helm import ChartVersion, chart_artifact, chart_tag, parse_index, select_charts
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.names import oci_tag, slug
+from mirror.registry.answer import Answer
 from mirror.registry.auth import (
     Credentials,
     credentials_from_env,
@@ -310,7 +309,7 @@ def _get(
     raise RegistryError(f"{repo.where}: more than {MAX_REDIRECTS} redirects for {redact(url)}")
 
 
-def _check_status(resp: requests.Response, repo: _Repo, url: str, *, index: bool) -> None:
+def _check_status(resp: Answer, repo: _Repo, url: str, *, index: bool) -> None:
     code = resp.status_code
     if code < 400:
         return

@@ -9,13 +9,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-import requests
-import urllib3
-
 from mirror.errors import IntegrityError, NotFoundError, RegistryError, redact, shorten
 from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of, media_type_of
 from mirror.oci.names import is_tag
+from mirror.registry.answer import Answer
 from mirror.registry.auth import Credentials
 from mirror.registry.http import ConnectionLost, Endpoint, Http
 from mirror.registry.retry import RateFloor, RetriesExhausted, RetryPolicy
@@ -242,7 +240,7 @@ class RegistryClient:
         path = f"/v2/{repo}/blobs/{desc.digest}"
         what = f"blob {desc.digest} not found in {repo}"
 
-        def get(offset: int) -> requests.Response:
+        def get(offset: int) -> Answer:
             headers = {"Range": f"bytes={offset}-"} if offset else None
             return self.http.request(
                 "GET",
@@ -326,7 +324,7 @@ class RegistryClient:
             start += length
         return location
 
-    def _location(self, resp: requests.Response) -> str:
+    def _location(self, resp: Answer) -> str:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{self.host}: upload answered without a Location")
@@ -335,7 +333,7 @@ class RegistryClient:
             raise RegistryError(f"{self.host}: upload redirected to another host {redact(url)}")
         return url
 
-    def _cancel(self, resp: requests.Response) -> None:
+    def _cancel(self, resp: Answer) -> None:
         loc = resp.headers.get("Location")
         if loc:
             # An abandoned session expires on its own; cancelling is a courtesy.
@@ -349,11 +347,11 @@ class _Guarded:
 
     def __init__(
         self,
-        resp: requests.Response,
+        resp: Answer,
         where: str,
         floor: RateFloor,
         *,
-        resume: Callable[[int], requests.Response] | None = None,
+        resume: Callable[[int], Answer] | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._resp = resp
@@ -371,7 +369,7 @@ class _Guarded:
             try:
                 chunk: bytes = self._resp.raw.read(n)
                 break
-            except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
+            except OSError:  # BodyError too
                 lost = f"{self._where}: connection broken after {self._seen} bytes"
                 if self._resume is None or self._retry is None:
                     raise ConnectionLost(lost) from None  # the engine retries the blob whole
@@ -404,7 +402,7 @@ class _Guarded:
             return start == self._seen
         try:
             _skip(self._resp.raw, self._seen)
-        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
+        except OSError:  # BodyError too
             return False
         return True
 
@@ -445,7 +443,7 @@ def _with_digest(location: str, digest: str) -> str:
     return f"{location}{'&' if '?' in location else '?'}digest={digest}"
 
 
-def _read_capped(resp: requests.Response, cap: int, where: str) -> bytes:
+def _read_capped(resp: Answer, cap: int, where: str) -> bytes:
     data = resp.raw.read(cap + 1, decode_content=True)
     if len(data) > cap:
         raise IntegrityError(f"{where}: manifest larger than {cap} bytes")

@@ -1,6 +1,7 @@
 """One HTTP conversation with one registry: auth, retries, timeouts, errors.
 
-Each thread gets its own `requests.Session`; tokens are shared through `TokenCache`.
+Each thread has its own connections (a `Wire`, and a requests session once one is needed);
+tokens are shared through `TokenCache`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-import requests
-import urllib3
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
+import certifi
 
 from mirror.deadlines import HeadDeadline
 from mirror.errors import (
@@ -31,9 +30,13 @@ from mirror.errors import (
     redact,
     shorten,
 )
+from mirror.registry.answer import Answer, BodyError, TlsFailure, TransportError, Unreachable
 from mirror.registry.auth import Challenge, Credentials, TokenCache, parse_challenge
 from mirror.registry.retry import DEFAULT, RateFloor, RetriesExhausted, RetryLater, RetryPolicy
 from mirror.registry.wire import Wire
+
+if TYPE_CHECKING:
+    from mirror.registry.viarequests import Session
 from mirror.settings import Net
 from mirror.units import ascii_int
 
@@ -74,7 +77,7 @@ class _TrustStore:
             found = self._contexts.get((ca, home))
             if found is None:
                 found = ssl.create_default_context()  # the system's store, CERT_REQUIRED
-                found.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+                found.load_verify_locations(certifi.where())  # the bundle requests ships
                 for extra in [*_host_cas(self._host), *([ca] if ca else [])]:
                     add_ca(found, extra)
                 client = (self._client or _host_client(self._host)) if home else None
@@ -135,168 +138,6 @@ def add_ca(context: ssl.SSLContext, ca: str) -> None:
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise UsageError(f"{ca}: not a CA bundle ({reason})") from None
-
-
-class _HeadedAdapter(requests.adapters.HTTPAdapter):
-    """Connections that read each answer's status line and headers within `heads`' time:
-    the read timeout counts per read, and a server sending a byte every few seconds held
-    an import for ever (the import-side sweep, stop 31). Bodies have the rate floor."""
-
-    def __init__(self, heads: HeadDeadline | None = None) -> None:
-        self._heads = heads or HeadDeadline(TIMEOUT[1])
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _headed_pools(self._heads)
-
-
-def _headed_pools(heads: HeadDeadline) -> dict[str, type]:
-    """urllib3's two pool classes, with connections whose getresponse() runs under heads."""
-
-    def headed(base: type[urllib3.connection.HTTPConnection]) -> type:
-        def getresponse(self: Any) -> Any:
-            sock = self.sock
-            if sock is None:
-                return base.getresponse(self)
-            with heads.reading(sock):
-                return base.getresponse(self)
-
-        return type(f"Headed{base.__name__}", (base,), {"getresponse": getresponse})
-
-    plain, tls = urllib3.connection.HTTPConnection, urllib3.connection.HTTPSConnection
-    return {
-        "http": type("Pool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": headed(plain)}),
-        "https": type("Pool", (urllib3.HTTPSConnectionPool,), {"ConnectionCls": headed(tls)}),
-    }
-
-
-class _TrustAdapter(_HeadedAdapter):
-    """HTTPS through `_TrustStore`'s context: requests' documented hooks for pool settings."""
-
-    def __init__(self, trust: _TrustStore, heads: HeadDeadline | None = None) -> None:
-        self._trust = trust
-        super().__init__(heads)
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> Any:
-        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
-        if verify is not False:
-            home = self._trust.owns(urlsplit(request.url or "").netloc)
-            ca = verify if isinstance(verify, str) else ""
-            pool["ssl_context"] = self._trust.context(ca, home)
-            pool.pop("ca_certs", None)
-            pool.pop("ca_cert_dir", None)
-        return host, pool
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """requests' check that a CA path exists stays; the path itself is in the context."""
-        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
-        if verify is not False:  # the context holds every CA: urllib3 would load one per
-            conn.ca_certs = conn.ca_cert_dir = None  # connection again, ~20 ms each
-
-
-class _Session(requests.Session):
-    """requests.Session, trimmed for many small registry requests.
-
-    The environment (proxies, REQUESTS_CA_BUNDLE) is read once per scheme and host,
-    redirects included: requests scanned every variable twice on each request and looked
-    for ~/.netrc, a third of the client's own time on a manifest GET. ~/.netrc is not
-    consulted: registry credentials come from docker's config.json, its helpers or the
-    environment. `send_plain` skips the Session bookkeeping mirror never uses, and sends
-    a plain request on the session's `Wire`.
-    """
-
-    def __init__(self, trust: _TrustStore | None = None, heads: HeadDeadline | None = None) -> None:
-        super().__init__()
-        self.trust_env = False  # we read the environment ourselves, below
-        self._env: dict[tuple[str, str], tuple[dict[str, str], bool | str]] = {}
-        heads = heads or HeadDeadline(TIMEOUT[1])
-        self._trust = trust or _TrustStore()
-        self.mount("https://", _TrustAdapter(self._trust, heads))
-        self.mount("http://", _HeadedAdapter(heads))
-        self._wire = Wire(heads, self._tls)
-
-    def _tls(self, netloc: str, verify: bool | str) -> ssl.SSLContext:
-        """The wire's TLS: `_TrustStore`'s context, as `_TrustAdapter` gives urllib3."""
-        ca = verify if isinstance(verify, str) else ""
-        return self._trust.context(ca, self._trust.owns(netloc))
-
-    def close(self) -> None:
-        self._wire.close()
-        super().close()
-
-    def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
-        parts = urlsplit(url)
-        found = self._env.get((parts.scheme, parts.netloc))
-        if found is None:
-            ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            # Plain HTTP verifies nothing; a CA path would only cost requests an isdir()
-            # on it for every request (5% of a small-image import's samples).
-            ca = ca if parts.scheme == "https" else None
-            found = (requests.utils.get_environ_proxies(url), ca or True)
-            self._env[(parts.scheme, parts.netloc)] = found
-        return found
-
-    def merge_environment_settings(  # type: ignore[override]
-        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        env_proxies, env_verify = self._environment(url)
-        return {
-            "proxies": {**self.proxies, **env_proxies, **(proxies or {})},
-            "stream": self.stream if stream is None else stream,
-            "verify": env_verify if verify in (True, None) else verify,
-            "cert": self.cert if cert is None else cert,
-        }
-
-    def send_plain(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        data: Any,
-        stream: bool,
-        timeout: tuple[float, float],
-        verify: bool | str,
-    ) -> requests.Response:
-        """One request straight to the transport adapter: no redirects, cookies or hooks.
-
-        Session.request's bookkeeping for those is a third of a small request's CPU, and
-        discovery or a re-import is a few hundred small requests. A plain request goes on
-        the wire (http.client, see `wire.py`); any other is prepared and sent by requests'
-        own PreparedRequest and adapter, as Session.send would.
-        """
-        settings = self.merge_environment_settings(url, None, stream, verify, None)
-        if not settings["proxies"] and settings["verify"] is not False:  # (never False here)
-            merged = requests.structures.CaseInsensitiveDict(self.headers)
-            merged.update(headers)
-            resp = self._wire.send(
-                method, url, dict(merged.items()), data, timeout, settings["verify"]
-            )
-            if resp is not None:
-                if not stream:
-                    resp.content  # noqa: B018 -- read the body now, as Session.send does
-                return resp
-        prepared = requests.PreparedRequest()
-        prepared.prepare_method(method)
-        prepared.prepare_url(url, None)
-        merged = requests.structures.CaseInsensitiveDict(self.headers)
-        merged.update(headers)
-        prepared.prepare_headers(merged)
-        prepared.prepare_body(data, None)
-        resp = self.get_adapter(url).send(prepared, timeout=timeout, **settings)
-        if not stream:
-            resp.content  # noqa: B018 -- read the body now, as Session.send does
-        return resp
-
-    def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
-        """A redirect (to blob storage, say) gets the proxies of the host it goes to."""
-        env_proxies, _ = self._environment(str(prepared_request.url))
-        rebuilt: dict[str, str] = super().rebuild_proxies(  # type: ignore[no-untyped-call]
-            prepared_request, {**env_proxies, **self.proxies}
-        )
-        return rebuilt
 
 
 class ConnectionLost(RegistryError):
@@ -385,22 +226,38 @@ class Http:
         self._local = threading.local()
         self._trust = _TrustStore(endpoint.host, endpoint.client)
         self._basic = threading.Event()
+        self._proxy_env = any(  # read once: ~10 us a request on the wire otherwise
+            v and k.lower().endswith("_proxy") and k.lower() != "no_proxy"
+            for k, v in os.environ.items()
+        )
         if preemptive_basic and credentials is not None:  # Helm's way: no challenge first
             self._basic.set()
 
-    def session(self) -> _Session:
-        s: _Session | None = getattr(self._local, "session", None)
-        if s is None:
-            s = _Session(self._trust, self._heads)
-            s.verify = self.endpoint.verify
-            s.headers["User-Agent"] = "mirror"
-            self._local.session = s
-        return s
+    def _wire(self) -> Wire:
+        wire: Wire | None = getattr(self._local, "wire", None)
+        if wire is None:
+            wire = self._local.wire = Wire(self._heads, self._tls)
+        return wire
+
+    def _session(self) -> Session:
+        """This thread's requests session, made (and requests imported) at its first use."""
+        session: Session | None = getattr(self._local, "session", None)
+        if session is None:
+            from mirror.registry.viarequests import Session
+
+            session = self._local.session = Session(self._trust, self._heads)
+        return session
+
+    def _tls(self, netloc: str, verify: bool | str) -> ssl.SSLContext:
+        """The wire's TLS: `_TrustStore`'s context, as requests' adapter is given it."""
+        ca = verify if isinstance(verify, str) else ""
+        return self._trust.context(ca, self._trust.owns(netloc))
 
     def close(self) -> None:
-        s = getattr(self._local, "session", None)
-        if s is not None:
-            s.close()
+        for name in ("wire", "session"):
+            found = getattr(self._local, name, None)
+            if found is not None:
+                found.close()
 
     def url(self, path: str) -> str:
         return urljoin(self.endpoint.base + "/", path.lstrip("/")) if "://" not in path else path
@@ -421,7 +278,7 @@ class Http:
         cap: int | None = None,
         anywhere: bool = False,
         once: bool = False,
-    ) -> requests.Response:
+    ) -> Answer:
         """Send, answering auth challenges; retry transient failures when the body allows.
 
         This is where a request is retried, by the one rule in `registry/retry.py`.
@@ -435,12 +292,12 @@ class Http:
         url = self.url(path)
         with self.secrets.scrubbing():  # a server may echo a password or token back
             replayable = not once and (data is None or isinstance(data, bytes))
-            if not stream:  # every answer read whole is read here, bounded, once
-                cap, stream = BODY_CAP if cap is None else cap, True
+            if not stream and cap is None:  # every answer read whole is read here, bounded
+                cap = BODY_CAP
             for attempt in range(1, self.retry.attempts + 1):
                 try:
                     resp = self._send_authed(
-                        method, url, scope, headers, data, stream, allow_redirects, anywhere
+                        method, url, scope, headers, data, allow_redirects, anywhere
                     )
                     if cap is not None and resp.status_code not in self.retry.statuses:
                         _read_body(
@@ -485,18 +342,17 @@ class Http:
         scope: str | None,
         headers: Mapping[str, str] | None,
         data: Any,
-        stream: bool,
         allow_redirects: bool,
         anywhere: bool = False,
-    ) -> requests.Response:
+    ) -> Answer:
         home = self._home(url)
         if not home and not (anywhere and self._no_downgrade(url)):  # they stay home
-            return self._send(method, url, dict(headers or {}), data, stream, allow_redirects)
+            return self._send(method, url, dict(headers or {}), data, allow_redirects)
         hdrs = {**(self._headers if home else {}), **(headers or {})}
         auth = self._auth_header(scope)
         if auth:
             hdrs["Authorization"] = auth
-        resp = self._send(method, url, hdrs, data, stream, allow_redirects)
+        resp = self._send(method, url, hdrs, data, allow_redirects)
         for _ in range(2):
             if resp.status_code != 401 or "WWW-Authenticate" not in resp.headers:
                 return resp
@@ -508,50 +364,64 @@ class Http:
                 return resp  # a stream can't be replayed; callers authenticate first (HEAD/POST)
             resp.close()
             hdrs["Authorization"] = new_auth
-            resp = self._send(method, url, hdrs, data, stream, allow_redirects)
+            resp = self._send(method, url, hdrs, data, allow_redirects)
         return resp
 
     def _send(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        data: Any,
-        stream: bool,
-        allow_redirects: bool,
-    ) -> requests.Response:
+        self, method: str, url: str, headers: dict[str, str], data: Any, allow_redirects: bool
+    ) -> Answer:
+        """One request through a transport, its failure in our words."""
         try:
-            session = self.session()
-            if not allow_redirects:
-                return session.send_plain(
-                    method, url, headers, data, stream, self._timeout, self.endpoint.verify
-                )
-            return session.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                stream=stream,
-                timeout=self._timeout,
-                allow_redirects=True,
-                verify=self.endpoint.verify,
-            )
-        except requests.exceptions.SSLError as exc:
+            return self._transport(method, url, headers, data, allow_redirects)
+        except TlsFailure as exc:
             if "WRONG_VERSION_NUMBER" in str(exc):
                 raise RegistryError(
                     f"{self.endpoint.host} does not speak TLS; "
                     f"use http://{self.endpoint.host} for a plain-HTTP registry"
                 ) from None
             raise RegistryError(self._tls_failure(exc)) from None
-        except (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ) as exc:
-            reason = f"{type(exc).__name__}: {_short(exc)}"
+        except Unreachable as exc:
+            reason = f"{exc.kind}: {_short(Exception(exc.reason))}"
             raise ConnectionLost(f"cannot reach {self.endpoint.host}: {reason}") from None
-        except requests.exceptions.RequestException as exc:
+        except TransportError as exc:
             raise RegistryError(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
+
+    def _transport(
+        self, method: str, url: str, headers: dict[str, str], data: Any, allow_redirects: bool
+    ) -> Answer:
+        """The wire when the request is plain (and for a redirect's first hop), else
+        requests. A redirect to another host or scheme goes without Authorization, as
+        requests sends it."""
+        verify = self._verify(url)
+        if not self._proxied(url):
+            answer = self._wire().send(method, url, headers, data, self._timeout, verify)
+            if answer is not None and not (allow_redirects and answer.is_redirect):
+                return answer
+            if answer is not None:  # followed from where it points, by requests
+                answer.close()
+                target = urljoin(url, answer.headers["Location"])
+                if _origin(target) != _origin(url):
+                    headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                url, verify = target, self._verify(target)
+        return self._session().send_one(
+            method, url, headers, data, self._timeout, verify, follow=allow_redirects
+        )
+
+    def _verify(self, url: str) -> bool | str:
+        """The endpoint's CA file, else for https REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (as
+        requests reads them), else True: the trust store's own."""
+        if self.endpoint.verify is not True or not url.startswith("https:"):
+            return self.endpoint.verify
+        return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+
+    def _proxied(self, url: str) -> bool:
+        """Whether the environment names a proxy for `url` (NO_PROXY considered); requests
+        is imported to read them only when some proxy variable is set."""
+        if not self._proxy_env:
+            return False
+        from mirror.registry.viarequests import environ_proxies
+
+        return bool(environ_proxies(url))
 
     def _tls_failure(self, exc: Exception) -> str:
         """What to do about a failed handshake: trust its CA, or prove who we are. A server
@@ -624,7 +494,7 @@ class Http:
             )
         try:
             resp = self._ask_token_service(realm, params)
-        except requests.exceptions.RequestException as exc:
+        except TransportError as exc:
             raise AuthError(f"token service {redact(realm)} unreachable: {_short(exc)}") from None
         _read_body(resp, TOKEN_CAP, lambda: f"token service {redact(realm)}", self.floor)
         if resp.status_code != 200:
@@ -648,27 +518,26 @@ class Http:
             )
         return token, _lifetime(expires)
 
-    def _ask_token_service(self, realm: str, params: dict[str, str]) -> requests.Response:
+    def _ask_token_service(self, realm: str, params: dict[str, str]) -> Answer:
         """GET with basic credentials, or POST with an identity token: Distribution's OAuth2
-        refresh-token form (its docs/spec/auth/oauth.md), as docker sends it."""
+        refresh-token form (its docs/spec/auth/oauth.md), as docker sends it. Through
+        requests, which follows a token service's redirects; the caller reads the body, at
+        most TOKEN_CAP."""
         creds = self._credentials
-        # Streamed: the caller reads it, at most TOKEN_CAP.
-        how: dict[str, Any] = {
-            "timeout": self._timeout,
-            "verify": self.endpoint.verify,
-            "stream": True,
-        }
+        session, verify = self._session(), self._verify(realm)
         if creds is not None and creds.identity_token:
             form = {**params, "grant_type": "refresh_token", "client_id": "mirror"}
             form["refresh_token"] = creds.identity_token
-            return self.session().post(realm, data=form, **how)
+            return session.send_one("POST", realm, {}, form, self._timeout, verify, follow=True)
         # Our own header, UTF-8 as docker sends it (requests encodes a pair as Latin-1 and
         # fails on anything else); requests still drops it on a redirect to another host.
         basic = {"Authorization": creds.basic_header()} if creds else {}
-        return self.session().get(realm, params=params, headers=basic, **how)
+        return session.send_one(
+            "GET", realm, basic, None, self._timeout, verify, follow=True, params=params
+        )
 
     def _error(
-        self, method: str, url: str, resp: requests.Response, what: str, *, retried: bool = False
+        self, method: str, url: str, resp: Answer, what: str, *, retried: bool = False
     ) -> RegistryError:
         code = resp.status_code
         where = f"{self.endpoint.host}: {method} {redact(urlsplit(url).path)}"
@@ -689,6 +558,11 @@ class Http:
         return RegistryError(f"{where}: {code} {detail}".rstrip())
 
 
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
 def _lifetime(expires_in: object) -> float:
     """A token's `expires_in`: seconds, or 60 (the spec's default) for anything else."""
     if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
@@ -696,10 +570,8 @@ def _lifetime(expires_in: object) -> float:
     return float(expires_in) if math.isfinite(expires_in) and expires_in > 0 else 60.0
 
 
-def _read_body(
-    resp: requests.Response, cap: int, where: Callable[[], str], floor: RateFloor
-) -> None:
-    """Read the body into `resp.content`, refusing more than `cap` bytes before and while it
+def _read_body(resp: Answer, cap: int, where: Callable[[], str], floor: RateFloor) -> None:
+    """Read the body into `resp.body`, refusing more than `cap` bytes before and while it
     streams, and a trickle (`floor`: each read returns what one recv brought, so a byte
     every few seconds is seen); a connection lost mid-way, or a trickle, is a
     `ConnectionLost`, which the caller's loop retries. `where` words an error only (its
@@ -718,31 +590,31 @@ def _read_body(
             parts.append(chunk)
             if problem := floor.problem(started, total):
                 raise ConnectionLost(f"{where()}: the answer trickles: {problem}")
-    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-        raise ConnectionLost(f"{where()}: the body was cut off ({type(exc).__name__})") from None
+    except OSError as exc:  # BodyError too
+        kind = exc.kind if isinstance(exc, BodyError) else type(exc).__name__
+        raise ConnectionLost(f"{where()}: the body was cut off ({kind})") from None
     finally:
         resp.close()
-    resp._content = b"".join(parts)
+    resp.body = b"".join(parts)
 
 
 def _cap(cap: int) -> str:
     return f"{cap >> 20} MiB" if cap >= 1 << 20 else f"{cap}-byte"
 
 
-def _read_words(resp: requests.Response) -> None:
+def _read_words(resp: Answer) -> None:
     """An error's body, when nothing read it yet (a streamed request): its first
     ERROR_WORDS bytes, enough for any registry's error JSON, never a whole download."""
-    if cast(object, resp._content) is not False:  # requests' mark for "not read yet"
+    if resp.body is not None:
         return
     try:
-        resp._content = resp.raw.read(ERROR_WORDS, decode_content=True) or b""
-    except (urllib3.exceptions.HTTPError, OSError):
-        resp._content = b""
-    if len(resp._content) == ERROR_WORDS:  # more may follow: that connection is not reused
-        resp.raw.close()  # (resp.close() would hand it back to the pool once .content is read)
+        resp.body = resp.raw.read(ERROR_WORDS, decode_content=True) or b""
+    except OSError:  # BodyError too
+        resp.body = b""
+    resp.close()  # an answer not read to its end takes its connection with it
 
 
-def _registry_message(resp: requests.Response) -> str:
+def _registry_message(resp: Answer) -> str:
     """The words of a registry's error document (`{"errors": [{"code", "message"}]}`)."""
     try:
         doc = resp.json()

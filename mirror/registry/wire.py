@@ -2,14 +2,16 @@
 
 requests and urllib3 spend ~2 ms of CPU on a blob's POST and PUT (URL parsing three times,
 pools, cookies, hooks); http.client alone spends ~0.45 ms. An import of small images is
-four such requests an image, so the layers were most of mirror's own CPU there. A request
-is plain when nothing requests adds would change it: no proxy, no redirect to follow, a
-URL without userinfo or characters requests would quote again, and a body of known
-length. Anything else goes the way it always went, through requests (see `_Session`).
+four such requests an image, so the layers were most of mirror's own CPU there, and
+importing them cost every command ~50 ms of start-up. A request is plain when nothing
+requests adds would change it: no proxy, a URL without userinfo or characters requests
+would quote again, and a body of known length. A redirect's first hop is plain too; what
+it points to is followed by requests (`viarequests.py`), as is anything else the wire
+declines.
 
-The answer is a `requests.Response` whose `raw` reads the http.client answer, so every
-caller reads it as before; the errors are requests' and urllib3's, worded by `Http._send`.
-One `Wire` belongs to one thread's session: its connections are never shared.
+The answer is an `Answer` (answer.py) whose `raw` reads the http.client answer as urllib3's
+would be read; a failure is a `TransportError`, worded by `Http._send`. One `Wire` belongs
+to one thread: its connections are never shared.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import re
 import select
 import ssl
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-import urllib3
-
 from mirror.deadlines import HeadDeadline
+from mirror.registry.answer import (
+    Answer,
+    BodyError,
+    Headers,
+    TlsFailure,
+    TransportError,
+    Unreachable,
+)
 
 SMALL_BODY = 256 << 10  # a body read whole first, so head and body go in one send
 BLOCK = 1 << 16  # a streamed body's pieces
@@ -35,6 +42,12 @@ _PLAIN = re.compile(r"[A-Za-z0-9\-._~!#$&'()*+,/:;=?@\[\]]*")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
+DEFAULT_HEADERS = {  # what requests sends on every request, mirror's name in place of its own
+    "User-Agent": "mirror",
+    "Accept-Encoding": "gzip, deflate",
+    "Accept": "*/*",
+    "Connection": "keep-alive",
+}
 
 
 def plain_url(url: str) -> bool:
@@ -63,11 +76,11 @@ class Wire:
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str | bytes],
+        headers: Mapping[str, str],
         data: Any,
         timeout: tuple[float, float],
         verify: bool | str,
-    ) -> requests.Response | None:
+    ) -> Answer | None:
         """The answer, its body unread; None when the request is not a plain one."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not plain_url(url):
@@ -76,7 +89,7 @@ class Wire:
         if body is None:
             return None
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        sent: dict[str, str | bytes] = dict(headers)
+        sent: dict[str, str | bytes] = {**DEFAULT_HEADERS, **headers}
         if body[1] is not None:
             sent["Content-Length"] = str(body[1])
         conn = self._connection(parts.scheme, parts.netloc, timeout, verify)
@@ -86,8 +99,8 @@ class Wire:
                 answer = conn.getresponse()
         except BaseException as exc:
             conn.close()
-            raise _requests_error(exc) from None
-        return _response(answer, conn, url)
+            raise _transport_error(exc) from None
+        return _answer(answer, conn, url)
 
     def _connection(
         self, scheme: str, netloc: str, timeout: tuple[float, float], verify: bool | str
@@ -165,26 +178,17 @@ def _body(method: str, data: Any) -> tuple[Any, int | None] | None:
     return whole, len(whole)
 
 
-def _response(answer: http.client.HTTPResponse, conn: _Plain, url: str) -> requests.Response:
-    resp = requests.Response()
-    resp.status_code = answer.status
-    resp.reason = answer.reason
-    resp.url = url
-    folded: dict[str, str] = {}
-    for name, value in answer.msg.items():  # repeated fields joined, as urllib3 does
-        key = name.lower()
-        folded[key] = f"{folded[key]}, {value}" if key in folded else value
-    resp.headers = requests.structures.CaseInsensitiveDict(folded)
-    resp.encoding = requests.utils.get_encoding_from_headers(resp.headers)
-    resp.raw = _Raw(answer, conn, folded.get("content-encoding", ""))
+def _answer(answer: http.client.HTTPResponse, conn: _Plain, url: str) -> Answer:
+    headers = Headers(answer.msg.items())
+    raw = _Raw(answer, conn, headers.get("Content-Encoding", ""))
     if answer.length == 0:  # HEAD, 204, 304 or empty: read, and the connection is free
         answer.read()
-    return resp
+    return Answer(answer.status, answer.reason, url, headers, raw)
 
 
 class _Raw:
-    """What callers read of an answer (urllib3's HTTPResponse's reading methods): read,
-    read1 and stream, decoding gzip and deflate when asked, with urllib3's errors."""
+    """What callers read of an answer (urllib3's HTTPResponse's reading methods): read and
+    read1, decoding gzip and deflate when asked; a failure is a `BodyError`."""
 
     def __init__(self, answer: http.client.HTTPResponse, conn: _Plain, encoding: str) -> None:
         self._answer = answer
@@ -216,28 +220,25 @@ class _Raw:
         out, self._decoded = self._decoded[:amt], self._decoded[amt:]
         return out
 
-    def stream(self, amt: int = BLOCK, decode_content: bool | None = None) -> Iterator[bytes]:
-        while piece := self.read1(amt, decode_content):
-            yield piece
-
     def _guarded(self, read: Callable[[], bytes]) -> bytes:
         try:
             piece = read()
-            if self._answer.length == 0:  # read1 leaves an answer read to its end open,
-                self._answer.close()  # and http.client would not send on its connection
-            return piece
-        except (http.client.HTTPException, OSError) as exc:
+        except (http.client.HTTPException, OSError, ValueError) as exc:  # ValueError: chunks
             self.close()
-            raise urllib3.exceptions.ProtocolError(f"{type(exc).__name__}: {exc}") from None
+            raise BodyError(type(exc).__name__, str(exc)) from None
+        left = self._answer.length
+        if not piece and left:  # http.client ends a body cut short quietly: urllib3 did not
+            self.close()
+            raise BodyError("IncompleteRead", f"the connection closed {left} bytes short")
+        if left == 0:  # read1 leaves an answer read to its end open, and http.client
+            self._answer.close()  # would not send on its connection
+        return piece
 
     def close(self) -> None:
         """An answer not read to its end takes its connection with it."""
         if not self._answer.isclosed():
             self._conn.close()
             self._answer.close()
-
-    def release_conn(self) -> None:
-        self.close()
 
 
 class _Decoder:
@@ -262,7 +263,7 @@ class _Decoder:
             out: bytes = self._inflate.decompress(data)
         except zlib.error:
             if self._gzip or self._bare:
-                raise urllib3.exceptions.DecodeError("the answer's encoding is broken") from None
+                raise BodyError("DecodeError", "the answer's encoding is broken") from None
             self._bare = True  # deflate without its zlib header, as some servers send it
             self._inflate = self._new()
             return self.feed(data)
@@ -272,14 +273,14 @@ class _Decoder:
         return out
 
 
-def _requests_error(exc: BaseException) -> BaseException:
-    """The failure as requests words it, so `Http._send` maps it as it always has."""
+def _transport_error(exc: BaseException) -> BaseException:
+    """The failure in the words `Http._send` maps: TLS, unreachable, or a bad header."""
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        return requests.exceptions.SSLError(str(exc))
+        return TlsFailure(str(exc))
     if isinstance(exc, TimeoutError):
-        return requests.exceptions.Timeout(str(exc) or "timed out")
+        return Unreachable("Timeout", str(exc) or "timed out")
     if isinstance(exc, OSError | http.client.HTTPException):
-        return requests.exceptions.ConnectionError(f"{type(exc).__name__}: {exc}")
+        return Unreachable("ConnectionError", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, ValueError):  # http.client refused a header: never say its value
-        return requests.exceptions.InvalidHeader("a header has a line break or control character")
+        return TransportError("a header has a line break or control character")
     return exc
