@@ -357,3 +357,34 @@ def test_a_body_cut_short_is_an_error_not_an_end() -> None:
                 read(resp) + resp.raw.read(50)
         with pytest.raises(RegistryError, match=r"cut off \(IncompleteRead\)"):
             http.request("GET", "/v2/_catalog")
+
+
+def test_a_redirect_from_the_wire_leaves_credentials_at_home() -> None:
+    """A blob GET's first hop is on the wire; requests follows the redirect. To another
+    origin (object storage) it goes without Authorization; within the origin, with it."""
+    from mirror.registry.auth import Credentials
+
+    with scripted(lambda a: ok(b"blob")) as storage:
+
+        def registry_answer(a: Arrived) -> bytes:
+            if a.line.startswith("GET /v2/r/blobs/away"):
+                where = f"{storage.url}/bucket/x?sig=1"
+            elif a.line.startswith("GET /v2/r/blobs/home"):
+                where = "/v2/r/blobs/here"
+            else:
+                return ok(b"home blob")
+            head = f"Location: {where}\r\nContent-Length: 0\r\n\r\n"
+            return b"HTTP/1.1 307 Temporary Redirect\r\n" + head.encode()
+
+        with scripted(registry_answer) as registry:
+            creds = Credentials("mirror", "s3cret")
+            http = Http(Endpoint.parse(registry.url), creds, preemptive_basic=True)
+            away = http.request("GET", "/v2/r/blobs/away", allow_redirects=True, stream=True)
+            home = http.request("GET", "/v2/r/blobs/home", allow_redirects=True, stream=True)
+            assert (away.raw.read(), home.raw.read()) == (b"blob", b"home blob")
+    assert [a.line for a in storage.arrived] == ["GET /bucket/x?sig=1 HTTP/1.1"]
+    assert "authorization" not in storage.arrived[0].headers
+    first, *rest = registry.arrived
+    assert first.headers["authorization"] == creds.basic_header()
+    assert [a.line.split()[1] for a in rest] == ["/v2/r/blobs/home", "/v2/r/blobs/here"]
+    assert all(a.headers.get("authorization") == creds.basic_header() for a in rest)
