@@ -106,10 +106,13 @@ class Wire:
         self, scheme: str, netloc: str, timeout: tuple[float, float], verify: bool | str
     ) -> _Plain:
         """The host's idle connection, or a new one: one still reading an answer is left
-        to it, and one the server closed (readable while idle) is dropped."""
+        to it (closed with it), and one the server closed (readable while idle) is closed
+        here and connected again by http.client."""
         conn = self._conns.get((scheme, netloc))
-        if conn is not None and (conn.busy() or conn.dropped()):
+        if conn is not None and conn.busy():
             conn = None
+        elif conn is not None and conn.dropped():
+            conn.close()
         if conn is None:
             if scheme == "https":
                 tls = self._context(netloc, verify)
