@@ -388,3 +388,35 @@ def test_a_redirect_from_the_wire_leaves_credentials_at_home() -> None:
     assert first.headers["authorization"] == creds.basic_header()
     assert [a.line.split()[1] for a in rest] == ["/v2/r/blobs/home", "/v2/r/blobs/here"]
     assert all(a.headers.get("authorization") == creds.basic_header() for a in rest)
+
+
+def test_a_chunked_answer_is_read_whole_and_frees_its_connection() -> None:
+    """Registries behind nginx answer JSON chunked: no Content-Length, the length in each
+    chunk's line. Read whole, read piece by piece, and then the connection serves again."""
+    doc = b'{"repositories": ["a", "b"]}'
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"".join(
+        b"%x\r\n%s\r\n" % (len(doc[i : i + 7]), doc[i : i + 7]) for i in range(0, len(doc), 7)
+    )
+    chunked += b"0\r\n\r\n"
+    with scripted(lambda a: chunked) as server:
+        http = _http(server)
+        assert http.request("GET", "/v2/_catalog").json() == {"repositories": ["a", "b"]}
+        resp = http.request("GET", "/v2/_catalog", stream=True)
+        pieces = []
+        while piece := resp.raw.read1(100):
+            pieces.append(piece)
+        assert b"".join(pieces) == doc and len(pieces) > 1
+        assert http.request("GET", "/v2/_catalog").content == doc
+    assert server.connections == 1
+
+
+def test_a_chunked_body_cut_short_is_an_error() -> None:
+    cut = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Then: hang-up\r\n\r\n64\r\n"
+        + b"x" * 10
+    )
+    with scripted(lambda a: cut) as server:
+        http = Http(Endpoint.parse(server.url), None, retry=RetryPolicy(sleep=lambda s: None))
+        with pytest.raises(RegistryError, match=r"cut off \(IncompleteRead\)"):
+            http.request("GET", "/v2/_catalog")
