@@ -292,7 +292,11 @@ def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         http = Http(Endpoint.parse("http://registry.test:5000"), None)
         assert http.request("GET", "/v2/").json() == {"via": "proxy"}
-    assert proxy.arrived[0].line == "GET http://registry.test:5000/v2/ HTTP/1.1"
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # a host it exempts goes straight there
+        with scripted(lambda a: ok(b'{"via": "direct"}')) as direct:
+            assert _http(direct).request("GET", "/v2/").json() == {"via": "direct"}
+    assert [a.line for a in proxy.arrived] == ["GET http://registry.test:5000/v2/ HTTP/1.1"]
+    assert [a.line for a in direct.arrived] == ["GET /v2/ HTTP/1.1"]
 
 
 def test_an_export_and_an_import_never_import_requests(

@@ -381,7 +381,7 @@ class Http:
                 ) from None
             raise RegistryError(self._tls_failure(exc)) from None
         except Unreachable as exc:
-            reason = f"{exc.kind}: {_short(Exception(exc.reason))}"
+            reason = f"{exc.kind}: {_short(exc.reason)}"
             raise ConnectionLost(f"cannot reach {self.endpoint.host}: {reason}") from None
         except TransportError as exc:
             raise RegistryError(f"cannot reach {self.endpoint.host}: {_short(exc)}") from None
@@ -419,9 +419,7 @@ class Http:
         is imported to read them only when some proxy variable is set."""
         if not self._proxy_env:
             return False
-        from mirror.registry.viarequests import environ_proxies
-
-        return bool(environ_proxies(url))
+        return bool(self._session().environment(url)[0])  # read once per scheme and host
 
     def _tls_failure(self, exc: Exception) -> str:
         """What to do about a failed handshake: trust its CA, or prove who we are. A server
@@ -641,7 +639,7 @@ _REASONS = (
 )
 
 
-def _short(exc: Exception) -> str:
+def _short(exc: Exception | str) -> str:
     """The reason a user can act on, not urllib3's nested repr."""
     text = redact(str(exc))
     for reason in _REASONS:

@@ -109,7 +109,7 @@ class Session(requests.Session):
         self.mount("http://", _HeadedAdapter(heads))
         self.headers["User-Agent"] = "mirror"
 
-    def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
+    def environment(self, url: str) -> tuple[dict[str, str], bool | str]:
         parts = urlsplit(url)
         found = self._env.get((parts.scheme, parts.netloc))
         if found is None:
@@ -122,7 +122,7 @@ class Session(requests.Session):
     def merge_environment_settings(  # type: ignore[override]
         self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
-        env_proxies, env_verify = self._environment(url)
+        env_proxies, env_verify = self.environment(url)
         return {
             "proxies": {**self.proxies, **env_proxies, **(proxies or {})},
             "stream": self.stream if stream is None else stream,
@@ -132,7 +132,7 @@ class Session(requests.Session):
 
     def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
         """A redirect (to blob storage, say) gets the proxies of the host it goes to."""
-        env_proxies, _ = self._environment(str(prepared_request.url))
+        env_proxies, _ = self.environment(str(prepared_request.url))
         rebuilt: dict[str, str] = super().rebuild_proxies(  # type: ignore[no-untyped-call]
             prepared_request, {**env_proxies, **self.proxies}
         )
@@ -169,13 +169,6 @@ class Session(requests.Session):
                 resp = self.get_adapter(url).send(prepared, timeout=timeout, **settings)
         headers_ = Headers(resp.headers.items())
         return Answer(resp.status_code, resp.reason or "", resp.url or url, headers_, _Raw(resp))
-
-
-def environ_proxies(url: str) -> dict[str, str]:
-    """The proxies the environment names for `url`, NO_PROXY considered, as requests reads
-    them."""
-    found: dict[str, str] = requests.utils.get_environ_proxies(url)
-    return found
 
 
 class _Raw:

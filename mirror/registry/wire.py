@@ -198,7 +198,7 @@ class _Raw:
         self._conn = conn
         coding = encoding.strip().lower()
         self._decoder = _Decoder(coding) if coding in _Decoder.CODINGS else None
-        self._decoded = b""
+        self._decoded = bytearray()  # decoded, not yet returned: grown in place
 
     def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
         if not decode_content or self._decoder is None:
@@ -208,19 +208,21 @@ class _Raw:
             self._decoded += self._decoder.feed(piece)
             if not piece:
                 break
-        cut = len(self._decoded) if amt is None else amt
-        out, self._decoded = self._decoded[:cut], self._decoded[cut:]
-        return out
+        return self._take(len(self._decoded) if amt is None else amt)
 
     def read1(self, amt: int = BLOCK, decode_content: bool | None = None) -> bytes:
         if not decode_content or self._decoder is None:
             return self._guarded(lambda: self._answer.read1(amt))
         while not self._decoded:
             piece = self._guarded(lambda: self._answer.read1(amt))
-            self._decoded = self._decoder.feed(piece)
+            self._decoded += self._decoder.feed(piece)
             if not piece:
                 break
-        out, self._decoded = self._decoded[:amt], self._decoded[amt:]
+        return self._take(amt)
+
+    def _take(self, amt: int) -> bytes:
+        out = bytes(self._decoded[:amt])
+        del self._decoded[:amt]
         return out
 
     def _guarded(self, read: Callable[[], bytes]) -> bytes:
