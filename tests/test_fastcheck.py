@@ -230,3 +230,66 @@ def test_schemas_it_would_misread_are_declined() -> None:
         assert compile_schema(schema) is None
     assert compile_schema({"type": [["string"]]}) is None
     assert compile_schema({"pattern": "\\p{L}"}) is None
+
+
+_BOUNDS = ("minLength", "maxLength", "minimum", "maximum")
+
+
+def _leaves(node: Any, at: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema with a bound, a pattern or an enum, by its JSON pointer."""
+    if isinstance(node, dict):
+        if any(k in node for k in (*_BOUNDS, "pattern", "enum")):
+            yield at, node
+        for key, value in node.items():
+            yield from _leaves(value, f"{at}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{at}/{i}")
+
+
+def _near(leaf: dict[str, Any]) -> list[Any]:
+    """Values on each side of every bound, and beside the enum's members."""
+    out: list[Any] = [None, True, False, "", [], {}]
+    for key in ("minLength", "maxLength"):
+        if key in leaf:
+            n = leaf[key]
+            out += [c * max(0, n + d) for d in (-1, 0, 1) for c in "a0"]
+    for key in ("minimum", "maximum"):
+        if key in leaf:
+            n = leaf[key]
+            out += [n - 1, n, n + 1, float(n), n - 0.5, n + 0.5]
+    out += [e for e in leaf.get("enum", [])] + [f"{e}x" for e in leaf.get("enum", [])]
+    out += ["a" * 64, "a" * 63, "A" * 64, "blobs/sha256/" + "a" * 64, "a/../b", "manifest.json"]
+    return out
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_every_bound_is_read_as_jsonschema_reads_it(name: str) -> None:
+    """Each leaf with a length, a bound, a pattern or an enum, checked at and beside its
+    bounds: random mutations rarely land a string exactly at maxLength (a fused check
+    that took `>=` for `>` passed the mutation test)."""
+    root = _schema(name)
+    leaves = list(_leaves(root))
+    assert leaves, name
+    for at, leaf in leaves:
+        schema = {**leaf, "$defs": root.get("$defs", {})}
+        check, judge = compile_schema(schema), jsonschema.Draft202012Validator(schema)
+        assert check is not None, f"{name} {at}"
+        for value in _near(leaf):
+            fast = _fast_says(check, value)
+            assert fast is None or fast == judge.is_valid(value), f"{name} {at}: {value!r:.80}"
+
+
+def test_a_leaf_with_a_malformed_keyword_is_declined_whole() -> None:
+    """The fused string and integer checks decline what the keywords alone decline: a
+    null bound, pattern or enum sends the schema to jsonschema, not half-compiled."""
+    for leaf in (
+        {"type": "string", "maxLength": None},
+        {"type": "string", "minLength": True},
+        {"type": "string", "pattern": None},
+        {"type": "string", "enum": None},
+        {"type": "integer", "minimum": 0, "maximum": None},
+        {"type": "integer", "minimum": "0"},
+    ):
+        assert compile_schema(leaf) is None, leaf
+    assert compile_schema({"type": "string", "enum": ["a", 1]}) is not None  # not fused
