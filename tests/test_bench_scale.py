@@ -76,3 +76,27 @@ def test_scale_scenarios_run_tiny(tmp_path: Path) -> None:
     assert len(small.times) == 2 and small.imported.seconds == sum(small.times) / 2
     text = run.render(_report(helm=helm, small=SmallBench((small,))))
     assert "| 12 |" in text and "200 chart versions" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("no_cache", [False, True])
+def test_the_volume_scenario_runs_tiny(tmp_path: Path, no_cache: bool) -> None:
+    """bench/volume.py at 6 MB: the cached export keeps a cache the size of the bundle;
+    the cacheless one keeps none and needs at most the largest blob + 256 MB beside it."""
+    from bench.volume import run_volume
+
+    if registry_binary() is None:
+        pytest.skip("needs docker-registry (make debs)")
+    work = tmp_path / "work"
+    with ExitStack() as stack:
+        bench = Bench(work, stack, isolated_env(work, dict(os.environ)))
+        result = run_volume(bench, 6 << 20, 6, work / "layers", no_cache=no_cache)
+    export = result["export"]
+    assert result["images"] == 6 and export["noCache"] is no_cache
+    assert export["bundleMB"] >= 5 and export["largestBlobMB"] >= 0.9
+    if no_cache:
+        assert export["cacheMB"] == 0
+        assert export["peakExtraDiskMB"] <= export["largestBlobMB"] + 256
+    else:
+        assert export["cacheMB"] >= export["bundleMB"] - 1
+    assert result["import"]["MBps"] > 0 and result["files"]["manifest.json"] > 1000
