@@ -309,6 +309,35 @@ def test_killed_import_resumes_and_never_tags_missing_blobs(
     assert system_entries(tmp_path / "catalog.json")
 
 
+def test_a_second_run_finds_its_big_layers_on_the_target_by_their_heads(
+    bundles: dict[str, Path],
+    keys: Path,
+    target: LabRegistry,
+    tmp_path: Path,
+    seeded_registry: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first run stops before any tag (every manifest PUT refused): its blobs are on the
+    target, its graphs not complete, so the second run asks for each blob with a HEAD. A
+    HEAD's Content-Length is the blob's size; read as a body bigger than the cap on
+    answers read whole, it failed the run for any layer over 16 MiB (here, the cap is
+    lowered under the bundle's largest blob)."""
+    from mirror.registry import http
+
+    pub = keys / "signer.pub"
+    largest = _largest_blob(BundleReader(bundles["signed"])).size
+    monkeypatch.setattr(http, "BODY_CAP", largest - 1)
+    with FaultProxy.running(target.url) as proxy:
+        proxy.add("status", method="PUT", path=MANIFEST, status=400)
+        first = do_import(bundles["signed"], proxy.url, tmp_path / "first", "--key", pub)
+        assert first.rc != 0 and proxy.seen("PUT", UPLOAD, status=201) > 0
+    assert sum(len(Reg(target.url).tags(repo)) for repo in Reg(target.url).catalog()) == 0
+    run = do_import(bundles["signed"], target.url, tmp_path, "--key", pub, "--json")
+    assert run.rc == 0, run.err
+    assert run.json()["skippedBlobs"] > 0
+    assert_landed(Reg(target.url), seeded_registry.seeded)
+
+
 # ---- trust: nothing moves unless the bundle checks out ----------------------------------
 
 

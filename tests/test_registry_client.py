@@ -17,7 +17,13 @@ import pytest
 import responses
 from faultproxy import UPLOAD, FaultProxy, Reg
 
-from mirror.errors import AuthError, IntegrityError, NotFoundError, RegistryError
+from mirror.errors import (
+    AuthError,
+    IntegrityError,
+    NotFoundError,
+    OperationError,
+    RegistryError,
+)
 from mirror.lab.registry import LabRegistry
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
@@ -76,6 +82,27 @@ def test_chunked_upload_and_mount(registry: LabRegistry) -> None:
     assert client.mount_blob("chunk/b", layer, "chunk/a")
     assert client.blob_exists("chunk/b", layer)
     assert not client.mount_blob("chunk/c", descriptor_for(b"absent", "x"), "chunk/a")
+
+
+def test_a_blob_bigger_than_the_body_cap_is_found_by_its_head(
+    registry: LabRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A HEAD's Content-Length is the size of the body a GET would bring, not of its own:
+    every answer read whole is bounded (BODY_CAP), and a HEAD of a 17 MiB blob was refused
+    as "over the 16 MiB cap", so an import that found its big layers already on the target
+    (a second run after an interruption) failed. The 20 GB volume run found it."""
+    from mirror.registry import http
+
+    monkeypatch.setattr(http, "BODY_CAP", 64 << 10)  # the same rule, at test sizes
+    client = RegistryClient(registry.url)
+    art = _artifact(200 << 10)
+    _push(client, "big/a", "1", art)
+    layer = art.blobs[1][0]
+    assert layer.size > http.BODY_CAP
+    assert client.blob_exists("big/a", layer)
+    assert not client.blob_exists("big/a", descriptor_for(b"absent", "x"))
+    with pytest.raises(OperationError, match="over the 65536-byte cap"):  # a GET's still is
+        client.http.request("GET", f"/v2/big/a/blobs/{layer.digest}", what="blob")
 
 
 def test_a_request_that_succeeds_redacts_nothing(

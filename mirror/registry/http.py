@@ -301,7 +301,11 @@ class Http:
                     )
                     if cap is not None and resp.status_code not in self.retry.statuses:
                         _read_body(
-                            resp, cap, lambda: f"{self.endpoint.host}: {redact(url)}", self.floor
+                            resp,
+                            cap,
+                            lambda: f"{self.endpoint.host}: {redact(url)}",
+                            self.floor,
+                            head=method == "HEAD",
                         )
                 except ConnectionLost as exc:
                     if not replayable:
@@ -568,13 +572,18 @@ def _lifetime(expires_in: object) -> float:
     return float(expires_in) if math.isfinite(expires_in) and expires_in > 0 else 60.0
 
 
-def _read_body(resp: Answer, cap: int, where: Callable[[], str], floor: RateFloor) -> None:
+def _read_body(
+    resp: Answer, cap: int, where: Callable[[], str], floor: RateFloor, *, head: bool = False
+) -> None:
     """Read the body into `resp.body`, refusing more than `cap` bytes before and while it
     streams, and a trickle (`floor`: each read returns what one recv brought, so a byte
     every few seconds is seen); a connection lost mid-way, or a trickle, is a
     `ConnectionLost`, which the caller's loop retries. `where` words an error only (its
-    redaction took ~70 us, on every request of an import of small images)."""
-    declared = ascii_int(resp.headers.get("Content-Length"))
+    redaction took ~70 us, on every request of an import of small images).
+
+    An answer to HEAD has no body, and its Content-Length is the size of the one a GET would
+    bring (a blob's: gigabytes), not a claim to check against `cap`."""
+    declared = None if head else ascii_int(resp.headers.get("Content-Length"))
     if declared is not None and declared > cap:
         resp.close()
         raise OperationError(f"{where()}: {declared} bytes is over the {_cap(cap)} cap")
