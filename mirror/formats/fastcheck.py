@@ -110,9 +110,6 @@ class _Compiler:
             raise Unsupported(f"a schema that is a {type(schema).__name__}")
         if "$id" in schema and not top:
             raise Unsupported("a nested $id")  # it would move the base of the refs under it
-        fused = _fused(schema)
-        if fused is not None:
-            return fused
         checks: list[Check] = []
         for key, value in schema.items():
             if key in _IGNORED or key in ("$defs", "$id") or key in _OBJECT_KEYS:
@@ -159,8 +156,6 @@ class _Compiler:
         props = {k: self.node(s) for k, s in given.items()}
         extra = self._optional(schema, "additionalProperties")
         names = self._optional(schema, "propertyNames")
-        if extra is _never and names is None:
-            return _closed(props, required)
 
         def check(v: Any) -> bool:
             if not isinstance(v, dict):
@@ -186,70 +181,6 @@ class _Compiler:
 
 
 _OBJECT_KEYS = ("properties", "required", "additionalProperties", "propertyNames")
-
-
-def _closed(props: dict[str, Check], required: list[str]) -> Check:
-    """An object with `additionalProperties: false`: its keys are compared as sets, then
-    each value checked, one call per key (a manifest's members are all such objects)."""
-    allowed, needed = frozenset(props), frozenset(required)
-
-    def check(v: Any) -> bool:
-        if not isinstance(v, dict):
-            return True
-        keys = v.keys()
-        if not (keys <= allowed and needed <= keys):
-            return False
-        return all(props[key](item) for key, item in v.items())
-
-    return check
-
-
-_STRING_KEYS = frozenset({"type", "pattern", "minLength", "maxLength", "enum"})
-_INTEGER_KEYS = frozenset({"type", "minimum", "maximum"})
-
-
-def _fused(schema: dict[str, Any]) -> Check | None:
-    """The commonest leaves in one predicate instead of one per keyword: a string with its
-    pattern, lengths or enum of strings; an integer with its bounds. Their keywords mean
-    here exactly what they mean alone (`_KEYWORDS`); anything else is compiled keyword by
-    keyword (None)."""
-    asserting = {k for k in schema if k not in _IGNORED and k not in ("$defs", "$id")}
-    kind = schema.get("type")
-    if kind == "string" and asserting <= _STRING_KEYS:
-        return _fused_string(schema)
-    if kind == "integer" and asserting <= _INTEGER_KEYS:
-        if "minimum" not in schema or "maximum" in schema:
-            return None
-        bound = _count(schema["minimum"])
-        return lambda v: _integer(v) and not v < bound
-    return None
-
-
-def _fused_string(schema: dict[str, Any]) -> Check | None:
-    pattern, enum = schema.get("pattern"), schema.get("enum")
-    low, high = schema.get("minLength", 0), schema.get("maxLength")
-    if ("pattern" in schema and not isinstance(pattern, str)) or not _number(low):
-        return None  # declined keyword by keyword, where the keyword itself says why
-    if ("maxLength" in schema and not _number(high)) or ("enum" in schema and not _strings(enum)):
-        return None
-    try:
-        search = re.compile(pattern).search if pattern is not None else None
-    except re.error:
-        return None  # declined keyword by keyword, as `_pattern` does
-    among = frozenset(enum) if enum is not None else None
-
-    def check(v: Any) -> bool:
-        if not isinstance(v, str) or len(v) < low or (high is not None and len(v) > high):
-            return False
-        if among is not None and v not in among:
-            return False
-        return search is None or search(v) is not None
-
-    return check
-
-
-def _strings(values: Any) -> bool:
-    return isinstance(values, list) and all(isinstance(e, str) for e in values)
 
 
 def _all(checks: list[Check]) -> Check:
