@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/volume.py --gb 20 [--images 400] [--no-cache] [--workdir DIR]
 
-Not part of `make bench` or CI: 20 GB takes the better part of an hour and 4x its size in
-disk at the peak (the layer files, the source registry, the export cache, the bundle), or
-3x with `--no-cache`, whose export keeps no cache and writes the bundle as blobs arrive:
-its peak extra disk is then what it needed beyond the bundle (goal: the largest blob +
-256 MB).
+Not part of `make bench` or CI: 20 GB took 12 minutes cacheless here (docs/SCALE.md has
+the run) and needs 4x its size in disk at the peak (the layer files, the source registry,
+the export cache, the bundle), or 3x with `--no-cache`, whose export keeps no cache and
+writes the bundle as blobs arrive: its peak extra disk is then what it needed beyond the
+bundle (goal: the largest blob + 256 MB).
 The content is deterministic: `--images` images of one shared base layer (1% of the total)
 and one layer of their own, files generated once into the layer cache. Prints one JSON
 document: per step seconds, MB/s, peak RSS and peak extra disk, and the sizes of the
