@@ -31,6 +31,7 @@ if str(_ROOT) not in sys.path:  # run as a script: make `bench` and `mirror` imp
     sys.path.insert(0, str(_ROOT))
 
 from bench.measure import DiskWatch, Measured, run_measured, tree_bytes  # noqa: E402
+from bench.nocache import BeyondTheBundle  # noqa: E402
 from bench.scenarios import Bench, isolated_env, largest_blob, log, write_spec  # noqa: E402
 
 MB = 1024 * 1024
@@ -65,7 +66,6 @@ def _step(m: Measured, data: int, disk: DiskWatch | None = None) -> dict[str, An
 def run_volume(
     b: Bench, total: int, images: int, layer_cache: Path, *, no_cache: bool = False
 ) -> dict[str, Any]:
-    from bench.nocache import BeyondTheBundle
     from mirror.lab.seed import client_for, seed_many
 
     items = volume_items(layer_cache, total, images)

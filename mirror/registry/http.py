@@ -395,7 +395,8 @@ class Http:
     ) -> Answer:
         """The wire when the request is plain (and for a redirect's first hop), else
         requests. A redirect to another host or scheme goes without Authorization, as
-        requests sends it."""
+        requests sends it. Only bodiless requests ask to follow (a blob GET handed to
+        object storage): the method and body go on unchanged."""
         verify = self._verify(url)
         if not self._proxied(url):
             answer = self._wire().send(method, url, headers, data, self._timeout, verify)
