@@ -226,11 +226,39 @@ def _count(value: Any) -> int | float:
     return value  # type: ignore[no-any-return]
 
 
+def ecma_anchors(pattern: str) -> str:
+    """`pattern` with each `$` outside a character class written `\\Z`.
+
+    JSON Schema's patterns are ECMA-262's, where `$` is the end of the text (as in Go's
+    RE2); Python's `$` also matches before a final newline, so `^[a-f0-9]{64}$` passed a
+    digest with "\\n" after it, as it did every name, tag and variable name bounded so.
+    """
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":  # an escape, inside a class or out: two characters as they are
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            lead = 2 if pattern.startswith("^", i + 1) else 1  # `[]` and `[^]`: `]` is literal
+            lead += pattern.startswith("]", i + lead)
+            out.append(pattern[i : i + lead])
+            i += lead
+            continue
+        out.append("\\Z" if ch == "$" and not in_class else ch)
+        i += 1
+    return "".join(out)
+
+
 def _pattern(c: _Compiler, pattern: Any, schema: dict[str, Any]) -> Check:
     if not isinstance(pattern, str):
         raise Unsupported("pattern")
-    try:
-        search = re.compile(pattern).search  # jsonschema uses re.search: unanchored
+    try:  # unanchored, as jsonschema searches; `$` as ECMA-262 reads it (schema.judge too)
+        search = re.compile(ecma_anchors(pattern)).search
     except re.error:  # ECMA-only syntax (\p{L}): jsonschema fails on its first string
         raise Unsupported(f"pattern {pattern!r}") from None
     return lambda v: not isinstance(v, str) or search(v) is not None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # jsonschema costs ~70 ms to import: only for a document that
     from jsonschema.exceptions import ValidationError
 
 from mirror.formats import schema_path
-from mirror.formats.fastcheck import Check, Unsure, compile_schema
+from mirror.formats.fastcheck import Check, Unsure, compile_schema, ecma_anchors
 from mirror.streams import read_hint, write_hint
 
 
@@ -28,10 +29,37 @@ from mirror.streams import read_hint, write_hint
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """The schemas ship with mirror and are checked against the metaschema by the tests
     (tests/test_spec.py), not on every run: that check cost more than the validation."""
-    import jsonschema
+    return judge(json.loads(schema_path(name).read_text(encoding="utf-8")))
 
-    schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+
+def judge(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    """jsonschema's 2020-12 validator, but with `pattern` read as ECMA-262 reads it (`$`
+    is the end of the text) as the compiled check reads it: stock jsonschema uses Python's
+    `re.search`, whose `$` let a value with a final newline through."""
+    return _judge_class()(schema)
+
+
+@cache
+def _judge_class() -> type[jsonschema.Draft202012Validator]:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
+
+    def pattern(
+        judge: Any, wanted: str, instance: Any, schema: dict[str, Any]
+    ) -> Iterator[ValidationError]:  # jsonschema's own keyword, `$` aside
+        if judge.is_type(instance, "string") and not _ecma(wanted).search(instance):
+            yield ValidationError(f"{instance!r} does not match {wanted!r}")
+
+    draft = jsonschema.Draft202012Validator
+    made: type[jsonschema.Draft202012Validator] = jsonschema.validators.extend(
+        draft, {"pattern": pattern}
+    )
+    return made
+
+
+@cache
+def _ecma(pattern: str) -> re.Pattern[str]:
+    return re.compile(ecma_anchors(pattern))
 
 
 def json_pointer(parts: Iterable[str | int]) -> str:
@@ -49,9 +77,7 @@ def _reason(error: ValidationError) -> str:
 @cache
 def definition_validator(name: str, definition: str) -> jsonschema.Draft202012Validator:
     """A validator for one of a schema's `$defs`, its references resolved in the same file."""
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(_definition(name, definition))
+    return judge(_definition(name, definition))
 
 
 def _definition(name: str, definition: str | None) -> dict[str, Any]:

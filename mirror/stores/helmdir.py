@@ -48,7 +48,7 @@ STAGING = ".staging"
 MAX_CONFIG = 1024 * 1024
 MAX_INDEX = 256 * 1024 * 1024  # an index.yaml already in the folder, as discovery caps one
 MAX_RECORD = 64 * 1024 * 1024  # .mirror-charts.json: a few hundred bytes per chart
-_FILE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_FILE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # fullmatch: `$` passes a final "\n"
 _LAYER_SUFFIX = {mt.HELM_CHART: ".tgz", mt.HELM_PROV: ".prov"}
 
 
@@ -284,7 +284,7 @@ class HelmDirTarget:
                     prov=c.get("prov"),
                 )
                 for name, c in (doc.get("charts") or {}).items()
-                if _FILE_PART.match(name)
+                if _FILE_PART.fullmatch(name)
             }
         except (ValueError, KeyError, TypeError, AttributeError):
             return {}  # only an optimisation: without it, charts are compared by content
@@ -332,7 +332,7 @@ def chart_file(doc: dict[str, Any], digest: str, meta: Mapping[str, Any], where:
     """
     config, layer, prov = chart_layers(doc, where)
     name, version = str(meta.get("name", "")), str(meta.get("version", ""))
-    if not (_FILE_PART.match(name) and _FILE_PART.match(version)) or ".." in name + version:
+    if not (_FILE_PART.fullmatch(name) and _FILE_PART.fullmatch(version)) or ".." in name + version:
         raise IntegrityError(f"{where}: unsafe chart name or version {name!r} {version!r}")
     annotations = doc.get("annotations") or {}
     return ChartFile(
