@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -109,7 +110,7 @@ def test_inspect_is_instant_on_a_large_bundle(tmp_path: Path) -> None:
     layout = make_layout()
     big = MemberRecord("blobs/sha256/" + digest.hexdigest(), digest.hexdigest(), size)
     doc = manifest_doc(layout.files, layout.root)
-    doc = type(doc)(**{**doc.__dict__, "members": (*doc.members, big)})
+    doc = dataclasses.replace(doc, members=(*doc.members, big))
     members = [
         *members_of(layout.files),
         Member(big.path, size, big.sha256, lambda: _Repeat(block, size)),  # type: ignore[arg-type,return-value]

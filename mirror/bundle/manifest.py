@@ -26,7 +26,7 @@ MAX_MEMBERS = 500_000  # members and external blobs together (docs/BUNDLE-FORMAT
 LONG_LISTS = {"members": "member", "external": "external"}  # key -> its item's $defs name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RegistryRecord:
     name: str
     kind: str  # oci | helm | pack
@@ -46,7 +46,7 @@ class RegistryRecord:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackRecord:
     name: str
     version: str
@@ -65,7 +65,7 @@ class PackRecord:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChartInfo:
     name: str
     version: str
@@ -80,7 +80,7 @@ class ChartInfo:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArtifactRecord:
     registry: str
     kind: str  # image | pack | chart | zarf | other
@@ -118,7 +118,7 @@ class ArtifactRecord:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     """An image of the closure: what a reviewer approves and where import puts it."""
 
@@ -174,7 +174,7 @@ class ImageRecord:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UnresolvedImage:
     ref: str
     needed_by: tuple[str, ...]
@@ -184,7 +184,7 @@ class UnresolvedImage:
         return {"ref": self.ref, "neededBy": list(self.needed_by), "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReferrerRecord:
     """A signature, attestation, SBOM or other referrer, travelling with its subject."""
 
@@ -217,7 +217,7 @@ class ReferrerRecord:
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberRecord:
     path: str
     sha256: str  # bare hex
@@ -227,7 +227,7 @@ class MemberRecord:
         return {"path": self.path, "sha256": self.sha256, "size": self.size}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExternalBlob:
     """A blob a delta bundle leaves out: the target holds it, at `held_at` among others."""
 
@@ -239,7 +239,7 @@ class ExternalBlob:
         return {"digest": self.digest, "size": self.size, "heldAt": self.held_at}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chain:
     """A bundle's place in a chain of daily deltas: import applies them in order."""
 
@@ -251,7 +251,7 @@ class Chain:
         return {"id": self.id, "sequence": self.sequence, "base": self.base}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BundleManifest:
     name: str
     created: str  # RFC 3339 UTC, e.g. 2024-01-01T00:00:00Z
