@@ -193,7 +193,7 @@ def test_chart_metadata_merges_v1_requirements() -> None:
     ("tgz", "message"),
     [
         (b"not a tarball", "not a chart archive|no <chart>"),
-        (gzip.compress(b"\0" * 1024), "no <chart>/Chart.yaml"),
+        (gzip.compress(b"\0" * 1024, mtime=0), "no <chart>/Chart.yaml"),
         (make_chart("name: x\nversion: 1\n", top="a/b"), "no <chart>/Chart.yaml"),
         (make_chart("[unclosed"), "not valid YAML"),
         (make_chart("name: x\n"), "needs a name and a version"),

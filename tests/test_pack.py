@@ -315,7 +315,7 @@ def _tar(entries: dict[str, bytes], gz: bool = True) -> bytes:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue()) if gz else raw.getvalue()
+    return gzip.compress(raw.getvalue(), mtime=0) if gz else raw.getvalue()
 
 
 def _with_fextra(gz: bytes) -> bytes:
@@ -325,7 +325,7 @@ def _with_fextra(gz: bytes) -> bytes:
 def _two_gzip_members(entries: dict[str, bytes]) -> bytes:
     """The tar split across two concatenated gzip members, which gzip -d accepts."""
     raw = _tar(entries, gz=False)
-    return gzip.compress(raw[:5000]) + gzip.compress(raw[5000:])
+    return gzip.compress(raw[:5000], mtime=0) + gzip.compress(raw[5000:], mtime=0)
 
 
 _NOISE = random.Random(7).randbytes(3 * 1024 * 1024)  # inflates over several calls
