@@ -165,8 +165,25 @@ def pytest_make_collect_report(
     return report
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its registries and CI skips to the controller, which prints."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["lab_started"] = session.config.stash.get(_STARTED, [])
+        out["unplanned"] = session.config.stash.get(_UNPLANNED, [])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's controller: what a finished worker started and turned from skip to failure."""
+    out, config = getattr(node, "workeroutput", {}), node.config
+    config.stash.setdefault(_STARTED, []).extend(tuple(s) for s in out.get("lab_started", []))
+    config.stash.setdefault(_UNPLANNED, []).extend(out.get("unplanned", []))
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """The skip count, always; then how many real docker-registry processes ran, by flavour."""
+    """The skip count, always; then how many real docker-registry processes ran, by flavour
+    (in every worker, under `make test`'s xdist)."""
     skipped = len(terminalreporter.stats.get("skipped", []))
     unplanned = config.stash.get(_UNPLANNED, [])
     if _on_ci():

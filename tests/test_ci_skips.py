@@ -46,13 +46,22 @@ def test_never_runs():
 """
 
 
+LAB = """
+def test_one(registry):
+    assert registry.url.startswith("http://127.0.0.1:")
+
+def test_two(registry):
+    assert registry.url.startswith("http://127.0.0.1:")
+"""
+
+
 def run_suite(
-    tmp_path: Path, files: dict[str, str], *, ci: bool
+    tmp_path: Path, files: dict[str, str], *, ci: bool, extra: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     suite = tmp_path / ("ci" if ci else "local")
     suite.mkdir()
     shutil.copy(CONFTEST, suite / "conftest.py")
-    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "pytest.ini").write_text("[pytest]\nmarkers = registry: uses a lab registry\n")
     for name, text in files.items():
         (suite / name).write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "CI"}
@@ -60,7 +69,7 @@ def run_suite(
     if ci:
         env["CI"] = "true"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(suite)],
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *extra, str(suite)],
         cwd=suite,
         env=env,
         capture_output=True,
@@ -88,6 +97,22 @@ def test_under_ci_every_skip_fails_the_run_with_its_reason(tmp_path: Path) -> No
     # The run-time skip fails the test; a mark's skip happens at setup, so it is an error.
     assert "1 failed, 1 passed, 1 xfailed, 1 error" in out
     assert " skipped" not in out.splitlines()[-1]
+
+
+def test_under_xdist_the_controller_counts_every_workers_skips_and_registries(
+    tmp_path: Path,
+) -> None:
+    """`make test` runs two xdist workers: each CI skip still fails the run, and the
+    summary counts what every worker turned into a failure and started."""
+    files = {"test_suite.py": SUITE, "test_lab.py": LAB}
+    run = run_suite(tmp_path, files, ci=True, extra=("-n", "2", "--dist", "loadfile"))
+    out = run.stdout
+    assert run.returncode == 1, out + run.stderr
+    assert "CI=true: a skipped test fails the run: the corpus is missing here" in out
+    assert "skips: 0 (CI=true: a skip fails the run; 2 did)" in out
+    assert "skipped under CI: test_suite.py::test_skips_at_run_time" in out
+    assert "lab: started 2 real docker-registry processes (anon: 2)" in out
+    assert "1 failed, 3 passed, 1 xfailed, 1 error" in out
 
 
 def test_under_ci_a_module_skipped_at_collection_fails_the_run(tmp_path: Path) -> None:
