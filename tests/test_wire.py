@@ -261,6 +261,35 @@ def test_an_idle_connection_the_server_dropped_is_not_used() -> None:
     assert [a.conn for a in server.arrived] == [1, 2]
 
 
+@pytest.mark.parametrize("late", [False, True])
+def test_a_body_sent_after_a_head_answer_does_not_poison_the_next_request(late: bool) -> None:
+    """A HEAD's answer has no body, whatever its Content-Length says (a blob's size).
+    Bytes a hostile or broken server sends after it must not be read as the next answer:
+    sent with the head, they go with the HEAD answer's buffer; sent later, they make the
+    idle connection readable, so it is dropped before sending. Either way even a request
+    that cannot be sent twice gets its own answer."""
+    junk = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake"
+
+    def head_then_junk() -> Iterator[bytes]:
+        yield _head(4)
+        time.sleep(0.1)
+        yield junk
+
+    answers = iter([head_then_junk() if late else _head(4) + junk, ok(b"real")])
+    with scripted(lambda a: next(answers)) as server:
+        http = _http(server)
+        head = http.request("HEAD", "/v2/r/blobs/sha256:" + "0" * 64)
+        assert head.status_code == 200 and head.content == b""
+        time.sleep(0.3)  # whatever follows the head has arrived
+        assert http.request("POST", "/b", once=True).content == b"real"
+    assert [a.line.split()[0] for a in server.arrived] == ["HEAD", "POST"]
+    assert [a.conn for a in server.arrived] == ([1, 2] if late else [1, 1])
+
+
+def _head(size: int) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
+
+
 @pytest.mark.parametrize(
     "url,plain",
     [
