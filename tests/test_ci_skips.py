@@ -85,8 +85,12 @@ def test_locally_skips_are_skips_and_counted(tmp_path: Path) -> None:
     assert "1 passed, 2 skipped, 1 xfailed" in run.stdout
 
 
-def test_under_ci_every_skip_fails_the_run_with_its_reason(tmp_path: Path) -> None:
-    run = run_suite(tmp_path, {"test_suite.py": SUITE}, ci=True)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_under_ci_every_skip_fails_the_run_with_its_reason(tmp_path: Path, workers: int) -> None:
+    """Also under `make test`'s two xdist workers, where the summary counts what every
+    worker turned into a failure and every registry it started."""
+    files = {"test_suite.py": SUITE, "test_lab.py": LAB}
+    run = run_suite(tmp_path, files, ci=True, extra=("-n", str(workers), "--dist", "loadfile"))
     out = run.stdout
     assert run.returncode == 1, out + run.stderr
     assert "CI=true: a skipped test fails the run: the corpus is missing here" in out
@@ -94,25 +98,10 @@ def test_under_ci_every_skip_fails_the_run_with_its_reason(tmp_path: Path) -> No
     assert "skips: 0 (CI=true: a skip fails the run; 2 did)" in out
     assert "skipped under CI: test_suite.py::test_skips_at_run_time" in out
     assert "skipped under CI: test_suite.py::test_skipped_by_a_mark" in out
-    # The run-time skip fails the test; a mark's skip happens at setup, so it is an error.
-    assert "1 failed, 1 passed, 1 xfailed, 1 error" in out
-    assert " skipped" not in out.splitlines()[-1]
-
-
-def test_under_xdist_the_controller_counts_every_workers_skips_and_registries(
-    tmp_path: Path,
-) -> None:
-    """`make test` runs two xdist workers: each CI skip still fails the run, and the
-    summary counts what every worker turned into a failure and started."""
-    files = {"test_suite.py": SUITE, "test_lab.py": LAB}
-    run = run_suite(tmp_path, files, ci=True, extra=("-n", "2", "--dist", "loadfile"))
-    out = run.stdout
-    assert run.returncode == 1, out + run.stderr
-    assert "CI=true: a skipped test fails the run: the corpus is missing here" in out
-    assert "skips: 0 (CI=true: a skip fails the run; 2 did)" in out
-    assert "skipped under CI: test_suite.py::test_skips_at_run_time" in out
     assert "lab: started 2 real docker-registry processes (anon: 2)" in out
+    # The run-time skip fails the test; a mark's skip happens at setup, so it is an error.
     assert "1 failed, 3 passed, 1 xfailed, 1 error" in out
+    assert " skipped" not in out.splitlines()[-1]
 
 
 def test_under_ci_a_module_skipped_at_collection_fails_the_run(tmp_path: Path) -> None:
