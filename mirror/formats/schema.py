@@ -45,9 +45,9 @@ def _judge_class() -> type[jsonschema.Draft202012Validator]:
     from jsonschema.exceptions import ValidationError
 
     def pattern(
-        judge: Any, wanted: str, instance: Any, schema: dict[str, Any]
+        walker: Any, wanted: str, instance: Any, schema: dict[str, Any]
     ) -> Iterator[ValidationError]:  # jsonschema's own keyword, `$` aside
-        if judge.is_type(instance, "string") and not _ecma(wanted).search(instance):
+        if walker.is_type(instance, "string") and not _ecma(wanted).search(instance):
             yield ValidationError(f"{instance!r} does not match {wanted!r}")
 
     draft = jsonschema.Draft202012Validator
