@@ -29,7 +29,7 @@ from mirror.streams import read_hint, write_hint
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """The schemas ship with mirror and are checked against the metaschema by the tests
     (tests/test_spec.py), not on every run: that check cost more than the validation."""
-    return judge(json.loads(schema_path(name).read_text(encoding="utf-8")))
+    return judge(_definition(name, None))
 
 
 def judge(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
