@@ -237,13 +237,58 @@ def _disk(path: Path) -> str:
     except (OSError, subprocess.SubprocessError, IndexError, ValueError):
         return "unknown"
     kind = ""
-    dev = Path(source).name
-    for cand in (dev, re.sub(r"p?\d+$", "", dev)):
-        flag = Path(f"/sys/class/block/{cand}/queue/rotational")
+    block = _block(source)
+    if block is not None:
+        flag = block / "queue/rotational"
         if flag.is_file():
             kind = ", rotational" if flag.read_text().strip() == "1" else ", non-rotational"
-            break
     return f"{source} ({fstype}, {size}{kind})"
+
+
+def _block(source: str) -> Path | None:
+    """/sys/class/block/DEV for a device df names, or its whole disk's (vda1 -> vda)."""
+    dev = Path(source).name
+    for cand in (dev, re.sub(r"p?\d+$", "", dev)):
+        path = Path(f"/sys/class/block/{cand}")
+        if (path / "stat").is_file():
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class DeviceOps:
+    """Requests the block device under a folder completed: the filesystem's work, which
+    a client only causes (a registry syncs and deletes files for each upload)."""
+
+    writes: int
+    flushes: int
+    discards: int
+
+    def __add__(self, other: DeviceOps) -> DeviceOps:
+        return DeviceOps(
+            self.writes + other.writes,
+            self.flushes + other.flushes,
+            self.discards + other.discards,
+        )
+
+    def __sub__(self, other: DeviceOps) -> DeviceOps:
+        return self + DeviceOps(-other.writes, -other.flushes, -other.discards)
+
+
+def device_ops(path: Path) -> DeviceOps | None:
+    """The counters of /sys/class/block/DEV/stat for the device holding `path`; None where
+    there is none to read (tmpfs, overlay, another OS, a kernel without flush counts)."""
+    try:
+        done = subprocess.run(
+            ["df", "--output=source", str(path)], capture_output=True, text=True, check=True
+        )
+        block = _block(done.stdout.splitlines()[1].strip())
+        fields = [int(f) for f in (block / "stat").read_text().split()] if block else []
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+    if len(fields) < 17:  # writes are field 5, discards 12, flushes 16 (Documentation/block/stat)
+        return None
+    return DeviceOps(writes=fields[4], flushes=fields[15], discards=fields[11])
 
 
 def machine_info(workdir: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -18,14 +19,24 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script: make `bench` and `mirror` importable
     sys.path.insert(0, str(_ROOT))
 
-from bench.measure import Measured, median_of, run_all, run_measured  # noqa: E402
+from bench.measure import (  # noqa: E402
+    DeviceOps,
+    Measured,
+    device_ops,
+    median_of,
+    run_all,
+    run_measured,
+)
 from bench.report import Goal, secs, table  # noqa: E402
+
+if TYPE_CHECKING:
+    from mirror.lab import LabRegistry
 
 HELM_VERSIONS = 18_000
 HELM_PARSE_GOAL = 8.0  # parse_index <= 8x json.loads of the same document
@@ -64,10 +75,16 @@ class SmallRun:
     imported: Measured  # `mirror import` into an empty registry (the median of `times`)
     skopeo: Measured | None  # skopeo copy per artifact from the extracted layout
     times: tuple[float, ...] = ()  # each import's seconds, when repeated
+    in_memory: Measured | None = None  # one more import, the target's storage on tmpfs
+    device: DeviceOps | None = None  # the target's disk during the on-disk imports, summed
 
     @property
     def import_ms(self) -> float:
         return self.imported.seconds / self.artifacts * 1000
+
+    def per_artifact(self, ops: int) -> float:
+        """Device requests per imported artifact, over every on-disk import."""
+        return ops / (self.artifacts * max(1, len(self.times)))
 
     @property
     def spread(self) -> str:
@@ -182,8 +199,31 @@ def scale_section(helm: HelmBench | None, small: SmallBench | None, number: int)
                 rows,
             ),
             "",
+            *_target_floor(small.at(2000)),
         ]
     return lines
+
+
+def _target_floor(run: SmallRun) -> list[str]:
+    """What the target's disk adds: the same import with its storage on tmpfs, and the
+    device requests each artifact cost on disk (a registry's, the same for any client)."""
+    said = []
+    if run.in_memory is not None:
+        ms = run.in_memory.seconds / run.artifacts * 1000
+        said.append(
+            f"The same {run.artifacts:,} imported once more into a registry whose storage is "
+            f"in memory (tmpfs): {ms:.1f} ms an artifact, {run.import_ms / ms:.1f}x less "
+            "than on disk (not a goal; it shows what the target's disk adds)."
+        )
+    if run.device is not None:
+        d = run.device
+        said.append(
+            f"On disk, the target's device completed {run.per_artifact(d.writes):.0f} "
+            f"writes, {run.per_artifact(d.flushes):.0f} flushes and "
+            f"{run.per_artifact(d.discards):.0f} discards an artifact: the registry's file "
+            "work for each upload, whichever client sends it."
+        )
+    return [" ".join(said), ""] if said else []
 
 
 def _median_time(fn: Callable[[], Any], repeat: int) -> float:
@@ -282,13 +322,25 @@ def small_run(b: Any, n: int, skopeo: bool, imports: int = 1) -> SmallRun:
            "--no-images"]  # fmt: skip
     exported = run_measured(cmd, env=b.env)
     src.stop()
-    runs = []
-    for _ in range(imports):
-        target = b.registry()
+
+    def into(target: LabRegistry) -> tuple[Measured, DeviceOps | None]:
+        """One import; the target's device counters around it (before its storage goes)."""
         cmd = [*b.mirror, "import", str(bundle), "--target", target.url, "--allow-unsigned",
                "--catalog", str(out / "catalog.json")]  # fmt: skip
-        runs.append(run_measured(cmd, env=b.env))
+        os.sync()  # what earlier steps left dirty is written now, not counted below
+        before = device_ops(target.storage_dir)
+        done = run_measured(cmd, env=b.env)
+        os.sync()  # and what the registry left dirty is its own work: counted
+        after = device_ops(target.storage_dir)
         target.stop()
+        return done, after - before if after and before else None
+
+    measured = [into(b.registry()) for _ in range(imports)]
+    runs = [m for m, _ in measured]
+    counted = [d for _, d in measured if d is not None]
+    device = sum(counted[1:], counted[0]) if len(counted) == len(measured) else None
+    memory = b.registry_in_memory() if imports > 1 else None
+    in_memory = into(memory)[0] if memory is not None else None
     copied = None
     if skopeo:
         layout = extract(bundle, out / "layout")
@@ -301,7 +353,7 @@ def small_run(b: Any, n: int, skopeo: bool, imports: int = 1) -> SmallRun:
         )  # fmt: skip
         other.stop()
     times = tuple(m.seconds for m in runs) if imports > 1 else ()
-    return SmallRun(n, exported, median_of(runs), copied, times)
+    return SmallRun(n, exported, median_of(runs), copied, times, in_memory, device)
 
 
 def small_bench(b: Any, sizes: Sequence[int] = SMALL_SIZES) -> SmallBench:

@@ -6,8 +6,10 @@ The image closure's pair (export and import of the images the packs list) is in 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -57,8 +59,28 @@ class Bench:
     def registry(self) -> LabRegistry:
         return self.stack.enter_context(running_registry(self.dir("registries")))
 
+    def registry_in_memory(self) -> LabRegistry | None:
+        """A registry whose storage is on tmpfs (/dev/shm): what a client costs with the
+        target's disk taken out. None where there is no tmpfs to put it on."""
+        shm = Path("/dev/shm")
+        if not is_tmpfs(shm) or not os.access(shm, os.W_OK):
+            return None
+        storage = Path(tempfile.mkdtemp(prefix="mirror-bench-", dir=shm))
+        self.stack.callback(shutil.rmtree, storage, True)  # after the registry stops
+        run = running_registry(self.dir("registries"), storage_dir=storage)
+        return self.stack.enter_context(run)
+
     def scratch_dirs(self) -> list[Path]:
         return [Path(self.env[k]) for k in ("TMPDIR", "XDG_CACHE_HOME", "XDG_DATA_HOME")]
+
+
+def is_tmpfs(path: Path) -> bool:
+    """Whether `path` is a tmpfs mount point: /dev/shm may be a plain folder elsewhere."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return False
+    return [str(path), "tmpfs"] in mounts
 
 
 def isolated_env(work: Path, base: dict[str, str]) -> dict[str, str]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_bench_smoke import _report, _row, run
 
-from bench.measure import Measured
+from bench.measure import DeviceOps, Measured, device_ops
 from bench.scale import HelmBench, SmallBench, SmallRun, helm_bench, small_run
-from bench.scenarios import Bench, isolated_env
+from bench.scenarios import Bench, is_tmpfs, isolated_env
 from mirror.lab import registry_binary
 
 
@@ -60,6 +60,30 @@ def test_a_repeated_import_reports_its_median_and_spread() -> None:
     assert SmallRun(500, Measured(1.0, 1), Measured(5.0, 1), None).spread == ""
 
 
+def test_the_target_disk_is_told_apart_from_the_client() -> None:
+    """The in-memory import and the device's requests, per artifact over every import."""
+    ops = DeviceOps(writes=2000 * 3 * 100, flushes=2000 * 3 * 29, discards=2000 * 3 * 32)
+    mid = SmallRun(2000, Measured(1.0, 1), Measured(28.0, 1), None, (28.0, 27.0, 30.0),
+                   in_memory=Measured(13.0, 1), device=ops)  # fmt: skip
+    text = run.render(_report(small=SmallBench((mid,))))
+    assert "in memory (tmpfs): 6.5 ms an artifact, 2.2x less than on disk" in text
+    assert "completed 100 writes, 29 flushes and 32 discards an artifact" in text
+    bare = SmallRun(2000, Measured(1.0, 1), Measured(28.0, 1), None)
+    assert "tmpfs" not in run.render(_report(small=SmallBench((bare,))))
+
+
+def test_device_counters_are_read_and_subtracted(tmp_path: Path) -> None:
+    """Read off this host's block device, or None where the folder has none (tmpfs)."""
+    before = device_ops(tmp_path)
+    if before is None:
+        pytest.skip(f"{tmp_path} is on no block device with flush counters")
+    (tmp_path / "f").write_bytes(b"x" * 65536)
+    os.sync()
+    after = device_ops(tmp_path)
+    assert after is not None and (after - before).writes >= 1
+    assert (after - before).flushes >= 0 and after + DeviceOps(0, 0, 0) == after
+
+
 @pytest.mark.slow
 def test_scale_scenarios_run_tiny(tmp_path: Path) -> None:
     """Both scenarios end to end at toy sizes: real registries, real skopeo, counts checked."""
@@ -74,6 +98,10 @@ def test_scale_scenarios_run_tiny(tmp_path: Path) -> None:
     assert helm.parse_seconds > 0 and helm.dry_run.seconds > 0 and helm.warm.seconds > 0
     assert small.artifacts == 12 and small.skopeo is not None and small.skopeo.runs == 12
     assert len(small.times) == 2 and small.imported.seconds == sum(small.times) / 2
+    if is_tmpfs(Path("/dev/shm")):  # the target's disk taken out: one more import
+        assert small.in_memory is not None and small.in_memory.seconds > 0
+    if device_ops(work) is not None:  # 12 images pushed: their files reach the disk
+        assert small.device is not None and small.device.writes > 0
     text = run.render(_report(helm=helm, small=SmallBench((small,))))
     assert "| 12 |" in text and "200 chart versions" in text
 
