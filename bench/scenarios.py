@@ -59,11 +59,13 @@ class Bench:
     def registry(self) -> LabRegistry:
         return self.stack.enter_context(running_registry(self.dir("registries")))
 
-    def registry_in_memory(self) -> LabRegistry | None:
+    def registry_in_memory(self, need: int) -> LabRegistry | None:
         """A registry whose storage is on tmpfs (/dev/shm): what a client costs with the
-        target's disk taken out. None where there is no tmpfs to put it on."""
+        target's disk taken out. None where there is no tmpfs with `need` bytes free."""
         shm = Path("/dev/shm")
         if not is_tmpfs(shm) or not os.access(shm, os.W_OK):
+            return None
+        if shutil.disk_usage(shm).free < need:  # a container's is often 64 MB
             return None
         storage = Path(tempfile.mkdtemp(prefix="mirror-bench-", dir=shm))
         self.stack.callback(shutil.rmtree, storage, True)  # after the registry stops
