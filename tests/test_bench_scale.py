@@ -128,3 +128,18 @@ def test_the_volume_scenario_runs_tiny(tmp_path: Path, no_cache: bool) -> None:
     else:
         assert export["cacheMB"] >= export["bundleMB"] - 1
     assert result["import"]["MBps"] > 0 and result["files"]["manifest.json"] > 1000
+
+
+def test_no_in_memory_registry_without_room_for_it(tmp_path: Path) -> None:
+    """Too little tmpfs (a container's 64 MB) skips the informational import, not the bench;
+    with room, the registry runs on /dev/shm and its storage goes with the bench."""
+    with ExitStack() as stack:
+        bench = Bench(tmp_path, stack, isolated_env(tmp_path, dict(os.environ)))
+        assert bench.registry_in_memory(need=1 << 60) is None
+        room = bench.registry_in_memory(need=1 << 20)
+        if not is_tmpfs(Path("/dev/shm")):  # then never one, whatever the room
+            assert room is None
+            return
+        assert room is not None and room.running
+        assert room.storage_dir.parent == Path("/dev/shm")
+    assert not room.running and not room.storage_dir.exists()
