@@ -338,7 +338,7 @@ def small_run(b: Any, n: int, skopeo: bool, imports: int = 1) -> SmallRun:
     measured = [into(b.registry()) for _ in range(imports)]
     runs = [m for m, _ in measured]
     counted = [d for _, d in measured if d is not None]
-    device = sum(counted[1:], counted[0]) if len(counted) == len(measured) else None
+    device = sum(counted[1:], counted[0]) if counted and len(counted) == imports else None
     # tmpfs keeps each of a registry's small files in a page of its own (~8 an image: 83 MB
     # at 2,000 with a 10 MB bundle)
     need = bundle.stat().st_size + n * 64 * 1024
