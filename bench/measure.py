@@ -246,8 +246,9 @@ def _disk(path: Path) -> str:
 
 
 def _block(source: str) -> Path | None:
-    """/sys/class/block/DEV for a device df names, or its whole disk's (vda1 -> vda)."""
-    dev = Path(source).name
+    """/sys/class/block/DEV for a device df names (a /dev/mapper link: the dm-N it points
+    to), or its whole disk's (vda1 -> vda)."""
+    dev = Path(source).resolve().name if source.startswith("/") else source
     for cand in (dev, re.sub(r"p?\d+$", "", dev)):
         path = Path(f"/sys/class/block/{cand}")
         if (path / "stat").is_file():
