@@ -226,16 +226,10 @@ def _ram_gib() -> float:
 
 def _disk(path: Path) -> str:
     """Device, filesystem, size and whether it spins, for the folder the benchmark used."""
-    try:
-        done = subprocess.run(
-            ["df", "-h", "--output=source,fstype,size", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        source, fstype, size = done.stdout.splitlines()[1].split()
-    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+    found = _df(path, "source,fstype,size")
+    if found is None or len(found) != 3:
         return "unknown"
+    source, fstype, size = found
     kind = ""
     block = _block(source)
     if block is not None:
@@ -243,6 +237,20 @@ def _disk(path: Path) -> str:
         if flag.is_file():
             kind = ", rotational" if flag.read_text().strip() == "1" else ", non-rotational"
     return f"{source} ({fstype}, {size}{kind})"
+
+
+def _df(path: Path, fields: str) -> list[str] | None:
+    """`df -h --output=FIELDS` of the filesystem holding `path`; None where df cannot say."""
+    try:
+        done = subprocess.run(
+            ["df", "-h", f"--output={fields}", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.splitlines()[1].split()
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
 
 
 def _block(source: str) -> Path | None:
@@ -279,13 +287,11 @@ class DeviceOps:
 def device_ops(path: Path) -> DeviceOps | None:
     """The counters of /sys/class/block/DEV/stat for the device holding `path`; None where
     there is none to read (tmpfs, overlay, another OS, a kernel without flush counts)."""
+    found = _df(path, "source")
+    block = _block(found[0]) if found else None
     try:
-        done = subprocess.run(
-            ["df", "--output=source", str(path)], capture_output=True, text=True, check=True
-        )
-        block = _block(done.stdout.splitlines()[1].strip())
         fields = [int(f) for f in (block / "stat").read_text().split()] if block else []
-    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+    except (OSError, ValueError):
         return None
     if len(fields) < 17:  # writes are field 5, discards 12, flushes 16 (Documentation/block/stat)
         return None

@@ -74,6 +74,7 @@ def test_the_target_disk_is_told_apart_from_the_client() -> None:
 
 def test_device_counters_are_read_and_subtracted(tmp_path: Path) -> None:
     """Read off this host's block device, or None where the folder has none (tmpfs)."""
+    assert device_ops(tmp_path / "missing") is None  # df refuses: no figure, no error
     before = device_ops(tmp_path)
     if before is None:  # tmpfs or overlay (a container): then never a count
         assert device_ops(tmp_path) is None
