@@ -161,6 +161,25 @@ def test_page_sizes_are_ascii_numbers_of_any_length(query: str, status: str) -> 
     assert seen[0].startswith(status), (seen, b"".join(body))
 
 
+@pytest.mark.parametrize("n", ["1", "01", "0000001", "0" * 5000 + "1"])
+def test_leading_zeros_do_not_lift_the_page_size(n: str) -> None:
+    """n=0000001 is one: it was read as no limit (every name, no Link) for being long."""
+    import json
+
+    from mirror.serve.app import RegistryApp
+
+    class Three:
+        repos: dict[str, Any] = {"a": None, "b": None, "c": None}
+
+    heads: list[tuple[str, list[tuple[str, str]]]] = []
+    app = RegistryApp(Three())  # type: ignore[arg-type]
+    query = f"n={n}"
+    body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/_catalog", "QUERY_STRING": query},
+               lambda s, h: heads.append((s, h)))  # fmt: skip
+    assert json.loads(b"".join(body)) == {"repositories": ["a"]}
+    assert ("Link", '</v2/_catalog?n=1&last=a>; rel="next"') in heads[0][1]
+
+
 def test_a_range_of_5000_digits_is_ignored_not_a_500() -> None:
     from mirror.serve.app import _range
 

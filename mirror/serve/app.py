@@ -119,7 +119,8 @@ class RegistryApp:
         raw_n = (query.get("n") or [""])[0]
         if raw_n and not _PAGE_N.fullmatch(raw_n):  # ASCII: str.isdigit() takes "²"
             return error("400 Bad Request", "PAGINATION_NUMBER_INVALID", f"n={raw_n[:40]!r}")
-        n = MAX_PAGE if not raw_n or len(raw_n) > 6 else min(int(raw_n), MAX_PAGE)
+        digits = raw_n.lstrip("0") or ("0" if raw_n else "")  # n=0000001 is n=1
+        n = MAX_PAGE if not digits or len(digits) > 6 else min(int(digits), MAX_PAGE)
         rest = [i for i in items if i > last] if last else items
         page, more = rest[:n], len(rest) > n
         headers = []
