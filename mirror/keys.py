@@ -156,10 +156,13 @@ def fingerprint(pub: ec.EllipticCurvePublicKey) -> str:
 
 
 def key_password(*, confirm: bool = False) -> bytes:
-    """The password from the environment, else a no-echo prompt; never from an argument."""
+    """The password from the environment, else a no-echo prompt; never from an argument.
+
+    Its bytes as they were set, as cosign takes them: a password set in a Latin-1 locale
+    is not UTF-8, and Python reads it with surrogate escapes that `str.encode()` refuses."""
     env = os.environ.get(PASSWORD_ENV)
     if env is not None:
-        return env.encode()
+        return os.fsencode(env)
     if not sys.stdin.isatty():
         raise UsageError(f"no key password: set {PASSWORD_ENV} or run in a terminal")
     value = click.prompt(
@@ -168,7 +171,7 @@ def key_password(*, confirm: bool = False) -> bytes:
         confirmation_prompt=confirm,
         err=True,
     )
-    return str(value).encode()
+    return str(value).encode("utf-8", "surrogateescape")
 
 
 def _load_cosign(path: Path, data: bytes, password: bytes | None) -> object:

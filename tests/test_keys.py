@@ -322,6 +322,20 @@ def test_key_password_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert keys.key_password() == b"from-env"
 
 
+def test_a_password_that_is_not_utf8_is_its_bytes(tmp_path: Path) -> None:
+    """Set in a Latin-1 locale, `caf\\xe9` was an internal error in keygen and export; it
+    is the key's password as those bytes, as cosign takes it."""
+    env = {**os.environ, "MIRROR_KEY_PASSWORD": os.fsdecode(b"caf\xe9")}
+    made = subprocess.run(
+        [sys.executable, "-m", "mirror", "keygen", "--output-dir", str(tmp_path), "--name", "k"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert keys.load_private_key(tmp_path / "k.key", b"caf\xe9") is not None
+    with pytest.raises(UsageError, match="wrong password"):
+        keys.load_private_key(tmp_path / "k.key", "café".encode())
+
+
 def test_key_password_without_tty_is_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MIRROR_KEY_PASSWORD", raising=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
