@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from mirror.errors import (
     shorten,
 )
 from mirror.registry.answer import Answer
+from mirror.registry.auth import env_text
 from mirror.registry.http import Endpoint, Http, split_url
 from mirror.registry.retry import DEFAULT, RetryPolicy
 
@@ -51,8 +51,7 @@ class RegistryAuth:
 
 def registry_auth_from_env(env: Mapping[str, str] | None = None) -> RegistryAuth | None:
     """MIRROR_TARGET_USERNAME + MIRROR_TARGET_PASSWORD, both or neither; neither = noAuth."""
-    env = os.environ if env is None else env
-    username, password = env.get(USERNAME_ENV, ""), env.get(PASSWORD_ENV, "")
+    username, password = env_text(USERNAME_ENV, env) or "", env_text(PASSWORD_ENV, env) or ""
     if not username and not password:
         return None
     if not username or not password:
@@ -172,6 +171,14 @@ class PaletteClient:
     def _scrub(self, text: str) -> str:
         return redact(self._http.secrets.scrub(text))
 
+    def _uid(self, value: object, where: str) -> str:
+        """A uid that holds the API key (a server echoing the header back) is not one: it
+        would be printed in the import's result and the --json document."""
+        uid = _uid(value, where)
+        if self._http.secrets.scrub(uid) != uid:
+            raise OperationError(f"{where}: not a registry uid: it holds the API key")
+        return uid
+
     def _request(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
     ) -> Answer:
@@ -253,7 +260,7 @@ class PaletteClient:
         current = found.get(entry.name)
         uid = None
         if current:
-            uid = _uid(current.get("uid"), f"Palette's registry {entry.name!r}")
+            uid = self._uid(current.get("uid"), f"Palette's registry {entry.name!r}")
             self._check_kind(entry, current)
         path = _paths(entry.kind, uid)
         if uid:
@@ -265,7 +272,8 @@ class PaletteClient:
         except ValueError:
             answer = None
         # A 200 with an HTML login page, or nothing, registered nothing: not a success.
-        uid = _uid(answer.get("uid") if isinstance(answer, dict) else None, f"Palette POST {path}")
+        where = f"Palette POST {path}"
+        uid = self._uid(answer.get("uid") if isinstance(answer, dict) else None, where)
         found[entry.name] = {"name": entry.name, "uid": uid, "kind": entry.kind}
         return {**result, "uid": uid, "action": "created"}
 

@@ -445,6 +445,11 @@ def test_basic_auth_source_with_credentials_from_the_spec_variables(
     assert "401" in line and reg.password not in bad.err
     assert not out.exists()
 
+    monkeypatch.setenv("LAB_P", os.fsdecode(b"caf\xe9"))  # set in a Latin-1 locale
+    latin1 = mirror("export", spec, "--output", out, "--cache-dir", tmp_path / "c")
+    assert latin1.rc == 2 and "LAB_P is not UTF-8 text" in latin1.error_line(), latin1.err
+    assert not out.exists()
+
     monkeypatch.setenv("LAB_P", reg.password)
     run = mirror("export", spec, "--output", out, "--cache-dir", tmp_path / "c", "--json")
     assert run.rc == 0, run.err

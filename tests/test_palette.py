@@ -407,6 +407,32 @@ def test_a_listed_uid_is_checked_before_it_becomes_a_path() -> None:
     assert [c.request.method for c in responses.calls] == ["GET"]
 
 
+@pytest.mark.parametrize("listed", [False, True], ids=["created", "listed"])
+@responses.activate
+def test_a_uid_that_echoes_the_api_key_is_not_printed(listed: bool) -> None:
+    """A server answering a create with `{"uid": <the ApiKey header>}` put the key in the
+    import's result, and so in its --json document: the key fits a uid's pattern."""
+    if listed:
+        metadata({"name": entry().name, "uid": f"x{KEY}", "scope": "system"})
+    else:
+        metadata()
+        responses.post(f"{BASE}/v1/registries/oci/basic", json={"uid": KEY}, status=201)
+    with PaletteClient(BASE, KEY) as client, pytest.raises(OperationError) as info:
+        client.register([entry()], None)
+    assert "it holds the API key" in str(info.value) and KEY not in str(info.value)
+
+
+def test_logins_that_are_not_utf8_are_one_line() -> None:
+    """Set in a Latin-1 locale, a password cannot travel in Palette's JSON nor as the
+    registry reads basic auth; it was an internal error (UnicodeEncodeError)."""
+    latin1 = os.fsdecode(b"caf\xe9")
+    with pytest.raises(UsageError, match="MIRROR_TARGET_PASSWORD is not UTF-8 text"):
+        registry_auth_from_env({"MIRROR_TARGET_USERNAME": "bob", "MIRROR_TARGET_PASSWORD": latin1})
+    assert registry_auth_from_env(
+        {"MIRROR_TARGET_USERNAME": "bob", "MIRROR_TARGET_PASSWORD": "café"}
+    ) == RegistryAuth("bob", "café")
+
+
 @responses.activate
 def test_listings_of_the_wrong_shape_are_one_line() -> None:
     responses.get(f"{BASE}/v1/registries/metadata", json={"items": 5})

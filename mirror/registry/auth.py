@@ -20,6 +20,7 @@ import selectors
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -63,9 +64,22 @@ def parse_challenge(header: str) -> Challenge:
     return Challenge(scheme.lower(), dict(_PARAM.findall(rest)))
 
 
+def env_text(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """A variable holding a login, which must be text: a value set in a Latin-1 locale is
+    not UTF-8, and can travel neither in a basic-auth header as the registry expects it
+    nor in Palette's JSON. One clear line instead of an internal error."""
+    value = (os.environ if env is None else env).get(name)
+    if value is not None and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{name} is not UTF-8 text; set it in a UTF-8 locale") from None
+    return value
+
+
 def credentials_from_env(username_env: str, password_env: str) -> Credentials | None:
     """Spec-named variables; both or neither, so a typo doesn't silently go anonymous."""
-    user, password = os.environ.get(username_env), os.environ.get(password_env)
+    user, password = env_text(username_env), env_text(password_env)
     if user is None and password is None:
         return None
     if not user or password is None:
