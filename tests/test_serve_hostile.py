@@ -143,6 +143,33 @@ def test_a_bundle_changed_mid_stream_cuts_the_response_before_its_last_chunk(
     assert "cut short: bundle: changed" in logged[-1]
 
 
+_HEAD = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "refused"),
+    [
+        (_HEAD + b"Content-Length: 41\r\nContent-Length: 0\r\n\r\nGET /v2/ HTTP/1.1\r\n", True),
+        (_HEAD + b"Host: y\r\n\r\n", True),
+        (_HEAD + b"host: x\r\n\r\n", True),
+        (_HEAD + b"Content-Length : 0\r\n\r\n", True),
+        (_HEAD + b"X-A: 1\r\n 2\r\n\r\n", True),
+        (_HEAD + b"Content-Length: 0\r\nContent-Length: 0\r\n\r\n", False),
+        (_HEAD + b"Accept: a\r\nAccept: b\r\n\r\n", False),
+    ],
+    ids=["two-lengths", "two-hosts", "host-again", "space-colon", "folded", "same-length", "lists"],
+)
+def test_heads_that_frame_two_ways_are_refused_and_the_connection_closed(
+    raw: bytes, refused: bool
+) -> None:
+    """cheroot kept the last Content-Length and Host and took `Content-Length :` as the
+    field: a proxy reading the first would forward one request where serve saw two
+    (RFC 9112 3.2, 5.1, 5.2, 6.3 say 400; docker-registry answers 400)."""
+    with _serving() as (host, port, _):
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3})", _ask(host, port, raw))
+    assert statuses == ([b"400"] if refused else [b"200"]), statuses
+
+
 @pytest.mark.parametrize(
     ("query", "status"),
     [("n=%C2%B2", "400"), ("n=" + "9" * 5000, "200"), ("n=%D9%A3", "400"), ("n=7", "200")],

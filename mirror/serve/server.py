@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import socket
@@ -232,6 +233,8 @@ def _connection_class() -> type:
     from cheroot.server import HTTPConnection, HTTPRequest
 
     class Request(HTTPRequest):
+        header_reader = _strict_header_reader()
+
         def parse_request(self) -> None:
             sock = self.conn.socket
             with self.server.head_deadline.reading(sock):
@@ -254,6 +257,38 @@ def _connection_class() -> type:
             self.parked = False  # waited in the selector for its first bytes
 
     return Connection
+
+
+_ONCE = (b"host", b"content-length")  # a second one names another request (RFC 9112)
+
+
+def _strict_header_reader() -> Any:
+    """cheroot's header reader (its documented hook), refusing first what RFC 9112 says a
+    server must answer 400: whitespace between a field's name and its colon (5.1), a
+    folded line (5.2), and a second Host or a second Content-Length of another value
+    (3.2, 6.3). cheroot kept the last of each and took the name stripped, so a proxy
+    reading the first and serve the last would frame two different requests. The head is
+    read through cheroot's own size-capped file, then parsed by cheroot from memory."""
+    from cheroot.server import HeaderReader
+
+    class StrictHeaderReader(HeaderReader):  # type: ignore[misc]
+        def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> Any:
+            head: list[bytes] = []
+            seen: dict[bytes, bytes] = {}
+            while (line := rfile.readline()) not in (b"", b"\r\n"):
+                head.append(line)
+                if line[:1] in (b" ", b"\t"):
+                    raise ValueError("a folded header line is not taken")
+                name, colon, value = line.partition(b":")
+                if colon and name != name.strip(b" \t"):
+                    raise ValueError("whitespace before a header's colon")
+                key, value = name.lower(), value.strip()
+                if key in _ONCE and key in seen and (key == b"host" or seen[key] != value):
+                    raise ValueError(f"{key.decode('latin-1')} sent twice")
+                seen[key] = value
+            return super().__call__(io.BytesIO(b"".join([*head, line])), hdict)
+
+    return StrictHeaderReader()
 
 
 def _framing_problem(req: Any) -> str:
