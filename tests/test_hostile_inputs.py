@@ -87,9 +87,10 @@ def test_keygen_writes_a_named_file_in_its_folder_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--name is a file name: `../x`, `a/b`, `` and `..` are exit 2 (`../x` wrote x.key
-    beside the folder); an existing NAME.key, a FIFO too, is never overwritten."""
+    beside the folder); a line break or escape in it too (a file name no listing shows
+    plainly); an existing NAME.key, a FIFO too, is never overwritten."""
     monkeypatch.setenv("MIRROR_KEY_PASSWORD", "pw")
-    for name in ("../x", "a/b", "", ".."):
+    for name in ("../x", "a/b", "", "..", "a\nb", "k\x1b[2J", "nul\0"):
         assert "a file name, without a folder" in _one_error(
             mirror("keygen", "--output-dir", tmp_path / "k", "--name", name), 2
         )

@@ -81,7 +81,7 @@ def keygen(output_dir: Path, name: str) -> None:
     """
     from mirror.keys import fingerprint, generate_keypair, key_password, load_public_key
 
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
+    if not name or name in (".", "..") or "/" in name or not name.isprintable():
         raise UsageError(f"--name {name!r}: a file name, without a folder (--output-dir)")
     key_path, pub_path = generate_keypair(output_dir, name, key_password(confirm=True))
     click.echo(f"private key: {key_path} (mode 0600)", err=True)
