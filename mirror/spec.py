@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mirror.errors import SpecError, UsageError
+from mirror.errors import SpecError, UsageError, redact
 from mirror.formats import jsondoc
 from mirror.formats.schema import schema_problem
 from mirror.streams import read_capped
@@ -192,6 +192,26 @@ class BundleSpec:
 SPEC_CAP = 16 << 20  # bytes of one spec file: a few hundred lines is a large one
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """safe_load, refusing a key twice in one mapping as YAML 1.2 does: PyYAML keeps the
+    last, so a second `tags:` silently dropped the first one's filter."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: explicit keys override merged ones
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # a list as a key: SafeLoader's own error follows
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {str(key)[:40]!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_document(path: Path) -> Any:
     try:
         text = read_capped(path, SPEC_CAP).decode("utf-8")
@@ -200,11 +220,11 @@ def _read_document(path: Path) -> Any:
         raise SpecError(f"{path}: cannot read: {reason}") from None
     if path.suffix.lower() == ".json":
         try:
-            return jsondoc.loads(text)
+            return jsondoc.loads(text, unique=True)
         except jsondoc.DocumentError as exc:
             raise SpecError(f"{path}: {exc}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_SpecLoader)  # SafeLoader, with unique keys
         jsondoc.check_yaml(doc)
         return doc
     except RecursionError:
@@ -253,6 +273,8 @@ def _semantic_problem(d: Mapping[str, Any]) -> str | None:
     url = d.get("url")
     if url and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
         return "/url: credentials don't belong in a url; use auth.usernameEnv/passwordEnv"
+    if url and (problem := _url_problem(url, d.get("kind"))):
+        return f"/url: {problem}"
     tags = d.get("tags") or {}
     for key in ("include", "exclude"):
         for i, pattern in enumerate(tags.get(key, ())):
@@ -266,6 +288,38 @@ def _semantic_problem(d: Mapping[str, Any]) -> str | None:
         problem = _semver_problem(expr)
         if problem:
             return f"{pointer}: {problem}"
+    return None
+
+
+def _url_problem(url: str, kind: str | None) -> str | None:
+    """The url parsed now as the export will parse it: a bad one is this file's line, not
+    an error without its place or, for a Helm repository, a traceback."""
+    from mirror.registry.http import Endpoint, split_url
+
+    try:
+        if kind == "oci":
+            Endpoint.parse(url)
+            return None
+        parts = split_url(url if "://" in url else f"https://{url}")
+    except UsageError as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"not a URL: {redact(url)!r} ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"not an http(s) URL: {redact(url)!r}"
+    return None
+
+
+def _public_key_problem(key: Path) -> str | None:
+    """A cosign key that is there and reads as one, checked before any registry is asked."""
+    from mirror.keys import load_public_key
+
+    if not key.is_file():
+        return f"no such file: {key}"
+    try:
+        load_public_key(key)
+    except UsageError as exc:
+        return str(exc)
     return None
 
 
@@ -308,8 +362,8 @@ def _resolve_entry(
         merged["path"] = str(folder)
     if problem is None and "cosignKey" in entry:
         key = (base_dir / entry["cosignKey"]).resolve()
-        if not key.is_file():
-            problem = f"{where}/cosignKey: no such file: {key}"
+        if sub := _public_key_problem(key):
+            problem = f"{where}/cosignKey: {sub}"
         merged["cosignKey"] = str(key)
     return (None, problem) if problem else (_registry_from_json(merged), None)
 
@@ -362,6 +416,11 @@ def load_spec(path: Path) -> BundleSpec:
     for host, url in upstreams.items():
         if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
             raise SpecError(f"{path}: /upstreams/{host}: credentials don't belong in a url")
+        if problem := _upstream_problem(url, host):
+            raise SpecError(f"{path}: /upstreams/{host}: {problem}")
+    for i, text in enumerate(doc.get("images", ())):
+        if problem := _reference_problem(text):
+            raise SpecError(f"{path}: /images/{i}: {problem}")
     return BundleSpec(
         name=doc.get("name", path.stem),
         fips=doc.get("fips", False),
@@ -376,13 +435,35 @@ def load_spec(path: Path) -> BundleSpec:
     )
 
 
+def _upstream_problem(url: str, host: str) -> str | None:
+    from mirror.discovery.upstream import split_upstream
+
+    try:
+        base, _ = split_upstream(url, host)
+    except UsageError:
+        return f"not a registry URL: {redact(url)!r} (expected http[s]://HOST[:PORT][/PREFIX])"
+    return _url_problem(base, "oci")
+
+
+def _reference_problem(text: str) -> str | None:
+    """The spec's own images are the user's words: a bad one is exit 2, not the note an
+    image a pack lists earns (`unresolvedImages`)."""
+    from mirror.oci.reference import parse_reference
+
+    try:
+        parse_reference(text)
+    except ValueError as exc:
+        return f"{redact(text)[:200]!r}: {exc}"
+    return None
+
+
 def _key_file(doc: dict[str, Any], path: Path) -> str | None:
     """`imagesCosignKey`, resolved beside the spec, as a registry's `cosignKey` is."""
     if "imagesCosignKey" not in doc:
         return None
     key = (path.resolve().parent / doc["imagesCosignKey"]).resolve()
-    if not key.is_file():
-        raise SpecError(f"{path}: /imagesCosignKey: no such file: {key}")
+    if problem := _public_key_problem(key):
+        raise SpecError(f"{path}: /imagesCosignKey: {problem}")
     return str(key)
 
 

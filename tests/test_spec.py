@@ -409,9 +409,17 @@ def test_registry_row_nulls() -> None:
     assert row["url"] is None and row["basePath"] is None and row["providerType"] is None
 
 
+def _public_key(path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mirror.keys import public_pem
+
+    path.write_bytes(public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+
+
 def test_images_cosign_key_resolves_beside_the_spec_and_must_exist(tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "images.pub").write_text("-----BEGIN PUBLIC KEY-----\n")
+    _public_key(tmp_path / "keys" / "images.pub")
     loaded = load_spec(
         write(tmp_path, "name: s\nimages: [a:1]\nimagesCosignKey: keys/images.pub\n")
     )
@@ -425,7 +433,7 @@ def test_images_cosign_key_resolves_beside_the_spec_and_must_exist(tmp_path: Pat
 
 def test_two_specs_with_different_image_keys_are_refused(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        (tmp_path / f"{name}.pub").write_text("-----BEGIN PUBLIC KEY-----\n")
+        _public_key(tmp_path / f"{name}.pub")
     specs = [
         load_spec(
             write(tmp_path, f"name: {n}\nimages: [a:1]\nimagesCosignKey: {n}.pub\n", f"{n}.yaml")
@@ -438,3 +446,74 @@ def test_two_specs_with_different_image_keys_are_refused(tmp_path: Path) -> None
     )
     with pytest.raises(SpecError, match="imagesCosignKey"):
         select(specs, [], fips=False, allow_non_fips=False)
+
+
+# ---------------------------------------------------------------- what later steps parse
+
+
+def _reg(**fields: object) -> dict[str, object]:
+    return {"name": "s", "registries": [{"name": "r", "kind": "oci", **fields}]}
+
+
+@pytest.mark.parametrize(
+    ("doc", "pointer", "words"),
+    [
+        (_reg(kind="helm", url="http://[zz"), "/registries/0/url", "not a URL"),
+        (_reg(kind="helm", url="http://127.0.0.1:99999"), "/registries/0/url", "not a URL"),
+        (_reg(kind="helm", url="http://127.0.0.1:abc"), "/registries/0/url", "not a URL"),
+        (_reg(kind="helm", url="ftp://127.0.0.1/charts"), "/registries/0/url", "http(s)"),
+        (_reg(url="ftp://127.0.0.1/"), "/registries/0/url", "not a registry URL"),
+        (_reg(url="http://127.0.0.1:99999"), "/registries/0/url", "not a registry URL"),
+        ({"name": "s", "images": ["a:1"], "upstreams": {"docker.io": "ftp://x"}},
+         "/upstreams/docker.io", "not a registry URL"),
+        ({"name": "s", "images": ["a:1"], "upstreams": {"docker.io": "http://[zz"}},
+         "/upstreams/docker.io", "not a registry URL"),
+        ({"name": "s", "images": ["a:1"], "upstreams": {"ghcr.io": "http://h:99999/p"}},
+         "/upstreams/ghcr.io", "not a registry URL"),
+        ({"name": "s", "images": ["a:1", "UPPER/Case:tag"]}, "/images/1", "UPPER/Case:tag"),
+        ({"name": "s", "images": ["nginx@sha256:zz"]}, "/images/0", "nginx@sha256:zz"),
+        ({"name": "s", "images": ["ghcr.io//x:1"]}, "/images/0", "ghcr.io//x:1"),
+    ],
+)  # fmt: skip
+def test_what_export_parses_later_is_checked_with_its_place(
+    tmp_path: Path, doc: dict[str, object], pointer: str, words: str
+) -> None:
+    """A Helm url `http://[zz` was an internal error (exit 1) in export and images; an
+    oci or upstream url of another scheme, a bad key file and a malformed image of the
+    spec's own list were exit 2 without the file and field, or no error at all (the image
+    became a note, the export exit 0)."""
+    message = spec_error(tmp_path, doc)
+    assert message.startswith(f"{pointer}: ") and words in message, message
+
+
+def test_a_cosign_key_that_is_not_a_key_is_refused_with_its_place(tmp_path: Path) -> None:
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/bash\n")
+    message = spec_error(tmp_path, _reg(url="http://127.0.0.1:5000", cosignKey="passwd"))
+    assert message.startswith("/registries/0/cosignKey: ") and "PEM" in message, message
+    doc = {"name": "s", "images": ["a:1"], "imagesCosignKey": "passwd"}
+    assert spec_error(tmp_path, doc).startswith("/imagesCosignKey: ")
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_a_key_twice_is_refused_not_the_last_kept(tmp_path: Path, suffix: str) -> None:
+    """`tags: {include: ...}` then `tags: {exclude: ...}` kept the second alone: the
+    include filter was dropped without a word and the export took every tag."""
+    entry = '{"name": "r", "kind": "oci", "url": "http://127.0.0.1:5000"'
+    twice = f'{entry}, "tags": {{"include": ["^1"]}}, "tags": {{"exclude": ["^2"]}}}}'
+    path = write(tmp_path, f'{{"name": "s", "registries": [{twice}]}}', f"s.{suffix}")
+    with pytest.raises(SpecError, match="'tags' appears twice") as info:
+        load_spec(path)
+    assert "\n" not in str(info.value)
+    once = f'{{"name": "s", "registries": [{entry}, "tags": {{"include": ["^1"]}}}}]}}'
+    assert load_spec(write(tmp_path, once, f"t.{suffix}")).registries[0].tags.include == ("^1",)
+
+
+def test_yaml_merge_keys_still_override(tmp_path: Path) -> None:
+    text = (
+        "name: s\nbase: &b {kind: oci, url: 'http://127.0.0.1:5000'}\n"
+        "registries:\n  - <<: *b\n    name: r\n    url: 'http://127.0.0.1:5001'\n"
+    )
+    with pytest.raises(SpecError, match="base"):  # unknown top-level key, not a duplicate
+        load_spec(write(tmp_path, text))
+    text = "name: s\nregistries:\n  - <<: {kind: oci, url: 'http://h:1'}\n    name: r\n    url: 'http://h:2'\n"
+    assert load_spec(write(tmp_path, text)).registries[0].url == "http://h:2"

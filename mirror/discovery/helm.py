@@ -39,7 +39,7 @@ from mirror.registry.auth import (
     helm_repository_entry,
     resolve_credentials,
 )
-from mirror.registry.http import Endpoint, Http
+from mirror.registry.http import Endpoint, Http, split_url
 from mirror.registry.retry import RateFloor
 from mirror.settings import Net
 from mirror.spec import Registry
@@ -137,7 +137,10 @@ def _repo(reg: Registry, net: Net) -> _Repo:
     if not reg.url:
         raise UsageError(f"registry {reg.name}: a helm registry needs a url")
     base = reg.url if "://" in reg.url else f"https://{reg.url}"
-    parts = urlsplit(base)
+    try:
+        parts = split_url(base)
+    except ValueError:  # "Invalid IPv6 URL", a port past 65535 (a spec has checked)
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
     names = reg.auth.names if reg.auth is not None else None

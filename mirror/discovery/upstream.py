@@ -19,6 +19,7 @@ from mirror.oci import mediatypes as mt
 from mirror.oci.descriptor import Descriptor, successors
 from mirror.registry.auth import Credentials, has_namespace_logins, resolve_credentials
 from mirror.registry.client import RegistryClient
+from mirror.registry.http import split_url
 from mirror.settings import Net
 from mirror.spec import BundleSpec
 from mirror.stores.interface import KnownManifests
@@ -91,7 +92,10 @@ class Upstreams:
 def split_upstream(url: str, host: str) -> tuple[str, str]:
     """`http://127.0.0.1:5001/ghcr.io` -> (`http://127.0.0.1:5001`, `ghcr.io`)."""
     text = url if "://" in url else f"https://{url}"
-    parts = urlsplit(text)
+    try:
+        parts = split_url(text)
+    except ValueError:  # "Invalid IPv6 URL", a port past 65535
+        raise UsageError(f"upstreams: {host}: not a registry URL: {redact(url)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         raise UsageError(f"upstreams: {host}: not a registry URL: {redact(url)!r}")
     return f"{parts.scheme}://{parts.netloc}", parts.path.strip("/")

@@ -22,14 +22,13 @@ class StrictError(DocumentError):
     """JSON, but not what `strict` allows: a float, NaN, a key twice."""
 
 
-def loads(data: bytes | str, *, strict: bool = False) -> Any:
+def loads(data: bytes | str, *, strict: bool = False, unique: bool = False) -> Any:
     """`strict`, for a document we signed ourselves: integers only (no 716.0, no NaN) and
-    no key twice (json keeps the last one silently, so two readers could disagree)."""
-    hooks: dict[str, Any] = (
-        {"parse_float": _no_float, "parse_constant": _no_float, "object_pairs_hook": _unique}
-        if strict
-        else {}
-    )
+    no key twice (json keeps the last one silently, so two readers could disagree).
+    `unique` alone, for a document a person wrote (a spec): no key twice."""
+    hooks: dict[str, Any] = {"object_pairs_hook": _unique} if strict or unique else {}
+    if strict:
+        hooks.update(parse_float=_no_float, parse_constant=_no_float)
     try:
         doc = json.loads(data, **hooks)
     except RecursionError:
