@@ -19,7 +19,7 @@ import pytest
 import responses
 from faultproxy import mirror, write_spec
 
-from mirror.errors import IntegrityError, UsageError
+from mirror.errors import IntegrityError, RegistryError, UsageError
 
 
 def _fifo(path: Path) -> Path:
@@ -279,6 +279,45 @@ def test_a_listed_tag_that_is_no_tag_never_reaches_a_url() -> None:
     with pytest.raises(IntegrityError, match=r"listed '\.\./\.\./x', which is not an OCI tag"):
         RegistryClient("reg.example").list_tags("a/b")
     assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_listed_repository_that_is_no_name_never_reaches_a_url() -> None:
+    """`../../etc` in `_catalog` became `GET /etc/tags/list`, `/etc/manifests/...` and
+    `/etc/blobs/...`, outside /v2/, each with the registry's credentials."""
+    from mirror.registry.client import RegistryClient
+
+    listing = {"repositories": ["a/b", "../../etc"]}
+    responses.get("https://reg.example/v2/_catalog?n=1000", json=listing)
+    with pytest.raises(IntegrityError, match=r"listed '\.\./\.\./etc', which is not an OCI rep"):
+        RegistryClient("reg.example").catalog()
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize("kind", ["same-page", "two-page-loop", "endless"])
+@responses.activate
+def test_a_listing_that_never_ends_is_refused_before_memory_runs_out(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 tags a page, each page linking to itself: RSS grew 110 MB a second until
+    100,000 pages. A page asked twice is a circle; past MAX_LISTED names, enough."""
+    from mirror.registry import client as module
+
+    monkeypatch.setattr(module, "MAX_LISTED", 100)
+    base = "https://reg.example/v2/a/tags/list"
+
+    def page(request: Any) -> tuple[int, dict[str, str], str]:
+        n = int(request.params.get("p", "0"))
+        target = {"same-page": 0, "two-page-loop": 1 - n, "endless": n + 1}[kind]
+        link = f'</v2/a/tags/list?n=1000&p={target}>; rel="next"'
+        tags = [f"t{n}-{i}" for i in range(20)]
+        return 200, {"Link": link}, json.dumps({"name": "a", "tags": tags})
+
+    responses.add_callback(responses.GET, base, callback=page)
+    words = "more than 100 names" if kind == "endless" else "links in a circle"
+    with pytest.raises(RegistryError, match=words):
+        module.RegistryClient("reg.example").list_tags("a")
+    assert len(responses.calls) <= 6
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"config": "x", "layers": 7}'])
