@@ -60,6 +60,26 @@ def test_an_export_never_replaces_what_is_not_a_file(
     assert _still_fifo(fifo) and sorted(p.name for p in out.parent.iterdir()) == [fifo.name]
 
 
+@pytest.mark.parametrize("which", ["spec", "spec-link", "since", "key", "sidecar"])
+def test_an_export_never_writes_over_its_own_inputs(tmp_path: Path, which: str) -> None:
+    """`export spec.yaml -o spec.yaml` replaced the spec with the bundle (with a note),
+    and `--since B -o B` the base with its delta. Refused before anything is read."""
+    name = "s.sha256" if which == "sidecar" else "s.yaml"  # -o s writes s.sha256 too
+    spec, base, key = tmp_path / name, tmp_path / "b.tar.zst", tmp_path / "k.key"
+    before = {path: f"{path.name} as it was" for path in (spec, base, key)}
+    for path, text in before.items():
+        path.write_text(text)
+    (tmp_path / "link.yaml").symlink_to(spec)
+    out = {"spec": spec, "spec-link": tmp_path / "link.yaml", "since": base, "key": key}
+    out["sidecar"] = tmp_path / "s"
+    run = mirror(
+        "export", spec, "-o", out[which], "--since", base, "--key", key, "--cache-dir",
+        tmp_path / "c",
+    )  # fmt: skip
+    assert "an input of this export" in _one_error(run, 2)
+    assert {path: path.read_text() for path in before} == before
+
+
 def test_an_empty_output_name_is_a_usage_error(tmp_path: Path) -> None:
     """`-o ''` became Path('.'), whose sidecar name raised ValueError: a traceback."""
     run = mirror("export", "--preset", "demo", "-o", "", "--json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,11 @@ def export(
         from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, sidecar
         from mirror.streams import refuse_special
 
-        for path in (output, sidecar(output, SHA256_SIDECAR), sidecar(output, SIG_SIDECAR)):
+        written = (output, sidecar(output, SHA256_SIDECAR), sidecar(output, SIG_SIDECAR))
+        for path in written:
             refuse_special(path)  # before anything is fetched, not at the rename
+        inputs = [*specs, *since, *(p for p in (key, receipt_key, state) if p is not None)]
+        _refuse_replacing_inputs(written, [*inputs, *([Path(ca_file)] if ca_file else [])])
     spec = select_spec(specs, presets, registry_names, fips, allow_non_fips)
     if not (specs or presets or registry_names):
         names = ", ".join(r.name for r in spec.registries)
@@ -207,6 +211,19 @@ def _print_export(result: Any) -> None:
         + ("" if result.dry_run else f" -> {result.output}{_parts_note(result.output)}")
         + (" [signed]" if result.signed and not result.dry_run else "")
     )
+
+
+def _refuse_replacing_inputs(written: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """`export spec.yaml -o spec.yaml` replaced the spec with the bundle, and `--since B
+    -o B` the base with its delta: an input is never among what the export writes."""
+    for path in inputs:
+        for out in written:
+            same = path.resolve() == out.resolve()
+            if same or (path.exists() and out.exists() and path.samefile(out)):
+                raise UsageError(
+                    f"--output would write {out}, which is {path}, an input of this export; "
+                    "choose another name"
+                )
 
 
 def _parts_note(output: str) -> str:
