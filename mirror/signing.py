@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, open_bundle, sidecar
 from mirror.errors import IntegrityError, VerificationError
-from mirror.streams import Staged
+from mirror.streams import Staged, read_sidecar
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -126,12 +126,11 @@ def verify_detached(
     """
     sig_path = sidecar(path, SIG_SIDECAR)
     try:
-        with sig_path.open("rb") as f:
-            signature = f.read(_MAX_SIG_FILE + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:  # a folder, a device: not what signs a bundle
+        signature = read_sidecar(sig_path, _MAX_SIG_FILE)
+    except OSError as exc:  # a folder, a FIFO, a device: not what signs a bundle
         raise VerificationError(f"{sig_path}: not a signature ({exc.strerror or exc})") from None
+    if signature is None:
+        return None
     if len(signature) > _MAX_SIG_FILE:
         raise VerificationError(f"{sig_path}: too large to be a signature")
     if digest is None:
@@ -172,12 +171,12 @@ def _recorded_digest(path: Path) -> str | None:
     """What PATH.sha256 says, if it is there; a sidecar is one line, never read whole."""
     sums = sidecar(path, SHA256_SIDECAR)
     try:
-        with sums.open("rb") as f:
-            text = f.read(_MAX_SIG_FILE).decode("ascii", "replace")
-    except FileNotFoundError:
-        return None
+        data = read_sidecar(sums, _MAX_SIG_FILE)
     except OSError as exc:
         raise VerificationError(f"{sums}: not a checksum file ({exc.strerror or exc})") from None
+    if data is None:
+        return None
+    text = data[:_MAX_SIG_FILE].decode("ascii", "replace")
     return text.split(maxsplit=1)[0].lower() if text.strip() else ""
 
 

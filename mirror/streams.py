@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -363,6 +364,23 @@ def read_small_file(path: Path, cap: int) -> bytes | None:
             return fh.read(cap + 1)
     except FileNotFoundError:
         return None
+
+
+def read_sidecar(path: Path, cap: int) -> bytes | None:
+    """A file found beside another (FILE.sig, FILE.sha256, FILE.parts.sha256), read as
+    `read_small_file` does, but only a regular file: nobody named it, so a FIFO there is
+    refused instead of waited on (opening one with no writer blocked verify for good)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+        return fh.read(cap + 1)
 
 
 def read_capped(path: Path, cap: int) -> bytes:

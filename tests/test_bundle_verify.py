@@ -159,6 +159,29 @@ def test_a_sidecar_that_is_a_folder_is_a_verification_error(tmp_path: Path, k: K
         _verify(bundle, k)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("which", ["sig", "sha256", "parts.sha256"])
+def test_a_fifo_beside_a_bundle_is_refused_not_waited_on(
+    tmp_path: Path, k: Keys, which: str
+) -> None:
+    """Sidecars are found, not named: a FIFO at FILE.sig, FILE.sha256 or
+    FILE.parts.sha256 blocked verify, inspect and import in open() until killed."""
+    import os
+
+    from mirror.bundle.parts import read_sums
+
+    bundle = build_bundle(tmp_path / "b.tar.zst", k)
+    side = tmp_path / f"b.tar.zst.{which}"
+    side.unlink(missing_ok=True)
+    if which == "sha256":
+        (tmp_path / "b.tar.zst.sig").unlink()
+    os.mkfifo(side)
+    words = {"sig": "not a signature", "sha256": "not a checksum file"}
+    with pytest.raises(VerificationError, match=words.get(which, "not a list of parts")) as info:
+        _verify(bundle, k) if which != "parts.sha256" else read_sums(bundle)
+    assert "not a regular file" in str(info.value)
+
+
 def test_a_pax_size_python_reads_but_tar_does_not_is_refused(tmp_path: Path, k: Keys) -> None:
     """`1_7` is 17 to int() and no number to GNU tar: two readers, two archives."""
     files = make_layout().files

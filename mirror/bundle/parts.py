@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mirror.bundle.toc import FOOTER_TAG
-from mirror.errors import IntegrityError, OperationError, UsageError, VerificationError
-from mirror.streams import Staged, read_small_file, refuse_special, temp_beside
+from mirror.errors import IntegrityError, UsageError, VerificationError
+from mirror.streams import Staged, read_sidecar, refuse_special, temp_beside
 
 MIN_PART = 64 * 1024
 SUMS = ".parts.sha256"
@@ -139,9 +139,9 @@ def read_sums(path: Path) -> list[str] | None:
     """FILE.parts.sha256 (sha256sum's format, parts in order), or None when absent."""
     sums = sums_path(path)
     try:
-        data = read_small_file(sums, MAX_SUMS)
+        data = read_sidecar(sums, MAX_SUMS)
     except OSError as exc:
-        raise OperationError(f"{sums}: cannot read: {exc.strerror}") from None
+        raise VerificationError(f"{sums}: not a list of parts ({exc.strerror or exc})") from None
     if data is None:
         return None
     lines = data.decode("utf-8", "replace").splitlines()
