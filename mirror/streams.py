@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from mirror.errors import IntegrityError, UsageError
+from mirror.errors import IntegrityError, OperationError, UsageError
 from mirror.formats import jsondoc
 from mirror.oci.descriptor import Descriptor
 from mirror.units import ascii_int, human
@@ -138,6 +138,31 @@ def refuse_special(path: Path) -> None:
         raise UsageError(f"{path}: is a directory; give a file name")
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise UsageError(f"{path}: not a regular file (a device, FIFO or socket); not replaced")
+
+
+def check_writable(path: Path, *, folder: bool = False, probe: bool = True) -> None:
+    """Whether `path` (a file, or with `folder` a folder mirror fills) can be written once
+    the work is done, asked before the work: an import whose --receipt was /dev/null or
+    under a regular file pushed and tagged everything, then failed. `probe` makes and
+    removes a temp file where the first write will go (a read-only or /proc folder
+    answers only that); a dry run checks the shapes alone, writing nothing."""
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: not a folder")
+    if not folder:
+        refuse_special(path)
+    base = path if folder else path.parent
+    while not os.path.lexists(base) and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UsageError(f"{base}: not a folder, so {path} cannot be written")
+    if not probe:
+        return
+    try:
+        fd, name = tempfile.mkstemp(dir=base, prefix=".mirror-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OperationError(f"{path}: cannot write in {base}: {exc.strerror or exc}") from None
 
 
 @contextmanager

@@ -438,6 +438,45 @@ def test_tampered_bundle_exits_3_and_pushes_nothing(
     assert not (tmp_path / "catalog.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "where", "code", "words"),
+    [
+        ("--receipt", "/dev/null", 2, "not a regular file"),
+        ("--receipt", "afile/r.json", 2, "Not a directory"),
+        ("--mirror-config", "afile/m", 2, "not a folder"),
+        ("--helm-repo-dir", "helm", 2, "index.yaml: is a directory"),
+        ("--catalog", "/proc/c.json", 1, "cannot write in /proc"),
+    ],
+)
+@pytest.mark.parametrize("dry", [False, True], ids=["import", "dry-run"])
+def test_outputs_that_cannot_be_written_are_refused_before_the_push(
+    flag: str,
+    where: str,
+    code: int,
+    words: str,
+    dry: bool,
+    bundles: dict[str, Path],
+    target: LabRegistry,
+    tmp_path: Path,
+) -> None:
+    """Each was refused only after every blob was pushed and every tag set (exit 2 after
+    the target changed); a dry run said nothing. /proc answers only a write: a dry run,
+    which writes nothing, cannot know."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "helm" / "index.yaml").mkdir(parents=True)
+    path = where if where.startswith("/") else tmp_path / where
+    more = ["--dry-run"] if dry else []
+    run = do_import(
+        bundles["unsigned"], target.url, tmp_path, "--allow-unsigned", flag, path, *more
+    )
+    if dry and where.startswith("/proc"):
+        assert run.rc == 0, run.err
+        return
+    assert run.rc == code and words in run.error_line(), run.err
+    assert Reg(target.url).catalog() == []
+    assert not (tmp_path / "catalog.json").exists() and list(Path("/proc").glob(".mirror*")) == []
+
+
 def test_unsigned_bundle_needs_allow_unsigned(
     bundles: dict[str, Path], keys: Path, target: LabRegistry, tmp_path: Path
 ) -> None:

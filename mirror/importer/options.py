@@ -21,7 +21,7 @@ from mirror.oci.names import IMAGES_BASE, check_repository_prefix
 from mirror.registry.auth import Credentials, resolve_credentials
 from mirror.registry.http import Endpoint
 from mirror.settings import Settings
-from mirror.streams import sweep_for
+from mirror.streams import check_writable, refuse_special, sweep_for
 
 TARGET_USER_ENV = "MIRROR_TARGET_USERNAME"
 TARGET_PASSWORD_ENV = "MIRROR_TARGET_PASSWORD"
@@ -76,5 +76,22 @@ def check_options(opts: ImportOptions) -> None:
             f"use {TARGET_USER_ENV}/{TARGET_PASSWORD_ENV} or docker's config.json"
         )
     Endpoint.parse(opts.target)  # a URL that is none is named before a byte is read
+    _check_outputs(opts)
     load_catalog(opts.catalog, valid_memo(opts))  # a bad catalog fails now, not after the push
     sweep_for(opts.catalog, opts.receipt, opts.settings.memo)  # a killed import's temp files
+
+
+def _check_outputs(opts: ImportOptions) -> None:
+    """Where the import writes once the content is in place, checked before it is: a
+    flag that cannot be honoured is refused while the target is still untouched."""
+    from mirror.mirrorconfig import MIRROR_FILE
+    from mirror.stores.helmdir import INDEX
+
+    probe = not opts.dry_run
+    for path in (opts.catalog, opts.receipt):
+        if path is not None:
+            check_writable(path, probe=probe)
+    for folder, inside in ((opts.mirror_config, MIRROR_FILE), (opts.helm_repo_dir, INDEX)):
+        if folder is not None:
+            check_writable(folder, folder=True, probe=probe)
+            refuse_special(folder / inside)

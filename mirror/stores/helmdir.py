@@ -50,6 +50,7 @@ MAX_INDEX = 256 * 1024 * 1024  # an index.yaml already in the folder, as discove
 MAX_RECORD = 64 * 1024 * 1024  # .mirror-charts.json: a few hundred bytes per chart
 _FILE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # fullmatch: `$` passes a final "\n"
 _LAYER_SUFFIX = {mt.HELM_CHART: ".tgz", mt.HELM_PROV: ".prov"}
+INDEX = "index.yaml"  # the repository's index, beside the charts
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class HelmDirTarget:
             pending = sorted(self._pending.values(), key=lambda c: (c.name, c.version))
             for chart in pending:
                 self._place(chart)
-            if pending or not (self.folder / "index.yaml").exists():
+            if pending or not (self.folder / INDEX).exists():
                 self._write_index(pending)
             for chart in [*self._learned.values(), *pending]:
                 self._record[chart.filename] = chart
@@ -247,7 +248,7 @@ class HelmDirTarget:
     # ------------------------------------------------------------------ files
 
     def _read_index(self) -> dict[tuple[str, str], tuple[ChartVersion, str]]:
-        path = self.folder / "index.yaml"
+        path = self.folder / INDEX
         if not path.is_file():
             return {}
         base = self.folder.resolve().as_uri() + "/"
@@ -265,7 +266,7 @@ class HelmDirTarget:
         charts = dict(self._index)
         for c in pending:
             charts[(c.name, c.version)] = index_entry(c)
-        with atomic_file(self.folder / "index.yaml") as fh:
+        with atomic_file(self.folder / INDEX) as fh:
             fh.write(write_index(list(charts.values()), self.clock.stamp()))
         self._index = charts
 
