@@ -340,6 +340,78 @@ def test_a_listing_that_never_ends_is_refused_before_memory_runs_out(
     assert len(responses.calls) <= 6
 
 
+_REG = "https://reg.example"
+_SECRET = "pa55-w0rd-Zq"
+
+
+def _client() -> Any:
+    from mirror.registry.auth import Credentials
+    from mirror.registry.client import RegistryClient
+
+    return RegistryClient("reg.example", credentials=Credentials("u", _SECRET))
+
+
+@responses.activate
+def test_a_manifest_the_registry_stored_as_other_bytes_is_a_failure() -> None:
+    """A registry that re-encodes a pushed manifest says so in Docker-Content-Digest: the
+    tag then names other bytes than the import reported (exit 0, a wrong --json)."""
+    other = "sha256:" + "1c" * 32
+    responses.put(f"{_REG}/v2/a/manifests/1", status=201, headers={"Docker-Content-Digest": other})
+    with pytest.raises(RegistryError, match=f"stored {other}, not the pushed sha256:"):
+        _client().put_manifest("a", "1", b"{}", "application/vnd.oci.image.manifest.v1+json")
+
+
+@pytest.mark.parametrize("where", ["http://elsewhere:9/v2/up/{}", "http://[zz/{}"])
+@responses.activate
+def test_an_upload_sent_elsewhere_names_no_secret_and_sends_nothing_there(where: str) -> None:
+    """The Location's URL was printed whole: a server put the password in it."""
+    from io import BytesIO
+
+    from mirror.oci.descriptor import descriptor_for
+
+    loc = where.format(_SECRET)
+    responses.post(f"{_REG}/v2/a/blobs/uploads/", status=202, headers={"Location": loc})
+    data = b"x"
+    with pytest.raises(RegistryError, match="upload redirected to another host") as info:
+        _client().push_blob("a", descriptor_for(data, "x"), BytesIO(data), skip_present=False)
+    assert _SECRET not in str(info.value) and len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_declined_mount_is_cancelled_on_this_host_only() -> None:
+    """The courtesy DELETE of a declined mount went to whatever host the Location named."""
+    from mirror.oci.descriptor import descriptor_for
+
+    loc = {"Location": "http://elsewhere:9/v2/a/blobs/uploads/x"}
+    responses.post(f"{_REG}/v2/a/blobs/uploads/", status=202, headers=loc)
+    assert not _client().mount_blob("a", descriptor_for(b"x", "x"), "b")
+    assert [c.request.method for c in responses.calls] == ["POST"]
+
+
+@responses.activate
+def test_a_page_for_a_manifest_is_the_registrys_failure_with_its_place() -> None:
+    """An HTML login page for a manifest was exit 3 (a tampered bundle, to a script) and
+    named neither host nor repository."""
+    html = {"body": b"<html>log in</html>", "content_type": "text/html"}
+    responses.get(f"{_REG}/v2/a/b/manifests/1", status=200, **html)
+    with pytest.raises(RegistryError, match=r"reg\.example/a/b:1: the answer is no manifest"):
+        _client().get_manifest("a/b", "1")
+
+
+@responses.activate
+def test_a_404_says_so_with_the_registrys_words() -> None:
+    """An upload refused 404 said only the repository's name, no status, no reason."""
+    from io import BytesIO
+
+    from mirror.errors import NotFoundError
+    from mirror.oci.descriptor import descriptor_for
+
+    words = {"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known"}]}
+    responses.post(f"{_REG}/v2/a/blobs/uploads/", status=404, json=words)
+    with pytest.raises(NotFoundError, match=r"takes no upload \(404: .*name not known"):
+        _client().push_blob("a", descriptor_for(b"x", "x"), BytesIO(b"x"), skip_present=False)
+
+
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"config": "x", "layers": 7}'])
 def test_a_manifest_that_is_no_json_object_is_named_not_a_traceback(body: bytes) -> None:
     from mirror.discovery.oci import kind_of

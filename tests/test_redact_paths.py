@@ -251,7 +251,7 @@ ROWS = {
                 else None
             )
         ),
-        "upload redirected to another host http://***@other.test/u?sig=***",
+        "upload redirected to another host (other.test)",
     ),
     "helm-url": Row(helm_url_not_helm, _nothing, "not a Helm repository URL: ftp://***@"),
     "helm-download-url": Row(

@@ -163,7 +163,11 @@ class RegistryClient:
                 resp.raw.read()  # the empty body: read, so the connection is kept, not closed
                 return known
             data = _read_capped(resp, MAX_MANIFEST, f"{self.host}/{repo}:{ref}")
-        media = media_type_of(data, resp.headers.get("Content-Type"))
+        try:
+            media = media_type_of(data, resp.headers.get("Content-Type"))
+        except IntegrityError as exc:  # an HTML login page: the registry's fault, not the data's
+            where = f"{self.host}/{repo}:{ref}"
+            raise RegistryError(f"{where}: the answer is no manifest ({exc})") from None
         if media not in mt.ALL_MANIFESTS:
             raise RegistryError(
                 f"{self.host}/{repo}:{ref}: unsupported manifest media type {media!r}"
@@ -234,7 +238,9 @@ class RegistryClient:
         return self.resolve(repo, desc.digest) is not None
 
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> None:
-        self.http.request(
+        """Store the bytes as they are: a registry that says it stored others (re-encoded
+        JSON, another digest) has not, and the tag would not name what was pushed."""
+        resp = self.http.request(
             "PUT",
             f"/v2/{repo}/manifests/{ref}",
             scope=_push(repo),
@@ -243,6 +249,12 @@ class RegistryClient:
             ok=(200, 201, 202),
             what=f"repository {repo}",
         )
+        said = resp.headers.get("Docker-Content-Digest") or ""
+        if said.startswith("sha256:") and said != (pushed := digest_of(data)):
+            raise RegistryError(
+                f"{self.host}/{repo}:{ref}: the registry stored {said}, not the pushed "
+                f"{pushed}; it rewrote the manifest"
+            )
 
     # ---- blobs -----------------------------------------------------------------------
 
@@ -311,7 +323,11 @@ class RegistryClient:
         if skip_present and self.blob_exists(repo, desc):
             return
         resp = self.http.request(
-            "POST", f"/v2/{repo}/blobs/uploads/", scope=_push(repo), ok=(202,), what=repo
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            scope=_push(repo),
+            ok=(202,),
+            what=f"repository {repo} takes no upload",
         )
         location = self._location(resp)
         if desc.size > self.monolithic_max:
@@ -351,20 +367,28 @@ class RegistryClient:
         return location
 
     def _location(self, resp: Answer) -> str:
+        """The upload session's URL, on this registry's host only: credentials go nowhere
+        else, and the URL is not shown (a server may have put a secret in it)."""
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{self.host}: upload answered without a Location")
-        url = self.http.url(loc) if loc.startswith("/") else loc
-        if "://" in url and _host(url) != self.host:
-            raise RegistryError(f"{self.host}: upload redirected to another host {redact(url)}")
+        url = self._here(loc)
+        if url is None:
+            named = _host(loc).rsplit("@", 1)[-1]  # never its userinfo
+            elsewhere = self.http.secrets.scrub(named or "an unreadable URL")
+            raise RegistryError(f"{self.host}: upload redirected to another host ({elsewhere})")
         return url
 
     def _cancel(self, resp: Answer) -> None:
-        loc = resp.headers.get("Location")
-        if loc:
-            # An abandoned session expires on its own; cancelling is a courtesy.
+        url = self._here(resp.headers.get("Location") or "")
+        if url:  # an abandoned session expires on its own; cancelling is a courtesy
             with contextlib.suppress(RegistryError):
-                self.http.request("DELETE", loc, ok=(202, 204, 404))
+                self.http.request("DELETE", url, ok=(202, 204, 404))
+
+    def _here(self, loc: str) -> str | None:
+        """`loc` as a URL when it is on this registry's host, else None."""
+        url = self.http.url(loc) if loc.startswith("/") else loc
+        return None if not loc or ("://" in url and _host(url) != self.host) else url
 
 
 class _Guarded:
@@ -460,9 +484,13 @@ def _push(repo: str) -> str:
 
 
 def _host(url: str) -> str:
+    """host[:port] of a URL; empty for one urlsplit cannot read (`http://[zz`)."""
     from urllib.parse import urlsplit
 
-    return urlsplit(url).netloc
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return ""
 
 
 def _with_digest(location: str, digest: str) -> str:

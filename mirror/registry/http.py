@@ -553,7 +553,9 @@ class Http:
             hint = "" if self._credentials else f"; no credentials configured ({self.login_hint})"
             return AuthError(f"{where}: {code} {detail or 'unauthorized'}{hint}")
         if code == 404:
-            return NotFoundError(f"{where}: {what or 'not found'}")
+            return NotFoundError(
+                f"{where}: {what or 'not found'} (404{f': {detail}' if detail else ''})"
+            )
         if retried and code in self.retry.statuses:  # the budget is spent: retry no more
             return RetriesExhausted(f"{where}: {code} {detail}".rstrip())
         if code in self.retry.statuses:  # a streamed upload: the engine retries it whole
