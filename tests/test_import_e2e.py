@@ -392,6 +392,21 @@ def repack_manifest(src: Path, dst: Path) -> None:
     dst.write_bytes(body + encode_toc(moved) + encode_footer(len(body)))
 
 
+def misplace_in_toc(src: Path, dst: Path) -> None:
+    """Point one blob's table-of-contents entry at the data of the member after it in the
+    same frame: every member is intact, only the unsigned seek table lies."""
+    reader = BundleReader(src)
+    by_frame: dict[int, list[TocEntry]] = {}
+    for e in reader.toc().values():
+        by_frame.setdefault(e.frame, []).append(e)
+    group = next(sorted(g, key=lambda e: e.offset) for g in by_frame.values() if len(g) > 2)
+    moved = {group[1].path: TocEntry(group[1].path, group[1].frame, group[2].offset, group[1].size)}
+    raw = src.read_bytes()
+    toc_at = decode_footer(raw[-FOOTER_SIZE:], len(raw))
+    entries = [moved.get(e.path, e) for e in reader.toc().values()]
+    dst.write_bytes(raw[:toc_at] + encode_toc(entries) + encode_footer(toc_at))
+
+
 def _copy_bundle(src: Path, dst_dir: Path, *, sidecars: tuple[str, ...]) -> Path:
     dst_dir.mkdir()
     for suffix in sidecars:
@@ -409,6 +424,8 @@ def _copy_bundle(src: Path, dst_dir: Path, *, sidecars: tuple[str, ...]) -> Path
         ("signed", "manifest", ()),  # ... and the manifest's own signature
         ("unsigned", "blob", (".sha256",)),
         ("unsigned", "blob", ()),
+        ("signed", "toc", ()),  # verify proves each seek the table claims, before the push
+        ("unsigned", "toc", ()),
     ],
 )
 def test_tampered_bundle_exits_3_and_pushes_nothing(
@@ -422,10 +439,8 @@ def test_tampered_bundle_exits_3_and_pushes_nothing(
 ) -> None:
     src = bundles[kind]
     bad = _copy_bundle(src, tmp_path / "bad", sidecars=())
-    if tamper == "blob":
-        flip_blob_byte(src, bad)
-    else:
-        repack_manifest(src, bad)
+    tampers = {"blob": flip_blob_byte, "manifest": repack_manifest, "toc": misplace_in_toc}
+    tampers[tamper](src, bad)
     for suffix in sidecars:  # the sidecars of the GOOD bundle, as an attacker would leave them
         (bad.parent / (bad.name + suffix)).write_bytes(
             src.with_name(src.name + suffix).read_bytes()

@@ -88,6 +88,23 @@ def test_a_proof_is_for_one_key_and_mode(tmp_path: Path) -> None:
     assert not memo.holds(Proof.of(f, "abc", fips=False))
 
 
+def test_a_proof_from_a_check_that_covered_less_proves_nothing(tmp_path: Path) -> None:
+    """A proof recorded before verify proved the table of contents: the file is checked
+    again in full, or import and serve would seek by a table nobody proved."""
+    import json
+
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    memo = VerifiedMemo(tmp_path / "memo.json")
+    memo.record(Proof.of(f, "abc", fips=False))
+    assert memo.holds(Proof.of(f, "abc", fips=False))
+    entries = json.loads((tmp_path / "memo.json").read_text())
+    for entry in entries:
+        del entry["checks"]
+    (tmp_path / "memo.json").write_text(json.dumps(entries))
+    assert not memo.holds(Proof.of(f, "abc", fips=False))
+
+
 def test_a_reimport_validates_nothing_it_validated_before(
     signed_bundle: tuple[Path, Path], registry: Any, tmp_path: Path
 ) -> None:

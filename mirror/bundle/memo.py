@@ -19,6 +19,9 @@ from mirror.bundle.parts import stamp
 from mirror.streams import read_hint, write_hint
 
 MAX_ENTRIES = 64
+# What a full check covers; a proof recorded by a check that covered less proves nothing
+# now. 2: the table of contents is proven too (a proof from before must check again).
+CHECKS = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class VerifiedMemo:
                 "signer": proof.signer,
                 "fips": proof.fips,
                 "manifest": proof.manifest,
+                "checks": CHECKS,
             }
         )
         write_hint(self.path, entries[-MAX_ENTRIES:])  # unwritten: a full check next time
@@ -70,4 +74,5 @@ def _same(entry: dict[str, Any], proof: Proof) -> bool:
         and entry.get("signer") == proof.signer
         and (entry.get("fips") is True or not proof.fips)
         and entry.get("manifest", "") == proof.manifest
+        and entry.get("checks") == CHECKS
     )

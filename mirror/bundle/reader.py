@@ -104,6 +104,7 @@ class BundleReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._toc: dict[str, TocEntry] | None = None
+        self._toc_offset = 0
         self._lock = threading.Lock()
         self._frame_lock = threading.Lock()
         self._lengths: dict[int, int] | None = None
@@ -127,10 +128,15 @@ class BundleReader:
     def toc(self) -> dict[str, TocEntry]:
         with self._lock:
             if self._toc is None:
-                self._toc = self._read_toc()
+                self._toc, self._toc_offset = self._read_toc()
             return self._toc
 
-    def _read_toc(self) -> dict[str, TocEntry]:
+    def toc_offset(self) -> int:
+        """Where the table's frame starts: the archive's frames all lie before it."""
+        self.toc()
+        return self._toc_offset
+
+    def _read_toc(self) -> tuple[dict[str, TocEntry], int]:
         with self._open() as f:
             size = total_size(self.path)
             if size < FOOTER_SIZE + 8:
@@ -142,7 +148,7 @@ class BundleReader:
             payload = f.read(length)
             if len(payload) != length:
                 raise VerificationError(f"{self.path}: table of contents is truncated")
-            return decode_toc(payload, offset)
+            return decode_toc(payload, offset), offset
 
     def read_small(self, path: str, sha256: str, size: int) -> bytes:
         """A small member (a manifest, a config) whole, checked.

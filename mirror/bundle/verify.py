@@ -23,7 +23,14 @@ from mirror.bundle.manifest import (
 )
 from mirror.bundle.parts import open_bundle
 from mirror.bundle.reader import BundleReader, decompressing, read_head_entries
-from mirror.errors import FipsError, IntegrityError, UnsignedError, VerificationError
+from mirror.bundle.toc import TocEntry
+from mirror.errors import (
+    FipsError,
+    IntegrityError,
+    OperationError,
+    UnsignedError,
+    VerificationError,
+)
 from mirror.oci.descriptor import Descriptor
 from mirror.streams import Readable
 
@@ -189,21 +196,26 @@ def _check_archive(
     allow_unsigned: bool,
     fips: bool,
 ) -> VerifyResult:
-    head = read_head_entries(stream)
+    counted = _Counted(stream)
+    head = read_head_entries(counted)
     manifest, signer = check_manifest(
         head.manifest, head.signature, pub, allow_unsigned=allow_unsigned, fips=fips
     )
     walk = _Walk(expected=manifest.member_map())
+    places = _Places.of(path)
     entry = head.pending
     while entry is not None:
-        _check_member(stream, entry, walk)
-        entry = tarfmt.next_entry(stream)
-    _check_trailer(stream)
+        at = counted.pos  # the member's first data byte
+        _check_member(counted, entry, walk)
+        places.check(entry.path, at)
+        entry = tarfmt.next_entry(counted)
+    _check_trailer(counted)
     missing = sorted(set(walk.expected) - set(walk.seen))
     if missing:
         raise VerificationError(f"{missing[0]}: listed in manifest.json but not in the archive")
     layout.check(manifest, walk.docs, walk.seen, walk.edges)
     _check_toc(path, walk.seen, head.signature is not None)
+    places.settle()
     from mirror.sigpolicy import check_bundle
     from mirror.stores.bundle import BundleStore
 
@@ -318,6 +330,62 @@ def _check_toc(path: Path, seen: dict[str, int], signed: bool) -> None:
     for name, size in seen.items():
         if toc[name].size != size:
             raise VerificationError(f"{name}: table of contents gives another size")
+
+
+class _Counted:
+    """The decompressed archive, counting the bytes read: where each member starts."""
+
+    def __init__(self, stream: Readable) -> None:
+        self._stream = stream
+        self.pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        chunk = self._stream.read(n)
+        self.pos += len(chunk)
+        return chunk
+
+
+@dataclass
+class _Places:
+    """What the table of contents claims of each member, proven against the archive as the
+    pass meets it: its frame starts at that byte of the file, and the member's data at that
+    offset in the frame is where the archive has it, inside the frame. A seek by the table
+    then reads exactly the bytes this pass hashed (serve does not hash them again).
+
+    Read before the pass (the table and the frame headers are small reads); when either
+    cannot be read, the pass goes on and `_check_toc` names the problem, or `settle` does."""
+
+    toc: dict[str, TocEntry] = field(default_factory=dict)
+    frames: dict[int, tuple[int, int]] = field(default_factory=dict)
+    failure: VerificationError | None = None
+
+    @classmethod
+    def of(cls, path: Path) -> _Places:
+        from mirror.bundle.frames import frame_map
+
+        try:
+            reader = BundleReader(path)
+            toc = reader.toc()
+            with open_bundle(path) as f:
+                return cls(toc, frame_map(f, reader.toc_offset()))
+        except VerificationError as exc:
+            return cls(failure=exc)
+        except (OSError, OperationError) as exc:  # read once already: a file that changed
+            return cls(failure=VerificationError(f"{path}: table of contents: {exc}"))
+
+    def check(self, path: str, pos: int) -> None:
+        entry = self.toc.get(path)
+        if entry is None:
+            return  # not listed, or no table: _check_toc says which
+        start, size = self.frames.get(entry.frame, (-1, -1))
+        if start + entry.offset != pos or entry.offset + entry.size > size:
+            raise VerificationError(
+                f"{path}: the table of contents places it elsewhere than the archive does"
+            )
+
+    def settle(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
 
 def _check_trailer(stream: Readable) -> None:
