@@ -54,6 +54,17 @@ def test_after_a_frame_without_its_size_nothing_can_be_placed() -> None:
     assert _walk(data) == {0: (0, 10)}
 
 
+def test_a_frame_of_empty_blocks_is_refused_not_walked() -> None:
+    """A million empty raw blocks decompress at C speed and would keep this walk in
+    Python for seconds each: more blocks than a frame's size can need is refused."""
+    empty, last = (0).to_bytes(3, "little"), (1).to_bytes(3, "little")
+    head = struct.pack("<I", 0xFD2FB528) + bytes([0x20, 0])  # single segment, size 0
+    frame = head + empty * 100_000 + last
+    with pytest.raises(VerificationError, match="more blocks than its size"):
+        _walk(frame)
+    assert _walk(head + empty * 3 + last) == {0: (0, 0)}
+
+
 @pytest.mark.parametrize(
     ("damage", "words"),
     [

@@ -24,10 +24,11 @@ _DICT_BYTES = (0, 1, 2, 4)  # by Dictionary_ID_flag
 
 def frame_map(f: BinaryIO, end: int) -> dict[int, tuple[int, int]]:
     """File offset of each frame before `end` -> (where its content starts in the archive,
-    its content size). A frame that declares no size, and every frame after it, is left
-    out: where its content starts cannot be known without decompressing."""
+    its content size). The walk ends at a frame that declares no size (the writer's last,
+    the end-of-archive blocks): where any later content starts cannot be known without
+    decompressing, so no later frame is placed."""
     out: dict[int, tuple[int, int]] = {}
-    pos, start, known = 0, 0, True
+    pos, start = 0, 0
     while pos < end:
         f.seek(pos)
         head = f.read(18)  # magic, descriptor, window, dictionary id, content size: at most
@@ -38,12 +39,14 @@ def frame_map(f: BinaryIO, end: int) -> dict[int, tuple[int, int]]:
         if magic != ZSTD_FRAME:
             raise VerificationError(f"bundle: no zstd frame at byte {pos}")
         size, header = _frame_header(head, pos)
-        after = _blocks_end(f, pos + header, end, checksum=bool(head[4] & 0x04))
-        if known and size is not None:
-            out[pos] = (start, size)
-            start += size
-        else:
-            known = False
+        if size is None:
+            return out
+        # Blocks hold at most 128 KiB, at least 1 KiB but the last (the smallest window):
+        # a frame of many more is made to make this walk slow, not by a compressor.
+        blocks = size // 1024 + 16
+        after = _blocks_end(f, pos + header, end, bool(head[4] & 0x04), blocks)
+        out[pos] = (start, size)
+        start += size
         pos = after
     if pos != end:
         raise VerificationError("bundle: the last frame runs into the table of contents")
@@ -66,9 +69,9 @@ def _frame_header(head: bytes, pos: int) -> tuple[int | None, int]:
     return size, n + fcs_len
 
 
-def _blocks_end(f: BinaryIO, pos: int, end: int, *, checksum: bool) -> int:
+def _blocks_end(f: BinaryIO, pos: int, end: int, checksum: bool, most: int) -> int:
     """Past the frame's last block (and its checksum), reading each block's header only."""
-    while True:
+    for _ in range(most):
         f.seek(pos)
         raw = f.read(3)
         if len(raw) < 3 or pos + 3 > end:
@@ -80,3 +83,4 @@ def _blocks_end(f: BinaryIO, pos: int, end: int, *, checksum: bool) -> int:
         pos += 3 + (1 if kind == 1 else size)
         if value & 1:
             return pos + (4 if checksum else 0)
+    raise VerificationError(f"bundle: a zstd frame before byte {pos} has more blocks than its size")
