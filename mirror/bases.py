@@ -34,7 +34,7 @@ MAX_DEPTH = 8
 class Manifests(Protocol):
     """Where a base's manifests can be read by digest alone: the bundle, or the cache."""
 
-    def descriptor(self, digest: str, media_type: str) -> Descriptor: ...
+    def descriptor(self, digest: str, media_type: str) -> Descriptor | None: ...
 
     def fetch_manifest(self, desc: Descriptor) -> bytes: ...
 
@@ -45,15 +45,16 @@ class CachedManifests:
     def __init__(self, cache: BlobCache) -> None:
         self.cache = cache
 
-    def descriptor(self, digest: str, media_type: str) -> Descriptor:
+    def descriptor(self, digest: str, media_type: str) -> Descriptor | None:
+        """None when this host's cache lacks it: another host, a pruned cache, --no-cache."""
         try:
             size = self.cache.path(digest).stat().st_size
         except OSError:
-            size = -1
+            return None
         return Descriptor(media_type, digest, size)
 
     def fetch_manifest(self, desc: Descriptor) -> bytes:
-        data = self.cache.manifest(desc) if desc.size >= 0 else None
+        data = self.cache.manifest(desc)
         if data is None:
             raise NotFoundError(f"{desc.digest}: not in the export cache")
         return data
@@ -154,11 +155,12 @@ def _from_manifest(path: Path, manifests: Manifests | None, *, bundle: bool) -> 
         source = BundleStore.sealed(BundleReader(path), manifest)
     held = Held(bundles=["sha256:" + hashlib.sha256(data).hexdigest()])
     for digest, media_type, where in _roots(manifest):
-        if source is None:
-            held.where.setdefault(digest, where)
-            continue
-        for found in _graph(source, source.descriptor(digest, media_type)):
-            held.where.setdefault(found, where)
+        root = source.descriptor(digest, media_type) if source is not None else None
+        # Without its manifest (another host's cache, --no-cache), the root alone is known
+        # held: the delta carries what is under it again.
+        found = _graph(source, root) if source is not None and root is not None else [digest]
+        for each in found:
+            held.where.setdefault(each, where)
     return held
 
 

@@ -147,3 +147,34 @@ def test_a_cacheless_delta_is_the_same_bundle_and_fetches_nothing_held(
     assert summary["externalBlobs"] == 3 and summary["externalBytes"] > 600_000
     assert 200_000 <= summary["downloadedBytes"] < 300_000  # the new layer and its config
     assert streamed.read_bytes() == cached.read_bytes()
+
+
+@pytest.mark.parametrize("how", ["another-cache", "no-cache-state"])
+def test_a_base_whose_manifests_this_cache_lacks_still_makes_a_delta(
+    how: str, source: LabRegistry, registry_factory: Any, tmp_path: Path
+) -> None:
+    """`--since day1/manifest.json` with another (or pruned) cache, and the second run of
+    a `--state --no-cache` chain, were exit 3 'negative size': the base's manifests were
+    not in the cache, and an unknown size was a Descriptor of -1. Without them the delta
+    simply carries what lies under those roots again, and imports after the base."""
+    target: LabRegistry = registry_factory()
+    _push(source, "1.0.0", make_layer("lack-one", 100_000))
+    spec = str(_spec(tmp_path, source))
+    imp = ["--target", target.url, "--allow-unsigned", "--catalog", str(tmp_path / "c.json")]
+    if how == "another-cache":
+        full, delta = tmp_path / "full.tar.zst", tmp_path / "delta.tar.zst"
+        assert main(["export", spec, "-o", str(full), "--cache-dir", str(tmp_path / "a")]) == 0
+        (tmp_path / "day1.json").write_bytes(BundleReader(full).head()[0])
+        _push(source, "2.0.0", make_layer("lack-two", 50_000))
+        since = ["--since", str(tmp_path / "day1.json"), "--cache-dir", str(tmp_path / "b")]
+        assert main(["export", spec, "-o", str(delta), *since]) == 0
+    else:
+        state = ["--state", str(tmp_path / "st"), "--no-cache", "--cache-dir", str(tmp_path / "c")]
+        out = str(tmp_path / "p-{seq}.tar.zst")
+        assert main(["export", spec, "-o", out, *state]) == 0
+        _push(source, "2.0.0", make_layer("lack-two", 50_000))
+        assert main(["export", spec, "-o", out, *state]) == 0
+        full, delta = tmp_path / "p-000001.tar.zst", tmp_path / "p-000002.tar.zst"
+    assert main(["import", str(full), *imp]) == 0
+    assert main(["import", str(delta), *imp]) == 0
+    assert RegistryClient(target.url).resolve("production/images/app", "2.0.0") is not None
