@@ -12,10 +12,16 @@ naming the missing numbers, a replay or an older one exit 3.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from mirror.bundle.manifest import BundleManifest, Chain
 from mirror.errors import OperationError, UsageError, VerificationError
@@ -27,6 +33,13 @@ from mirror.streams import atomic_file, read_capped
 STATE_CAP = 1 << 20  # a chain's state: a sequence number, digests, a few names
 
 STATE_FILE = "chain.json"
+# What a state holds, as the signed manifest's schema has the chain (formats checked on load).
+_FIELDS = {
+    "id": re.compile(r"[a-f0-9]{32}"),
+    "manifest": re.compile(r"[0-9]{6,10}\.manifest\.json"),
+    "digest": re.compile(r"sha256:[a-f0-9]{64}"),
+}
+MAX_SEQUENCE = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,26 @@ class ChainState:
     """`--state DIR`'s folder for one spec name."""
 
     def __init__(self, root: Path, name: str) -> None:
+        self.name = name
         self.folder = root / slug(name)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """One export of a chain at a time: two that both read sequence N wrote two
+        different bundles N, and the far side could apply only one of them."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OperationError(
+                    f"{self.folder}: another export of this chain is running; run this one "
+                    "when it has ended"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
 
     def _load(self) -> dict[str, object] | None:
         path = self.folder / STATE_FILE
@@ -51,8 +83,14 @@ class ChainState:
             return None
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path}: not a chain state: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("sequence"), int):
+        if not _well_formed(doc):
             raise UsageError(f"{path}: not a chain state; move it away to start a new chain")
+        named = doc.get("name", self.name)
+        if named != self.name:  # "My App" and "my-app" share a folder name
+            raise UsageError(
+                f"{path}: the chain of spec {named!r}, not {self.name!r}; give this spec "
+                "another --state folder"
+            )
         return doc
 
     def next(self, *, full: bool) -> Next:
@@ -75,9 +113,27 @@ class ChainState:
             "sequence": manifest.chain.sequence,
             "manifest": name,
             "digest": digest,
+            "name": self.name,
         }
         with atomic_file(self.folder / STATE_FILE) as fh:
             fh.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def _well_formed(doc: object) -> TypeGuard[dict[str, object]]:
+    """What `next` reads, each in the shape the signed manifest will need: a state whose
+    `id` was lost was an internal error (KeyError), and a sequence past the schema's bound
+    failed only after the whole fetch, as a schema violation of the new manifest."""
+    if not isinstance(doc, dict):
+        return False
+    sequence, name = doc.get("sequence"), doc.get("name", "")
+    if type(sequence) is not int or not 1 <= sequence < MAX_SEQUENCE:
+        return False
+    if not isinstance(name, str):
+        return False
+    return all(
+        isinstance(doc.get(k), str) and rule.fullmatch(str(doc[k])) is not None
+        for k, rule in _FIELDS.items()
+    )
 
 
 def output_name(template: Path, sequence: int) -> Path:

@@ -301,3 +301,61 @@ def test_a_base_manifest_larger_than_a_glance_is_read_as_a_manifest(
     # and by hand, the same manifest.json as --since
     run = mirror("export", spec, "-o", tmp_path / "h.tar.zst", "--since", sent, *state[2:])
     assert run.rc == 0, run.err
+
+
+# ---- the state folder itself -----------------------------------------------------------------
+
+
+def _state(tmp_path: Path, spec: str = "My App", **doc: object) -> Any:
+    from mirror.chain import STATE_FILE, ChainState
+
+    state = ChainState(tmp_path, spec)
+    if doc:
+        state.folder.mkdir(parents=True, exist_ok=True)
+        (state.folder / f"{1:06d}.manifest.json").write_text("{}")
+        (state.folder / STATE_FILE).write_text(json.dumps(doc))
+    return state
+
+
+_GOOD = {"id": "a" * 32, "sequence": 1, "manifest": "000001.manifest.json"}
+_GOOD["digest"] = "sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"id": None}, {"manifest": "../../etc/passwd"}, {"digest": "md5:x"}, {"sequence": 10**30},
+     {"sequence": 0}, {"sequence": True}, {"name": 7}],
+    ids=["no-id", "manifest-elsewhere", "digest", "sequence-huge", "sequence-0", "bool", "name"],
+)  # fmt: skip
+def test_a_chain_state_of_the_wrong_shape_is_one_line(tmp_path: Path, bad: dict[str, Any]) -> None:
+    """A state without its `id` was an internal error (KeyError), and a sequence past the
+    manifest schema's bound failed only after the whole fetch, as exit 3."""
+    from mirror.errors import UsageError
+
+    doc = {k: v for k, v in {**_GOOD, **bad}.items() if v is not None}
+    with pytest.raises(UsageError, match="not a chain state"):
+        _state(tmp_path, **doc).next(full=False)
+    assert _state(tmp_path, **_GOOD).next(full=False).chain.sequence == 2
+
+
+def test_two_spec_names_that_share_a_folder_do_not_share_a_chain(tmp_path: Path) -> None:
+    """ "My App" and "my-app" are both my-app/: the second export became delta 2 of the
+    first spec's chain, and the far side refused it for good."""
+    from mirror.errors import UsageError
+
+    _state(tmp_path, "My App", **_GOOD, name="My App")
+    assert _state(tmp_path, "My App").next(full=False).chain.sequence == 2
+    with pytest.raises(UsageError, match="the chain of spec 'My App', not 'my-app'"):
+        _state(tmp_path, "my-app").next(full=False)
+
+
+def test_one_export_of_a_chain_at_a_time(tmp_path: Path) -> None:
+    """Two exports that both read sequence N wrote two different bundles N."""
+    from mirror.errors import OperationError
+
+    first, second = _state(tmp_path), _state(tmp_path)
+    refused = pytest.raises(OperationError, match="another export of this chain is running")
+    with first.held(), refused, second.held():
+        pass
+    with second.held():
+        pass

@@ -56,14 +56,19 @@ def export(spec: BundleSpec, opts: ExportOptions, observer: Observer) -> ExportR
     """Select, copy into the cache in rounds, describe, then write FILE (and its sidecars)."""
     require_referrers(spec, opts.referrers)
     cache = BlobCache(opts.settings.cache_dir)
-    with cache.held():  # `mirror cache prune` refuses while an export uses the cache
-        return _export(spec, opts, observer, cache)
+    state = ChainState(opts.state, spec.name) if opts.state is not None else None
+    one = state.held() if state is not None and not opts.dry_run else contextlib.nullcontext()
+    with cache.held(), one:  # `mirror cache prune` refuses while an export uses the cache
+        return _export(spec, opts, observer, cache, state)
 
 
 def _export(
-    spec: BundleSpec, opts: ExportOptions, observer: Observer, cache: BlobCache
+    spec: BundleSpec,
+    opts: ExportOptions,
+    observer: Observer,
+    cache: BlobCache,
+    state: ChainState | None,
 ) -> ExportResult:
-    state = ChainState(opts.state, spec.name) if opts.state is not None else None
     step = state.next(full=opts.full) if state is not None else None
     if step is not None:
         opts = dataclasses.replace(opts, output=output_name(opts.output, step.chain.sequence))
