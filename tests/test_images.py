@@ -65,6 +65,10 @@ def test_docker_hub_is_asked_at_its_api_host_and_a_pin_by_digest() -> None:
         "ghcr.io/x:-leading-dash",
         "ghcr.io/",
         "a" * 600,
+        "nginx@",  # an empty pin was `:latest`, a mutable tag where a digest was meant
+        "ghcr.io/acme/x@",
+        "ghcr.io./x:1",  # accepted, fetched, then exit 3: no repository lands under it
+        "[::1]:5000/x:1",
     ],
 )
 def test_malformed_and_templated_references_are_refused(text: str) -> None:

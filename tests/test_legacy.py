@@ -226,6 +226,20 @@ def test_parse_catalog_shapes(doc: Any, want: list[tuple[str, tuple[str, ...]]])
     assert parse_catalog(doc, "t") == [LegacyEntry(r, v) for r, v in want]
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [["../../etc"], ["Nginx"], ["nginx/"], [{"name": "nginx", "version": "1.0.0:2"}],
+     {"packs": [{"name": "nginx", "versions": ["../x"]}]}],
+)  # fmt: skip
+def test_listed_names_that_are_no_names_never_reach_a_url(doc: Any) -> None:
+    """`../../etc` in /v1/_catalog became GET /etc/tags/list, outside /v2/, sent again
+    with the server's credentials after its 401."""
+    from mirror.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="the catalog lists"):
+        parse_catalog(doc, "t")
+
+
 def test_catalog_entry_name_is_the_last_segment() -> None:
     assert LegacyEntry("spectro-packs/archive/nginx").name == "nginx"
 

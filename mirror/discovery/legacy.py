@@ -25,7 +25,7 @@ from mirror.formats.pack import pack_artifact, read_pack_json_from_archive
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact
 from mirror.oci.descriptor import Descriptor, parse_manifest
-from mirror.oci.names import oci_tag, pack_repository
+from mirror.oci.names import is_repository_path, oci_tag, pack_repository
 from mirror.registry.auth import Credentials, resolve_credentials, unset_hint
 from mirror.registry.client import RegistryClient
 from mirror.registry.http import Endpoint, Http
@@ -78,6 +78,7 @@ def parse_catalog(doc: Any, where: str) -> list[LegacyEntry]:
     merged: dict[str, set[str] | None] = {}
     for item in items:
         repo, versions = _catalog_item(item, where)
+        _check_listed(repo, versions or (), where)
         if versions is None or merged.get(repo, set()) is None:
             merged[repo] = None
         else:
@@ -103,6 +104,22 @@ def _catalog_item(item: Any, where: str) -> tuple[str, list[str] | None]:
                 return name.strip(), [v for v in (_version(m) for m in many) if v]
             return name.strip(), None
     raise RegistryError(f"{where}: unrecognised catalog item {redact(str(item))[:80]!r}; {DOC}")
+
+
+def _check_listed(repo: str, versions: Iterable[str], where: str) -> None:
+    """Each listed name goes into a URL: `../../etc` sent GET /etc/tags/list, outside
+    /v2/, with the server's credentials, as an OCI `_catalog` once did."""
+    if not is_repository_path(repo):
+        shown = redact(repr(repo))[:80]
+        raise RegistryError(f"{where}: the catalog lists {shown}, which is not a repository name")
+    for version in versions:
+        try:
+            oci_tag(version)
+        except UsageError:
+            shown = redact(repr(version))[:80]
+            raise RegistryError(
+                f"{where}: {repo}: the catalog lists version {shown}, which cannot be a tag"
+            ) from None
 
 
 def _version(item: Any) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mirror.oci.names import is_repository_path, is_tag
+from mirror.oci.names import host_segment, is_repository_path, is_tag
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"  # where docker.io's registry API answers
@@ -60,7 +60,9 @@ def parse_reference(text: str) -> ImageRef:
         raise ValueError("not an image reference")
     if "{{" in ref or "}}" in ref:
         raise ValueError("a template, not a reference")
-    name, _, digest = ref.partition("@")
+    name, at, digest = ref.partition("@")
+    if at and not digest:  # `nginx@` is no pin; docker refuses it, it is not `:latest`
+        raise ValueError("an empty digest after '@'")
     if digest and not _DIGEST.fullmatch(digest):
         raise ValueError(f"bad digest {digest!r} (expected sha256:<64 hex>)")
     tag: str | None = None
@@ -72,6 +74,8 @@ def parse_reference(text: str) -> ImageRef:
     host, path = _split_host(name)
     if not is_repository_path(path):
         raise ValueError(f"bad repository path {path!r}")
+    if not is_repository_path(host_segment(host)):  # `ghcr.io.`, `[::1]:5000`
+        raise ValueError(f"registry host {host!r} cannot name the repository it lands under")
     if tag is None and not digest:
         tag = "latest"
     return ImageRef(host, path, tag, digest or None)
