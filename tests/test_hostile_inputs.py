@@ -81,9 +81,13 @@ def test_an_export_never_writes_over_its_own_inputs(tmp_path: Path, which: str) 
 
 
 def test_an_empty_output_name_is_a_usage_error(tmp_path: Path) -> None:
-    """`-o ''` became Path('.'), whose sidecar name raised ValueError: a traceback."""
+    """`-o ''` became Path('.'), whose sidecar name raised ValueError: a traceback; and
+    `import --mirror-config ''` wrote mirror-registries.txt into the current folder."""
     run = mirror("export", "--preset", "demo", "-o", "", "--json")
     assert "give a file name" in _one_error(run, 2)
+    for flag in ("--mirror-config", "--helm-repo-dir", "--receipt", "--catalog"):
+        run = mirror("import", tmp_path / "b.tar.zst", "--target", "http://127.0.0.1:1", flag, "")
+        assert "an empty name" in _one_error(run, 2)
 
 
 def test_atomic_writes_refuse_a_special_file_and_replace_a_link(tmp_path: Path) -> None:

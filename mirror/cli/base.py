@@ -16,8 +16,19 @@ from mirror.oci.names import IMAGES_BASE
 from mirror.progress import Progress
 from mirror.settings import DEFAULT_JOBS as JOBS
 
-FILE = click.Path(dir_okay=False, path_type=Path)  # a file to read or write
-FOLDER = click.Path(file_okay=False, path_type=Path)
+
+class _Named(click.Path):
+    """A path that must be named: '' became Path('.'), so `--mirror-config ''` wrote into
+    the current folder and `-o ''` took it for a file name."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            self.fail(f"an empty name; give a {self.name} name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+FILE = _Named(dir_okay=False, path_type=Path)  # a file to read or write
+FOLDER = _Named(file_okay=False, path_type=Path)
 BUNDLE_ARGUMENT = click.argument("bundle", type=click.Path(path_type=Path))
 
 
