@@ -20,6 +20,7 @@ import yaml
 from mirror.errors import SpecError, UsageError, redact
 from mirror.formats import jsondoc
 from mirror.formats.schema import schema_problem
+from mirror.oci.reference import canonical_host, parse_reference
 from mirror.streams import read_capped
 
 REGISTRY_SCHEMA = "registry.schema.json"
@@ -413,11 +414,15 @@ def load_spec(path: Path) -> BundleSpec:
         assert registry is not None
         registries.append(registry)
     upstreams = doc.get("upstreams") or {}
+    hosts: dict[str, str] = {}
     for host, url in upstreams.items():
         if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
             raise SpecError(f"{path}: /upstreams/{host}: credentials don't belong in a url")
         if problem := _upstream_problem(url, host):
             raise SpecError(f"{path}: /upstreams/{host}: {problem}")
+        same = hosts.setdefault(canonical_host(host), host)
+        if same != host:
+            raise SpecError(f"{path}: /upstreams/{host}: the same registry as {same!r}")
     for i, text in enumerate(doc.get("images", ())):
         if problem := _reference_problem(text):
             raise SpecError(f"{path}: /images/{i}: {problem}")
@@ -429,7 +434,7 @@ def load_spec(path: Path) -> BundleSpec:
         source=str(path),
         images=tuple(doc.get("images", ())),
         images_from=tuple(doc.get("imagesFrom", IMAGE_SOURCES)),
-        upstreams=tuple(sorted((h.lower(), u) for h, u in upstreams.items())),
+        upstreams=tuple(sorted((canonical_host(h), u) for h, u in upstreams.items())),
         platforms=tuple(doc.get("platforms", ())),
         images_cosign_key=_key_file(doc, path),
     )
@@ -448,8 +453,6 @@ def _upstream_problem(url: str, host: str) -> str | None:
 def _reference_problem(text: str) -> str | None:
     """The spec's own images are the user's words: a bad one is exit 2, not the note an
     image a pack lists earns (`unresolvedImages`)."""
-    from mirror.oci.reference import parse_reference
-
     try:
         parse_reference(text)
     except ValueError as exc:

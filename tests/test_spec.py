@@ -517,3 +517,14 @@ def test_yaml_merge_keys_still_override(tmp_path: Path) -> None:
         load_spec(write(tmp_path, text))
     text = "name: s\nregistries:\n  - <<: {kind: oci, url: 'http://h:1'}\n    name: r\n    url: 'http://h:2'\n"
     assert load_spec(write(tmp_path, text)).registries[0].url == "http://h:2"
+
+
+def test_upstreams_keyed_by_a_docker_hub_alias_are_docker_io(tmp_path: Path) -> None:
+    """Images name Docker Hub as docker.io: an `index.docker.io` key matched none of them,
+    so nginx was pulled from Docker Hub past the proxy the spec named."""
+    doc = {"name": "s", "images": ["nginx:1.25"], "upstreams": {}}
+    doc["upstreams"] = {"Registry-1.Docker.IO": "http://127.0.0.1:5000"}
+    spec = load_spec(write(tmp_path, yaml.safe_dump(doc)))
+    assert spec.upstream("docker.io") == "http://127.0.0.1:5000"
+    doc["upstreams"] = {"docker.io": "http://127.0.0.1:5000", "index.docker.io": "http://h:1"}
+    assert "the same registry as 'docker.io'" in spec_error(tmp_path, doc)

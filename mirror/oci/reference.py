@@ -81,14 +81,19 @@ def parse_reference(text: str) -> ImageRef:
     return ImageRef(host, path, tag, digest or None)
 
 
+def canonical_host(host: str) -> str:
+    """A registry host as references name it: lower case, Docker Hub's aliases as
+    `docker.io` (an `upstreams:` key of `index.docker.io` matched no image)."""
+    host = host.lower()
+    return DOCKER_HUB if host in _HUB_ALIASES else host
+
+
 def _split_host(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
         if not _HOST.fullmatch(first):
             raise ValueError(f"bad registry host {first!r}")
-        host = first.lower()
-        if host in _HUB_ALIASES:
-            host = DOCKER_HUB
+        host = canonical_host(first)
     else:
         host, rest = DOCKER_HUB, name
     if not rest:
