@@ -194,6 +194,33 @@ def test_a_pack_folder_names_its_list_and_its_charts_and_subcharts(tmp_path: Pat
     assert scan_artifact(source, art.descriptor, packs=False, charts=False).listed == []
 
 
+def test_a_values_yaml_that_is_not_yaml_is_said_not_silent(tmp_path: Path) -> None:
+    """An unquoted `{{ .spectro... }}` elsewhere in values.yaml made its whole list vanish:
+    `mirror images` printed [] with no word, and verify, reading the same way, agreed."""
+    from mirror.discovery.images import build_closure
+
+    pack = tmp_path / "web-1.0.0"
+    pack.mkdir()
+    (pack / "pack.json").write_text(
+        json.dumps({"name": "web", "version": "1.0.0", "layer": "addon", "addonType": "app"})
+    )
+    broken = VALUES + b"\nhost: {{ .spectro.system.cluster.name }}\n"
+    (pack / "values.yaml").write_bytes(broken)
+    filename, archive = build_pack_archive(pack)
+    art = pack_artifact(archive, filename)
+    scan = scan_artifact(MemorySource("t", [art]), art.descriptor, packs=True, charts=True)
+    assert scan.listed == [] and len(scan.unread) == 1
+    notes = build_closure([("web:1.0.0", scan)]).notes
+    assert notes == [f"web:1.0.0: {scan.unread[0]}"] and "values.yaml is not YAML" in notes[0]
+    (pack / "values.yaml").write_bytes(b"")  # empty: names nothing, and says nothing
+    filename, archive = build_pack_archive(pack)
+    art = pack_artifact(archive, filename)
+    assert (
+        scan_artifact(MemorySource("t", [art]), art.descriptor, packs=True, charts=True).unread
+        == []
+    )
+
+
 def test_a_broken_archive_names_nothing_and_does_not_crash() -> None:
     from mirror.oci import mediatypes as mt
     from mirror.oci.artifact import single_layer_artifact

@@ -71,6 +71,7 @@ class Scan:
 
     listed: list[str] = field(default_factory=list)
     maybe: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # a values.yaml that is not YAML: why
 
 
 @dataclass
@@ -78,10 +79,11 @@ class Closure:
     images: list[Need] = field(default_factory=list)
     unresolved: list[Unresolved] = field(default_factory=list)
     maybe: list[Need] = field(default_factory=list)  # named in values only: not carried
+    unread: list[str] = field(default_factory=list)  # whose list could not be read, and why
 
     @property
     def notes(self) -> list[str]:
-        return [u.warning() for u in self.unresolved]
+        return [u.warning() for u in self.unresolved] + self.unread
 
 
 # ---------------------------------------------------------------- building the closure
@@ -93,6 +95,7 @@ def build_closure(scans: Iterable[tuple[str, Scan]], spec_images: Sequence[str] 
     bad: dict[str, tuple[str, list[str]]] = {}
     maybe: dict[ImageRef, tuple[str, list[str]]] = {}
     sources = [(SPEC, Scan(listed=list(spec_images))), *scans]
+    unread = [f"{who}: {why}" for who, scan in sources for why in scan.unread]
     for who, scan in sources:
         for text in scan.listed:
             try:
@@ -111,6 +114,7 @@ def build_closure(scans: Iterable[tuple[str, Scan]], spec_images: Sequence[str] 
         images=[Need(r, tuple(w), t) for r, (t, w) in sorted(needs.items(), key=_by_ref)],
         unresolved=[Unresolved(t, tuple(w), why) for t, (why, w) in sorted(bad.items())],
         maybe=[Need(r, tuple(w), t) for r, (t, w) in sorted(maybe.items(), key=_by_ref)],
+        unread=unread,
     )
 
 
@@ -172,7 +176,11 @@ class LayerScan:
 
     def pick(self, *, packs: bool, charts: bool) -> Scan:
         parts = ([self.values] if packs else []) + ([self.charts] if charts else [])
-        return Scan([t for p in parts for t in p.listed], [t for p in parts for t in p.maybe])
+        return Scan(
+            [t for p in parts for t in p.listed],
+            [t for p in parts for t in p.maybe],
+            [t for p in parts for t in p.unread],
+        )
 
 
 def scan_artifact(
@@ -201,6 +209,7 @@ def scan_artifact(
         part = done.pick(packs=packs, charts=charts)
         scan.listed += part.listed
         scan.maybe += part.maybe
+        scan.unread += part.unread
     return scan
 
 
@@ -226,7 +235,11 @@ def _scan_archive(data: bytes, values: Scan | None, charts: Scan, *, depth: int)
             continue
         leaf, top = parts[-1], depth == 0 and len(parts) <= 2
         if values is not None and top and leaf == "values.yaml":
-            listed, maybe = values_images(body)
+            try:
+                listed, maybe = values_images(body)
+            except ValueError as exc:  # silent, it hid every image the pack lists
+                values.unread.append(f"values.yaml is not YAML ({exc}): its images are unknown")
+                continue
             values.listed += listed
             values.maybe += maybe
         elif values is not None and top and leaf == "pack.json" and pack_json is None:
@@ -253,16 +266,31 @@ def _wanted(name: str, *, pack: bool) -> bool:
 
 
 def _yaml(data: bytes) -> Any:
+    """None for what is not YAML: an annotation, a nested chart's file (they name nothing)."""
     try:
-        # The C loader when PyYAML has it: 85 corpus values.yaml took 2.1 s in Python, 0.2 s.
-        return yaml.load(data.decode("utf-8", errors="replace"), Loader=_LOADER)
-    except (yaml.YAMLError, RecursionError, ValueError):  # a hostile values.yaml names no image
+        return _parse(data)
+    except ValueError:
         return None
 
 
+def _parse(data: bytes) -> Any:
+    """YAML, or a ValueError saying where it is not."""
+    try:
+        # The C loader when PyYAML has it: 85 corpus values.yaml took 2.1 s in Python, 0.2 s.
+        return yaml.load(data.decode("utf-8", errors="replace"), Loader=_LOADER)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}{problem}") from None
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+
+
 def values_images(data: bytes) -> tuple[list[str], list[str]]:
-    """`pack.content.images` (`- image: REF`), and the image-looking values elsewhere."""
-    doc = _yaml(data)
+    """`pack.content.images` (`- image: REF`), and the image-looking values elsewhere;
+    a ValueError when values.yaml is not YAML."""
+    doc = _parse(data)
     if not isinstance(doc, dict):
         return [], []
     pack = doc.get("pack")
