@@ -302,3 +302,77 @@ def test_names_that_cannot_land_in_a_registry_are_skipped_with_a_note() -> None:
     assert sel.found == []
     assert sum("not a valid OCI repository name and tag" in n for n in sel.notes) == 2
     assert len(responses.calls) == 1
+
+
+def test_a_repository_url_with_a_query_keeps_it_a_query(served: tuple[Repo, str]) -> None:
+    """`…/charts?sig=x` asked for `/charts?sig=x/index.yaml` (the query swallowed the
+    path): a signed URL's repository could not be used. Helm asks `/index.yaml?sig=x`."""
+    assert helm.index_url("https://h/charts?sig=a/b") == "https://h/charts/index.yaml?sig=a/b"
+    repo, _ = served
+    seen: list[str] = []
+    with serve_directory(repo.path, seen=seen) as url:
+        sel = helm.discover(reg(f"{url}/?sig=abc", ChartFilter("hspc", latest=1)))
+    assert refs(sel) == ["charts/corpus-charts/hspc:3.17.4"]
+    assert seen[0].startswith("GET /index.yaml?sig=abc ")
+
+
+@pytest.mark.parametrize(
+    ("where", "bad"),
+    [("entry", "http://127.0.0.1:99999/x.tgz"), ("entry", "http://[::1/x.tgz"),
+     ("redirect", "http://127.0.0.1:99999/x.tgz"), ("redirect", "http://[::1/x.tgz")],
+)  # fmt: skip
+@responses.activate
+def test_urls_python_cannot_read_are_a_registry_error(where: str, bad: str) -> None:
+    """A port past 65535 or `http://[::1`, in an index entry or a redirect, was an
+    internal error: Python's ValueError out of urlsplit."""
+    url = bad if where == "entry" else "c.tgz"
+    index = write_index([(ChartVersion("c", "1.0.0", (), None, None, {}), url)], GENERATED)
+    responses.get("https://charts.test/index.yaml", body=index)
+    if where == "redirect":
+        responses.get("https://charts.test/c.tgz", status=302, headers={"Location": bad})
+    with pytest.raises(RegistryError, match=r"no URL|not a URL|unsupported download URL"):
+        helm.discover(reg("https://charts.test"))
+
+
+@pytest.mark.parametrize("status", [204, 300, 304])
+@pytest.mark.parametrize("what", ["index", "chart"])
+@responses.activate
+def test_only_200_brings_the_file(status: int, what: str) -> None:
+    """A 304 to an unconditional GET, a 204, a 300 without Location were read as an empty
+    body: 'no entries mapping' for an index, and exit 3 for a chart ('the .tgz has sha256
+    e3b0c442...', the hash of nothing), where the server had failed."""
+    index = write_index([(ChartVersion("c", "1.0.0", (), None, None, {}), "c.tgz")], GENERATED)
+    if what == "index":
+        responses.get("https://charts.test/index.yaml", status=status)
+    else:
+        responses.get("https://charts.test/index.yaml", body=index)
+        responses.get("https://charts.test/c.tgz", status=status)
+    with pytest.raises(RegistryError, match=f"{status} for .*only 200 brings the file"):
+        helm.discover(reg("https://charts.test"))
+
+
+def test_a_chart_that_inflates_past_helms_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3 MiB .tgz of zeros after Chart.yaml inflated 4 GiB, in 9 s, to read a few
+    hundred bytes; the download cap let through some 500 GiB. Helm's loader stops at
+    100 MiB; so does this reader."""
+    import gzip
+    import io
+    import tarfile
+
+    from mirror.formats import helm as formats_helm
+
+    monkeypatch.setattr(formats_helm, "MAX_CHART_INFLATED", 1 << 20)
+
+    def tgz(*files: tuple[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return gzip.compress(buf.getvalue())
+
+    chart = ("c/Chart.yaml", b"name: c\nversion: 1.0.0\n")
+    with pytest.raises(OperationError, match="inflates past 1 MiB, Helm's own bound"):
+        chart_metadata(tgz(chart, ("c/z", bytes(3 << 20))), "c")
+    assert chart_metadata(tgz(chart, ("c/z", bytes(1 << 19))), "c")["name"] == "c"

@@ -338,6 +338,23 @@ def test_round_trip_through_the_helm_source(tmp_path: Path, charts: dict[str, Ch
 
 
 @pytest.mark.timeout(20)
+def test_entries_already_there_keep_their_urls_as_written(
+    tmp_path: Path, charts: dict[str, Chart]
+) -> None:
+    """They were resolved against this folder and written back: `/charts/x.tgz` became
+    `file:///charts/x.tgz` and `../shared/x.tgz` a file:// path of the importing host."""
+    urls = ["/charts/other-1.0.0.tgz", "../shared/third-1.0.0.tgz", "a%2Bb-1.0.0.tgz"]
+    entries = "".join(
+        f"  c{i}:\n  - name: c{i}\n    version: 1.0.0\n    urls: ['{u}']\n"
+        for i, u in enumerate(urls)
+    )
+    (tmp_path / "index.yaml").write_text(f"apiVersion: v1\nentries:\n{entries}")
+    copy(tmp_path, pick(charts, "hspc-3.17.4"))
+    doc = index_of(tmp_path)
+    assert [doc["entries"][f"c{i}"][0]["urls"] for i in range(3)] == [[u] for u in urls]
+    assert doc["entries"]["hspc"][0]["urls"] == ["hspc-3.17.4.tgz"]
+
+
 def test_hand_made_index_without_digests(tmp_path: Path, charts: dict[str, Chart]) -> None:
     """An index without digests is judged by the files it names."""
     _, _, tgz, art = charts["hspc-3.17.4"]

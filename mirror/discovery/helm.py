@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from mirror.copy import parallel_map
 from mirror.discovery.helmmemo import IndexMemo
@@ -113,7 +113,7 @@ def index_versions(http: Http, repo: _Repo, memo: IndexMemo | None) -> list[Char
     """The index's chart versions: parsed, or as kept when the server says (304) or shows
     (the same bytes) that the index has not changed since the last run."""
     kept = memo.load() if memo is not None else None
-    url = repo.base.rstrip("/") + "/index.yaml"
+    url = index_url(repo.base)
     got = _get(http, repo, url, MAX_INDEX, index=True, headers=kept.validators() if kept else {})
     if got.data is None and kept is not None:  # 304 Not Modified
         return kept.versions
@@ -217,6 +217,13 @@ def _placeable(versions: list[ChartVersion], reg_name: str, notes: list[str]) ->
     return out
 
 
+def index_url(base: str) -> str:
+    """`…/charts?sig=x` -> `…/charts/index.yaml?sig=x`, as Helm asks: a query (a signed
+    URL's token) stays a query, not part of the path index.yaml is appended to."""
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/index.yaml"))
+
+
 def _download_all(
     http: Http, repo: _Repo, picked: Sequence[ChartVersion], jobs: int
 ) -> list[OciArtifact]:
@@ -231,7 +238,7 @@ def _chart(http: Http, repo: _Repo, cv: ChartVersion) -> OciArtifact:
     if not cv.urls:
         raise RegistryError(f"{what}: index.yaml gives no download URL")
     url = cv.urls[0]
-    if urlsplit(url).scheme not in ("http", "https"):
+    if _scheme(url) not in ("http", "https"):
         raise RegistryError(f"{what}: unsupported download URL {redact(url)}")
     tgz = _get(http, repo, url, MAX_CHART, index=False).data or b""
     if cv.digest is not None:
@@ -292,13 +299,23 @@ def _get(
     conditional (sent to the repository's host only): a 304 is then a body of None."""
     home = _host(repo.base)
     for hop in range(MAX_REDIRECTS + 1):
+        try:
+            split_url(url)  # a port past 65535, `http://[::1`: Python's own error, later
+        except ValueError as exc:
+            raise RegistryError(f"{repo.where}: not a URL: {redact(url)!r} ({exc})") from None
         sent = (headers or {}) if _host(url) == home else {}
         anywhere = repo.pass_credentials and hop == 0
         resp = http.request(
             "GET", url, headers=sent, stream=True, check=False, cap=cap, anywhere=anywhere
         )
         if resp.is_redirect:
-            target = urljoin(url, resp.headers.get("Location", ""))
+            try:
+                target = urljoin(url, resp.headers.get("Location", ""))
+            except ValueError:
+                location = redact(resp.headers.get("Location", ""))[:200]
+                raise RegistryError(
+                    f"{repo.where}: {redact(url)} redirects to {location!r}, which is no URL"
+                ) from None
             if index and (_host(target) != home or _downgrade(url, target)):
                 raise RegistryError(
                     f"{repo.where}: index.yaml redirects to another host ({_host(target)})"
@@ -313,10 +330,14 @@ def _get(
 
 
 def _check_status(resp: Answer, repo: _Repo, url: str, *, index: bool) -> None:
+    """200 is the file; anything else is not (a 204, a 300 without Location, a 304 to an
+    unconditional GET were read as an empty file: an empty index, a .tgz of no bytes)."""
     code = resp.status_code
-    if code < 400:
+    if code == 200:
         return
     shown = redact(url)
+    if code < 400:
+        raise RegistryError(f"{repo.where}: {code} for {shown}, where only 200 brings the file")
     if code in (401, 403):
         raise AuthError(f"{repo.where}: {code} for {shown} ({repo.creds_hint})")
     if code == 404 and index:
@@ -327,11 +348,22 @@ def _check_status(resp: Answer, repo: _Repo, url: str, *, index: bool) -> None:
 
 
 def _host(url: str) -> str:
-    """host[:port], never the userinfo, for messages and same-host checks."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    """host[:port], never the userinfo, for messages and same-host checks; empty for a URL
+    Python cannot read (no host is ever that)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return ""
     return f"{host}:{port}" if port not in (80, 443) else host
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:
+        return ""
 
 
 def _downgrade(src: str, dst: str) -> bool:

@@ -36,12 +36,13 @@ import fast_yaml
 import yaml
 
 from mirror.errors import ConflictError, OperationError
-from mirror.formats import jsondoc, open_tar_stream
+from mirror.formats import InflatedTooFar, jsondoc, open_tar_stream
 from mirror.formats.semver import Range, parse_version, version_order
 from mirror.oci import mediatypes as mt
 from mirror.oci.artifact import OciArtifact, single_layer_artifact
 
 MAX_CHART_YAML = 1024 * 1024
+MAX_CHART_INFLATED = 100 * 1024 * 1024  # what Helm's loader lets a chart inflate to, by default
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 _INDEX_OWN_KEYS = ("urls", "created", "digest", "removed")
 _SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -168,15 +169,16 @@ def metadata_of(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): v for k, v in entry.items() if k not in _INDEX_OWN_KEYS}
 
 
-def parse_index(data: bytes, base_url: str, where: str) -> list[ChartVersion]:
-    """Every chart version of an index.yaml; entries that are not chart versions are skipped."""
+def parse_index(data: bytes, base_url: str | None, where: str) -> list[ChartVersion]:
+    """Every chart version of an index.yaml; entries that are not chart versions are skipped.
+    Its urls resolved against `base_url`, or kept as written when that is None."""
     try:
         doc = _index_yaml(data)
     except ValueError as exc:  # fastyaml-rs's errors, not-UTF-8 included, are ValueErrors
         raise OperationError(f"{where}: index.yaml is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
         raise OperationError(f"{where}: index.yaml has no 'entries' mapping")
-    resolve = _resolver(base_url)
+    resolve = _resolver(base_url) if base_url is not None else str
     out = []
     for key, items in sorted(doc["entries"].items(), key=lambda kv: str(kv[0])):
         for item in items if isinstance(items, list) else []:
@@ -235,7 +237,7 @@ def _chart_files(tgz: bytes, where: str) -> dict[str, bytes]:
     wanted = ("Chart.yaml", "requirements.yaml")
     found: dict[str, bytes] = {}
     try:
-        with open_tar_stream(io.BytesIO(tgz)) as tar:
+        with open_tar_stream(io.BytesIO(tgz), MAX_CHART_INFLATED) as tar:
             for member in tar:
                 parts = member.name.split("/")  # helm drops the first part, whatever it is
                 if len(parts) != 2 or parts[1] not in wanted or parts[1] in found:
@@ -244,6 +246,11 @@ def _chart_files(tgz: bytes, where: str) -> dict[str, bytes]:
                     raise OperationError(f"{where}: {member.name} is not a file under 1 MiB")
                 fh = tar.extractfile(member)
                 found[parts[1]] = fh.read(MAX_CHART_YAML) if fh else b""
+    except InflatedTooFar:
+        raise OperationError(
+            f"{where}: the chart inflates past {MAX_CHART_INFLATED >> 20} MiB, Helm's own "
+            "bound for a chart"
+        ) from None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise OperationError(f"{where}: not a chart archive: {exc}") from None
     return found

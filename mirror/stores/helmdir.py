@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from mirror.errors import ConflictError, IntegrityError, UsageError
 from mirror.formats import jsondoc
@@ -251,15 +250,16 @@ class HelmDirTarget:
         path = self.folder / INDEX
         if not path.is_file():
             return {}
-        base = self.folder.resolve().as_uri() + "/"
         try:
             data = read_capped(path, MAX_INDEX)
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
         out = {}
-        for cv in parse_index(data, base, f"{self.where}: index.yaml"):
+        # The urls as written: resolved against this folder, `/charts/x.tgz` and
+        # `../shared/x.tgz` came back as file:// paths of the importing host.
+        for cv in parse_index(data, None, f"{self.where}: index.yaml"):
             url = cv.urls[0] if cv.urls else f"{cv.name}-{cv.version}.tgz"
-            out[(cv.name, cv.version)] = (cv, unquote(url.removeprefix(base)))
+            out[(cv.name, cv.version)] = (cv, url)
         return out
 
     def _write_index(self, pending: list[ChartFile]) -> None:
@@ -306,8 +306,8 @@ class HelmDirTarget:
     def _file_digest(self, ref: str | Path) -> str | None:
         """sha256 hex of a local file in the folder (cached by size and mtime), or None."""
         path = ref if isinstance(ref, Path) else self.folder / ref
-        if isinstance(ref, str) and ("://" in ref or ".." in Path(ref).parts):
-            return None
+        if isinstance(ref, str) and ("://" in ref or ".." in Path(ref).parts or ref[:1] == "/"):
+            return None  # a url an index keeps as written, not a file of this folder
         try:
             st = path.stat()
         except OSError:
