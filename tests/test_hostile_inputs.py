@@ -196,7 +196,8 @@ def test_a_spec_past_yamls_bounds_is_exit_2_at_once(tmp_path: Path, text: str, s
 
 def test_chart_yaml_and_values_past_yamls_bounds_are_refused_or_passed_over() -> None:
     """The same bounds hold for what charts and packs carry: Chart.yaml is refused in its
-    parser's words (the chart is unreadable), a values.yaml names no image."""
+    parser's words (the chart is unreadable), a values.yaml names no image, and says why
+    (the scan turns that into a note naming the pack)."""
     import yaml
 
     from mirror.discovery.images import values_images
@@ -207,7 +208,8 @@ def test_chart_yaml_and_values_past_yamls_bounds_are_refused_or_passed_over() ->
         _safe_yaml(laughs)
     with pytest.raises(yaml.YAMLError, match="too many digits"):
         _safe_yaml(b"version: " + b"9" * 5000)
-    assert values_images(b"image: x/y:1\nbig: " + b"9" * 5000) == ([], [])
+    with pytest.raises(ValueError, match="digits"):
+        values_images(b"image: x/y:1\nbig: " + b"9" * 5000)
 
 
 def test_check_yaml_counts_shared_nodes_once_and_lets_real_documents_through() -> None:

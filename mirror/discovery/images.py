@@ -285,6 +285,8 @@ def _parse(data: bytes) -> Any:
         raise ValueError(f"{where}{problem}") from None
     except RecursionError:
         raise ValueError("nested too deep") from None
+    except ValueError:  # int() of a 5,000-digit YAML integer
+        raise ValueError("a number with too many digits") from None
 
 
 def values_images(data: bytes) -> tuple[list[str], list[str]]:
