@@ -422,3 +422,28 @@ def test_resolve_dependencies_is_transitive() -> None:
     assert [p.ref for p in added] == ["mid:2.0.0", "leaf:1.1.0"] and issues == []
     added, issues = resolve_dependencies([top], [pack("mid", "2.0.0", dep("gone"))])
     assert [p.ref for p in added] == ["mid:2.0.0"] and [i.kind for i in issues] == ["missing"]
+
+
+def test_a_pack_archive_that_inflates_past_the_bound_has_no_pack_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bounded like a chart's (1 GiB by default, 1 MiB here): past it, a label we cannot
+    read, not an internal error out of the walk."""
+    import gzip
+    import io
+    import tarfile
+
+    from mirror import formats
+    from mirror.formats import pack
+
+    def bounded(stream: Any) -> Any:
+        return formats.open_tar_stream(stream, 1 << 20)
+
+    monkeypatch.setattr(pack, "open_tar_stream", bounded)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("z", bytes(3 << 20)), ("pack.json", b'{"name": "a"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert pack.read_pack_json_from_archive(io.BytesIO(gzip.compress(buf.getvalue())), "p") is None

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # jsonschema is imported where a document is validated
     import jsonschema
 
 from mirror.errors import UsageError
-from mirror.formats import jsondoc, open_tar_stream
+from mirror.formats import InflatedTooFar, jsondoc, open_tar_stream
 from mirror.formats.packcheck import LAYERS, pack_warnings
 from mirror.formats.schema import known_valid, schema_problem, validator
 from mirror.formats.semver import parse_version, version_order
@@ -315,7 +315,7 @@ def read_pack_json_from_archive(stream: BinaryIO, where: str) -> PackInfo | None
                 if fh is None:
                     return None
                 return parse_pack_json(fh.read(MAX_PACK_JSON + 1), where, warnings=False)[0]
-    except (tarfile.TarError, OSError, EOFError, zlib.error, UsageError):
+    except (tarfile.TarError, OSError, EOFError, zlib.error, UsageError, InflatedTooFar):
         return None
     return None
 
