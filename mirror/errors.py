@@ -134,6 +134,25 @@ _SECRET_FIELD = re.compile(
 )
 
 
+# What a terminal or a rendered record would act on rather than show: C0 and C1 controls
+# (U+009B alone starts an escape sequence), DEL, and the marks that reorder text (U+202E
+# makes "SPIF" read as "FIPS").
+_UNSAFE = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_UNSAFE.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+_UNSAFE.update(
+    {
+        c: f"\\u{c:04x}"
+        for c in [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    }
+)
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every character a terminal would act on escaped: a name from a bundle or
+    a registry must not forge a line (`OK: ...`) or repaint the screen around a message."""
+    return text.translate(_UNSAFE)
+
+
 def shorten(text: str, limit: int) -> str:
     """At most `limit` characters of a message, and how long it was when cut: a hostile
     document's megabyte quoted back must not become the one line an error is."""

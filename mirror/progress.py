@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TextIO
 
+from mirror.errors import terminal_safe
 from mirror.oci.descriptor import Descriptor
 from mirror.units import exact, human
 
@@ -99,7 +100,7 @@ class Progress:
         """Said at once, between bars; `said` keeps it from being said again at the end."""
         self.close_bar()
         self.said.add(text)
-        self._say(f"note: {text}")
+        self._say(f"note: {terminal_safe(text)}")
 
     def planned(self, blobs: int, nbytes: int, label: str = "") -> None:
         """Start a new phase (fetch, pack, verify, push): one bar each, none for a phase

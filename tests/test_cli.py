@@ -325,3 +325,23 @@ def test_json_failure_documents_never_double_or_appear_unasked(
     out = capsys.readouterr()  # click quotes the value back; both outputs are redacted
     assert "user:hunter2" not in out.out + out.err and "***@127.0.0.1:9" in out.out
     assert json.loads(out.out)["exitCode"] == 2
+
+
+def test_an_error_line_escapes_what_a_terminal_would_act_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tar member named `blobs/ESC[2K ESC[1G OK: ...` put a fake OK line on a reviewer's
+    terminal in place of verify's error: only newlines were escaped. C1 controls (U+009B
+    starts a sequence alone) and marks that reorder text are escaped too."""
+    name = "b\x1b[2K\x1b[1GOK: verified\u009b\u202eSPIF\u202c.tar.zst"
+    assert main(["verify", str(tmp_path / name), "--allow-unsigned"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "\\x1b[2K\\x1b[1GOK: verified\\x9b\\u202eSPIF\\u202c.tar.zst" in line
+    assert not any(c in line for c in "\x1b\u009b\u202e\u202c")
+
+
+def test_inspect_and_records_escape_reordering_marks() -> None:
+    from mirror.bundle.names import printable
+
+    shown = printable({"name": ["Palette Registry \u202eSPIF\u202c", "caf\u00e9 \u009b"]})
+    assert shown == {"name": ["Palette Registry \\u202eSPIF\\u202c", "caf\u00e9 \\x9b"]}

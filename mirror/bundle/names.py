@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from mirror.errors import VerificationError, shorten
+from mirror.errors import VerificationError, shorten, terminal_safe
 from mirror.oci.names import host_segment, is_repository_path, is_tag
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -80,16 +80,12 @@ def _name(
         yield pointer, f"{quote(value)} is not {what}"
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
-_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
-
-
 def printable(value: Any) -> Any:
     """A parsed document with every control character in its strings escaped, for a
     terminal or a Markdown record: a bundle's name holding a newline must not forge a line
     (`mirror: error: ...`) under it, nor an escape sequence repaint the screen."""
     if isinstance(value, str):
-        return value.translate(_CONTROL)
+        return terminal_safe(value)
     if isinstance(value, list):
         return [printable(v) for v in value]
     if isinstance(value, dict):

@@ -20,7 +20,7 @@ import click
 from mirror.cli import admin, export, importing, review, serve  # noqa: F401  (registers them)
 from mirror.cli.base import SETTINGS, cli
 from mirror.entry import INTERRUPTED, interrupt
-from mirror.errors import MirrorError, redact, shorten
+from mirror.errors import MirrorError, redact, shorten, terminal_safe
 
 __all__ = ["SETTINGS", "bound_malloc_arenas", "cli", "exit_now", "main", "run"]
 
@@ -101,7 +101,7 @@ MAX_ERROR = 2000  # characters of an error line; what a hostile document puts in
 def _one_line(text: str) -> str:
     """The contract's one line: a newline inside (a hostile name, a server's words) is
     shown escaped, and a megabyte of value quoted back is cut, with its length said."""
-    return shorten(text.replace("\r", "\\r").replace("\n", "\\n"), MAX_ERROR)
+    return shorten(terminal_safe(text), MAX_ERROR)
 
 
 def run() -> None:

@@ -24,7 +24,7 @@ from mirror.cli.base import (
     select_spec,
     selection,
 )
-from mirror.errors import UsageError
+from mirror.errors import UsageError, terminal_safe
 
 
 @cli.command(
@@ -179,7 +179,7 @@ def export(
         result.output = None  # a dry run without --output names no file
     for note in result.notes:
         if note not in progress.said:
-            click.echo(f"note: {note}", err=True)
+            click.echo(f"note: {terminal_safe(note)}", err=True)
     progress.summary(
         artifacts=result.artifacts, blobs=result.blobs, nbytes=result.bytes, dry_run=dry_run
     )
@@ -289,7 +289,7 @@ def images(
         found += check_packs(found, cache, add=True, store=True, jobs=jobs).added
     closure = closure_of(spec, found, cache, jobs=jobs)
     for note in closure.notes:
-        click.echo(f"warning: {note}", err=True)
+        click.echo(f"warning: {terminal_safe(note)}", err=True)
     if as_json:
         emit([n.to_json() for n in closure.images])
         for n in closure.maybe:
