@@ -337,3 +337,32 @@ def test_umoci_reads_single_oci_images_only(real_export: RealExport) -> None:
             assert res.returncode == 0, res.stderr
         else:  # an OCI index: umoci wants one image
             assert res.returncode != 0 and "ambiguous" in res.stderr
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_the_page_joins_a_split_bundle_and_checks_its_parts(tmp_path: Path, damaged: bool) -> None:
+    """The page named FILE only: on a good split bundle (FILE.001.., FILE.parts.sha256, the
+    sidecars of the joined bytes) it failed at step 1 where `mirror verify` passed."""
+    import hashlib
+
+    directory, k = _setup(tmp_path)
+    bundle = build_bundle(directory / "bundle.tar.zst", k)
+    data = bundle.read_bytes()
+    size = len(data) // 3 + 1
+    sums = []
+    for n, start in enumerate(range(0, len(data), size), 1):
+        part = directory / f"bundle.tar.zst.{n:03d}"
+        part.write_bytes(data[start : start + size])
+        sums.append(f"{hashlib.sha256(part.read_bytes()).hexdigest()}  {part.name}\n")
+    (directory / "bundle.tar.zst.parts.sha256").write_text("".join(sums))
+    bundle.unlink()
+    assert len(sums) > 1
+    if damaged:
+        last = directory / f"bundle.tar.zst.{len(sums):03d}"
+        last.write_bytes(last.read_bytes()[:-1])
+    result = _run(directory)
+    if damaged:
+        assert result.returncode != 0 and "step 0: a part is damaged" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "bundle verified: 6 members" in result.stdout
