@@ -169,3 +169,13 @@ def test_a_signed_bundle_verified_without_its_key_is_not_called_unsigned(
     assert "UNSIGNED" not in run.out
     doc = mirror("verify", signed["bundle"], "--allow-unsigned", "--json").json()
     assert doc["signer"] is None and doc["signed"] is True  # --json tells them apart too
+
+
+def test_a_cell_shows_what_markdown_would_act_on_as_itself() -> None:
+    """`&#8238;` in a name rendered as a mark that reorders the text after it; `_x_`,
+    `[a](b)` and backticks changed what a reviewer reads. Each is now shown as written."""
+    from mirror.bundle.approval import _cell
+
+    cell = _cell("a|b <i> &#8238;SPIF _x_ *y* [a](b) `c` \\ end")
+    assert cell == r"a\|b &lt;i> &amp;#8238;SPIF \_x\_ \*y\* \[a\](b) \`c\` \\ end"
+    assert "\n" not in _cell("two\nlines")

@@ -60,8 +60,17 @@ def _code(text: object) -> str:
     return f"`{quoted}`"
 
 
+# What Markdown would act on inside a table cell: a `|` ends the cell, `<` opens HTML, `&`
+# an entity (`&#8238;` reorders the text after it), and emphasis, links and code change
+# what a reviewer reads. Each is shown as itself.
+_CELL = str.maketrans(
+    {"\\": "\\\\", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "|": "\\|"}
+    | {"<": "&lt;", "&": "&amp;", "\n": " "}
+)
+
+
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+    return str(text).translate(_CELL)
 
 
 def _signature(doc: dict[str, Any]) -> str:
