@@ -112,11 +112,14 @@ def test_a_name_with_a_newline_forges_no_line_in_inspect_or_the_record(
     forged = dataclasses.replace(doc, name="demo\nmirror: error: fake second line\x1b[2J")
     bundle = tmp_path / "b.tar.zst"
     write_bundle(bundle, forged.to_bytes(), None, members_of(layout.files), mtime=0)
-    for fmt in ("table", "markdown"):
+    shown = "demo\\nmirror: error: fake second line\\x1b[2J"
+    # Markdown shows a backslash and a bracket as themselves only escaped: `\\n`, `\[`.
+    markdown = shown.replace("\\", "\\\\").replace("[", "\\[")
+    for fmt, escaped in (("table", shown), ("markdown", markdown)):
         assert main(["inspect", str(bundle), "--format", fmt]) == 0
         out = capsys.readouterr().out
         assert not any(line.startswith("mirror: error") for line in out.splitlines()), out
-        assert "demo\\nmirror: error: fake second line\\x1b[2J" in out
+        assert escaped in out
 
 
 def test_an_error_is_one_line_whatever_it_quotes(capsys: pytest.CaptureFixture[str]) -> None:
