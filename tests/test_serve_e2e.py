@@ -330,6 +330,11 @@ def test_range_requests(served: Served, built: Built) -> None:
     head = s.head(url, timeout=10)
     assert head.status_code == 200 and int(head.headers["Content-Length"]) == built.big_size
     assert head.headers["Docker-Content-Digest"] == built.big
+    # If-Range: a range of this blob only while the validator is its own (RFC 9110 13.1.5)
+    same = {"Range": "bytes=0-9", "If-Range": head.headers["ETag"]}
+    assert s.get(url, headers=same, timeout=30).status_code == 206
+    other = s.get(url, headers={"Range": "bytes=0-9", "If-Range": '"sha256:0"'}, timeout=30)
+    assert other.status_code == 200 and len(other.content) == built.big_size
 
 
 def _pages(s: requests.Session, base: str, first: str, key: str) -> tuple[list[str], int]:
@@ -397,6 +402,13 @@ def test_manifest_headers_and_accept_negotiation(served: Served, built: Built) -
     assert by_digest.content == body.content
     refused = s.get(url, headers={"Accept": mt.DOCKER_MANIFEST}, timeout=10)
     assert refused.status_code == 404 and _code(refused) == "MANIFEST_UNKNOWN"
+    # By digest the content is fixed: answered whatever Accept lists, as docker-registry
+    # answers (a 404 said a manifest that is there was not).
+    pinned = f"{served.url}/v2/{built.app_repo}/manifests/{built.app}"
+    for accept in (mt.DOCKER_MANIFEST, "application/json"):
+        got = s.get(pinned, headers={"Accept": accept}, timeout=10)
+        assert got.status_code == 200 and got.content == body.content, accept
+        assert got.headers["Content-Type"] == mt.OCI_MANIFEST
 
 
 def test_referrers_api_and_companion_tags(served: Served, built: Built) -> None:

@@ -280,3 +280,25 @@ def test_a_body_cheroot_would_leave_on_the_connection_is_refused(raw: bytes, ans
         reply = _ask(host, port, raw)
     assert reply.startswith(b"HTTP/1.1 " + answer), reply[:80]
     assert len(re.findall(rb"(?:^|\r\n)HTTP/1\.1 \d{3} ", reply)) == 1  # one answer, no second
+
+
+def test_the_printed_mirror_config_names_a_host_other_nodes_can_reach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Listening on 0.0.0.0, the configuration named socket.getfqdn(), which is `localhost`
+    where /etc/hosts maps the hostname to 127.0.0.1: containerd elsewhere would pull from
+    itself. --advertise names the host; without it, a loopback name is said to be one."""
+    from mirror.errors import UsageError
+    from mirror.serve.server import ServeOptions, advertised_host, check_options
+
+    opts = ServeOptions(bundle=Path("b"), pub=None, listen="0.0.0.0:5000")
+    monkeypatch.setattr("socket.getfqdn", lambda: "localhost")
+    assert advertised_host(opts, "0.0.0.0") == ("localhost", False)
+    monkeypatch.setattr("socket.getfqdn", lambda: "node-7.lab")
+    assert advertised_host(opts, "0.0.0.0") == ("node-7.lab", True)
+    assert advertised_host(opts, "127.0.0.1") == ("127.0.0.1", False)
+    chosen = ServeOptions(bundle=Path("b"), pub=None, listen="0.0.0.0:5000", advertise="[fd00::7]")
+    assert advertised_host(chosen, "0.0.0.0") == ("fd00::7", True)
+    for bad in ("http://x", "x:5000", "a b", ""):
+        with pytest.raises(UsageError, match="--advertise"):
+            check_options(ServeOptions(bundle=Path("b"), pub=None, advertise=bad or " "))

@@ -40,6 +40,12 @@ from mirror.cli.base import (
 @click.option(
     "--listen", default="127.0.0.1:5000", show_default=True, help="HOST:PORT; port 0 picks one."
 )
+@click.option(
+    "--advertise",
+    metavar="HOST",
+    help="The name or address other nodes reach this server by, for the printed mirror "
+    "configuration (default: the --listen host; this host's name for 0.0.0.0 or ::).",
+)
 @click.option("--tls-cert", type=FILE, help="PEM chain.")
 @click.option("--tls-key", type=FILE, help="PEM key.")
 @click.option(
@@ -59,6 +65,7 @@ def serve(
     allow_unsigned: bool,
     fips: bool,
     listen: str,
+    advertise: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -90,6 +97,7 @@ def serve(
         allow_unsigned=allow_unsigned,
         fips=fips,
         listen=listen,
+        advertise=advertise,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
@@ -113,7 +121,7 @@ def _serve_until_signal(store: Any, opts: Any, signer: str | None, host: str, po
     import threading
 
     from mirror.serve.app import RegistryApp
-    from mirror.serve.server import AccessLog, Server, mirror_config_text
+    from mirror.serve.server import AccessLog, Server, advertised_host, mirror_config_text
 
     def log(line: str) -> None:
         click.echo(line, err=True)
@@ -131,6 +139,13 @@ def _serve_until_signal(store: Any, opts: Any, signer: str | None, host: str, po
         for slug_ in sorted(store.helm):
             click.echo(f"  Helm repository: {where}/charts/{slug_}/index.yaml")
         click.echo(mirror_config_text(store, opts, bound_host, bound_port), nl=False)
+        named, reachable = advertised_host(opts, bound_host)
+        if store.image_hosts and host in ("0.0.0.0", "::") and not reachable:
+            click.echo(
+                f"note: the mirror configuration names {named}, which other nodes cannot "
+                "reach; pass --advertise HOST",
+                err=True,
+            )
         sys.stdout.flush()
     except BaseException:
         server.release()  # bound, never run: its worker pool would outlive the error

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import ipaddress
 import os
 import re
 import socket
@@ -72,6 +73,7 @@ class ServeOptions:
     # The import record of this host (beside its catalog): refuse an older bundle, as import
     # does; None with --allow-downgrade.
     freshness: Path | None = None
+    advertise: str | None = None  # the host other nodes reach this server by (mirror config)
 
 
 def check_options(opts: ServeOptions) -> tuple[str, int]:
@@ -88,7 +90,27 @@ def check_options(opts: ServeOptions) -> tuple[str, int]:
     for path in (opts.tls_cert, opts.tls_key, opts.tls_client_ca):
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
+    if opts.advertise is not None and not _ADVERTISED.fullmatch(opts.advertise):
+        raise UsageError(f"--advertise {opts.advertise!r}: a host name or address, no port")
     return parse_listen(opts.listen)
+
+
+_ADVERTISED = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+_LOOPBACK = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+def advertised_host(opts: ServeOptions, host: str) -> tuple[str, bool]:
+    """The host the printed mirror configuration names, and whether other nodes could
+    reach it: listening on all interfaces, this host's name, which may well be `localhost`
+    (a hostname /etc/hosts maps to 127.0.0.1); containerd elsewhere would pull from itself."""
+    if opts.advertise:
+        return opts.advertise.strip("[]"), True
+    shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+    try:
+        loopback = ipaddress.ip_address(shown).is_loopback
+    except ValueError:
+        loopback = shown.lower() in _LOOPBACK
+    return shown, not loopback
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -434,7 +456,7 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\"}
 
 def mirror_config_text(store: ServedStore, opts: ServeOptions, host: str, port: int) -> str:
     """What `import --mirror-config` would write, for this server's own address."""
-    shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+    shown = advertised_host(opts, host)[0]
     shown = f"[{shown}]" if ":" in shown else shown
     mirrors = image_mirrors(
         store.image_hosts, f"{shown}:{port}", opts.base_path, opts.images_base_path
