@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from faultproxy import mirror
+from faultproxy import Reg, mirror
 
 from mirror.formats.helm import chart_artifact, chart_tag
 from mirror.lab.corpus import LAB_TIME, build_helm_repo
@@ -190,3 +192,44 @@ def test_an_entry_manifest_json_cannot_hold_is_left_out() -> None:
     )  # fmt: skip
     jsondoc.check_depth({"artifacts": [record.to_json()]})
     assert _json({"d": deep}) is None
+
+
+def test_an_entry_that_does_not_describe_its_chart_fails_verify_as_import_would(
+    tmp_path: Path, bundle: Path, registry: LabRegistry
+) -> None:
+    """verify passed a bundle whose kept index entry names another digest; import's Helm
+    folder, and serve, refused it only on the way (one verdict: verify says it first)."""
+    import zstandard
+
+    from mirror.bundle.reader import BundleReader
+    from mirror.bundle.toc import FOOTER_SIZE, TocEntry, decode_footer, encode_footer, encode_toc
+
+    reader = BundleReader(bundle)
+    first_end = min(e.frame for e in reader.toc().values() if e.frame > 0)
+    raw = bundle.read_bytes()
+    head = zstandard.ZstdDecompressor().decompress(raw[:first_end], max_output_size=1 << 24)
+    entry = json.loads(reader.head()[0])
+    digest = next(a["chart"]["indexEntry"]["digest"] for a in entry["artifacts"]
+                  if a.get("chart", {}).get("indexEntry"))  # fmt: skip
+    named = re.compile(rb'("digest": ?")' + digest.encode() + rb'"')  # the entry's, no other
+    lie = named.sub(rb"\g<1>" + b"0" * 64 + b'"', head, count=1)
+    # Same length: the tar header stays valid; the bundle is unsigned, so nothing else
+    # names manifest.json's bytes; the table of contents moves with the re-packed frame.
+    assert lie != head and len(lie) == len(head)
+    frame = zstandard.ZstdCompressor(level=3).compress(lie)
+    delta = len(frame) - first_end
+    toc_at = decode_footer(raw[-FOOTER_SIZE:], len(raw))
+    moved = [
+        TocEntry(e.path, e.frame + delta if e.frame else 0, e.offset, e.size)
+        for e in reader.toc().values()
+    ]
+    body = frame + raw[first_end:toc_at]
+    bad = tmp_path / "lie.tar.zst"
+    bad.write_bytes(body + encode_toc(moved) + encode_footer(len(body)))
+    run = mirror("verify", bad, "--allow-unsigned")
+    assert run.rc == 3 and "Helm repository entry does not describe" in run.error_line(), run.err
+    imported = mirror(
+        "import", bad, "--target", registry.url, "--allow-unsigned", "--helm-repo-dir",
+        tmp_path / "folder", "--catalog", tmp_path / "c.json",
+    )  # fmt: skip
+    assert imported.rc == 3 and Reg(registry.url).catalog() == []

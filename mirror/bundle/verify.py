@@ -221,6 +221,7 @@ def _check_archive(
 
     source = BundleStore.sealed(BundleReader(path), manifest)
     skipped = check_closure(manifest, source)
+    check_chart_entries(manifest, source)
     check_bundle(manifest, source)  # the cosign signatures export checked, checked again
     blobs = sum(1 for p in walk.seen if p.startswith(layout.BLOBS))
     return VerifyResult(
@@ -270,6 +271,33 @@ def check_closure(manifest: BundleManifest, source: Source) -> list[str]:
             f"{more}",
         )
     return [str(n.ref) for n in absent]
+
+
+def check_chart_entries(manifest: BundleManifest, source: Source) -> None:
+    """A chart's Helm repository entry (kept for the far side's Helm folder) describes that
+    very chart: import's Helm folder and serve refuse one that does not, so verify says so
+    first, rather than pass a bundle import then refuses half-way."""
+    from mirror.formats.helm import entry_matches
+    from mirror.oci import mediatypes as mt
+    from mirror.oci.descriptor import successors
+
+    members = manifest.member_map()
+    for a in manifest.artifacts:
+        info = a.chart
+        if info is None or info.index_entry is None:
+            continue
+        root = Descriptor(a.media_type, a.digest, _member_size(members, a.digest))
+        layers = [
+            d
+            for d in successors(root, source.fetch_manifest(root))
+            if d.media_type == mt.HELM_CHART
+        ]
+        if not layers or not entry_matches(
+            info.index_entry, info.name, info.version, layers[0].hex
+        ):
+            raise VerificationError(
+                f"{a.ref}: its Helm repository entry does not describe the chart it carries"
+            )
 
 
 def _member_size(members: dict[str, MemberRecord], digest: str) -> int:
