@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from mirror.errors import IntegrityError, OperationError
+from mirror.errors import IntegrityError, OperationError, UsageError
 from mirror.oci.descriptor import MAX_MANIFEST, Descriptor, digest_of
 from mirror.streams import (
     VerifyingReader,
@@ -71,6 +71,10 @@ class BlobCache:
         except OSError as exc:  # a full disk says where: the cache, not the bundle
             raise OperationError(
                 f"{self.root}: cannot write to the export cache: {exc.strerror or exc}"
+            ) from None
+        except UsageError as exc:  # a folder where a blob belongs: the cache's, not the user's
+            raise OperationError(
+                f"the export cache is damaged ({exc}); remove that entry or the cache folder"
             ) from None
         with self._lock:
             self.stored_bytes += desc.size

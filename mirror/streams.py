@@ -437,7 +437,7 @@ def write_hint(path: Path, doc: Any) -> None:
     try:
         with atomic_file(path, 0o600, durable=False) as fh:
             fh.write(json.dumps(doc, indent=1).encode())
-    except OSError:
+    except (OSError, UsageError):  # a folder or a FIFO where the hint goes: no hint
         pass
 
 

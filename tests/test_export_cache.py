@@ -182,3 +182,62 @@ def test_a_full_disk_under_the_cache_names_the_cache(
         f"{tmp_path / 'cache'}: cannot write to the export cache: No space left on device"
     )
     assert info.value.exit_code == 1 and not cache.has(desc)
+
+
+def _spec(tmp_path: Path, url: str) -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: c\nregistries:\n"
+        f"  - {{name: Lab, kind: oci, url: '{url}', basePath: production,"
+        " repositories: [images/web], tags: {include: ['^1\\.0\\.0$']}}\n"
+    )
+    return spec
+
+
+def test_a_hints_media_type_is_checked_against_the_kept_bytes(
+    seeded_registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tags.json saying `text/html` for a tag whose digest still matched: the registry's
+    304 kept the hint's type, the manifests were walked as blobs, and the warm export
+    wrote a bundle of manifests without their layers, exit 0, that verify passed."""
+    from mirror.oci.descriptor import media_type_fits
+
+    manifest = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}'
+    assert media_type_fits("application/vnd.oci.image.manifest.v1+json", manifest)
+    assert not media_type_fits("text/html", manifest)
+    assert not media_type_fits("application/vnd.oci.image.index.v1+json", b'{"layers": []}')
+    assert media_type_fits("application/vnd.oci.image.index.v1+json", b'{"manifests": []}')
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    spec, cache = _spec(tmp_path, seeded_registry.url), tmp_path / "cache"
+    first, second = tmp_path / "a.tar.zst", tmp_path / "b.tar.zst"
+    assert main(["export", str(spec), "-o", str(first), "--cache-dir", str(cache)]) == 0
+    tags = json.loads((cache / "tags.json").read_text())
+    for entry in tags.values():
+        entry["mediaType"] = "text/html"
+    (cache / "tags.json").write_text(json.dumps(tags))
+    assert main(["export", str(spec), "-o", str(second), "--cache-dir", str(cache)]) == 0
+    assert second.read_bytes() == first.read_bytes()
+    assert main(["verify", str(second), "--allow-unsigned"]) == 0
+
+
+def test_what_is_not_a_blob_or_a_hint_in_the_cache_is_said_as_the_cache(
+    seeded_registry: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder where a blob belongs was exit 2, 'give a file name', on every run; a folder
+    at tags.json failed the run (exit 2) after the bundle was written: a hint it is."""
+    spec, cache = _spec(tmp_path, seeded_registry.url), tmp_path / "cache"
+    out = tmp_path / "a.tar.zst"
+    assert main(["export", str(spec), "-o", str(out), "--cache-dir", str(cache)]) == 0
+    (cache / "tags.json").unlink()
+    (cache / "tags.json").mkdir()
+    assert main(["export", str(spec), "-o", str(out), "--cache-dir", str(cache)]) == 0
+    biggest = max((cache / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    biggest.unlink()
+    biggest.mkdir()
+    capsys.readouterr()
+    assert (
+        main(["export", str(spec), "-o", str(tmp_path / "b.tar.zst"), "--cache-dir", str(cache)])
+        == 1
+    )
+    assert "the export cache is damaged" in capsys.readouterr().err

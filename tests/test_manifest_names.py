@@ -145,3 +145,18 @@ def test_an_image_host_must_make_one_path_segment(host: str) -> None:
     _refused(doc, "/images/0/host: ")
     image["host"] = "reg.example:5000"
     parse_manifest(json.dumps(doc).encode())  # the same image from a proper host passes
+
+
+def test_an_artifact_typed_as_no_manifest_is_refused(tmp_path: Path) -> None:
+    """Walked as a blob, such a root hid its layers: a bundle of manifests alone passed
+    verify, and import failed half-way ('400 manifest invalid')."""
+    from mirror.bundle.verify import verify_bundle
+
+    layout = make_layout()
+    doc = manifest_doc(layout.files, layout.root)
+    art = dataclasses.replace(doc.artifacts[0], media_type="text/html")
+    forged = dataclasses.replace(doc, artifacts=(art, *doc.artifacts[1:]))
+    bundle = tmp_path / "b.tar.zst"
+    write_bundle(bundle, forged.to_bytes(), None, members_of(layout.files), mtime=0)
+    with pytest.raises(VerificationError, match="'text/html' is not a manifest's media type"):
+        verify_bundle(bundle, None, allow_unsigned=True, fips=False)

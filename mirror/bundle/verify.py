@@ -201,6 +201,7 @@ def _check_archive(
     manifest, signer = check_manifest(
         head.manifest, head.signature, pub, allow_unsigned=allow_unsigned, fips=fips
     )
+    _check_roots(manifest)
     walk = _Walk(expected=manifest.member_map())
     places = _Places.of(path)
     entry = head.pending
@@ -271,6 +272,22 @@ def check_closure(manifest: BundleManifest, source: Source) -> list[str]:
             f"{more}",
         )
     return [str(n.ref) for n in absent]
+
+
+def _check_roots(manifest: BundleManifest) -> None:
+    """Every artifact, image and referrer is a manifest or an index: one typed otherwise is
+    walked as a blob, so a bundle of manifests without their layers passed (a cache hint
+    that said `text/html` once made one), and import then failed half-way."""
+    from mirror.oci import mediatypes as mt
+
+    roots = [
+        *((a.ref, a.media_type) for a in manifest.artifacts),
+        *((i.ref, i.media_type) for i in manifest.images),
+        *((r.digest, r.media_type) for r in manifest.referrers),
+    ]
+    for ref, media_type in roots:
+        if media_type not in mt.ALL_MANIFESTS:
+            raise VerificationError(f"{ref}: {media_type!r} is not a manifest's media type")
 
 
 def check_chart_entries(manifest: BundleManifest, source: Source) -> None:

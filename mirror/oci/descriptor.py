@@ -116,6 +116,23 @@ def successors(desc: Descriptor, data: bytes) -> list[Descriptor]:
     return []
 
 
+def media_type_fits(media_type: str, data: bytes) -> bool:
+    """Whether a manifest's bytes can be of `media_type`: a manifest type, the one the
+    document names if it names one, an index exactly when it lists manifests. What a hint
+    (tags.json) says of kept bytes is checked so: `text/html` there made a bundle of
+    manifests without their layers."""
+    if media_type not in mt.ALL_MANIFESTS:
+        return False
+    try:
+        doc = parse_manifest(data, "manifest")
+    except IntegrityError:
+        return False
+    inner = doc.get("mediaType")
+    if isinstance(inner, str) and inner != media_type:
+        return False
+    return (media_type in mt.INDEXES) == ("manifests" in doc)
+
+
 def media_type_of(data: bytes, declared: str | None) -> str:
     """A manifest's media type: the header registries send, else the field inside it."""
     if declared and declared.split(";")[0].strip() in mt.ALL_MANIFESTS:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import IO
 
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
-from mirror.oci.descriptor import Descriptor, check_bytes
+from mirror.oci.descriptor import Descriptor, check_bytes, media_type_fits
 from mirror.registry.client import RegistryClient
 from mirror.stores.interface import KnownManifests
 
@@ -54,6 +54,8 @@ class RegistryStore:
         ref = f"{self.where}:{tag}"
         last = self.known.last_seen(ref) if self.known is not None else None
         kept = self.known.manifest(last) if self.known is not None and last else None
+        if last is not None and kept is not None and not media_type_fits(last.media_type, kept):
+            kept = None  # the hint's type is not these bytes': ask without it
         desc, data = self.client.get_manifest(
             self.repo, tag, (last, kept) if last is not None and kept is not None else None
         )
