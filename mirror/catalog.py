@@ -150,7 +150,7 @@ def load_catalog(path: Path, memo: ValidMemo | None = None) -> list[CatalogEntry
     return entries
 
 
-def records_lock(catalog: Path) -> contextlib.AbstractContextManager[None]:
+def records_lock(catalog: Path) -> contextlib.AbstractContextManager[bool]:
     """The catalog's folder, locked: the catalog and the records beside it (freshness,
     chains) are read, changed and written by one import at a time."""
     try:

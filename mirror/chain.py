@@ -12,9 +12,7 @@ naming the missing numbers, a replay or an older one exit 3.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from mirror.errors import OperationError, UsageError, VerificationError
 from mirror.formats import jsondoc
 from mirror.freshness import ImportRecord
 from mirror.oci.names import slug
-from mirror.streams import atomic_file, read_capped
+from mirror.streams import atomic_file, locked_folder, read_capped
 
 STATE_CAP = 1 << 20  # a chain's state: a sequence number, digests, a few names
 
@@ -62,18 +60,13 @@ class ChainState:
         """One export of a chain at a time: two that both read sequence N wrote two
         different bundles N, and the far side could apply only one of them."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with locked_folder(self.folder, wait=False) as mine:
+            if not mine:
                 raise OperationError(
                     f"{self.folder}: another export of this chain is running; run this one "
                     "when it has ended"
-                ) from None
+                )
             yield
-        finally:
-            os.close(fd)
 
     def _load(self) -> dict[str, object] | None:
         path = self.folder / STATE_FILE

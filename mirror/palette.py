@@ -171,7 +171,7 @@ class PaletteClient:
     def _scrub(self, text: str) -> str:
         return redact(self._http.secrets.scrub(text))
 
-    def _uid(self, value: object, where: str) -> str:
+    def _registry_uid(self, value: object, where: str) -> str:
         """A uid that holds the API key (a server echoing the header back) is not one: it
         would be printed in the import's result and the --json document."""
         uid = _uid(value, where)
@@ -260,7 +260,7 @@ class PaletteClient:
         current = found.get(entry.name)
         uid = None
         if current:
-            uid = self._uid(current.get("uid"), f"Palette's registry {entry.name!r}")
+            uid = self._registry_uid(current.get("uid"), f"Palette's registry {entry.name!r}")
             self._check_kind(entry, current)
         path = _paths(entry.kind, uid)
         if uid:
@@ -273,7 +273,7 @@ class PaletteClient:
             answer = None
         # A 200 with an HTML login page, or nothing, registered nothing: not a success.
         where = f"Palette POST {path}"
-        uid = self._uid(answer.get("uid") if isinstance(answer, dict) else None, where)
+        uid = self._registry_uid(answer.get("uid") if isinstance(answer, dict) else None, where)
         found[entry.name] = {"name": entry.name, "uid": uid, "kind": entry.kind}
         return {**result, "uid": uid, "action": "created"}
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mirror.bundle.parts import SHA256_SIDECAR, SIG_SIDECAR, open_bundle, sidecar
 from mirror.errors import IntegrityError, VerificationError
-from mirror.streams import Staged, read_sidecar
+from mirror.streams import Staged, read_small_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -126,7 +126,7 @@ def verify_detached(
     """
     sig_path = sidecar(path, SIG_SIDECAR)
     try:
-        signature = read_sidecar(sig_path, _MAX_SIG_FILE)
+        signature = read_small_file(sig_path, _MAX_SIG_FILE, found=True)
     except OSError as exc:  # a folder, a FIFO, a device: not what signs a bundle
         raise VerificationError(f"{sig_path}: not a signature ({exc.strerror or exc})") from None
     if signature is None:
@@ -171,7 +171,7 @@ def _recorded_digest(path: Path) -> str | None:
     """What PATH.sha256 says, if it is there; a sidecar is one line, never read whole."""
     sums = sidecar(path, SHA256_SIDECAR)
     try:
-        data = read_sidecar(sums, _MAX_SIG_FILE)
+        data = read_small_file(sums, _MAX_SIG_FILE, found=True)
     except OSError as exc:
         raise VerificationError(f"{sums}: not a checksum file ({exc.strerror or exc})") from None
     if data is None:

@@ -228,17 +228,10 @@ def _read_document(path: Path) -> Any:
         doc = yaml.load(text, Loader=_SpecLoader)  # SafeLoader, with unique keys
         jsondoc.check_yaml(doc)
         return doc
-    except RecursionError:
-        raise SpecError(f"{path}: nested deeper than {jsondoc.MAX_DEPTH} levels") from None
     except jsondoc.DocumentError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError(f"{path}: {where}{problem}") from None
-    except ValueError:  # int() of a 5,000-digit YAML integer
-        raise SpecError(f"{path}: a number with too many digits") from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise SpecError(f"{path}: {jsondoc.yaml_problem(exc)}") from None
 
 
 def _registry_from_json(d: Mapping[str, Any]) -> Registry:

@@ -254,13 +254,19 @@ class Staged:
 
 
 @contextmanager
-def locked_folder(folder: Path) -> Iterator[None]:
+def locked_folder(folder: Path, *, wait: bool = True) -> Iterator[bool]:
     """An exclusive flock on the folder itself, for a short read-modify-write or a set of
-    renames in it: other mirror processes doing the same wait; nothing is written for it."""
+    renames in it: other mirror processes doing the same wait; nothing is written for it.
+    With `wait=False`, yields False at once when another holds it (a long run that must
+    not overlap another, as two exports of one chain)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -380,31 +386,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_small_file(path: Path, cap: int) -> bytes | None:
+def read_small_file(path: Path, cap: int, *, found: bool = False) -> bytes | None:
     """A file read whole, at most one byte past `cap` (so a caller can tell one too large,
     a pipe or a growing file included); None when there is none. Other OSErrors are left
-    to the caller, which names the file in its own words."""
+    to the caller, which names the file in its own words.
+
+    `found`: a file nobody named, found beside another (FILE.sig, FILE.sha256,
+    FILE.parts.sha256), must be a regular file, opened without waiting: a FIFO there
+    blocked verify in open() for good. A file the user names may be a pipe (`<(...)`)."""
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | (os.O_NONBLOCK if found else 0)
     try:
-        with path.open("rb") as fh:
-            return fh.read(cap + 1)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
-
-
-def read_sidecar(path: Path, cap: int) -> bytes | None:
-    """A file found beside another (FILE.sig, FILE.sha256, FILE.parts.sha256), read as
-    `read_small_file` does, but only a regular file: nobody named it, so a FIFO there is
-    refused instead of waited on (opening one with no writer blocked verify for good)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-        if not stat.S_ISREG(mode):
+        if found and not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
         return fh.read(cap + 1)
 
 

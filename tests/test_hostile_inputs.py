@@ -445,3 +445,20 @@ def test_a_bug_is_still_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> 
     lines = run.err.splitlines()
     assert run.rc == 1 and len(lines) == 1 and "internal error: KeyError" in lines[0]
     assert mirror("--debug", "verify", "x.tar.zst").err.count("Traceback") == 1
+
+
+def test_a_small_file_that_is_no_file_is_refused_without_a_leak(tmp_path: Path) -> None:
+    """A folder, or (found beside a bundle) a FIFO, is refused before it is read; the
+    descriptor opened to look is closed, however often it happens."""
+    from mirror.streams import read_small_file
+
+    os.mkfifo(tmp_path / "fifo")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        for found in (False, True):
+            with pytest.raises(IsADirectoryError):
+                read_small_file(tmp_path, 10, found=found)
+        with pytest.raises(OSError, match="not a regular file"):
+            read_small_file(tmp_path / "fifo", 10, found=True)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert read_small_file(tmp_path / "absent", 10, found=True) is None

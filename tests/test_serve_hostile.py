@@ -98,6 +98,9 @@ def test_an_access_log_line_cannot_be_forged_by_a_path() -> None:
     line = common_log_line(environ, "404", 10)
     assert "\n" not in line and "\r" not in line and "\x00" not in line and "\x1b" not in line
     assert '\\x0d\\x0a10.6.6.6 - - [x] \\"GET /forged' in line and line.endswith('" 404 10')
+    # A path's %9B (C1's escape) and %E2%80%AE (U+202E reorders what follows) too.
+    environ["PATH_INFO"] = "/v2/\x9b2J/\u202eflipped"
+    assert "\\x9b2J/\\u202eflipped" in common_log_line(environ, "404", 10)
 
 
 class _Store:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from mirror.bundle.toc import FOOTER_TAG
 from mirror.errors import IntegrityError, UsageError, VerificationError
-from mirror.streams import Staged, read_sidecar, refuse_special, temp_beside
+from mirror.streams import Staged, read_small_file, refuse_special, temp_beside
 
 MIN_PART = 64 * 1024
 SUMS = ".parts.sha256"
@@ -139,7 +139,7 @@ def read_sums(path: Path) -> list[str] | None:
     """FILE.parts.sha256 (sha256sum's format, parts in order), or None when absent."""
     sums = sums_path(path)
     try:
-        data = read_sidecar(sums, MAX_SUMS)
+        data = read_small_file(sums, MAX_SUMS, found=True)
     except OSError as exc:
         raise VerificationError(f"{sums}: not a list of parts ({exc.strerror or exc})") from None
     if data is None:

@@ -203,7 +203,8 @@ def _check_archive(
     )
     _check_roots(manifest)
     walk = _Walk(expected=manifest.member_map())
-    places = _Places.of(path)
+    reader = BundleReader(path)  # one table of contents, read once, for every check below
+    places = _Places.of(reader)
     entry = head.pending
     while entry is not None:
         at = counted.pos  # the member's first data byte
@@ -215,12 +216,12 @@ def _check_archive(
     if missing:
         raise VerificationError(f"{missing[0]}: listed in manifest.json but not in the archive")
     layout.check(manifest, walk.docs, walk.seen, walk.edges)
-    _check_toc(path, walk.seen, head.signature is not None)
+    _check_toc(reader, walk.seen, head.signature is not None)
     places.settle()
     from mirror.sigpolicy import check_bundle
     from mirror.stores.bundle import BundleStore
 
-    source = BundleStore.sealed(BundleReader(path), manifest)
+    source = BundleStore.sealed(reader, manifest)
     skipped = check_closure(manifest, source)
     check_chart_entries(manifest, source)
     check_bundle(manifest, source)  # the cosign signatures export checked, checked again
@@ -363,12 +364,12 @@ def _check_member(stream: Readable, entry: tarfmt.Entry, walk: _Walk) -> None:
         layout.remember(path, b"".join(kept), walk.docs, walk.edges)
 
 
-def _check_toc(path: Path, seen: dict[str, int], signed: bool) -> None:
+def _check_toc(reader: BundleReader, seen: dict[str, int], signed: bool) -> None:
     """Import seeks through the table of contents, so it must be there and name every member.
 
     This also catches a file cut short after its last tar frame.
     """
-    toc = BundleReader(path).toc()
+    toc = reader.toc()
     expected = set(seen) | {MANIFEST_PATH} | ({SIGNATURE_PATH} if signed else set())
     for name in sorted(expected ^ set(toc)):
         raise VerificationError(f"{name}: archive and table of contents disagree")
@@ -405,11 +406,11 @@ class _Places:
     failure: VerificationError | None = None
 
     @classmethod
-    def of(cls, path: Path) -> _Places:
+    def of(cls, reader: BundleReader) -> _Places:
         from mirror.bundle.frames import frame_map
 
+        path = reader.path
         try:
-            reader = BundleReader(path)
             toc = reader.toc()
             with open_bundle(path) as f:
                 return cls(toc, frame_map(f, reader.toc_offset()))

@@ -137,12 +137,13 @@ def _repo(reg: Registry, net: Net) -> _Repo:
     if not reg.url:
         raise UsageError(f"registry {reg.name}: a helm registry needs a url")
     base = reg.url if "://" in reg.url else f"https://{reg.url}"
+    bad = UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
     try:
         parts = split_url(base)
     except ValueError:  # "Invalid IPv6 URL", a port past 65535 (a spec has checked)
-        parts = urlsplit("")
+        raise bad from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"registry {reg.name}: not a Helm repository URL: {redact(reg.url)}")
+        raise bad
     names = reg.auth.names if reg.auth is not None else None
     saved = helm_repository_entry(base)
     creds = resolve_credentials(_host(base), names, helm=saved)

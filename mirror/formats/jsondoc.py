@@ -58,6 +58,19 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parser's failure in one line, where it is first: PyYAML's own text is several
+    lines, the document's excerpt among them. Also Python's words past YAML's bounds."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem is None and isinstance(exc, RecursionError):
+        problem = f"nested deeper than {MAX_DEPTH} levels"
+    elif problem is None and isinstance(exc, ValueError):  # int() of a 5,000-digit integer
+        problem = "a number with too many digits"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (problem or str(exc).splitlines()[0])
+
+
 def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
     """Refuse a parsed document nested deeper than `limit`, without recursing.
 

@@ -443,12 +443,16 @@ def common_log_line(environ: dict[str, Any], status: str, sent: int) -> str:
     return f'{environ.get("REMOTE_ADDR", "-")} - - [{when}] "{request}" {status} {size}'
 
 
-_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]')
 
 
 def _escaped(text: str) -> str:
-    """Control characters, quotes and backslashes as \\xHH, `\\"` and `\\\\`."""
-    return _UNPRINTABLE.sub(lambda m: _ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
+    """Control characters, marks that reorder text, quotes and backslashes, escaped."""
+    return _UNPRINTABLE.sub(lambda m: _ESCAPES.get(m[0]) or _hex(ord(m[0])), text)
+
+
+def _hex(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\"}
